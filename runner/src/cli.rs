@@ -1,0 +1,209 @@
+//! The command line: `init`, `ingest`, `status`, `jobs`, `retry`, `plugins`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::ledger::{self, JobState, Ledger};
+use crate::pipeline::{Pipeline, load_stages};
+use crate::report;
+
+/// keepsake brings every new photo and video into one library that lasts:
+/// sandboxed WebAssembly stages, a journaled ledger, nothing ever lost.
+#[derive(Debug, Parser)]
+#[command(name = "keepsake", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file. Default: $KEEPSAKE_CONFIG, else ./keepsake.toml when it
+    /// exists, else the built-in default (./inbox → ./library).
+    #[arg(long, short, global = true, env = "KEEPSAKE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the commented default config to a file.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "keepsake.toml")]
+        path: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take every new file under the inboxes (or the given paths) through
+    /// the pipeline once, then exit. Exit code 1 when any job failed.
+    Ingest {
+        /// Files or folders to take instead of the configured inboxes. A path
+        /// outside every inbox is taken in copy mode with the first inbox's
+        /// pipeline.
+        paths: Vec<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs per state, the library, and the most recent failures.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs.
+    Jobs {
+        /// Only failed jobs.
+        #[arg(long, conflicts_with = "state")]
+        failed: bool,
+        /// Only jobs in this state (pending, done, duplicate, quarantined, skipped, failed).
+        #[arg(long)]
+        state: Option<String>,
+        /// One JSON object per line (a stable format for other tools).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a job (or every failed job) back in the queue; the next ingest takes it.
+    Retry {
+        /// The job id.
+        #[arg(required_unless_present = "failed")]
+        job: Option<u64>,
+        /// Every failed job.
+        #[arg(long, conflicts_with = "job")]
+        failed: bool,
+    },
+    /// Stages and plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Every stage the config names: where it comes from, its version and options.
+    List,
+}
+
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Load the config the user meant (see [`Cli::config`]).
+pub fn load_config(explicit: Option<&Path>) -> anyhow::Result<(Config, bool)> {
+    if let Some(path) = explicit {
+        return Ok((Config::load(path)?, false));
+    }
+    let local = Path::new("keepsake.toml");
+    if local.is_file() {
+        return Ok((Config::load(local)?, false));
+    }
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    Ok((Config::default_in(&cwd)?, true))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Init { path, force } => {
+            if path.exists() && !force {
+                bail!("{} exists; pass --force to replace it", path.display());
+            }
+            std::fs::write(&path, DEFAULT_CONFIG).with_context(|| format!("cannot write {}", path.display()))?;
+            println!("wrote {}; edit it, then run `keepsake ingest`", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { paths, json } => {
+            let (config, is_default) = load_config(cli.config.as_deref())?;
+            if is_default && paths.is_empty() {
+                // The built-in default makes its own folders on a fresh machine.
+                for inbox in &config.inboxes {
+                    std::fs::create_dir_all(&inbox.path)
+                        .with_context(|| format!("cannot create {}", inbox.path.display()))?;
+                }
+            }
+            for path in &paths {
+                if path.symlink_metadata().is_err() {
+                    bail!("{} does not exist", path.display());
+                }
+            }
+            let mut pipeline = Pipeline::open(config.clone())?;
+            let result = pipeline.ingest(&paths)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&result)?)?;
+            } else {
+                report::print_ingest(&mut out, &config, &result)?;
+            }
+            Ok(if result.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Status { json } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let ledger = open_existing(&config)?;
+            let mut out = std::io::stdout().lock();
+            report::print_status(&mut out, &config, &ledger, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs { failed, state, json } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let ledger = open_existing(&config)?;
+            let state = match (failed, state) {
+                (true, _) => Some(JobState::Failed),
+                (false, Some(text)) => Some(JobState::parse(&text).with_context(|| {
+                    format!("unknown state {text:?}; one of pending, done, duplicate, quarantined, skipped, failed")
+                })?),
+                (false, None) => None,
+            };
+            let jobs = ledger.read(|c| ledger::jobs_in_state(c, state))?;
+            let mut out = std::io::stdout().lock();
+            report::print_jobs(&mut out, &config, &jobs, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { job, failed } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let ledger = open_existing(&config)?;
+            let target = if failed { None } else { job };
+            let n = ledger.write(|tx| ledger::retry(tx, target))?;
+            match (target, n) {
+                (Some(id), 0) => bail!("job {id} is not failed, quarantined or skipped (see `keepsake jobs`)"),
+                _ => println!("{n} job(s) queued again; `keepsake ingest` takes them"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins {
+            command: PluginsCommand::List,
+        } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let (_, stages) = load_stages(&config)?;
+            let mut out = std::io::stdout().lock();
+            report::print_plugins(&mut out, &config, stages.values())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_existing(config: &Config) -> anyhow::Result<Ledger> {
+    let path = config.ledger_path();
+    if !path.exists() {
+        bail!(
+            "no ledger at {} yet; `keepsake ingest` creates it (config: {})",
+            path.display(),
+            config.origin
+        );
+    }
+    Ok(Ledger::open(&path)?)
+}

@@ -1,0 +1,392 @@
+//! Configuration: raw TOML (serde, unknown keys rejected) validated into a
+//! typed [`Config`] whose errors name the file and the key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The commented default config, written by `keepsake init` and used when
+/// no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Stages that ship inside the binary.
+pub const BUILTIN_STAGES: &[&str] = &["dedup", "library"];
+
+const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+const DEFAULT_MEMORY_MIB: u64 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    library: PathBuf,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    inbox: Vec<RawInbox>,
+    #[serde(default)]
+    stages: BTreeMap<String, RawStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbox {
+    name: String,
+    path: PathBuf,
+    #[serde(default)]
+    mode: InboxMode,
+    #[serde(default = "default_pipeline")]
+    pipeline: Vec<String>,
+    #[serde(default)]
+    ignore: Vec<String>,
+}
+
+fn default_pipeline() -> Vec<String> {
+    BUILTIN_STAGES.iter().map(|s| s.to_string()).collect()
+}
+
+/// A stage table: a few keys keepsake reads, everything else is an option
+/// handed to the stage (and checked against the options it declares).
+#[derive(Debug, Deserialize)]
+struct RawStage {
+    wasm: Option<PathBuf>,
+    timeout_ms: Option<u64>,
+    memory_mib: Option<u64>,
+    #[serde(flatten)]
+    options: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboxMode {
+    /// Never modify the inbox; remember what was taken.
+    #[default]
+    Copy,
+    /// Remove the inbox file once the library copy is verified and committed.
+    Move,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the config came from, for messages.
+    pub origin: String,
+    pub library_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub inboxes: Vec<Inbox>,
+    pub stages: BTreeMap<String, StageConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    pub name: String,
+    pub path: PathBuf,
+    pub mode: InboxMode,
+    pub pipeline: Vec<String>,
+    pub ignore: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageSource {
+    Builtin,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    pub name: String,
+    pub source: StageSource,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    /// Options as text: strings as they are, other values as JSON.
+    pub options: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Load a config file; relative paths in it are relative to its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// The built-in default, relative to `cwd`.
+    pub fn default_in(cwd: &Path) -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_CONFIG, "(built-in default)", cwd)
+    }
+
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            message,
+        };
+        let base = absolute(base);
+        let library_root = resolve(&base, &raw.library);
+        if raw.library.as_os_str().is_empty() {
+            return Err(invalid("library".into(), "must name a folder".into()));
+        }
+        let state_dir = raw
+            .state_dir
+            .as_ref()
+            .map(|p| resolve(&base, p))
+            .unwrap_or_else(|| library_root.join(".keepsake"));
+
+        let mut stages = BTreeMap::new();
+        for (name, stage) in &raw.stages {
+            let key = format!("stages.{name}");
+            if !valid_name(name) {
+                return Err(invalid(key, "stage names use a-z, 0-9, '-' and '_'".into()));
+            }
+            let source = match &stage.wasm {
+                Some(path) => StageSource::File(resolve(&base, path)),
+                None if BUILTIN_STAGES.contains(&name.as_str()) => StageSource::Builtin,
+                None => {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "not a built-in stage ({}); give its plugin with `wasm = \"path/to/plugin.wasm\"`",
+                            BUILTIN_STAGES.join(", ")
+                        ),
+                    ));
+                }
+            };
+            let timeout_ms = stage.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+            if timeout_ms == 0 || timeout_ms > 600_000 {
+                return Err(invalid(format!("{key}.timeout_ms"), "must be 1..=600000".into()));
+            }
+            let memory_mib = stage.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+            if !(1..=4096).contains(&memory_mib) {
+                return Err(invalid(format!("{key}.memory_mib"), "must be 1..=4096".into()));
+            }
+            let options = stage
+                .options
+                .iter()
+                .map(|(k, v)| (k.clone(), option_text(v)))
+                .collect();
+            stages.insert(
+                name.clone(),
+                StageConfig {
+                    name: name.clone(),
+                    source,
+                    timeout: Duration::from_millis(timeout_ms),
+                    memory_bytes: (memory_mib as usize) << 20,
+                    options,
+                },
+            );
+        }
+
+        let mut inboxes = Vec::new();
+        let mut names = HashSet::new();
+        for (i, inbox) in raw.inbox.iter().enumerate() {
+            let key = format!("inbox[{i}]");
+            if !valid_name(&inbox.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?}: inbox names use a-z, 0-9, '-' and '_'", inbox.name),
+                ));
+            }
+            if !names.insert(inbox.name.clone()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("two inboxes are named {:?}", inbox.name),
+                ));
+            }
+            if inbox.pipeline.is_empty() {
+                return Err(invalid(format!("{key}.pipeline"), "needs at least one stage".into()));
+            }
+            for stage in &inbox.pipeline {
+                if !stages.contains_key(stage) {
+                    if BUILTIN_STAGES.contains(&stage.as_str()) {
+                        stages.insert(stage.clone(), builtin_stage(stage));
+                    } else {
+                        return Err(invalid(
+                            format!("{key}.pipeline"),
+                            format!("unknown stage {stage:?}: declare it under [stages.{stage}] with `wasm = \"...\"`"),
+                        ));
+                    }
+                }
+            }
+            inboxes.push(Inbox {
+                name: inbox.name.clone(),
+                path: resolve(&base, &inbox.path),
+                mode: inbox.mode,
+                pipeline: inbox.pipeline.clone(),
+                ignore: inbox.ignore.clone(),
+            });
+        }
+
+        for (i, a) in inboxes.iter().enumerate() {
+            if a.path.starts_with(&library_root) || library_root.starts_with(&a.path) {
+                return Err(invalid(
+                    format!("inbox[{i}].path"),
+                    format!(
+                        "{} and the library {} overlap; keep them side by side",
+                        a.path.display(),
+                        library_root.display()
+                    ),
+                ));
+            }
+            for (j, b) in inboxes.iter().enumerate().skip(i + 1) {
+                if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
+                    return Err(invalid(
+                        format!("inbox[{j}].path"),
+                        format!("inboxes {:?} and {:?} overlap", a.name, b.name),
+                    ));
+                }
+            }
+        }
+
+        Ok(Config {
+            origin: origin.to_string(),
+            library_root,
+            state_dir,
+            inboxes,
+            stages,
+        })
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.state_dir.join("ledger.sqlite")
+    }
+
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.state_dir.join("quarantine")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state_dir.join("cache")
+    }
+
+    pub fn inbox(&self, name: &str) -> Option<&Inbox> {
+        self.inboxes.iter().find(|i| i.name == name)
+    }
+}
+
+fn builtin_stage(name: &str) -> StageConfig {
+    StageConfig {
+        name: name.to_string(),
+        source: StageSource::Builtin,
+        timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+        memory_bytes: (DEFAULT_MEMORY_MIB as usize) << 20,
+        options: BTreeMap::new(),
+    }
+}
+
+fn option_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_else(|_| other.to_string()),
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// An absolute path without `.` or `..`, resolved lexically (the folders need
+/// not exist yet), so overlap checks compare like with like.
+pub fn absolute(path: &Path) -> PathBuf {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    absolute(&base.join(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let config = Config::default_in(Path::new("/srv/photos")).expect("default config parses");
+        assert_eq!(config.library_root, Path::new("/srv/photos/library"));
+        assert_eq!(config.state_dir, Path::new("/srv/photos/library/.keepsake"));
+        assert_eq!(config.inboxes.len(), 1);
+        assert_eq!(config.inboxes[0].mode, InboxMode::Copy);
+        assert_eq!(config.inboxes[0].pipeline, vec!["dedup", "library"]);
+        assert_eq!(
+            config.stages["library"].options["template"],
+            "{year}/{month}/{yyyy}{mm}{dd}_{HHMMSS}_{name}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let base = Path::new("/x");
+        let err = Config::parse("library = 'l'\nlibary = 'x'", "t.toml", base).unwrap_err();
+        assert!(err.to_string().contains("libary"), "{err}");
+
+        let err = Config::parse(
+            "library = 'lib'\n[[inbox]]\nname = 'a'\npath = 'lib/in'\n",
+            "t.toml",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("inbox[0].path"), "{err}");
+
+        let err = Config::parse(
+            "library = 'lib'\n[[inbox]]\nname = 'a'\npath = 'in'\n[[inbox]]\nname = 'b'\npath = 'in/sub'\n",
+            "t.toml",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("inbox[1].path"), "{err}");
+
+        let err = Config::parse(
+            "library = 'lib'\n[[inbox]]\nname = 'a'\npath = 'in'\npipeline = ['dedup', 'mystery']\n",
+            "t.toml",
+            base,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("mystery"), "{err}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Finding files in an inbox: a walk that never follows symlinks, skips
+//! partial downloads, and pairs sidecars with the photo or video they belong to.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Sidecar extensions: they travel with their media file instead of being
+/// jobs of their own.
+const SIDECAR_EXTS: &[&str] = &["xmp", "json", "aae"];
+
+/// A file found in an inbox.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub path: PathBuf,
+    /// Relative to the inbox root, as raw bytes.
+    pub rel_path: Vec<u8>,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    /// Sidecar file names in the same folder.
+    pub companions: Vec<String>,
+    /// A sidecar with no media file beside it.
+    pub orphan_sidecar: bool,
+}
+
+/// What a walk found, and what it could not read.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub files: Vec<Candidate>,
+    pub ignored: usize,
+    pub errors: Vec<String>,
+}
+
+/// Partial downloads and tool droppings that are never taken.
+pub fn is_ignored(name: &[u8], extra_globs: &[String]) -> bool {
+    name.first() == Some(&b'.')
+        || name.starts_with(b"~$")
+        || name.ends_with(b".part")
+        || name.ends_with(b".partial")
+        || name.ends_with(b".crdownload")
+        || name.ends_with(b".tmp")
+        || extra_globs
+            .iter()
+            .any(|glob| glob_match(glob.as_bytes(), name))
+}
+
+/// `*` and `?` globs over a file name.
+pub fn glob_match(glob: &[u8], name: &[u8]) -> bool {
+    match (glob.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&glob[1..], name) || (!name.is_empty() && glob_match(glob, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&glob[1..], &name[1..]),
+        (Some(g), Some(n)) if g == n => glob_match(&glob[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// Walk `root` (a folder or a single file).
+pub fn walk(root: &Path, extra_globs: &[String]) -> Walk {
+    let mut walk = Walk::default();
+    match std::fs::symlink_metadata(root) {
+        Ok(meta) if meta.is_file() => {
+            let dir = root.parent().unwrap_or(Path::new("."));
+            let name = root.file_name().map(OsString::from).unwrap_or_default();
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let siblings: Vec<OsString> = entries.flatten().map(|e| e.file_name()).collect();
+                    let companions = companions_of(name.as_bytes(), &siblings);
+                    walk.files.push(candidate(root, name.as_bytes().to_vec(), &meta, companions, false));
+                }
+                Err(e) => walk.errors.push(format!("cannot read folder {}: {e}", dir.display())),
+            }
+        }
+        Ok(meta) if meta.is_dir() => walk_dir(root, &[], extra_globs, &mut walk),
+        Ok(_) => walk.ignored += 1,
+        Err(e) => walk.errors.push(format!("cannot read {}: {e}", root.display())),
+    }
+    walk
+}
+
+fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            walk.errors.push(format!(
+                "cannot read folder {}: {e}; files in it were not taken (fix its permissions and run again)",
+                dir.display()
+            ));
+            return;
+        }
+    };
+    let mut files: Vec<(OsString, std::fs::Metadata)> = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                walk.errors.push(format!("cannot list {}: {e}", dir.display()));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        if is_ignored(name.as_bytes(), extra_globs) {
+            walk.ignored += 1;
+            continue;
+        }
+        // symlink_metadata: a symlink is never followed, wherever it points.
+        let meta = match std::fs::symlink_metadata(entry.path()) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                walk.errors.push(format!("cannot stat {}: {e}", entry.path().display()));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            subdirs.push(name);
+        } else if meta.is_file() {
+            files.push((name, meta));
+        } else {
+            walk.ignored += 1;
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<OsString> = files.iter().map(|(n, _)| n.clone()).collect();
+    let sidecar_owner = sidecar_owners(&names);
+    for (i, (name, meta)) in files.iter().enumerate() {
+        let is_sidecar = is_sidecar(name.as_bytes());
+        if is_sidecar && sidecar_owner.contains_key(&i) {
+            continue; // travels with its media file
+        }
+        let companions = if is_sidecar {
+            Vec::new()
+        } else {
+            sidecar_owner
+                .iter()
+                .filter(|(_, owner)| **owner == i)
+                .map(|(sidecar, _)| names[*sidecar].to_string_lossy().into_owned())
+                .collect()
+        };
+        let rel_path = join_rel(rel, name.as_bytes());
+        walk.files.push(candidate(&dir.join(name), rel_path, meta, companions, is_sidecar));
+    }
+    subdirs.sort();
+    for sub in subdirs {
+        let rel_path = join_rel(rel, sub.as_bytes());
+        walk_dir(&dir.join(&sub), &rel_path, extra_globs, walk);
+    }
+}
+
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = rel.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+fn candidate(
+    path: &Path,
+    rel_path: Vec<u8>,
+    meta: &std::fs::Metadata,
+    mut companions: Vec<String>,
+    orphan_sidecar: bool,
+) -> Candidate {
+    companions.sort();
+    Candidate {
+        path: path.to_path_buf(),
+        rel_path,
+        size: meta.len(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        inode: meta.ino(),
+        companions,
+        orphan_sidecar,
+    }
+}
+
+fn ext_lower(name: &[u8]) -> Option<String> {
+    let dot = name.iter().rposition(|&b| b == b'.')?;
+    Some(String::from_utf8_lossy(&name[dot + 1..]).to_ascii_lowercase())
+}
+
+pub fn is_sidecar(name: &[u8]) -> bool {
+    ext_lower(name).is_some_and(|ext| SIDECAR_EXTS.contains(&ext.as_str()))
+}
+
+/// The name a sidecar describes: `IMG_1.jpg.xmp` → `IMG_1.jpg`,
+/// `IMG_1.jpg.supplemental-metadata.json` → `IMG_1.jpg`, `IMG_1.AAE` → `IMG_1`.
+pub fn sidecar_base(name: &[u8]) -> Vec<u8> {
+    let lower = name.to_ascii_lowercase();
+    let dot = lower.iter().rposition(|&b| b == b'.').unwrap_or(lower.len());
+    let mut base = &name[..dot];
+    for suffix in [&b".supplemental-metadata"[..], b".supplemental-metad", b".suppl"] {
+        if base.to_ascii_lowercase().ends_with(suffix) {
+            base = &base[..base.len() - suffix.len()];
+            break;
+        }
+    }
+    base.to_vec()
+}
+
+fn stem(name: &[u8]) -> &[u8] {
+    match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => &name[..dot],
+        _ => name,
+    }
+}
+
+/// Map sidecar index → media index, for the sidecars whose media file is in
+/// the same folder. `IMG_1.jpg.xmp` matches `IMG_1.jpg` exactly; `IMG_1.xmp`
+/// matches the media file with stem `IMG_1` (a still before its Live Photo video).
+fn sidecar_owners(names: &[OsString]) -> HashMap<usize, usize> {
+    let mut by_name: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut by_stem: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let bytes = name.as_bytes();
+        if is_sidecar(bytes) {
+            continue;
+        }
+        by_name.insert(bytes.to_ascii_lowercase(), i);
+        let key = stem(bytes).to_ascii_lowercase();
+        let is_video = matches!(
+            ext_lower(bytes).as_deref(),
+            Some("mov" | "mp4" | "m4v" | "3gp" | "mts" | "m2ts" | "avi")
+        );
+        match by_stem.get(&key) {
+            Some(_) if is_video => {}
+            _ => {
+                by_stem.insert(key, i);
+            }
+        }
+    }
+    let mut owners = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if !is_sidecar(name.as_bytes()) {
+            continue;
+        }
+        let base = sidecar_base(name.as_bytes()).to_ascii_lowercase();
+        if let Some(&owner) = by_name.get(&base).or_else(|| by_stem.get(&base)) {
+            owners.insert(i, owner);
+        }
+    }
+    owners
+}
+
+/// Companions of one file among its siblings (for a file named on the command line).
+fn companions_of(name: &[u8], siblings: &[OsString]) -> Vec<String> {
+    let mut names: Vec<OsString> = siblings.to_vec();
+    names.sort();
+    let Some(me) = names.iter().position(|n| n.as_bytes() == name) else {
+        return Vec::new();
+    };
+    sidecar_owners(&names)
+        .into_iter()
+        .filter(|(_, owner)| *owner == me)
+        .map(|(sidecar, _)| names[sidecar].to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The library name of a companion, given where its media file went:
+/// `IMG_1.HEIC.xmp` follows `IMG_1.HEIC` → `20240512_IMG_1.HEIC.xmp`;
+/// `IMG_1.AAE` follows its stem → `20240512_IMG_1.AAE`.
+pub fn companion_dest_name(companion: &str, media_name: &str, placed_name: &str) -> String {
+    let lower = companion.to_ascii_lowercase();
+    let media_lower = media_name.to_ascii_lowercase();
+    if lower.starts_with(&format!("{media_lower}.")) {
+        return format!("{placed_name}{}", &companion[media_name.len()..]);
+    }
+    let media_stem = String::from_utf8_lossy(stem(media_name.as_bytes())).into_owned();
+    let placed_stem = String::from_utf8_lossy(stem(placed_name.as_bytes())).into_owned();
+    if lower.starts_with(&format!("{}.", media_stem.to_ascii_lowercase())) {
+        return format!("{placed_stem}{}", &companion[media_stem.len()..]);
+    }
+    format!("{placed_stem}.{companion}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignores_partial_downloads() {
+        for name in ["IMG_1.JPG.part", ".syncthing.IMG_1.JPG.tmp", "~$doc", ".DS_Store"] {
+            assert!(is_ignored(name.as_bytes(), &[]), "{name}");
+        }
+        assert!(!is_ignored(b"IMG_1.JPG", &[]));
+        assert!(is_ignored(b"sticker-1.webp", &["sticker-*.webp".into()]));
+    }
+
+    #[test]
+    fn pairs_sidecars() {
+        let names: Vec<OsString> = [
+            "IMG_1.HEIC", "IMG_1.HEIC.xmp", "IMG_1.MOV", "IMG_1.AAE", "IMG_2.jpg",
+            "IMG_2.jpg.supplemental-metadata.json", "lonely.xmp",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let owners = sidecar_owners(&names);
+        assert_eq!(owners.get(&1), Some(&0));
+        assert_eq!(owners.get(&3), Some(&0), "AAE goes with the still, not the video");
+        assert_eq!(owners.get(&5), Some(&4));
+        assert_eq!(owners.get(&6), None);
+        assert_eq!(companion_dest_name("IMG_1.HEIC.xmp", "IMG_1.HEIC", "x_IMG_1.HEIC"), "x_IMG_1.HEIC.xmp");
+        assert_eq!(companion_dest_name("IMG_1.AAE", "IMG_1.HEIC", "x_IMG_1.HEIC"), "x_IMG_1.AAE");
+    }
+}

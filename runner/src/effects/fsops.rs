@@ -1,0 +1,135 @@
+//! The only code that writes, renames or removes files. Every write goes to a
+//! temp name in the destination folder, is fsynced and verified, and is
+//! renamed into place without ever replacing an existing file.
+#![allow(clippy::disallowed_methods)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Copy `source` to `temp` (which must not exist), keeping the source's
+/// modification time. Not yet synced: see [`sync_files`].
+pub fn copy_to_temp(source: &Path, temp: &Path) -> io::Result<u64> {
+    let mut from = File::open(source)?;
+    let modified = from.metadata()?.modified()?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(temp)?;
+    // std's copy uses copy_file_range on Linux: in-kernel, reflinks where the
+    // filesystem can.
+    let copied = match io::copy(&mut from, &mut to) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(to);
+            let _ = std::fs::remove_file(temp);
+            return Err(e);
+        }
+    };
+    to.set_modified(modified)?;
+    Ok(copied)
+}
+
+/// Make written files durable: one `syncfs` per filesystem when there are
+/// many (one journal commit instead of one per file), `fsync` each otherwise.
+pub fn sync_files(paths: &[&Path]) -> io::Result<()> {
+    if paths.len() <= 4 {
+        for path in paths {
+            File::open(path)?.sync_all()?;
+        }
+        return Ok(());
+    }
+    let mut devices = std::collections::HashSet::new();
+    for path in paths {
+        use std::os::unix::fs::MetadataExt;
+        let file = File::open(path)?;
+        if devices.insert(file.metadata()?.dev()) {
+            rustix::fs::syncfs(&file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rename `from` to `to` unless `to` exists. `Err(AlreadyExists)` when it does.
+pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Err(io::ErrorKind::AlreadyExists.into()),
+        // Filesystems without RENAME_NOREPLACE (some network and FUSE
+        // filesystems): a hard link fails atomically when the name exists.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {
+            match std::fs::hard_link(from, to) {
+                Ok(()) => std::fs::remove_file(from),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+                // No hard links either (exFAT, some SMB): check, then rename.
+                // keepsake holds the state lock, so no other keepsake races us.
+                Err(_) => {
+                    if to.symlink_metadata().is_ok() {
+                        return Err(io::ErrorKind::AlreadyExists.into());
+                    }
+                    std::fs::rename(from, to)
+                }
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replace `to` with `from`: only for keepsake's own cache files, never for
+/// anything in the library.
+pub fn rename_over(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Remove one of keepsake's own temp files; a missing one is fine.
+pub fn remove_temp(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove an inbox file after its library copy is verified and committed.
+pub fn remove_source(path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Create `dir` and any missing parents, fsyncing each parent that gained an
+/// entry, so the new folders survive a power cut with the files in them.
+pub fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(path) = cursor {
+        if path.is_dir() {
+            break;
+        }
+        missing.push(path);
+        cursor = path.parent();
+    }
+    for path in missing.iter().rev() {
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
+}

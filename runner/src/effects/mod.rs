@@ -1,0 +1,391 @@
+//! Applying decisions to the disk, journaled so a crash at any instant leaves
+//! nothing lost, nothing duplicated and no temp file behind after recovery.
+//!
+//! For a batch of jobs, in this order:
+//! 1. one transaction records an *intent* for every file to write (source,
+//!    destination, temp name, expected BLAKE3, and the job's outcome);
+//! 2. each file is copied to its temp name in the destination folder;
+//! 3. the temps are made durable (`syncfs`/`fsync`) and re-hashed;
+//! 4. each temp is renamed to its destination, never replacing a file;
+//! 5. the destination folders are fsynced;
+//! 6. one transaction marks the intents done, records the assets and
+//!    finishes the jobs.
+//!
+//! [`recover`] replays what a crash left: it removes temps, and finishes a job
+//! whose files all reached their destination with the right bytes, or puts
+//! it back in the queue. It never deletes a file outside keepsake's temps.
+
+pub mod fsops;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::blake3_file;
+use crate::ledger::{self, Action, JobState, Ledger, LedgerError, Outcome};
+
+/// `KEEPSAKE_FAULT_AFTER=k` aborts the process at the k-th fault point: the
+/// crash-safety tests sweep k over every step of a run.
+pub fn fault_point(label: &str) {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("KEEPSAKE_FAULT_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(limit) = *limit {
+        let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == limit {
+            eprintln!("keepsake: fault injection: aborting at step {n} ({label})");
+            std::process::abort();
+        }
+    }
+}
+
+/// What the asset row will say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssetInfo {
+    pub blake3: String,
+    pub sha1: String,
+    pub size: u64,
+    pub media_kind: String,
+    pub capture_time: Option<String>,
+    pub capture_source: Option<String>,
+}
+
+/// How a job ends once its files are in place; stored with each intent so
+/// recovery can finish the job exactly as the run would have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finish {
+    pub state: String,
+    pub reason: Option<String>,
+    pub capture_time: Option<String>,
+    pub capture_source: Option<String>,
+    pub capture_confidence: Option<String>,
+    pub dest_path: Option<String>,
+    pub duplicate_of: Option<u64>,
+    pub facts: String,
+    /// Set when the main file goes into the library.
+    pub asset: Option<AssetInfo>,
+}
+
+impl Finish {
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            reason: self.reason.clone(),
+            capture_time: self.capture_time.clone(),
+            capture_source: self.capture_source.clone(),
+            capture_confidence: self.capture_confidence.clone(),
+            dest_path: self.dest_path.clone(),
+            duplicate_of: self.duplicate_of,
+            facts: self.facts.clone(),
+        }
+    }
+
+    fn state(&self) -> JobState {
+        JobState::parse(&self.state).unwrap_or(JobState::Done)
+    }
+}
+
+/// One file to write for a job.
+#[derive(Debug, Clone)]
+pub struct FileWrite {
+    pub action: Action,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub blake3: String,
+    pub size: u64,
+}
+
+/// A job after its stages ran: what to write and how it ends.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub job_id: u64,
+    pub finish: Finish,
+    /// The first is the job's own file; companions follow.
+    pub writes: Vec<FileWrite>,
+    /// Remove the inbox file (and companions) once committed (move mode).
+    pub remove_sources: bool,
+}
+
+/// What happened to a job in [`apply`].
+#[derive(Debug, Clone)]
+pub enum Applied {
+    Finished(JobState),
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Apply a batch of plans; a job whose files cannot be written fails alone.
+pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>, ApplyError> {
+    let mut results: BTreeMap<u64, Applied> = BTreeMap::new();
+    let mut plans_by_id: BTreeMap<u64, JobPlan> = BTreeMap::new();
+
+    // 1. Intents (and jobs that need no file written) in one transaction.
+    let entries = ledger.write(|tx| {
+        let mut entries: Vec<ledger::JournalEntry> = Vec::new();
+        for plan in &plans {
+            if plan.writes.is_empty() {
+                finish_job(tx, plan.job_id, &plan.finish)?;
+                continue;
+            }
+            let outcome_json = serde_json::to_string(&plan.finish).unwrap_or_default();
+            for write in &plan.writes {
+                entries.push(ledger::insert_intent(
+                    tx,
+                    plan.job_id,
+                    write.action,
+                    &write.source,
+                    &write.dest,
+                    &write.blake3,
+                    write.size,
+                    &outcome_json,
+                )?);
+            }
+        }
+        Ok(entries)
+    })?;
+    fault_point("intents committed");
+    for plan in plans {
+        if plan.writes.is_empty() {
+            results.insert(plan.job_id, Applied::Finished(plan.finish.state()));
+        } else {
+            plans_by_id.insert(plan.job_id, plan);
+        }
+    }
+    let mut failed: HashMap<u64, String> = HashMap::new();
+
+    // 2. Copy to temps.
+    let mut written: Vec<&ledger::JournalEntry> = Vec::new();
+    for entry in &entries {
+        if failed.contains_key(&entry.job_id) {
+            continue;
+        }
+        let dir = entry.dest.parent().unwrap_or(Path::new("."));
+        let copied = fsops::create_dirs_durably(dir)
+            .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
+            .and_then(|()| {
+                fsops::copy_to_temp(&entry.source, &entry.temp).map_err(|e| {
+                    format!(
+                        "cannot copy {} to {}: {e}",
+                        entry.source.display(),
+                        entry.temp.display()
+                    )
+                })
+            });
+        match copied {
+            Ok(_) => written.push(entry),
+            Err(message) => {
+                failed.insert(entry.job_id, message);
+            }
+        }
+        fault_point("temp written");
+    }
+
+    // 3. Durable, then verified.
+    let temps: Vec<&Path> = written.iter().map(|e| e.temp.as_path()).collect();
+    if let Err(e) = fsops::sync_files(&temps) {
+        for entry in &written {
+            failed
+                .entry(entry.job_id)
+                .or_insert_with(|| format!("cannot sync {}: {e}", entry.temp.display()));
+        }
+    }
+    fault_point("temps synced");
+    for entry in &written {
+        if failed.contains_key(&entry.job_id) {
+            continue;
+        }
+        match blake3_file(&entry.temp) {
+            Ok(hash) if hash == entry.blake3 => {}
+            Ok(_) => {
+                failed.insert(
+                    entry.job_id,
+                    format!(
+                        "{} changed while it was being copied; it will be taken again on the next run",
+                        entry.source.display()
+                    ),
+                );
+            }
+            Err(e) => {
+                failed.insert(entry.job_id, format!("cannot verify {}: {e}", entry.temp.display()));
+            }
+        }
+    }
+    fault_point("temps verified");
+
+    // 4. Into place.
+    let mut dirs = BTreeSet::new();
+    for entry in &written {
+        if failed.contains_key(&entry.job_id) {
+            continue;
+        }
+        match fsops::rename_no_replace(&entry.temp, &entry.dest) {
+            Ok(()) => {
+                if let Some(dir) = entry.dest.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                failed.insert(
+                    entry.job_id,
+                    format!(
+                        "{} appeared while keepsake was writing it; the job will pick another name when retried",
+                        entry.dest.display()
+                    ),
+                );
+            }
+            Err(e) => {
+                failed.insert(entry.job_id, format!("cannot rename into {}: {e}", entry.dest.display()));
+            }
+        }
+        fault_point("renamed");
+    }
+    for dir in &dirs {
+        if let Err(e) = fsops::fsync_dir(dir) {
+            tracing::warn!("cannot fsync folder {}: {e}", dir.display());
+        }
+    }
+    fault_point("folders synced");
+
+    // Temps of failed jobs go away; files already renamed stay (never delete
+    // a library file): a retry adopts them as they are identical.
+    for entry in &entries {
+        if failed.contains_key(&entry.job_id) {
+            let _ = fsops::remove_temp(&entry.temp);
+        }
+    }
+
+    // 6. Done.
+    ledger.write(|tx| {
+        for entry in &entries {
+            let state = if failed.contains_key(&entry.job_id) { "rolled_back" } else { "done" };
+            ledger::mark(tx, entry.id, state)?;
+        }
+        for (job_id, plan) in &plans_by_id {
+            match failed.get(job_id) {
+                Some(message) => ledger::fail_job(tx, *job_id, message)?,
+                None => finish_job(tx, *job_id, &plan.finish)?,
+            }
+        }
+        Ok(())
+    })?;
+    fault_point("done committed");
+
+    for (job_id, plan) in plans_by_id {
+        match failed.remove(&job_id) {
+            Some(message) => {
+                results.insert(job_id, Applied::Failed(message));
+            }
+            None => {
+                if plan.remove_sources {
+                    for write in &plan.writes {
+                        if let Err(e) = fsops::remove_source(&write.source) {
+                            tracing::warn!(job = job_id, "cannot remove {} from the inbox: {e}", write.source.display());
+                        }
+                    }
+                }
+                results.insert(job_id, Applied::Finished(plan.finish.state()));
+            }
+        }
+    }
+    Ok(results.into_iter().collect())
+}
+
+fn finish_job(tx: &rusqlite::Transaction<'_>, job_id: u64, finish: &Finish) -> rusqlite::Result<()> {
+    if let (Some(asset), Some(path)) = (&finish.asset, &finish.dest_path)
+        && ledger::asset_by_hash(tx, &asset.blake3)?.is_none()
+        && ledger::asset_by_path(tx, path)?.is_none()
+    {
+        ledger::insert_asset(
+            tx,
+            &ledger::NewAsset {
+                job_id,
+                blake3: &asset.blake3,
+                sha1: &asset.sha1,
+                size: asset.size,
+                media_kind: &asset.media_kind,
+                capture_time: asset.capture_time.as_deref(),
+                capture_source: asset.capture_source.as_deref(),
+                library_path: path,
+            },
+        )?;
+    }
+    match finish.state() {
+        JobState::Failed => ledger::fail_job(tx, job_id, finish.reason.as_deref().unwrap_or("failed")),
+        state => ledger::finish_job(tx, job_id, state, &finish.outcome()),
+    }
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recovery {
+    pub finished: usize,
+    pub requeued: usize,
+    pub temps_removed: usize,
+}
+
+/// Replay the journal after a crash. Runs before anything new is taken.
+pub fn recover(ledger: &Ledger) -> Result<Recovery, LedgerError> {
+    let open = ledger.read(ledger::open_intents)?;
+    let mut recovery = Recovery::default();
+    let mut by_job: BTreeMap<u64, Vec<ledger::JournalEntry>> = BTreeMap::new();
+    for entry in open {
+        by_job.entry(entry.job_id).or_default().push(entry);
+    }
+    for (job_id, entries) in by_job {
+        let mut complete = true;
+        for entry in &entries {
+            if entry.temp.symlink_metadata().is_ok() {
+                match fsops::remove_temp(&entry.temp) {
+                    Ok(()) => {
+                        recovery.temps_removed += 1;
+                        if let Some(dir) = entry.temp.parent() {
+                            let _ = fsops::fsync_dir(dir);
+                        }
+                    }
+                    Err(e) => tracing::warn!(job = job_id, "cannot remove temp {}: {e}", entry.temp.display()),
+                }
+            }
+            let arrived = blake3_file(&entry.dest).is_ok_and(|hash| hash == entry.blake3);
+            complete &= arrived;
+        }
+        let finish: Option<Finish> = serde_json::from_str(&entries[0].outcome_json).ok();
+        ledger.write(|tx| {
+            match (&finish, complete) {
+                (Some(finish), true) => {
+                    for entry in &entries {
+                        ledger::mark(tx, entry.id, "done")?;
+                    }
+                    finish_job(tx, job_id, finish)?;
+                }
+                _ => {
+                    for entry in &entries {
+                        ledger::mark(tx, entry.id, "rolled_back")?;
+                    }
+                    tx.execute(
+                        "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1",
+                        rusqlite::params![job_id, ledger::now()],
+                    )?;
+                }
+            }
+            Ok(())
+        })?;
+        if complete && finish.is_some() {
+            recovery.finished += 1;
+        } else {
+            recovery.requeued += 1;
+        }
+        fault_point("recovered a job");
+    }
+    Ok(recovery)
+}

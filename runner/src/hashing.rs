@@ -1,0 +1,150 @@
+//! One read of a file feeds BLAKE3 (keepsake's identity of an original) and
+//! SHA-1 (Immich's checksum) together, in constant memory.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use sha1::Digest;
+
+use crate::media::SNIFF_LEN;
+
+const CHUNK: usize = 1 << 20;
+/// Above this size SHA-1 runs on its own thread beside BLAKE3.
+const PARALLEL_FROM: u64 = 16 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashes {
+    pub blake3: String,
+    pub sha1: String,
+    pub size: u64,
+    /// The first bytes, for sniffing the media kind without a second read.
+    pub head: Vec<u8>,
+}
+
+/// Hash everything `reader` yields. `size_hint` picks the strategy only.
+pub fn hash_reader(mut reader: impl Read, size_hint: u64) -> std::io::Result<Hashes> {
+    let mut blake3 = blake3::Hasher::new();
+    let mut head = Vec::with_capacity(SNIFF_LEN);
+    let mut size = 0u64;
+    let sha1 = if size_hint < PARALLEL_FROM {
+        let mut sha1 = sha1::Sha1::new();
+        let mut buf = vec![0u8; CHUNK.min(size_hint as usize + 1).max(8192)];
+        loop {
+            let n = read_full(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            keep_head(&mut head, chunk);
+            blake3.update(chunk);
+            sha1.update(chunk);
+            size += n as u64;
+        }
+        sha1.finalize()
+    } else {
+        std::thread::scope(|scope| -> std::io::Result<_> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+            let worker = scope.spawn(move || {
+                let mut sha1 = sha1::Sha1::new();
+                for chunk in rx {
+                    sha1.update(&chunk[..]);
+                }
+                sha1.finalize()
+            });
+            let result = (|| {
+                loop {
+                    let mut buf = vec![0u8; 4 * CHUNK];
+                    let n = read_full(&mut reader, &mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.truncate(n);
+                    let chunk = Arc::new(buf);
+                    keep_head(&mut head, &chunk);
+                    // The worker only stops when the channel closes.
+                    let _ = tx.send(Arc::clone(&chunk));
+                    blake3.update(&chunk);
+                    size += n as u64;
+                }
+            })();
+            drop(tx);
+            let sha1 = worker
+                .join()
+                .map_err(|_| std::io::Error::other("SHA-1 worker thread panicked"))?;
+            result.map(|()| sha1)
+        })?
+    };
+    Ok(Hashes {
+        blake3: blake3.finalize().to_hex().to_string(),
+        sha1: hex(&sha1),
+        size,
+        head,
+    })
+}
+
+/// BLAKE3 of a file, for verifying what was written.
+pub fn blake3_file(path: &std::path::Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = read_full(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {
+    if head.len() < SNIFF_LEN {
+        let take = (SNIFF_LEN - head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..take]);
+    }
+}
+
+/// Fill `buf` unless the reader ends first; returns how many bytes it holds.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_strategies_agree_with_reference_digests() {
+        let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let small = hash_reader(&data[..1000], 1000).expect("hash");
+        assert_eq!(small.blake3, blake3::hash(&data[..1000]).to_hex().to_string());
+        assert_eq!(small.sha1, hex(&sha1::Sha1::digest(&data[..1000])));
+        let large = hash_reader(&data[..], data.len() as u64).expect("hash");
+        let sequential = hash_reader(&data[..], 0).expect("hash");
+        assert_eq!(large, sequential);
+        assert_eq!(large.size, data.len() as u64);
+        assert_eq!(large.head, &data[..SNIFF_LEN]);
+        assert_eq!(
+            hash_reader(&b"abc"[..], 3).expect("hash").sha1,
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+}

@@ -1,0 +1,464 @@
+//! The wasm host: one shared wasmtime `Engine`, each stage compiled once (and
+//! cached on disk) and pre-instantiated, a fresh `Store` for every call with a
+//! CPU deadline (epoch interruption), a memory cap, and no ambient authority:
+//! no preopened folders, no environment, no network. A stage reaches the job's
+//! file only through the bounded `read` import.
+
+mod bindings;
+pub mod cache;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use bindings::keepsake::stage::types::{
+    AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Effect, Fact, Job, LogLevel,
+    MediaKind as WitMediaKind, Placement, StageError,
+};
+use bindings::{Stage, StagePre};
+pub use cache::CacheOutcome;
+
+/// How often the epoch advances: the granularity of CPU deadlines.
+const TICK: Duration = Duration::from_millis(5);
+/// The most one `read` call returns.
+pub const MAX_READ: u32 = 1 << 20;
+/// What a stage may print to stderr (a panic message) before it is cut.
+const STDERR_CAP: usize = 16 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageCallError {
+    #[error("stage `{stage}` ran past its {limit:?} CPU deadline and was stopped")]
+    Timeout { stage: String, limit: Duration },
+    #[error("stage `{stage}` tried to use more than its {limit_mib} MiB of memory and was stopped")]
+    Memory { stage: String, limit_mib: usize },
+    #[error("stage `{stage}` crashed: {message}")]
+    Trap { stage: String, message: String },
+    #[error("stage `{stage}`: {}", describe_stage_error(.error))]
+    Stage { stage: String, error: StageError },
+}
+
+fn describe_stage_error(error: &StageError) -> String {
+    match error {
+        StageError::InvalidInput(m) => format!("invalid input: {m}"),
+        StageError::Transient(m) => format!("temporary failure: {m}"),
+        StageError::Internal(m) => format!("internal error: {m}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("stage `{stage}`: cannot read plugin {path}: {source}")]
+    Read {
+        stage: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.1.0 for wasm32-wasip2): {message:#}"
+    )]
+    Invalid {
+        stage: String,
+        origin: String,
+        message: wasmtime::Error,
+    },
+    #[error("config: `stages.{stage}.{option}`: stage `{stage}` has no option `{option}` (it accepts: {accepted})")]
+    UnknownOption {
+        stage: String,
+        option: String,
+        accepted: String,
+    },
+    #[error("stage `{stage}`: describe() failed: {source}")]
+    Describe {
+        stage: String,
+        source: StageCallError,
+    },
+    #[error("wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+}
+
+/// What the host answers a stage's questions with: the ledger, seen through
+/// the pipeline (which also knows the assets being placed in this batch).
+pub trait Services: Send + Sync {
+    fn find_by_hash(&self, blake3: &str) -> Option<AssetRef>;
+    fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>>;
+    fn kv_set(&self, stage: &str, key: &str, value: &[u8]);
+}
+
+/// A stage's self-description, checked against its config at load.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageInfo {
+    pub name: String,
+    pub version: String,
+    pub summary: String,
+    pub options: Vec<(String, String, Option<String>)>,
+}
+
+pub struct LoadedStage {
+    pub name: String,
+    pub info: StageInfo,
+    pub cache: CacheOutcome,
+    pub origin: String,
+    pre: StagePre<StageState>,
+    timeout: Duration,
+    memory_bytes: usize,
+    options: Arc<BTreeMap<String, String>>,
+}
+
+/// What a call cost, for the ledger's steps and the benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    pub micros: u64,
+    pub bytes_read: u64,
+}
+
+/// The file a call is about: the job's bytes and its companions', readable
+/// by the stage only through bounded reads.
+pub struct CallFiles {
+    pub file: Option<Arc<File>>,
+    pub companions: Vec<(String, PathBuf)>,
+}
+
+struct StageState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stage: String,
+    job_id: u64,
+    file: Option<Arc<File>>,
+    companions: Vec<(String, PathBuf)>,
+    options: Arc<BTreeMap<String, String>>,
+    services: Arc<dyn Services>,
+    bytes_read: u64,
+}
+
+impl WasiView for StageState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn bounded_read(file: &File, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+    let len = len.min(MAX_READ) as usize;
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+impl bindings::keepsake::stage::types::Host for StageState {}
+
+impl bindings::keepsake::stage::host::Host for StageState {
+    fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+        let file = self.file.as_ref().ok_or("this call has no file")?;
+        let bytes = bounded_read(file, offset, len)?;
+        self.bytes_read += bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    fn read_companion(&mut self, name: String, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+        let path = self
+            .companions
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| format!("{name:?} is not a companion of this job"))?;
+        let file = File::open(&path).map_err(|e| format!("{name}: {e}"))?;
+        let bytes = bounded_read(&file, offset, len)?;
+        self.bytes_read += bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    fn find_by_hash(&mut self, blake3: String) -> Option<AssetRef> {
+        self.services.find_by_hash(&blake3)
+    }
+
+    fn get_option(&mut self, name: String) -> Option<String> {
+        self.options.get(&name).cloned()
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.services.kv_get(&self.stage, &key)
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>) {
+        // Bounded so a stage cannot grow the ledger without limit per call.
+        if key.len() <= 1024 && value.len() <= 1 << 20 {
+            self.services.kv_set(&self.stage, &key, &value);
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        let message: String = message.chars().take(2000).collect();
+        let (stage, job) = (self.stage.as_str(), self.job_id);
+        match level {
+            LogLevel::Debug => tracing::debug!(stage, job, "{message}"),
+            LogLevel::Info => tracing::info!(stage, job, "{message}"),
+            LogLevel::Warn => tracing::warn!(stage, job, "{message}"),
+            LogLevel::Error => tracing::error!(stage, job, "{message}"),
+        }
+    }
+
+    fn now(&mut self) -> i64 {
+        crate::ledger::now()
+    }
+}
+
+/// The shared engine and linker. Cheap to share; create one per process.
+pub struct StageRuntime {
+    engine: Engine,
+    linker: Linker<StageState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl StageRuntime {
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<StageRuntime, LoadError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(LoadError::Engine)?;
+        start_epoch_ticker(&engine).map_err(|e| {
+            LoadError::Engine(wasmtime::Error::msg(format!(
+                "cannot start the thread that enforces CPU deadlines: {e}"
+            )))
+        })?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
+        Stage::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(LoadError::Engine)?;
+        Ok(StageRuntime {
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    /// Compile (or load from the cache) a stage, pre-instantiate it, ask it
+    /// to describe itself and check its options.
+    pub fn load(
+        &self,
+        name: &str,
+        origin: &str,
+        wasm: &[u8],
+        timeout: Duration,
+        memory_bytes: usize,
+        options: BTreeMap<String, String>,
+    ) -> Result<LoadedStage, LoadError> {
+        let invalid = |message| LoadError::Invalid {
+            stage: name.to_string(),
+            origin: origin.to_string(),
+            message,
+        };
+        let (component, cache) =
+            cache::load(&self.engine, wasm, self.cache_dir.as_deref()).map_err(invalid)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        let pre = StagePre::new(instance_pre).map_err(invalid)?;
+        let mut stage = LoadedStage {
+            name: name.to_string(),
+            info: StageInfo {
+                name: name.to_string(),
+                version: String::new(),
+                summary: String::new(),
+                options: Vec::new(),
+            },
+            cache,
+            origin: origin.to_string(),
+            pre,
+            timeout,
+            memory_bytes,
+            options: Arc::new(options),
+        };
+        let description = self
+            .describe(&stage)
+            .map_err(|source| LoadError::Describe {
+                stage: name.to_string(),
+                source,
+            })?;
+        stage.info = StageInfo {
+            name: description.name,
+            version: description.version,
+            summary: description.summary,
+            options: description
+                .options
+                .into_iter()
+                .map(|o| (o.name, o.description, o.default_value))
+                .collect(),
+        };
+        for option in stage.options.keys() {
+            if !stage.info.options.iter().any(|(n, _, _)| n == option) {
+                return Err(LoadError::UnknownOption {
+                    stage: name.to_string(),
+                    option: option.clone(),
+                    accepted: stage
+                        .info
+                        .options
+                        .iter()
+                        .map(|(n, _, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+        Ok(stage)
+    }
+
+    fn store(
+        &self,
+        stage: &LoadedStage,
+        job_id: u64,
+        files: CallFiles,
+        services: Arc<dyn Services>,
+    ) -> (Store<StageState>, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(STDERR_CAP);
+        // No preopens, no environment, no arguments, no network: the
+        // builder's defaults grant nothing.
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(stage.memory_bytes)
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            StageState {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+                stage: stage.name.clone(),
+                job_id,
+                file: files.file,
+                companions: files.companions,
+                options: Arc::clone(&stage.options),
+                services,
+                bytes_read: 0,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        let ticks = (stage.timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        (store, stderr)
+    }
+
+    fn describe(&self, stage: &LoadedStage) -> Result<bindings::keepsake::stage::types::Description, StageCallError> {
+        let services: Arc<dyn Services> = Arc::new(NoServices);
+        let files = CallFiles {
+            file: None,
+            companions: Vec::new(),
+        };
+        let (mut store, stderr) = self.store(stage, 0, files, services);
+        let result = stage
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_describe(&mut store));
+        result.map_err(|e| classify_trap(stage, e, &stderr))
+    }
+
+    /// Run a stage on one job.
+    pub fn call(
+        &self,
+        stage: &LoadedStage,
+        job: &Job,
+        files: CallFiles,
+        services: Arc<dyn Services>,
+    ) -> (Result<Vec<Effect>, StageCallError>, CallStats) {
+        let started = Instant::now();
+        let (mut store, stderr) = self.store(stage, job.id, files, services);
+        let result = stage
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_run(&mut store, job));
+        let stats = CallStats {
+            micros: started.elapsed().as_micros() as u64,
+            bytes_read: store.data().bytes_read,
+        };
+        let result = match result {
+            Ok(Ok(effects)) => Ok(effects),
+            Ok(Err(error)) => Err(StageCallError::Stage {
+                stage: stage.name.clone(),
+                error,
+            }),
+            Err(trap) => Err(classify_trap(stage, trap, &stderr)),
+        };
+        (result, stats)
+    }
+}
+
+struct NoServices;
+
+impl Services for NoServices {
+    fn find_by_hash(&self, _: &str) -> Option<AssetRef> {
+        None
+    }
+    fn kv_get(&self, _: &str, _: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn kv_set(&self, _: &str, _: &str, _: &[u8]) {}
+}
+
+fn classify_trap(stage: &LoadedStage, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> StageCallError {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::Interrupt
+    {
+        return StageCallError::Timeout {
+            stage: stage.name.clone(),
+            limit: stage.timeout,
+        };
+    }
+    let text = format!("{error:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("forcing a memory growth failure") {
+        return StageCallError::Memory {
+            stage: stage.name.clone(),
+            limit_mib: stage.memory_bytes >> 20,
+        };
+    }
+    let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) if !printed.is_empty() => format!("{trap}: {printed}"),
+        Some(trap) => trap.to_string(),
+        None if !printed.is_empty() => format!("{text}: {printed}"),
+        None => text,
+    };
+    StageCallError::Trap {
+        stage: stage.name.clone(),
+        message: message.chars().take(2000).collect(),
+    }
+}
+
+/// One thread per engine advances the epoch every [`TICK`]; it stops when the
+/// engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("keepsake-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .map(drop)
+}

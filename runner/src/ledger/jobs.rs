@@ -1,0 +1,387 @@
+//! Jobs, the fingerprints of inbox files, steps, assets and stage key-values.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::now;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Done,
+    Duplicate,
+    Quarantined,
+    Skipped,
+    Failed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Done,
+        JobState::Duplicate,
+        JobState::Quarantined,
+        JobState::Skipped,
+        JobState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Done => "done",
+            JobState::Duplicate => "duplicate",
+            JobState::Quarantined => "quarantined",
+            JobState::Skipped => "skipped",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A file found in an inbox, before keepsake has read it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub inbox: String,
+    pub rel_path: Vec<u8>,
+    pub source_path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    pub companions: Vec<String>,
+    /// Decided without running stages (e.g. an orphan sidecar): state and reason.
+    pub settled: Option<(JobState, String)>,
+}
+
+/// The fingerprint of an inbox file the ledger has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: u64,
+    pub inbox: String,
+    pub rel_path: Vec<u8>,
+    pub source_path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    pub companions: Vec<String>,
+    pub state: JobState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub reason: Option<String>,
+    pub blake3: Option<String>,
+    pub sha1: Option<String>,
+    pub media_kind: Option<String>,
+    pub capture_time: Option<String>,
+    pub capture_source: Option<String>,
+    pub dest_path: Option<String>,
+    pub duplicate_of: Option<u64>,
+    pub updated_at: i64,
+}
+
+const JOB_COLUMNS: &str = "id, inbox, rel_path, source_path, size, mtime_ns, inode, companions, \
+    state, attempts, last_error, reason, blake3, sha1, media_kind, capture_time, capture_source, \
+    dest_path, duplicate_of, updated_at";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let state: String = row.get(8)?;
+    let companions: String = row.get(7)?;
+    let source: Vec<u8> = row.get(3)?;
+    Ok(JobRecord {
+        id: row.get(0)?,
+        inbox: row.get(1)?,
+        rel_path: row.get(2)?,
+        source_path: PathBuf::from(std::ffi::OsStr::from_bytes(&source)),
+        size: row.get(4)?,
+        mtime_ns: row.get(5)?,
+        inode: row.get(6)?,
+        companions: serde_json::from_str(&companions).unwrap_or_default(),
+        state: JobState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                8,
+                rusqlite::types::Type::Text,
+                format!("unknown job state {state:?}").into(),
+            )
+        })?,
+        attempts: row.get(9)?,
+        last_error: row.get(10)?,
+        reason: row.get(11)?,
+        blake3: row.get(12)?,
+        sha1: row.get(13)?,
+        media_kind: row.get(14)?,
+        capture_time: row.get(15)?,
+        capture_source: row.get(16)?,
+        dest_path: row.get(17)?,
+        duplicate_of: row.get(18)?,
+        updated_at: row.get(19)?,
+    })
+}
+
+pub fn fingerprint(
+    conn: &Connection,
+    inbox: &str,
+    rel_path: &[u8],
+) -> rusqlite::Result<Option<Fingerprint>> {
+    conn.prepare_cached("SELECT size, mtime_ns, inode FROM sources WHERE inbox = ?1 AND rel_path = ?2")?
+        .query_row(params![inbox, rel_path], |r| {
+            Ok(Fingerprint {
+                size: r.get(0)?,
+                mtime_ns: r.get(1)?,
+                inode: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+/// Record a new job for a file and remember its fingerprint.
+pub fn insert_job(conn: &Connection, job: &NewJob) -> rusqlite::Result<u64> {
+    let now = now();
+    let (state, reason) = match &job.settled {
+        Some((state, reason)) => (state.as_str(), Some(reason.as_str())),
+        None => (JobState::Pending.as_str(), None),
+    };
+    conn.prepare_cached(
+        "INSERT INTO jobs (inbox, rel_path, source_path, size, mtime_ns, inode, companions, state, \
+         reason, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+    )?
+    .execute(params![
+        job.inbox,
+        job.rel_path,
+        job.source_path.as_os_str().as_bytes(),
+        job.size,
+        job.mtime_ns,
+        job.inode,
+        serde_json::to_string(&job.companions).unwrap_or_else(|_| "[]".into()),
+        state,
+        reason,
+        now,
+    ])?;
+    let id = conn.last_insert_rowid() as u64;
+    conn.prepare_cached(
+        "INSERT INTO sources (inbox, rel_path, size, mtime_ns, inode, job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (inbox, rel_path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, \
+         inode = excluded.inode, job_id = excluded.job_id",
+    )?
+    .execute(params![job.inbox, job.rel_path, job.size, job.mtime_ns, job.inode, id])?;
+    Ok(id)
+}
+
+pub fn job(conn: &Connection, id: u64) -> rusqlite::Result<Option<JobRecord>> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_from_row)
+        .optional()
+}
+
+/// Pending jobs with an id above `after`, oldest first.
+pub fn pending_jobs(conn: &Connection, after: u64, limit: usize) -> rusqlite::Result<Vec<JobRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    stmt.query_map(params![after, limit as i64], job_from_row)?
+        .collect()
+}
+
+pub fn jobs_in_state(conn: &Connection, state: Option<JobState>) -> rusqlite::Result<Vec<JobRecord>> {
+    match state {
+        Some(state) => conn
+            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"))?
+            .query_map([state.as_str()], job_from_row)?
+            .collect(),
+        None => conn
+            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id"))?
+            .query_map([], job_from_row)?
+            .collect(),
+    }
+}
+
+pub fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<(JobState, u64)>> {
+    let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+            slot.1 = n;
+        }
+    }
+    Ok(counts)
+}
+
+/// Put failed jobs (or one job) back in the queue. Returns how many.
+pub fn retry(conn: &Connection, job: Option<u64>) -> rusqlite::Result<usize> {
+    match job {
+        Some(id) => conn.execute(
+            "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1 AND state IN ('failed', 'quarantined', 'skipped')",
+            params![id, now()],
+        ),
+        None => conn.execute(
+            "UPDATE jobs SET state = 'pending', updated_at = ?1 WHERE state = 'failed'",
+            [now()],
+        ),
+    }
+}
+
+/// What the host learned reading the file.
+pub fn set_hashes(conn: &Connection, id: u64, blake3: &str, sha1: &str, media_kind: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE jobs SET blake3 = ?2, sha1 = ?3, media_kind = ?4, updated_at = ?5 WHERE id = ?1")?
+        .execute(params![id, blake3, sha1, media_kind, now()])?;
+    Ok(())
+}
+
+/// The decisions stages made that the ledger keeps for `status` and `jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub reason: Option<String>,
+    pub capture_time: Option<String>,
+    pub capture_source: Option<String>,
+    pub capture_confidence: Option<String>,
+    pub dest_path: Option<String>,
+    pub duplicate_of: Option<u64>,
+    pub facts: String,
+}
+
+pub fn finish_job(conn: &Connection, id: u64, state: JobState, outcome: &Outcome) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET state = ?2, reason = ?3, capture_time = ?4, capture_source = ?5, \
+         capture_confidence = ?6, dest_path = ?7, duplicate_of = ?8, facts = ?9, last_error = NULL, \
+         attempts = attempts + 1, updated_at = ?10 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        state.as_str(),
+        outcome.reason,
+        outcome.capture_time,
+        outcome.capture_source,
+        outcome.capture_confidence,
+        outcome.dest_path,
+        outcome.duplicate_of,
+        if outcome.facts.is_empty() { "{}" } else { outcome.facts.as_str() },
+        now(),
+    ])?;
+    Ok(())
+}
+
+pub fn fail_job(conn: &Connection, id: u64, error: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'failed', last_error = ?2, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, error, now()])?;
+    Ok(())
+}
+
+pub fn record_step(
+    conn: &Connection,
+    job_id: u64,
+    attempt: u32,
+    stage: &str,
+    effects_json: &str,
+    error: Option<&str>,
+    micros: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO steps (job_id, attempt, stage, outcome, effects, error, micros, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        job_id,
+        attempt,
+        stage,
+        if error.is_some() { "error" } else { "ok" },
+        effects_json,
+        error,
+        micros,
+        now()
+    ])?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetRow {
+    pub job_id: u64,
+    pub blake3: String,
+    pub library_path: String,
+}
+
+pub fn asset_by_hash(conn: &Connection, blake3: &str) -> rusqlite::Result<Option<AssetRow>> {
+    conn.prepare_cached("SELECT job_id, blake3, library_path FROM assets WHERE blake3 = ?1")?
+        .query_row([blake3], |r| {
+            Ok(AssetRow {
+                job_id: r.get(0)?,
+                blake3: r.get(1)?,
+                library_path: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+pub fn asset_by_path(conn: &Connection, library_path: &str) -> rusqlite::Result<Option<AssetRow>> {
+    conn.prepare_cached("SELECT job_id, blake3, library_path FROM assets WHERE library_path = ?1")?
+        .query_row([library_path], |r| {
+            Ok(AssetRow {
+                job_id: r.get(0)?,
+                blake3: r.get(1)?,
+                library_path: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+pub struct NewAsset<'a> {
+    pub job_id: u64,
+    pub blake3: &'a str,
+    pub sha1: &'a str,
+    pub size: u64,
+    pub media_kind: &'a str,
+    pub capture_time: Option<&'a str>,
+    pub capture_source: Option<&'a str>,
+    pub library_path: &'a str,
+}
+
+pub fn insert_asset(conn: &Connection, asset: &NewAsset<'_>) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO assets (job_id, blake3, sha1, size, media_kind, capture_time, capture_source, \
+         library_path, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        asset.job_id,
+        asset.blake3,
+        asset.sha1,
+        asset.size,
+        asset.media_kind,
+        asset.capture_time,
+        asset.capture_source,
+        asset.library_path,
+        now()
+    ])?;
+    Ok(())
+}
+
+pub fn asset_count(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COUNT(*) FROM assets", [], |r| r.get(0))
+}
+
+pub fn kv_get(conn: &Connection, stage: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT value FROM kv WHERE stage = ?1 AND key = ?2")?
+        .query_row([stage, key], |r| r.get(0))
+        .optional()
+}
+
+pub fn kv_set(conn: &Connection, stage: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO kv (stage, key, value) VALUES (?1, ?2, ?3) ON CONFLICT (stage, key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![stage, key, value])?;
+    Ok(())
+}

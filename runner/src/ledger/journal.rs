@@ -1,0 +1,139 @@
+//! The effect journal: intent before acting, done after verifying.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+
+use super::now;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The job's file into the library.
+    Place,
+    /// A sidecar travelling with the job's file.
+    Companion,
+    /// The job's file into quarantine.
+    Quarantine,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Place => "place",
+            Action::Companion => "companion",
+            Action::Quarantine => "quarantine",
+        }
+    }
+
+    fn parse(text: &str) -> Action {
+        match text {
+            "companion" => Action::Companion,
+            "quarantine" => Action::Quarantine,
+            _ => Action::Place,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub id: u64,
+    pub job_id: u64,
+    pub action: Action,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub temp: PathBuf,
+    pub blake3: String,
+    pub size: u64,
+    pub outcome_json: String,
+}
+
+fn path_of(bytes: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(&bytes))
+}
+
+/// Record the intent to write `dest` (through `temp`). The temp name is
+/// derived from the entry id, so it is returned with the id.
+pub fn insert_intent(
+    conn: &Connection,
+    job_id: u64,
+    action: Action,
+    source: &Path,
+    dest: &Path,
+    blake3: &str,
+    size: u64,
+    outcome_json: &str,
+) -> rusqlite::Result<JournalEntry> {
+    let now = now();
+    conn.prepare_cached(
+        "INSERT INTO journal (job_id, action, source, dest, temp, blake3, size, outcome, state, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, x'', ?5, ?6, ?8, 'intent', ?7, ?7)",
+    )?
+    .execute(params![
+        job_id,
+        action.as_str(),
+        source.as_os_str().as_bytes(),
+        dest.as_os_str().as_bytes(),
+        blake3,
+        size,
+        now,
+        outcome_json
+    ])?;
+    let id = conn.last_insert_rowid() as u64;
+    let temp = temp_path(dest, id);
+    conn.prepare_cached("UPDATE journal SET temp = ?2 WHERE id = ?1")?
+        .execute(params![id, temp.as_os_str().as_bytes()])?;
+    Ok(JournalEntry {
+        id,
+        job_id,
+        action,
+        source: source.to_path_buf(),
+        dest: dest.to_path_buf(),
+        temp,
+        blake3: blake3.to_string(),
+        size,
+        outcome_json: outcome_json.to_string(),
+    })
+}
+
+/// `.keepsake-<id>.tmp` next to the destination: same folder, so the final
+/// rename is atomic; a dotfile, so other tools ignore it.
+pub fn temp_path(dest: &Path, id: u64) -> PathBuf {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    dir.join(format!(".keepsake-{id}.tmp"))
+}
+
+/// The destination changed (a name collision found at rename time).
+pub fn set_dest(conn: &Connection, id: u64, dest: &Path) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE journal SET dest = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, dest.as_os_str().as_bytes(), now()])?;
+    Ok(())
+}
+
+pub fn mark(conn: &Connection, id: u64, state: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE journal SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![id, state, now()])?;
+    Ok(())
+}
+
+/// Entries neither done nor rolled back: what a crash left behind.
+pub fn open_intents(conn: &Connection) -> rusqlite::Result<Vec<JournalEntry>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, job_id, action, source, dest, temp, blake3, size, outcome FROM journal WHERE state = 'intent' ORDER BY id",
+    )?;
+    stmt.query_map([], |r| {
+        Ok(JournalEntry {
+            id: r.get(0)?,
+            job_id: r.get(1)?,
+            action: Action::parse(&r.get::<_, String>(2)?),
+            source: path_of(r.get(3)?),
+            dest: path_of(r.get(4)?),
+            temp: path_of(r.get(5)?),
+            blake3: r.get(6)?,
+            size: r.get(7)?,
+            outcome_json: r.get(8)?,
+        })
+    })?
+    .collect()
+}

@@ -1,0 +1,203 @@
+//! The ledger: one SQLite file (WAL, `synchronous=FULL`) holding jobs, the
+//! steps stages took, assets, the effect journal and each stage's key-value
+//! store. Migrations are plain `.sql` files applied in order at open.
+
+mod jobs;
+mod journal;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags, Transaction};
+
+pub use jobs::*;
+pub use journal::*;
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the state folder {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "ledger {path} was written by a newer keepsake (schema {found}, this one knows {known}); upgrade keepsake"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("another keepsake is using {path}; stop it first (or wait for it to finish)")]
+    Locked { path: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct Ledger {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).finish()
+    }
+}
+
+impl Ledger {
+    /// Open (creating and migrating when needed) the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let sql = |source| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        // FULL: a commit that lets keepsake act (an intent) or forget (done)
+        // must survive a power cut.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(sql)?;
+        migrate(&mut conn, path)?;
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (the transaction rolls back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the connection.
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, LedgerError> {
+        f(&self.conn()).map_err(|source| LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Run `f` in one transaction, committed when it returns `Ok`.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
+    ) -> Result<R, LedgerError> {
+        let mut conn = self.conn();
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        result.map_err(|source| LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+    let sql = |source| LedgerError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(LedgerError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(sql)?;
+        tx.execute_batch(migration).map_err(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on the state folder, held while keepsake writes to it,
+/// so a second `ingest` or `run` refuses to start instead of racing the first.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, LedgerError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| LedgerError::CreateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| LedgerError::Lock {
+                path: path.clone(),
+                source,
+            })?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(LedgerError::Locked {
+                path: state_dir.to_path_buf(),
+            }),
+            Err(e) => Err(LedgerError::Lock {
+                path,
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

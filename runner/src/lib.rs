@@ -1,0 +1,16 @@
+//! keepsake: always-on ingest for a family photo library.
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls
+//! [`cli::run`]; everything else lives here so tests drive it directly.
+
+pub mod builtin;
+pub mod cli;
+pub mod config;
+pub mod discover;
+pub mod effects;
+pub mod hashing;
+pub mod host;
+pub mod ledger;
+pub mod media;
+pub mod pipeline;
+pub mod report;

@@ -1,0 +1,503 @@
+//! The flow of one file: discover → fingerprint → hash (BLAKE3 + SHA-1, one
+//! read) → job row → stages (wasm: look, decide) → effects applied by the
+//! host, journaled → done.
+
+mod decide;
+pub mod paths;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, InboxMode, StageSource};
+use crate::discover::{self, Candidate};
+use crate::effects::{self, Applied, Recovery};
+use crate::host::{AssetRef, LoadError, LoadedStage, Services, StageRuntime};
+use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, NewJob, StateLock};
+
+pub use decide::Decision;
+
+/// Jobs processed together: one intent commit, one sync, one done commit.
+const BATCH_FILES: usize = 256;
+/// ... or fewer, when they add up to this many bytes.
+const BATCH_BYTES: u64 = 512 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Apply(#[from] effects::ApplyError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What one `ingest` did, for the summary table and `--json`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct IngestReport {
+    pub discovered: usize,
+    pub unchanged: usize,
+    pub ignored: usize,
+    pub processed: usize,
+    pub placed: usize,
+    pub duplicates: usize,
+    pub quarantined: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub bytes_hashed: u64,
+    pub removed_from_inbox: usize,
+    pub recovered: usize,
+    pub errors: Vec<String>,
+    #[serde(skip)]
+    pub elapsed: Duration,
+    /// Time spent inside stage calls, summed, and how many calls.
+    #[serde(skip)]
+    pub stage_micros: u64,
+    #[serde(skip)]
+    pub stage_calls: u64,
+    #[serde(skip)]
+    pub stage_bytes_read: u64,
+}
+
+/// Which inbox a job belongs to, and so which pipeline runs it.
+#[derive(Debug, Clone)]
+struct InboxPlan {
+    root: PathBuf,
+    mode: InboxMode,
+    pipeline: Vec<String>,
+    ignore: Vec<String>,
+}
+
+/// An open ledger with its stages loaded: what `ingest` (and later `run`) drive.
+pub struct Pipeline {
+    config: Config,
+    ledger: Arc<Ledger>,
+    runtime: StageRuntime,
+    stages: BTreeMap<String, LoadedStage>,
+    pub recovery: Recovery,
+    _lock: StateLock,
+}
+
+impl Pipeline {
+    /// Lock the state folder, open the ledger, replay the journal, load stages.
+    pub fn open(config: Config) -> Result<Pipeline, PipelineError> {
+        let lock = StateLock::acquire(&config.state_dir)?;
+        let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
+        let recovery = effects::recover(&ledger)?;
+        if recovery.finished + recovery.requeued > 0 {
+            tracing::info!(
+                finished = recovery.finished,
+                requeued = recovery.requeued,
+                temps_removed = recovery.temps_removed,
+                "replayed the journal after an unclean stop"
+            );
+        }
+        let (runtime, stages) = load_stages(&config)?;
+        Ok(Pipeline {
+            config,
+            ledger,
+            runtime,
+            stages,
+            recovery,
+            _lock: lock,
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn stages(&self) -> impl Iterator<Item = &LoadedStage> {
+        self.stages.values()
+    }
+
+    fn inbox_plans(&self, paths: &[PathBuf]) -> Vec<(String, InboxPlan, Option<PathBuf>)> {
+        let default_pipeline = self
+            .config
+            .inboxes
+            .first()
+            .map(|i| i.pipeline.clone())
+            .unwrap_or_else(|| crate::config::BUILTIN_STAGES.iter().map(|s| s.to_string()).collect());
+        let configured = |name: &str| {
+            self.config.inbox(name).map(|inbox| InboxPlan {
+                root: inbox.path.clone(),
+                mode: inbox.mode,
+                pipeline: inbox.pipeline.clone(),
+                ignore: inbox.ignore.clone(),
+            })
+        };
+        if paths.is_empty() {
+            return self
+                .config
+                .inboxes
+                .iter()
+                .filter_map(|inbox| configured(&inbox.name).map(|plan| (inbox.name.clone(), plan, None)))
+                .collect();
+        }
+        paths
+            .iter()
+            .map(|path| {
+                let path = crate::config::absolute(path);
+                // Inside a configured inbox: that inbox, its mode and pipeline.
+                for inbox in &self.config.inboxes {
+                    if path.starts_with(&inbox.path)
+                        && let Some(plan) = configured(&inbox.name)
+                    {
+                        return (inbox.name.clone(), plan, Some(path));
+                    }
+                }
+                // Elsewhere: an ad-hoc copy-mode inbox named by its path, so
+                // its fingerprints never mix with another folder's.
+                let root = if path.is_dir() {
+                    path.clone()
+                } else {
+                    path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+                };
+                let plan = InboxPlan {
+                    root: root.clone(),
+                    mode: InboxMode::Copy,
+                    pipeline: default_pipeline.clone(),
+                    ignore: Vec::new(),
+                };
+                (root.display().to_string(), plan, Some(path))
+            })
+            .collect()
+    }
+
+    /// Take every new file under the inboxes (or `paths`) through the
+    /// pipeline once.
+    pub fn ingest(&mut self, paths: &[PathBuf]) -> Result<IngestReport, PipelineError> {
+        let started = Instant::now();
+        let mut report = IngestReport {
+            recovered: self.recovery.finished + self.recovery.requeued,
+            ..IngestReport::default()
+        };
+        let plans = self.inbox_plans(paths);
+        let mut inbox_by_name: HashMap<String, InboxPlan> = HashMap::new();
+        for (name, plan, walk_root) in &plans {
+            let root = walk_root.clone().unwrap_or_else(|| plan.root.clone());
+            if !plan.root.is_dir() {
+                report.errors.push(format!(
+                    "inbox {name}: folder {} does not exist; create it or fix `path` in the config",
+                    plan.root.display()
+                ));
+                continue;
+            }
+            let walk = discover::walk(&root, &plan.ignore);
+            report.ignored += walk.ignored;
+            report.errors.extend(walk.errors);
+            self.register(name, plan, walk.files, &mut report)?;
+            inbox_by_name.insert(name.clone(), plan.clone());
+        }
+        self.process_pending(&inbox_by_name, &mut report)?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Create jobs for files the ledger has not seen (or that changed).
+    fn register(
+        &self,
+        inbox: &str,
+        plan: &InboxPlan,
+        files: Vec<Candidate>,
+        report: &mut IngestReport,
+    ) -> Result<(), PipelineError> {
+        report.discovered += files.len();
+        let mut new_jobs = Vec::new();
+        let mut leftovers = Vec::new();
+        self.ledger.read(|conn| {
+            for file in files {
+                let rel_path = relative_to(&plan.root, &file.path).unwrap_or(file.rel_path.clone());
+                let seen = ledger::fingerprint(conn, inbox, &rel_path)?;
+                let current = ledger::Fingerprint {
+                    size: file.size,
+                    mtime_ns: file.mtime_ns,
+                    inode: file.inode,
+                };
+                if seen == Some(current) {
+                    report.unchanged += 1;
+                    if plan.mode == InboxMode::Move {
+                        leftovers.push((rel_path, file.path));
+                    }
+                    continue;
+                }
+                let settled = file.orphan_sidecar.then(|| {
+                    (
+                        JobState::Skipped,
+                        "a sidecar (.xmp/.json/.aae) with no photo or video of the same name beside it; left in the inbox"
+                            .to_string(),
+                    )
+                });
+                new_jobs.push(NewJob {
+                    inbox: inbox.to_string(),
+                    rel_path,
+                    source_path: file.path,
+                    size: file.size,
+                    mtime_ns: file.mtime_ns,
+                    inode: file.inode,
+                    companions: file.companions,
+                    settled,
+                });
+            }
+            Ok(())
+        })?;
+        for chunk in new_jobs.chunks(2000) {
+            self.ledger.write(|tx| {
+                for job in chunk {
+                    ledger::insert_job(tx, job)?;
+                }
+                Ok(())
+            })?;
+        }
+        report.skipped += new_jobs.iter().filter(|j| j.settled.is_some()).count();
+        // Move mode: a file still in the inbox whose job finished (a crash
+        // after the commit, before the removal) is removed now.
+        for (rel_path, path) in leftovers {
+            let finished = self.ledger.read(|conn| {
+                conn.query_row(
+                    "SELECT j.state FROM sources s JOIN jobs j ON j.id = s.job_id WHERE s.inbox = ?1 AND s.rel_path = ?2",
+                    rusqlite::params![inbox, rel_path],
+                    |r| r.get::<_, String>(0),
+                )
+            });
+            if let Ok(state) = finished
+                && matches!(state.as_str(), "done" | "duplicate" | "quarantined")
+            {
+                match effects::fsops::remove_source(&path) {
+                    Ok(()) => report.removed_from_inbox += 1,
+                    Err(e) => report.errors.push(format!("cannot remove {} from the inbox: {e}", path.display())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_pending(
+        &self,
+        inboxes: &HashMap<String, InboxPlan>,
+        report: &mut IngestReport,
+    ) -> Result<(), PipelineError> {
+        let mut after = 0u64;
+        loop {
+            let jobs = self.ledger.read(|conn| ledger::pending_jobs(conn, after, BATCH_FILES))?;
+            let Some(last) = jobs.last() else {
+                return Ok(());
+            };
+            after = last.id;
+            // Cut the batch by bytes too, so one sync covers a bounded amount.
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            for job in jobs {
+                bytes += job.size;
+                batch.push(job);
+                if bytes >= BATCH_BYTES {
+                    after = batch.last().map(|j| j.id).unwrap_or(after);
+                    break;
+                }
+            }
+            self.process_batch(batch, inboxes, report)?;
+        }
+    }
+
+    fn process_batch(
+        &self,
+        batch: Vec<JobRecord>,
+        inboxes: &HashMap<String, InboxPlan>,
+        report: &mut IngestReport,
+    ) -> Result<(), PipelineError> {
+        let read = decide::read_all(&batch);
+        let services = Arc::new(BatchServices {
+            ledger: Arc::clone(&self.ledger),
+            reserved: Mutex::new(HashMap::new()),
+            reserved_paths: Mutex::new(Default::default()),
+        });
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut steps = Vec::new();
+        for (job, read) in batch.iter().zip(read) {
+            let inbox = inboxes.get(&job.inbox).cloned().unwrap_or_else(|| InboxPlan {
+                root: PathBuf::from("/"),
+                mode: InboxMode::Copy,
+                pipeline: self
+                    .config
+                    .inboxes
+                    .first()
+                    .map(|i| i.pipeline.clone())
+                    .unwrap_or_else(|| crate::config::BUILTIN_STAGES.iter().map(|s| s.to_string()).collect()),
+                ignore: Vec::new(),
+            });
+            if let Ok(read) = &read {
+                report.bytes_hashed += read.hashes.size;
+            }
+            let decided = decide::decide(
+                &self.runtime,
+                &self.stages,
+                &inbox.pipeline,
+                job,
+                read,
+                &(Arc::clone(&services) as Arc<dyn Services>),
+            );
+            for call in &decided.calls {
+                report.stage_calls += 1;
+                report.stage_micros += call.micros;
+                report.stage_bytes_read += call.bytes_read;
+            }
+            steps.push((job.id, job.attempts + 1, decided.calls.clone(), decided.hashes.clone()));
+            let plan = decide::plan(
+                &self.config,
+                &self.ledger,
+                job,
+                decided,
+                inbox.mode == InboxMode::Move,
+                &services,
+            );
+            plans.push(plan);
+        }
+        // Hashes and steps go in with the intents' transaction's neighbour:
+        // one commit for the whole batch.
+        self.ledger.write(|tx| {
+            for (job_id, attempt, calls, hashes) in &steps {
+                if let Some((blake3, sha1, kind)) = hashes {
+                    ledger::set_hashes(tx, *job_id, blake3, sha1, kind)?;
+                }
+                for call in calls {
+                    ledger::record_step(
+                        tx,
+                        *job_id,
+                        *attempt,
+                        &call.stage,
+                        &call.effects_json,
+                        call.error.as_deref(),
+                        call.micros,
+                    )?;
+                }
+            }
+            Ok(())
+        })?;
+        let results = effects::apply(&self.ledger, plans)?;
+        for (job_id, applied) in results {
+            report.processed += 1;
+            match applied {
+                Applied::Finished(JobState::Done) => report.placed += 1,
+                Applied::Finished(JobState::Duplicate) => report.duplicates += 1,
+                Applied::Finished(JobState::Quarantined) => report.quarantined += 1,
+                Applied::Finished(JobState::Skipped) => report.skipped += 1,
+                Applied::Finished(JobState::Failed) => {
+                    report.failed += 1;
+                    if let Ok(Some(job)) = self.ledger.read(|c| ledger::job(c, job_id)) {
+                        report.errors.push(format!(
+                            "job {job_id} ({}): {}",
+                            job.source_path.display(),
+                            job.last_error.unwrap_or_default()
+                        ));
+                    }
+                }
+                Applied::Finished(JobState::Pending) => {}
+                Applied::Failed(message) => {
+                    report.failed += 1;
+                    report.errors.push(format!("job {job_id}: {message}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn relative_to(root: &Path, path: &Path) -> Option<Vec<u8>> {
+    path.strip_prefix(root)
+        .ok()
+        .map(|rel| rel.as_os_str().as_bytes().to_vec())
+        .filter(|rel| !rel.is_empty())
+}
+
+/// The stage-facing view of the ledger during a batch: assets already in the
+/// library, and those this batch is about to place.
+struct BatchServices {
+    ledger: Arc<Ledger>,
+    reserved: Mutex<HashMap<String, u64>>,
+    reserved_paths: Mutex<std::collections::HashSet<PathBuf>>,
+}
+
+impl BatchServices {
+    fn reserve(&self, blake3: &str, job_id: u64) -> Option<u64> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        match reserved.get(blake3) {
+            Some(&other) if other != job_id => Some(other),
+            _ => {
+                reserved.insert(blake3.to_string(), job_id);
+                None
+            }
+        }
+    }
+}
+
+impl Services for BatchServices {
+    fn find_by_hash(&self, blake3: &str) -> Option<AssetRef> {
+        if let Some(&job_id) = self
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(blake3)
+        {
+            return Some(AssetRef {
+                job_id,
+                library_path: None,
+            });
+        }
+        self.ledger
+            .read(|conn| ledger::asset_by_hash(conn, blake3))
+            .ok()
+            .flatten()
+            .map(|asset| AssetRef {
+                job_id: asset.job_id,
+                library_path: Some(asset.library_path),
+            })
+    }
+
+    fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
+        self.ledger.read(|conn| ledger::kv_get(conn, stage, key)).ok().flatten()
+    }
+
+    fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
+        if let Err(e) = self.ledger.write(|tx| ledger::kv_set(tx, stage, key, value)) {
+            tracing::warn!(stage, "cannot store a key-value pair: {e}");
+        }
+    }
+}
+
+/// Compile or load from the cache every stage the config names.
+pub fn load_stages(config: &Config) -> Result<(StageRuntime, BTreeMap<String, LoadedStage>), PipelineError> {
+    let runtime = StageRuntime::new(Some(config.cache_dir()))?;
+    let mut stages = BTreeMap::new();
+    for (name, stage) in &config.stages {
+        let (bytes, origin): (std::borrow::Cow<'static, [u8]>, String) = match &stage.source {
+            StageSource::Builtin => match crate::builtin::wasm(name) {
+                Some(bytes) => (bytes.into(), format!("built-in `{name}`")),
+                None => return Err(PipelineError::Setup(format!("no built-in stage named `{name}`"))),
+            },
+            StageSource::File(path) => match std::fs::read(path) {
+                Ok(bytes) => (bytes.into(), path.display().to_string()),
+                Err(source) => {
+                    return Err(LoadError::Read {
+                        stage: name.clone(),
+                        path: path.clone(),
+                        source,
+                    }
+                    .into());
+                }
+            },
+        };
+        let loaded = runtime.load(name, &origin, &bytes, stage.timeout, stage.memory_bytes, stage.options.clone())?;
+        stages.insert(name.clone(), loaded);
+    }
+    Ok((runtime, stages))
+}
+
+/// A lossy, display-friendly form of a raw relative path.
+pub fn display_rel(rel: &[u8]) -> String {
+    OsStr::from_bytes(rel).to_string_lossy().into_owned()
+}

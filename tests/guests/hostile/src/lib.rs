@@ -1,0 +1,58 @@
+//! A stage that misbehaves on purpose, chosen by its `mode` option. The host
+//! must contain every one of these to the job that triggered it.
+
+use keepsake_sdk::{
+    Description, Effect, Guest, Job, Placement, StageError, describe, export_stage, file_name,
+    host, option_or,
+};
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn describe() -> Description {
+        describe(
+            "hostile",
+            env!("CARGO_PKG_VERSION"),
+            "misbehaves on purpose for the tests",
+            &[
+                ("mode", "loop | memory | panic | escape | absolute | nul | huge-read | ok", Some("ok")),
+                ("only", "misbehave only for file names containing this", Some("")),
+            ],
+        )
+    }
+
+    fn run(job: Job) -> Result<Vec<Effect>, StageError> {
+        let only = option_or("only", "");
+        if !file_name(&job).contains(only.as_str()) {
+            return Ok(vec![]);
+        }
+        let place = |path: String| Ok(vec![Effect::Place(Placement { root: "library".into(), path })]);
+        match option_or("mode", "ok").as_str() {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "panic" => panic!("hostile stage panics on {}", job.relative_path),
+            "escape" => place(format!("../../escaped/{}", file_name(&job))),
+            "absolute" => place(format!("/tmp/escaped-{}", file_name(&job))),
+            "nul" => place(format!("bad\0name-{}", file_name(&job))),
+            "huge-read" => match host::read(0, u32::MAX) {
+                Ok(bytes) if bytes.len() <= 1 << 20 => Ok(vec![]),
+                Ok(bytes) => Err(StageError::Internal(format!("host returned {} bytes", bytes.len()))),
+                Err(e) => Err(StageError::Internal(e)),
+            },
+            _ => Ok(vec![]),
+        }
+    }
+}
+
+export_stage!(Hostile);
