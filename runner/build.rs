@@ -10,24 +10,46 @@ use std::process::Command;
 /// (stage name, package, artifact stem)
 const BUILTIN: &[(&str, &str, &str)] = &[
     ("dedup", "keepsake-stage-dedup", "keepsake_stage_dedup"),
-    ("library", "keepsake-stage-library", "keepsake_stage_library"),
+    (
+        "library",
+        "keepsake-stage-library",
+        "keepsake_stage_library",
+    ),
 ];
 /// Built too, for the tests and the README's plugin example; not embedded.
 const EXTRA: &[&str] = &["screenshots-plugin", "keepsake-test-hostile"];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let workspace = manifest_dir.parent().expect("runner/ lives in the workspace").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("runner/ lives in the workspace")
+        .to_path_buf();
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|p| if p.is_absolute() { p } else { workspace.join(p) })
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace.join(p)
+            }
+        })
         .unwrap_or_else(|| workspace.join("target"))
         .join("wasm-guests");
 
-    for dir in ["sdk", "plugins", "examples/screenshots-plugin", "tests/guests"] {
+    for dir in [
+        "sdk",
+        "plugins",
+        "examples/screenshots-plugin",
+        "tests/guests",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -50,24 +72,38 @@ fn main() {
             || key.starts_with("CARGO_ENCODED_")
             || matches!(
                 key.as_str(),
-                "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER" | "RUSTC_WRAPPER" | "CARGO_TARGET_DIR" | "CARGO_BUILD_TARGET" | "CARGO_PRIMARY_PACKAGE"
+                "RUSTFLAGS"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "RUSTC_WRAPPER"
+                    | "CARGO_TARGET_DIR"
+                    | "CARGO_BUILD_TARGET"
+                    | "CARGO_PRIMARY_PACKAGE"
             )
         {
             cmd.env_remove(&key);
         }
     }
-    let status = cmd.status().expect("run cargo for the wasm32-wasip2 guests");
+    let status = cmd
+        .status()
+        .expect("run cargo for the wasm32-wasip2 guests");
     assert!(
         status.success(),
         "building the wasm stages failed; is the wasm32-wasip2 target installed? (`rustup target add wasm32-wasip2`; rust-toolchain.toml lists it)"
     );
 
     let out_dir = target_dir.join("wasm32-wasip2").join("guest");
-    let mut generated = String::from("/// Built-in stages: (name, component bytes).\npub const BUILTIN: &[(&str, &[u8])] = &[\n");
+    let mut generated = String::from(
+        "/// Built-in stages: (name, component bytes).\npub const BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
     for (name, _, stem) in BUILTIN {
         let path = out_dir.join(format!("{stem}.wasm"));
         assert!(path.exists(), "missing {}", path.display());
-        writeln!(generated, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).expect("write to String");
+        writeln!(
+            generated,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .expect("write to String");
     }
     generated.push_str("];\n");
     writeln!(
@@ -76,6 +112,7 @@ fn main() {
         out_dir.display().to_string()
     )
     .expect("write to String");
-    let dest = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_stages.rs");
+    let dest =
+        Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_stages.rs");
     std::fs::write(dest, generated).expect("write builtin_stages.rs");
 }

@@ -1,1 +1,360 @@
-//! Shared fixtures for the integration tests.
+//! Fixtures shared by the end-to-end tests and the benchmark: a sandbox with
+//! an inbox, a library and a config; the real `keepsake` binary; and checks
+//! of what a user would check (bytes in the library, ledger against disk).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub use keepsake;
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `../shared/corpus`, read in place, never copied into the repo.
+pub fn corpus_dir() -> PathBuf {
+    let dir = workspace_root().join("../shared/corpus");
+    assert!(
+        dir.join("media").is_dir(),
+        "the test corpus is missing at {}",
+        dir.display()
+    );
+    dir
+}
+
+pub fn corpus_media() -> PathBuf {
+    corpus_dir().join("media")
+}
+
+/// The `keepsake` binary, built once per test process so it is never stale.
+pub fn keepsake_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "keepsake", "--bin", "keepsake"])
+            .status()
+            .expect("run cargo build for the keepsake binary");
+        assert!(status.success(), "building the keepsake binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        target.join("debug").join("keepsake")
+    })
+}
+
+/// A guest component the build produced (see runner/build.rs).
+pub fn guest(stem: &str) -> PathBuf {
+    let path = Path::new(keepsake::builtin::GUEST_DIR).join(format!("{stem}.wasm"));
+    assert!(path.exists(), "missing guest {}", path.display());
+    path
+}
+
+/// A temp folder with `inbox/`, `library/` and `keepsake.toml`.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("keepsake-test-")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("inbox")).unwrap();
+        let sandbox = Sandbox { dir };
+        sandbox.write_config("");
+        sandbox
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn inbox(&self) -> PathBuf {
+        self.path().join("inbox")
+    }
+
+    pub fn library(&self) -> PathBuf {
+        self.path().join("library")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("keepsake.toml")
+    }
+
+    /// A config with one copy-mode inbox; `extra` is appended (stages, or a
+    /// whole `[[inbox]]` when `pipeline` needs changing: see `with_pipeline`).
+    pub fn write_config(&self, extra: &str) {
+        self.write_config_with("[\"dedup\", \"library\"]", "copy", extra);
+    }
+
+    pub fn write_config_with(&self, pipeline: &str, mode: &str, extra: &str) {
+        let text = format!(
+            "library = \"library\"\n\n[[inbox]]\nname = \"inbox\"\npath = \"inbox\"\nmode = \"{mode}\"\npipeline = {pipeline}\n\n{extra}\n"
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn config(&self) -> keepsake::config::Config {
+        keepsake::config::Config::load(&self.config_path()).unwrap()
+    }
+
+    /// Run the binary with this sandbox's config.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(keepsake_bin());
+        cmd.current_dir(self.path())
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("KEEPSAKE_FAULT_AFTER");
+        cmd
+    }
+
+    /// `keepsake ingest --json`, parsed; panics with the output on a crash.
+    pub fn ingest(&self) -> (i32, serde_json::Value) {
+        let out = self.run(&["ingest", "--json"]);
+        let code = out
+            .status
+            .code()
+            .unwrap_or_else(|| panic!("ingest died: {}", String::from_utf8_lossy(&out.stderr)));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "ingest printed no JSON ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, report)
+    }
+
+    pub fn jobs(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["jobs", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn ledger(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.library().join(".keepsake/ledger.sqlite")).unwrap()
+    }
+}
+
+pub fn blake3_of(path: &Path) -> String {
+    blake3::hash(&std::fs::read(path).unwrap())
+        .to_hex()
+        .to_string()
+}
+
+/// Every regular file under `root` (keepsake's `.keepsake` state excluded),
+/// relative path → BLAKE3. Symlinks are not followed.
+pub fn hash_tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_name() == OsStr::new(".keepsake") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() {
+                out.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    blake3_of(&path),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Files under `root` whose name marks them as keepsake temps.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else if entry.file_name().as_bytes().starts_with(b".keepsake-") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// The checks a user would make after any run, crash or not:
+/// every unique inbox file is in the library exactly once with identical
+/// bytes (or quarantined), no temp file is left, the inbox is unchanged, and
+/// the ledger's assets agree with the files on disk.
+pub fn assert_consistent(sandbox: &Sandbox, inbox_before: &BTreeMap<PathBuf, String>) {
+    let inbox_now = hash_tree(&sandbox.inbox());
+    assert_eq!(&inbox_now, inbox_before, "the copy-mode inbox changed");
+    let library = hash_tree(&sandbox.library());
+    let temps = temp_files(&sandbox.library());
+    assert!(temps.is_empty(), "temp files left behind: {temps:?}");
+
+    let conn = sandbox.ledger();
+    let pending: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 0, "jobs still pending after a clean run");
+    let open: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM journal WHERE state = 'intent'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(open, 0, "journal intents left open");
+
+    // Ledger → disk: every asset is there with its bytes.
+    let mut stmt = conn
+        .prepare("SELECT library_path, blake3 FROM assets")
+        .unwrap();
+    let assets: BTreeMap<PathBuf, String> = stmt
+        .query_map([], |r| {
+            Ok((
+                PathBuf::from(r.get::<_, String>(0)?),
+                r.get::<_, String>(1)?,
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (path, hash) in &assets {
+        assert_eq!(
+            library.get(path),
+            Some(hash),
+            "asset {} missing or different on disk",
+            path.display()
+        );
+    }
+    // Disk → ledger: every media file in the library is an asset (sidecars
+    // travel with theirs), and no bytes are in the library twice.
+    let sidecar = |p: &Path| {
+        matches!(
+            p.extension()
+                .and_then(OsStr::to_str)
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("xmp" | "json" | "aae")
+        )
+    };
+    let mut seen = BTreeMap::new();
+    for (path, hash) in &library {
+        if sidecar(path) {
+            continue;
+        }
+        assert!(
+            assets.contains_key(path),
+            "{} is in the library but not in the ledger",
+            path.display()
+        );
+        if let Some(other) = seen.insert(hash.clone(), path.clone()) {
+            panic!(
+                "the same bytes are in the library twice: {} and {}",
+                other.display(),
+                path.display()
+            );
+        }
+    }
+    // Every unique inbox file (by bytes) is placed or quarantined or was
+    // left with a recorded reason.
+    let ignored = |p: &Path| {
+        p.iter()
+            .any(|part| keepsake::discover::is_ignored(part.as_bytes(), &[]))
+    };
+    let unique_inbox: std::collections::BTreeSet<&String> = inbox_before
+        .iter()
+        .filter(|(p, _)| !sidecar(p) && !ignored(p))
+        .map(|(_, h)| h)
+        .collect();
+    let quarantined: std::collections::BTreeSet<String> = conn
+        .prepare("SELECT blake3 FROM jobs WHERE state IN ('quarantined', 'skipped', 'failed') AND blake3 IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for hash in unique_inbox {
+        assert!(
+            seen.contains_key(hash) || quarantined.contains(hash),
+            "inbox content {hash} is neither in the library nor accounted for"
+        );
+    }
+}
+
+/// Write `len` bytes of a fake JPEG (valid magic, pseudo-random body).
+pub fn fake_jpeg(path: &Path, seed: u64, len: usize) {
+    let mut bytes = Vec::with_capacity(len);
+    bytes.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while bytes.len() < len.saturating_sub(2) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len.saturating_sub(2));
+    bytes.extend_from_slice(&[0xFF, 0xD9]);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Copy a folder tree (test setup only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            #[allow(clippy::disallowed_methods)]
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}

@@ -5,5 +5,8 @@ include!(concat!(env!("OUT_DIR"), "/builtin_stages.rs"));
 
 /// The component of a built-in stage.
 pub fn wasm(name: &str) -> Option<&'static [u8]> {
-    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
 }

@@ -123,8 +123,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if path.exists() && !force {
                 bail!("{} exists; pass --force to replace it", path.display());
             }
-            std::fs::write(&path, DEFAULT_CONFIG).with_context(|| format!("cannot write {}", path.display()))?;
-            println!("wrote {}; edit it, then run `keepsake ingest`", path.display());
+            std::fs::write(&path, DEFAULT_CONFIG)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote {}; edit it, then run `keepsake ingest`",
+                path.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { paths, json } => {
@@ -149,7 +153,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 report::print_ingest(&mut out, &config, &result)?;
             }
-            Ok(if result.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if result.failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Status { json } => {
             let (config, _) = load_config(cli.config.as_deref())?;
@@ -158,7 +166,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             report::print_status(&mut out, &config, &ledger, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Jobs { failed, state, json } => {
+        Command::Jobs {
+            failed,
+            state,
+            json,
+        } => {
             let (config, _) = load_config(cli.config.as_deref())?;
             let ledger = open_existing(&config)?;
             let state = match (failed, state) {
@@ -179,7 +191,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let target = if failed { None } else { job };
             let n = ledger.write(|tx| ledger::retry(tx, target))?;
             match (target, n) {
-                (Some(id), 0) => bail!("job {id} is not failed, quarantined or skipped (see `keepsake jobs`)"),
+                (Some(id), 0) => {
+                    bail!("job {id} is not failed, quarantined or skipped (see `keepsake jobs`)")
+                }
                 _ => println!("{n} job(s) queued again; `keepsake ingest` takes them"),
             }
             Ok(ExitCode::SUCCESS)

@@ -69,16 +69,27 @@ pub fn walk(root: &Path, extra_globs: &[String]) -> Walk {
             let name = root.file_name().map(OsString::from).unwrap_or_default();
             match std::fs::read_dir(dir) {
                 Ok(entries) => {
-                    let siblings: Vec<OsString> = entries.flatten().map(|e| e.file_name()).collect();
+                    let siblings: Vec<OsString> =
+                        entries.flatten().map(|e| e.file_name()).collect();
                     let companions = companions_of(name.as_bytes(), &siblings);
-                    walk.files.push(candidate(root, name.as_bytes().to_vec(), &meta, companions, false));
+                    walk.files.push(candidate(
+                        root,
+                        name.as_bytes().to_vec(),
+                        &meta,
+                        companions,
+                        false,
+                    ));
                 }
-                Err(e) => walk.errors.push(format!("cannot read folder {}: {e}", dir.display())),
+                Err(e) => walk
+                    .errors
+                    .push(format!("cannot read folder {}: {e}", dir.display())),
             }
         }
         Ok(meta) if meta.is_dir() => walk_dir(root, &[], extra_globs, &mut walk),
         Ok(_) => walk.ignored += 1,
-        Err(e) => walk.errors.push(format!("cannot read {}: {e}", root.display())),
+        Err(e) => walk
+            .errors
+            .push(format!("cannot read {}: {e}", root.display())),
     }
     walk
 }
@@ -100,7 +111,8 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                walk.errors.push(format!("cannot list {}: {e}", dir.display()));
+                walk.errors
+                    .push(format!("cannot list {}: {e}", dir.display()));
                 continue;
             }
         };
@@ -114,7 +126,8 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                walk.errors.push(format!("cannot stat {}: {e}", entry.path().display()));
+                walk.errors
+                    .push(format!("cannot stat {}: {e}", entry.path().display()));
                 continue;
             }
         };
@@ -144,7 +157,13 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
                 .collect()
         };
         let rel_path = join_rel(rel, name.as_bytes());
-        walk.files.push(candidate(&dir.join(name), rel_path, meta, companions, is_sidecar));
+        walk.files.push(candidate(
+            &dir.join(name),
+            rel_path,
+            meta,
+            companions,
+            is_sidecar,
+        ));
     }
     subdirs.sort();
     for sub in subdirs {
@@ -194,9 +213,16 @@ pub fn is_sidecar(name: &[u8]) -> bool {
 /// `IMG_1.jpg.supplemental-metadata.json` → `IMG_1.jpg`, `IMG_1.AAE` → `IMG_1`.
 pub fn sidecar_base(name: &[u8]) -> Vec<u8> {
     let lower = name.to_ascii_lowercase();
-    let dot = lower.iter().rposition(|&b| b == b'.').unwrap_or(lower.len());
+    let dot = lower
+        .iter()
+        .rposition(|&b| b == b'.')
+        .unwrap_or(lower.len());
     let mut base = &name[..dot];
-    for suffix in [&b".supplemental-metadata"[..], b".supplemental-metad", b".suppl"] {
+    for suffix in [
+        &b".supplemental-metadata"[..],
+        b".supplemental-metad",
+        b".suppl",
+    ] {
         if base.to_ascii_lowercase().ends_with(suffix) {
             base = &base[..base.len() - suffix.len()];
             break;
@@ -286,7 +312,12 @@ mod tests {
 
     #[test]
     fn ignores_partial_downloads() {
-        for name in ["IMG_1.JPG.part", ".syncthing.IMG_1.JPG.tmp", "~$doc", ".DS_Store"] {
+        for name in [
+            "IMG_1.JPG.part",
+            ".syncthing.IMG_1.JPG.tmp",
+            "~$doc",
+            ".DS_Store",
+        ] {
             assert!(is_ignored(name.as_bytes(), &[]), "{name}");
         }
         assert!(!is_ignored(b"IMG_1.JPG", &[]));
@@ -296,18 +327,33 @@ mod tests {
     #[test]
     fn pairs_sidecars() {
         let names: Vec<OsString> = [
-            "IMG_1.HEIC", "IMG_1.HEIC.xmp", "IMG_1.MOV", "IMG_1.AAE", "IMG_2.jpg",
-            "IMG_2.jpg.supplemental-metadata.json", "lonely.xmp",
+            "IMG_1.HEIC",
+            "IMG_1.HEIC.xmp",
+            "IMG_1.MOV",
+            "IMG_1.AAE",
+            "IMG_2.jpg",
+            "IMG_2.jpg.supplemental-metadata.json",
+            "lonely.xmp",
         ]
         .iter()
         .map(OsString::from)
         .collect();
         let owners = sidecar_owners(&names);
         assert_eq!(owners.get(&1), Some(&0));
-        assert_eq!(owners.get(&3), Some(&0), "AAE goes with the still, not the video");
+        assert_eq!(
+            owners.get(&3),
+            Some(&0),
+            "AAE goes with the still, not the video"
+        );
         assert_eq!(owners.get(&5), Some(&4));
         assert_eq!(owners.get(&6), None);
-        assert_eq!(companion_dest_name("IMG_1.HEIC.xmp", "IMG_1.HEIC", "x_IMG_1.HEIC"), "x_IMG_1.HEIC.xmp");
-        assert_eq!(companion_dest_name("IMG_1.AAE", "IMG_1.HEIC", "x_IMG_1.HEIC"), "x_IMG_1.AAE");
+        assert_eq!(
+            companion_dest_name("IMG_1.HEIC.xmp", "IMG_1.HEIC", "x_IMG_1.HEIC"),
+            "x_IMG_1.HEIC.xmp"
+        );
+        assert_eq!(
+            companion_dest_name("IMG_1.AAE", "IMG_1.HEIC", "x_IMG_1.HEIC"),
+            "x_IMG_1.AAE"
+        );
     }
 }

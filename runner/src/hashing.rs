@@ -135,7 +135,10 @@ mod tests {
     fn both_strategies_agree_with_reference_digests() {
         let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i % 251) as u8).collect();
         let small = hash_reader(&data[..1000], 1000).expect("hash");
-        assert_eq!(small.blake3, blake3::hash(&data[..1000]).to_hex().to_string());
+        assert_eq!(
+            small.blake3,
+            blake3::hash(&data[..1000]).to_hex().to_string()
+        );
         assert_eq!(small.sha1, hex(&sha1::Sha1::digest(&data[..1000])));
         let large = hash_reader(&data[..], data.len() as u64).expect("hash");
         let sequential = hash_reader(&data[..], 0).expect("hash");

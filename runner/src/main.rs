@@ -5,6 +5,14 @@ fn main() -> std::process::ExitCode {
     keepsake::cli::init_logging(cli.verbose);
     match keepsake::cli::run(cli) {
         Ok(code) => code,
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            // `keepsake jobs | head`: the reader left; that is not a failure.
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("keepsake: {error:#}");
             std::process::ExitCode::from(2)

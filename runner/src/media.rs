@@ -85,7 +85,11 @@ pub fn sniff(head: &[u8]) -> MediaKind {
     }
     if at(0, b"II*\0") || at(0, b"MM\0*") {
         // TIFF container: camera RAWs (CR2, NEF, DNG, ARW, ...) or plain TIFF.
-        return if at(8, b"CR") { MediaKind::Raw } else { MediaKind::Tiff };
+        return if at(8, b"CR") {
+            MediaKind::Raw
+        } else {
+            MediaKind::Tiff
+        };
     }
     if at(0, b"IIU\0") || at(0, b"IIRO") || at(0, b"IIRS") || at(0, b"FUJIFILMCCD-RAW") {
         return MediaKind::Raw;
@@ -100,7 +104,11 @@ pub fn refine_tiff(kind: MediaKind, file_name: &str) -> MediaKind {
     if kind != MediaKind::Tiff {
         return kind;
     }
-    let ext = file_name.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+    let ext = file_name
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match ext.as_str() {
         "tif" | "tiff" => MediaKind::Tiff,
         _ => MediaKind::Raw,

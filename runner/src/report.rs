@@ -9,7 +9,11 @@ use crate::host::LoadedStage;
 use crate::ledger::{self, JobRecord, JobState, Ledger};
 use crate::pipeline::{IngestReport, display_rel};
 
-pub fn print_ingest(out: &mut impl Write, config: &Config, report: &IngestReport) -> io::Result<()> {
+pub fn print_ingest(
+    out: &mut impl Write,
+    config: &Config,
+    report: &IngestReport,
+) -> io::Result<()> {
     writeln!(
         out,
         "keepsake ingest: {} file(s) found, {} new, in {:.2} s → {}",
@@ -19,31 +23,63 @@ pub fn print_ingest(out: &mut impl Write, config: &Config, report: &IngestReport
         config.library_root.display()
     )?;
     if report.recovered > 0 {
-        writeln!(out, "  recovered    {:>7}  (unfinished work replayed from the journal)", report.recovered)?;
+        writeln!(
+            out,
+            "  recovered    {:>7}  (unfinished work replayed from the journal)",
+            report.recovered
+        )?;
     }
     let rows = [
-        ("processed", report.processed, ""),
+        ("processed", report.processed, "new or queued again"),
         ("placed", report.placed, "in the library"),
-        ("duplicates", report.duplicates, "same bytes as a file already kept"),
-        ("quarantined", report.quarantined, "kept aside with a reason: `keepsake jobs --state quarantined`"),
-        ("skipped", report.skipped, "left in the inbox: `keepsake jobs --state skipped`"),
-        ("failed", report.failed, "see below; `keepsake retry --failed` after fixing"),
+        (
+            "duplicates",
+            report.duplicates,
+            "same bytes as a file already kept",
+        ),
+        (
+            "quarantined",
+            report.quarantined,
+            "kept aside with a reason: `keepsake jobs --state quarantined`",
+        ),
+        (
+            "skipped",
+            report.skipped,
+            "left in the inbox: `keepsake jobs --state skipped`",
+        ),
+        (
+            "failed",
+            report.failed,
+            "see below; `keepsake retry --failed` after fixing",
+        ),
         ("unchanged", report.unchanged, "seen before, not read again"),
     ];
     for (label, n, note) in rows {
         writeln!(out, "  {label:<12} {n:>7}  {note}")?;
     }
     if report.removed_from_inbox > 0 {
-        writeln!(out, "  {:<12} {:>7}  (move-mode inbox files already safe)", "removed", report.removed_from_inbox)?;
+        writeln!(
+            out,
+            "  {:<12} {:>7}  (move-mode inbox files already safe)",
+            "removed", report.removed_from_inbox
+        )?;
     }
     if report.ignored > 0 {
-        writeln!(out, "  {:<12} {:>7}  partial downloads, dotfiles, symlinks", "ignored", report.ignored)?;
+        writeln!(
+            out,
+            "  {:<12} {:>7}  partial downloads, dotfiles, symlinks",
+            "ignored", report.ignored
+        )?;
     }
     for error in report.errors.iter().take(20) {
         writeln!(out, "  ! {error}")?;
     }
     if report.errors.len() > 20 {
-        writeln!(out, "  ! … and {} more (`keepsake jobs --failed`)", report.errors.len() - 20)?;
+        writeln!(
+            out,
+            "  ! … and {} more (`keepsake jobs --failed`)",
+            report.errors.len() - 20
+        )?;
     }
     Ok(())
 }
@@ -78,7 +114,12 @@ pub fn job_json(config: &Config, job: &JobRecord) -> serde_json::Value {
     })
 }
 
-pub fn print_jobs(out: &mut impl Write, config: &Config, jobs: &[JobRecord], json: bool) -> io::Result<()> {
+pub fn print_jobs(
+    out: &mut impl Write,
+    config: &Config,
+    jobs: &[JobRecord],
+    json: bool,
+) -> io::Result<()> {
     if json {
         for job in jobs {
             writeln!(out, "{}", job_json(config, job))?;
@@ -88,11 +129,17 @@ pub fn print_jobs(out: &mut impl Write, config: &Config, jobs: &[JobRecord], jso
     if jobs.is_empty() {
         return writeln!(out, "no jobs");
     }
-    writeln!(out, "{:>6}  {:<11}  {:<25}  {}", "job", "state", "captured", "file → where / why")?;
+    writeln!(
+        out,
+        "{:>6}  {:<11}  {:<25}  file → where / why",
+        "job", "state", "captured"
+    )?;
     for job in jobs {
         let detail = match job.state {
             JobState::Done => destination(config, job).unwrap_or_default(),
-            JobState::Duplicate => format!("duplicate of job {}", job.duplicate_of.unwrap_or_default()),
+            JobState::Duplicate => {
+                format!("duplicate of job {}", job.duplicate_of.unwrap_or_default())
+            }
             JobState::Failed => job.last_error.clone().unwrap_or_default(),
             _ => job.reason.clone().unwrap_or_default(),
         };
@@ -109,16 +156,30 @@ pub fn print_jobs(out: &mut impl Write, config: &Config, jobs: &[JobRecord], jso
     Ok(())
 }
 
-pub fn print_status(out: &mut impl Write, config: &Config, ledger: &Ledger, json: bool) -> io::Result<()> {
-    let counts = ledger.read(ledger::state_counts).map_err(io::Error::other)?;
+pub fn print_status(
+    out: &mut impl Write,
+    config: &Config,
+    ledger: &Ledger,
+    json: bool,
+) -> io::Result<()> {
+    let counts = ledger
+        .read(ledger::state_counts)
+        .map_err(io::Error::other)?;
     let assets = ledger.read(ledger::asset_count).map_err(io::Error::other)?;
     let failed = ledger
         .read(|c| ledger::jobs_in_state(c, Some(JobState::Failed)))
         .map_err(io::Error::other)?;
     if json {
-        let per_state: serde_json::Map<String, serde_json::Value> =
-            counts.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect();
-        let failures: Vec<_> = failed.iter().rev().take(20).map(|j| job_json(config, j)).collect();
+        let per_state: serde_json::Map<String, serde_json::Value> = counts
+            .iter()
+            .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+            .collect();
+        let failures: Vec<_> = failed
+            .iter()
+            .rev()
+            .take(20)
+            .map(|j| job_json(config, j))
+            .collect();
         return writeln!(
             out,
             "{}",
@@ -134,11 +195,21 @@ pub fn print_status(out: &mut impl Write, config: &Config, ledger: &Ledger, json
     }
     writeln!(out, "config   {}", config.origin)?;
     writeln!(out, "ledger   {}", ledger.path().display())?;
-    writeln!(out, "library  {} ({assets} files)", config.library_root.display())?;
-    let line: Vec<String> = counts.iter().map(|(s, n)| format!("{} {n}", s.as_str())).collect();
+    writeln!(
+        out,
+        "library  {} ({assets} files)",
+        config.library_root.display()
+    )?;
+    let line: Vec<String> = counts
+        .iter()
+        .map(|(s, n)| format!("{} {n}", s.as_str()))
+        .collect();
     writeln!(out, "jobs     {}", line.join(" · "))?;
     if !failed.is_empty() {
-        writeln!(out, "recent failures (`keepsake retry --failed` queues them again):")?;
+        writeln!(
+            out,
+            "recent failures (`keepsake retry --failed` queues them again):"
+        )?;
         for job in failed.iter().rev().take(10) {
             writeln!(
                 out,
@@ -171,13 +242,20 @@ pub fn print_plugins<'a>(
             stage.info.version,
             stage.origin,
             stage.info.summary,
-            if used_by.is_empty() { "-".to_string() } else { used_by.join(", ") }
+            if used_by.is_empty() {
+                "-".to_string()
+            } else {
+                used_by.join(", ")
+            }
         )?;
         for (name, description, default) in &stage.info.options {
             writeln!(
                 out,
                 "  option {name}: {description}{}",
-                default.as_ref().map(|d| format!(" (default {d:?})")).unwrap_or_default()
+                default
+                    .as_ref()
+                    .map(|d| format!(" (default {d:?})"))
+                    .unwrap_or_default()
             )?;
         }
     }

@@ -40,13 +40,13 @@ pub mod bindings {
     });
 }
 
+pub use bindings::Guest;
+pub use bindings::export_stage;
 pub use bindings::keepsake::stage::host;
 pub use bindings::keepsake::stage::types::{
     AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Description, Effect, Fact, Job,
     LogLevel, MediaKind, OptionSpec, Placement, StageError,
 };
-pub use bindings::Guest;
-pub use bindings::export_stage;
 
 /// The last component of the job's relative path.
 pub fn file_name(job: &Job) -> &str {

@@ -18,7 +18,11 @@ impl Guest for Screens {
             env!("CARGO_PKG_VERSION"),
             "screenshots go to their own folder",
             &[
-                ("prefixes", "comma-separated name prefixes", Some("Screenshot,Screen Shot")),
+                (
+                    "prefixes",
+                    "comma-separated name prefixes",
+                    Some("Screenshot,Screen Shot"),
+                ),
                 ("folder", "library folder for screenshots", Some("screens")),
             ],
         )

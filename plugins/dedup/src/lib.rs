@@ -18,7 +18,9 @@ impl Guest for Dedup {
 
     fn run(job: Job) -> Result<Vec<Effect>, StageError> {
         Ok(match host::find_by_hash(&job.blake3) {
-            Some(original) if original.job_id != job.id => vec![Effect::DuplicateOf(original.job_id)],
+            Some(original) if original.job_id != job.id => {
+                vec![Effect::DuplicateOf(original.job_id)]
+            }
             _ => vec![],
         })
     }

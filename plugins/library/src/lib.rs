@@ -24,7 +24,11 @@ impl Guest for Library {
                     "path of a dated file; {year} {month} {day} {yyyy} {mm} {dd} {HH} {MM} {SS} {HHMMSS} {name} {stem} {ext} {inbox}",
                     Some(DEFAULT_TEMPLATE),
                 ),
-                ("undated", "path of a file with no capture time", Some(DEFAULT_UNDATED)),
+                (
+                    "undated",
+                    "path of a file with no capture time",
+                    Some(DEFAULT_UNDATED),
+                ),
                 (
                     "use_mtime",
                     "date files no earlier stage dated by their modification time (true/false)",
@@ -112,7 +116,11 @@ fn render(template: &str, job: &Job, time: Option<&Datetime>) -> Result<String, 
             (
                 "year" | "yyyy" | "month" | "mm" | "day" | "dd" | "HH" | "MM" | "SS" | "HHMMSS",
                 None,
-            ) => return Err(format!("{{{field}}} needs a capture time; the undated template cannot use it")),
+            ) => {
+                return Err(format!(
+                    "{{{field}}} needs a capture time; the undated template cannot use it"
+                ));
+            }
             _ => return Err(format!("unknown field {{{field}}} in {template:?}")),
         };
         out.push_str(&value);

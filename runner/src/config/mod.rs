@@ -179,11 +179,17 @@ impl Config {
             };
             let timeout_ms = stage.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
             if timeout_ms == 0 || timeout_ms > 600_000 {
-                return Err(invalid(format!("{key}.timeout_ms"), "must be 1..=600000".into()));
+                return Err(invalid(
+                    format!("{key}.timeout_ms"),
+                    "must be 1..=600000".into(),
+                ));
             }
             let memory_mib = stage.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
             if !(1..=4096).contains(&memory_mib) {
-                return Err(invalid(format!("{key}.memory_mib"), "must be 1..=4096".into()));
+                return Err(invalid(
+                    format!("{key}.memory_mib"),
+                    "must be 1..=4096".into(),
+                ));
             }
             let options = stage
                 .options
@@ -219,7 +225,10 @@ impl Config {
                 ));
             }
             if inbox.pipeline.is_empty() {
-                return Err(invalid(format!("{key}.pipeline"), "needs at least one stage".into()));
+                return Err(invalid(
+                    format!("{key}.pipeline"),
+                    "needs at least one stage".into(),
+                ));
             }
             for stage in &inbox.pipeline {
                 if !stages.contains_key(stage) {
@@ -228,7 +237,9 @@ impl Config {
                     } else {
                         return Err(invalid(
                             format!("{key}.pipeline"),
-                            format!("unknown stage {stage:?}: declare it under [stages.{stage}] with `wasm = \"...\"`"),
+                            format!(
+                                "unknown stage {stage:?}: declare it under [stages.{stage}] with `wasm = \"...\"`"
+                            ),
                         ));
                     }
                 }

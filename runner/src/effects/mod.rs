@@ -142,13 +142,15 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             for write in &plan.writes {
                 entries.push(ledger::insert_intent(
                     tx,
-                    plan.job_id,
-                    write.action,
-                    &write.source,
-                    &write.dest,
-                    &write.blake3,
-                    write.size,
-                    &outcome_json,
+                    &ledger::Intent {
+                        job_id: plan.job_id,
+                        action: write.action,
+                        source: &write.source,
+                        dest: &write.dest,
+                        blake3: &write.blake3,
+                        size: write.size,
+                        outcome_json: &outcome_json,
+                    },
                 )?);
             }
         }
@@ -217,7 +219,10 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 );
             }
             Err(e) => {
-                failed.insert(entry.job_id, format!("cannot verify {}: {e}", entry.temp.display()));
+                failed.insert(
+                    entry.job_id,
+                    format!("cannot verify {}: {e}", entry.temp.display()),
+                );
             }
         }
     }
@@ -245,7 +250,10 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 );
             }
             Err(e) => {
-                failed.insert(entry.job_id, format!("cannot rename into {}: {e}", entry.dest.display()));
+                failed.insert(
+                    entry.job_id,
+                    format!("cannot rename into {}: {e}", entry.dest.display()),
+                );
             }
         }
         fault_point("renamed");
@@ -268,7 +276,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     // 6. Done.
     ledger.write(|tx| {
         for entry in &entries {
-            let state = if failed.contains_key(&entry.job_id) { "rolled_back" } else { "done" };
+            let state = if failed.contains_key(&entry.job_id) {
+                "rolled_back"
+            } else {
+                "done"
+            };
             ledger::mark(tx, entry.id, state)?;
         }
         for (job_id, plan) in &plans_by_id {
@@ -290,7 +302,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 if plan.remove_sources {
                     for write in &plan.writes {
                         if let Err(e) = fsops::remove_source(&write.source) {
-                            tracing::warn!(job = job_id, "cannot remove {} from the inbox: {e}", write.source.display());
+                            tracing::warn!(
+                                job = job_id,
+                                "cannot remove {} from the inbox: {e}",
+                                write.source.display()
+                            );
                         }
                     }
                 }
@@ -301,7 +317,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     Ok(results.into_iter().collect())
 }
 
-fn finish_job(tx: &rusqlite::Transaction<'_>, job_id: u64, finish: &Finish) -> rusqlite::Result<()> {
+fn finish_job(
+    tx: &rusqlite::Transaction<'_>,
+    job_id: u64,
+    finish: &Finish,
+) -> rusqlite::Result<()> {
     if let (Some(asset), Some(path)) = (&finish.asset, &finish.dest_path)
         && ledger::asset_by_hash(tx, &asset.blake3)?.is_none()
         && ledger::asset_by_path(tx, path)?.is_none()
@@ -321,7 +341,9 @@ fn finish_job(tx: &rusqlite::Transaction<'_>, job_id: u64, finish: &Finish) -> r
         )?;
     }
     match finish.state() {
-        JobState::Failed => ledger::fail_job(tx, job_id, finish.reason.as_deref().unwrap_or("failed")),
+        JobState::Failed => {
+            ledger::fail_job(tx, job_id, finish.reason.as_deref().unwrap_or("failed"))
+        }
         state => ledger::finish_job(tx, job_id, state, &finish.outcome()),
     }
 }
@@ -353,7 +375,11 @@ pub fn recover(ledger: &Ledger) -> Result<Recovery, LedgerError> {
                             let _ = fsops::fsync_dir(dir);
                         }
                     }
-                    Err(e) => tracing::warn!(job = job_id, "cannot remove temp {}: {e}", entry.temp.display()),
+                    Err(e) => tracing::warn!(
+                        job = job_id,
+                        "cannot remove temp {}: {e}",
+                        entry.temp.display()
+                    ),
                 }
             }
             let arrived = blake3_file(&entry.dest).is_ok_and(|hash| hash == entry.blake3);

@@ -69,7 +69,9 @@ pub enum LoadError {
         origin: String,
         message: wasmtime::Error,
     },
-    #[error("config: `stages.{stage}.{option}`: stage `{stage}` has no option `{option}` (it accepts: {accepted})")]
+    #[error(
+        "config: `stages.{stage}.{option}`: stage `{stage}` has no option `{option}` (it accepts: {accepted})"
+    )]
     UnknownOption {
         stage: String,
         option: String,
@@ -362,7 +364,10 @@ impl StageRuntime {
         (store, stderr)
     }
 
-    fn describe(&self, stage: &LoadedStage) -> Result<bindings::keepsake::stage::types::Description, StageCallError> {
+    fn describe(
+        &self,
+        stage: &LoadedStage,
+    ) -> Result<bindings::keepsake::stage::types::Description, StageCallError> {
         let services: Arc<dyn Services> = Arc::new(NoServices);
         let files = CallFiles {
             file: None,
@@ -418,7 +423,11 @@ impl Services for NoServices {
     fn kv_set(&self, _: &str, _: &str, _: &[u8]) {}
 }
 
-fn classify_trap(stage: &LoadedStage, error: wasmtime::Error, stderr: &MemoryOutputPipe) -> StageCallError {
+fn classify_trap(
+    stage: &LoadedStage,
+    error: wasmtime::Error,
+    stderr: &MemoryOutputPipe,
+) -> StageCallError {
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>()
         && *trap == wasmtime::Trap::Interrupt
     {
@@ -428,13 +437,17 @@ fn classify_trap(stage: &LoadedStage, error: wasmtime::Error, stderr: &MemoryOut
         };
     }
     let text = format!("{error:#}");
-    if text.contains("forcing trap when growing memory") || text.contains("forcing a memory growth failure") {
+    if text.contains("forcing trap when growing memory")
+        || text.contains("forcing a memory growth failure")
+    {
         return StageCallError::Memory {
             stage: stage.name.clone(),
             limit_mib: stage.memory_bytes >> 20,
         };
     }
-    let printed = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let printed = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_string();
     let message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) if !printed.is_empty() => format!("{trap}: {printed}"),
         Some(trap) => trap.to_string(),

@@ -134,15 +134,17 @@ pub fn fingerprint(
     inbox: &str,
     rel_path: &[u8],
 ) -> rusqlite::Result<Option<Fingerprint>> {
-    conn.prepare_cached("SELECT size, mtime_ns, inode FROM sources WHERE inbox = ?1 AND rel_path = ?2")?
-        .query_row(params![inbox, rel_path], |r| {
-            Ok(Fingerprint {
-                size: r.get(0)?,
-                mtime_ns: r.get(1)?,
-                inode: r.get(2)?,
-            })
+    conn.prepare_cached(
+        "SELECT size, mtime_ns, inode FROM sources WHERE inbox = ?1 AND rel_path = ?2",
+    )?
+    .query_row(params![inbox, rel_path], |r| {
+        Ok(Fingerprint {
+            size: r.get(0)?,
+            mtime_ns: r.get(1)?,
+            inode: r.get(2)?,
         })
-        .optional()
+    })
+    .optional()
 }
 
 /// Record a new job for a file and remember its fingerprint.
@@ -185,7 +187,11 @@ pub fn job(conn: &Connection, id: u64) -> rusqlite::Result<Option<JobRecord>> {
 }
 
 /// Pending jobs with an id above `after`, oldest first.
-pub fn pending_jobs(conn: &Connection, after: u64, limit: usize) -> rusqlite::Result<Vec<JobRecord>> {
+pub fn pending_jobs(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<JobRecord>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2"
     ))?;
@@ -193,10 +199,15 @@ pub fn pending_jobs(conn: &Connection, after: u64, limit: usize) -> rusqlite::Re
         .collect()
 }
 
-pub fn jobs_in_state(conn: &Connection, state: Option<JobState>) -> rusqlite::Result<Vec<JobRecord>> {
+pub fn jobs_in_state(
+    conn: &Connection,
+    state: Option<JobState>,
+) -> rusqlite::Result<Vec<JobRecord>> {
     match state {
         Some(state) => conn
-            .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"))?
+            .prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"
+            ))?
             .query_map([state.as_str()], job_from_row)?
             .collect(),
         None => conn
@@ -234,9 +245,17 @@ pub fn retry(conn: &Connection, job: Option<u64>) -> rusqlite::Result<usize> {
 }
 
 /// What the host learned reading the file.
-pub fn set_hashes(conn: &Connection, id: u64, blake3: &str, sha1: &str, media_kind: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE jobs SET blake3 = ?2, sha1 = ?3, media_kind = ?4, updated_at = ?5 WHERE id = ?1")?
-        .execute(params![id, blake3, sha1, media_kind, now()])?;
+pub fn set_hashes(
+    conn: &Connection,
+    id: u64,
+    blake3: &str,
+    sha1: &str,
+    media_kind: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET blake3 = ?2, sha1 = ?3, media_kind = ?4, updated_at = ?5 WHERE id = ?1",
+    )?
+    .execute(params![id, blake3, sha1, media_kind, now()])?;
     Ok(())
 }
 
@@ -252,7 +271,12 @@ pub struct Outcome {
     pub facts: String,
 }
 
-pub fn finish_job(conn: &Connection, id: u64, state: JobState, outcome: &Outcome) -> rusqlite::Result<()> {
+pub fn finish_job(
+    conn: &Connection,
+    id: u64,
+    state: JobState,
+    outcome: &Outcome,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, reason = ?3, capture_time = ?4, capture_source = ?5, \
          capture_confidence = ?6, dest_path = ?7, duplicate_of = ?8, facts = ?9, last_error = NULL, \

@@ -53,18 +53,31 @@ fn path_of(bytes: Vec<u8>) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&bytes))
 }
 
+/// What is about to be written.
+#[derive(Debug, Clone, Copy)]
+pub struct Intent<'a> {
+    pub job_id: u64,
+    pub action: Action,
+    pub source: &'a Path,
+    pub dest: &'a Path,
+    /// BLAKE3 of the bytes that must end up at `dest`.
+    pub blake3: &'a str,
+    pub size: u64,
+    pub outcome_json: &'a str,
+}
+
 /// Record the intent to write `dest` (through `temp`). The temp name is
 /// derived from the entry id, so it is returned with the id.
-pub fn insert_intent(
-    conn: &Connection,
-    job_id: u64,
-    action: Action,
-    source: &Path,
-    dest: &Path,
-    blake3: &str,
-    size: u64,
-    outcome_json: &str,
-) -> rusqlite::Result<JournalEntry> {
+pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result<JournalEntry> {
+    let Intent {
+        job_id,
+        action,
+        source,
+        dest,
+        blake3,
+        size,
+        outcome_json,
+    } = *intent;
     let now = now();
     conn.prepare_cached(
         "INSERT INTO journal (job_id, action, source, dest, temp, blake3, size, outcome, state, created_at, updated_at) \

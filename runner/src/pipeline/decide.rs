@@ -37,8 +37,12 @@ pub enum ReadError {
 
 /// Hash every job's file, on as many threads as there are cores.
 pub fn read_all(batch: &[JobRecord]) -> Vec<Result<ReadFile, ReadError>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(batch.len().max(1));
-    let slots: Vec<Mutex<Option<Result<ReadFile, ReadError>>>> = batch.iter().map(|_| Mutex::new(None)).collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(batch.len().max(1));
+    let slots: Vec<Mutex<Option<Result<ReadFile, ReadError>>>> =
+        batch.iter().map(|_| Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -79,11 +83,17 @@ fn read_one(job: &JobRecord) -> Result<ReadFile, ReadError> {
         .metadata()
         .map_err(|e| ReadError::Unreadable(format!("cannot stat {}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(ReadError::Unreadable(format!("{} is no longer a regular file", path.display())));
+        return Err(ReadError::Unreadable(format!(
+            "{} is no longer a regular file",
+            path.display()
+        )));
     }
     let hashes = hash_reader(&file, meta.len())
         .map_err(|e| ReadError::Unreadable(format!("cannot read {}: {e}", path.display())))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let kind = media::refine_tiff(media::sniff(&hashes.head), &name);
     Ok(ReadFile {
         hashes,
@@ -206,13 +216,17 @@ fn effects_json(effects: &[Effect]) -> String {
     let items: Vec<serde_json::Value> = effects
         .iter()
         .map(|effect| match effect {
-            Effect::SetCaptureTime(c) => serde_json::json!({"set-capture-time": iso(c), "source": c.source}),
+            Effect::SetCaptureTime(c) => {
+                serde_json::json!({"set-capture-time": iso(c), "source": c.source})
+            }
             Effect::SetFact(f) => serde_json::json!({"set-fact": {"key": f.key, "value": f.value}}),
             Effect::Place(p) => serde_json::json!({"place": {"root": p.root, "path": p.path}}),
             Effect::DuplicateOf(id) => serde_json::json!({"duplicate-of": id}),
             Effect::Quarantine(reason) => serde_json::json!({"quarantine": reason}),
             Effect::Skip(reason) => serde_json::json!({"skip": reason}),
-            Effect::Defer(d) => serde_json::json!({"defer": {"seconds": d.seconds, "reason": d.reason}}),
+            Effect::Defer(d) => {
+                serde_json::json!({"defer": {"seconds": d.seconds, "reason": d.reason}})
+            }
         })
         .collect();
     serde_json::Value::Array(items).to_string()
@@ -239,7 +253,8 @@ pub fn decide(
         Ok(read) => read,
         Err(ReadError::Vanished) => {
             decided.decision = Decision::Skip(
-                "the file disappeared from the inbox before keepsake read it; nothing was taken".into(),
+                "the file disappeared from the inbox before keepsake read it; nothing was taken"
+                    .into(),
             );
             return decided;
         }
@@ -249,9 +264,17 @@ pub fn decide(
         }
     };
     decided.size = read.hashes.size;
-    decided.hashes = Some((read.hashes.blake3.clone(), read.hashes.sha1.clone(), read.kind.as_str().to_string()));
+    decided.hashes = Some((
+        read.hashes.blake3.clone(),
+        read.hashes.sha1.clone(),
+        read.kind.as_str().to_string(),
+    ));
     let (mtime, mtime_offset) = local_mtime(job.mtime_ns);
-    let source_dir = job.source_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let source_dir = job
+        .source_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut wit_job = Job {
         id: job.id,
         inbox: job.inbox.clone(),
@@ -274,7 +297,11 @@ pub fn decide(
         };
         let files = CallFiles {
             file: Some(Arc::clone(&read.file)),
-            companions: job.companions.iter().map(|c| (c.clone(), source_dir.join(c))).collect(),
+            companions: job
+                .companions
+                .iter()
+                .map(|c| (c.clone(), source_dir.join(c)))
+                .collect(),
         };
         let (result, stats) = runtime.call(stage, &wit_job, files, Arc::clone(services));
         let mut call = StepCall {
@@ -305,7 +332,8 @@ pub fn decide(
         call.effects_json = effects_json(&effects);
         decided.calls.push(call);
         for effect in effects {
-            let rejected = |what: String| Decision::Fail(format!("stage `{name}`: rejected effect: {what}"));
+            let rejected =
+                |what: String| Decision::Fail(format!("stage `{name}`: rejected effect: {what}"));
             match effect {
                 Effect::SetCaptureTime(capture) => {
                     if let Err(e) = valid_capture(&capture) {
@@ -317,7 +345,9 @@ pub fn decide(
                 }
                 Effect::SetFact(fact) => {
                     if fact.key.is_empty() || fact.key.len() > 128 || fact.value.len() > 4096 {
-                        decided.decision = rejected("a fact needs a key of 1-128 bytes and a value of at most 4096".into());
+                        decided.decision = rejected(
+                            "a fact needs a key of 1-128 bytes and a value of at most 4096".into(),
+                        );
                         return decided;
                     }
                     wit_job.facts.push(fact.clone());
@@ -325,14 +355,19 @@ pub fn decide(
                 }
                 Effect::Place(Placement { root, path }) => {
                     if root != "library" {
-                        decided.decision = rejected(format!("unknown root {root:?} (stages can place into \"library\")"));
+                        decided.decision = rejected(format!(
+                            "unknown root {root:?} (stages can place into \"library\")"
+                        ));
                         return decided;
                     }
                     if let Err(e) = validate_relative(&path) {
                         decided.decision = rejected(format!("place: {e}"));
                         return decided;
                     }
-                    wit_job.placement = Some(Placement { root, path: path.clone() });
+                    wit_job.placement = Some(Placement {
+                        root,
+                        path: path.clone(),
+                    });
                     decided.decision = Decision::Place(path);
                 }
                 Effect::DuplicateOf(original) => {
@@ -388,7 +423,10 @@ pub(super) fn plan(
         reason: None,
         capture_time: decided.capture.as_ref().map(iso),
         capture_source: decided.capture.as_ref().map(|c| c.source.clone()),
-        capture_confidence: decided.capture.as_ref().map(|c| confidence_text(c.confidence).to_string()),
+        capture_confidence: decided
+            .capture
+            .as_ref()
+            .map(|c| confidence_text(c.confidence).to_string()),
         dest_path: None,
         duplicate_of: None,
         facts: serde_json::Value::Object(facts).to_string(),
@@ -448,7 +486,11 @@ pub(super) fn plan(
             plan.remove_sources = remove_sources;
         }
         Decision::Quarantine(reason) => {
-            let name = job.source_path.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("file"));
+            let name = job
+                .source_path
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("file"));
             let dest = config.quarantine_dir().join(job.id.to_string()).join(name);
             finish.state = "quarantined".into();
             finish.reason = Some(reason);
@@ -493,10 +535,23 @@ pub(super) fn plan(
 }
 
 /// A free library name for `path`, or the name already holding these bytes.
-fn choose_name(config: &Config, ledger: &Ledger, services: &BatchServices, path: &str, blake3: &str) -> (String, bool) {
-    let mut reserved = services.reserved_paths.lock().unwrap_or_else(|e| e.into_inner());
+fn choose_name(
+    config: &Config,
+    ledger: &Ledger,
+    services: &BatchServices,
+    path: &str,
+    blake3: &str,
+) -> (String, bool) {
+    let mut reserved = services
+        .reserved_paths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     for n in 0u32.. {
-        let candidate = if n == 0 { path.to_string() } else { numbered(path, n) };
+        let candidate = if n == 0 {
+            path.to_string()
+        } else {
+            numbered(path, n)
+        };
         let full = config.library_root.join(&candidate);
         if reserved.contains(&full) {
             continue;
@@ -508,7 +563,12 @@ fn choose_name(config: &Config, ledger: &Ledger, services: &BatchServices, path:
             }
             continue;
         }
-        if ledger.read(|c| ledger::asset_by_path(c, &candidate)).ok().flatten().is_some() {
+        if ledger
+            .read(|c| ledger::asset_by_path(c, &candidate))
+            .ok()
+            .flatten()
+            .is_some()
+        {
             continue;
         }
         reserved.insert(full);
@@ -519,26 +579,52 @@ fn choose_name(config: &Config, ledger: &Ledger, services: &BatchServices, path:
 
 /// Sidecars follow their file: named after where it went, collision-safe.
 fn companion_writes(job: &JobRecord, dest: &Path, services: &BatchServices) -> Vec<FileWrite> {
-    let source_dir = job.source_path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let media_name = job.source_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let placed_name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let source_dir = job
+        .source_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let media_name = job
+        .source_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let placed_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut reserved = services.reserved_paths.lock().unwrap_or_else(|e| e.into_inner());
+    let mut reserved = services
+        .reserved_paths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let mut writes = Vec::new();
     let mut seen = HashSet::new();
     for companion in &job.companions {
         let source = source_dir.join(companion);
         let Ok(meta) = std::fs::metadata(&source) else {
-            tracing::warn!(job = job.id, "companion {} disappeared; not copied", source.display());
+            tracing::warn!(
+                job = job.id,
+                "companion {} disappeared; not copied",
+                source.display()
+            );
             continue;
         };
         let Ok(hash) = blake3_file(&source) else {
-            tracing::warn!(job = job.id, "companion {} is unreadable; not copied", source.display());
+            tracing::warn!(
+                job = job.id,
+                "companion {} is unreadable; not copied",
+                source.display()
+            );
             continue;
         };
         let name = companion_dest_name(companion, &media_name, &placed_name);
         for n in 0u32.. {
-            let candidate = dest_dir.join(if n == 0 { name.clone() } else { numbered(&name, n) });
+            let candidate = dest_dir.join(if n == 0 {
+                name.clone()
+            } else {
+                numbered(&name, n)
+            });
             if reserved.contains(&candidate) || !seen.insert(candidate.clone()) {
                 continue;
             }

@@ -53,15 +53,17 @@ pub struct IngestReport {
     pub removed_from_inbox: usize,
     pub recovered: usize,
     pub errors: Vec<String>,
-    #[serde(skip)]
+    #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
     /// Time spent inside stage calls, summed, and how many calls.
-    #[serde(skip)]
     pub stage_micros: u64,
-    #[serde(skip)]
     pub stage_calls: u64,
-    #[serde(skip)]
+    /// Bytes stages read through the host's bounded `read`.
     pub stage_bytes_read: u64,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Which inbox a job belongs to, and so which pipeline runs it.
@@ -71,6 +73,13 @@ struct InboxPlan {
     mode: InboxMode,
     pipeline: Vec<String>,
     ignore: Vec<String>,
+}
+
+/// What [`Pipeline::discover`] found, for [`Pipeline::process`].
+pub struct Discovery {
+    inboxes: HashMap<String, InboxPlan>,
+    report: IngestReport,
+    started: Instant,
 }
 
 /// An open ledger with its stages loaded: what `ingest` (and later `run`) drive.
@@ -122,7 +131,12 @@ impl Pipeline {
             .inboxes
             .first()
             .map(|i| i.pipeline.clone())
-            .unwrap_or_else(|| crate::config::BUILTIN_STAGES.iter().map(|s| s.to_string()).collect());
+            .unwrap_or_else(|| {
+                crate::config::BUILTIN_STAGES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
         let configured = |name: &str| {
             self.config.inbox(name).map(|inbox| InboxPlan {
                 root: inbox.path.clone(),
@@ -136,7 +150,9 @@ impl Pipeline {
                 .config
                 .inboxes
                 .iter()
-                .filter_map(|inbox| configured(&inbox.name).map(|plan| (inbox.name.clone(), plan, None)))
+                .filter_map(|inbox| {
+                    configured(&inbox.name).map(|plan| (inbox.name.clone(), plan, None))
+                })
                 .collect();
         }
         paths
@@ -156,7 +172,9 @@ impl Pipeline {
                 let root = if path.is_dir() {
                     path.clone()
                 } else {
-                    path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"))
+                    path.parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"))
                 };
                 let plan = InboxPlan {
                     root: root.clone(),
@@ -172,13 +190,20 @@ impl Pipeline {
     /// Take every new file under the inboxes (or `paths`) through the
     /// pipeline once.
     pub fn ingest(&mut self, paths: &[PathBuf]) -> Result<IngestReport, PipelineError> {
+        let discovery = self.discover(paths)?;
+        self.process(discovery)
+    }
+
+    /// Walk the inboxes (or `paths`) and record a job for every file that is
+    /// new or changed. Reads no file contents.
+    pub fn discover(&self, paths: &[PathBuf]) -> Result<Discovery, PipelineError> {
         let started = Instant::now();
         let mut report = IngestReport {
             recovered: self.recovery.finished + self.recovery.requeued,
             ..IngestReport::default()
         };
         let plans = self.inbox_plans(paths);
-        let mut inbox_by_name: HashMap<String, InboxPlan> = HashMap::new();
+        let mut inboxes: HashMap<String, InboxPlan> = HashMap::new();
         for (name, plan, walk_root) in &plans {
             let root = walk_root.clone().unwrap_or_else(|| plan.root.clone());
             if !plan.root.is_dir() {
@@ -192,9 +217,24 @@ impl Pipeline {
             report.ignored += walk.ignored;
             report.errors.extend(walk.errors);
             self.register(name, plan, walk.files, &mut report)?;
-            inbox_by_name.insert(name.clone(), plan.clone());
+            inboxes.insert(name.clone(), plan.clone());
         }
-        self.process_pending(&inbox_by_name, &mut report)?;
+        Ok(Discovery {
+            inboxes,
+            report,
+            started,
+        })
+    }
+
+    /// Run every pending job (new ones and those queued again) through its
+    /// pipeline and apply the results.
+    pub fn process(&self, discovery: Discovery) -> Result<IngestReport, PipelineError> {
+        let Discovery {
+            inboxes,
+            mut report,
+            started,
+        } = discovery;
+        self.process_pending(&inboxes, &mut report)?;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -270,7 +310,10 @@ impl Pipeline {
             {
                 match effects::fsops::remove_source(&path) {
                     Ok(()) => report.removed_from_inbox += 1,
-                    Err(e) => report.errors.push(format!("cannot remove {} from the inbox: {e}", path.display())),
+                    Err(e) => report.errors.push(format!(
+                        "cannot remove {} from the inbox: {e}",
+                        path.display()
+                    )),
                 }
             }
         }
@@ -284,7 +327,9 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         let mut after = 0u64;
         loop {
-            let jobs = self.ledger.read(|conn| ledger::pending_jobs(conn, after, BATCH_FILES))?;
+            let jobs = self
+                .ledger
+                .read(|conn| ledger::pending_jobs(conn, after, BATCH_FILES))?;
             let Some(last) = jobs.last() else {
                 return Ok(());
             };
@@ -319,17 +364,25 @@ impl Pipeline {
         let mut plans = Vec::with_capacity(batch.len());
         let mut steps = Vec::new();
         for (job, read) in batch.iter().zip(read) {
-            let inbox = inboxes.get(&job.inbox).cloned().unwrap_or_else(|| InboxPlan {
-                root: PathBuf::from("/"),
-                mode: InboxMode::Copy,
-                pipeline: self
-                    .config
-                    .inboxes
-                    .first()
-                    .map(|i| i.pipeline.clone())
-                    .unwrap_or_else(|| crate::config::BUILTIN_STAGES.iter().map(|s| s.to_string()).collect()),
-                ignore: Vec::new(),
-            });
+            let inbox = inboxes
+                .get(&job.inbox)
+                .cloned()
+                .unwrap_or_else(|| InboxPlan {
+                    root: PathBuf::from("/"),
+                    mode: InboxMode::Copy,
+                    pipeline: self
+                        .config
+                        .inboxes
+                        .first()
+                        .map(|i| i.pipeline.clone())
+                        .unwrap_or_else(|| {
+                            crate::config::BUILTIN_STAGES
+                                .iter()
+                                .map(|s| s.to_string())
+                                .collect()
+                        }),
+                    ignore: Vec::new(),
+                });
             if let Ok(read) = &read {
                 report.bytes_hashed += read.hashes.size;
             }
@@ -346,7 +399,12 @@ impl Pipeline {
                 report.stage_micros += call.micros;
                 report.stage_bytes_read += call.bytes_read;
             }
-            steps.push((job.id, job.attempts + 1, decided.calls.clone(), decided.hashes.clone()));
+            steps.push((
+                job.id,
+                job.attempts + 1,
+                decided.calls.clone(),
+                decided.hashes.clone(),
+            ));
             let plan = decide::plan(
                 &self.config,
                 &self.ledger,
@@ -459,25 +517,37 @@ impl Services for BatchServices {
     }
 
     fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
-        self.ledger.read(|conn| ledger::kv_get(conn, stage, key)).ok().flatten()
+        self.ledger
+            .read(|conn| ledger::kv_get(conn, stage, key))
+            .ok()
+            .flatten()
     }
 
     fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
-        if let Err(e) = self.ledger.write(|tx| ledger::kv_set(tx, stage, key, value)) {
+        if let Err(e) = self
+            .ledger
+            .write(|tx| ledger::kv_set(tx, stage, key, value))
+        {
             tracing::warn!(stage, "cannot store a key-value pair: {e}");
         }
     }
 }
 
 /// Compile or load from the cache every stage the config names.
-pub fn load_stages(config: &Config) -> Result<(StageRuntime, BTreeMap<String, LoadedStage>), PipelineError> {
+pub fn load_stages(
+    config: &Config,
+) -> Result<(StageRuntime, BTreeMap<String, LoadedStage>), PipelineError> {
     let runtime = StageRuntime::new(Some(config.cache_dir()))?;
     let mut stages = BTreeMap::new();
     for (name, stage) in &config.stages {
         let (bytes, origin): (std::borrow::Cow<'static, [u8]>, String) = match &stage.source {
             StageSource::Builtin => match crate::builtin::wasm(name) {
                 Some(bytes) => (bytes.into(), format!("built-in `{name}`")),
-                None => return Err(PipelineError::Setup(format!("no built-in stage named `{name}`"))),
+                None => {
+                    return Err(PipelineError::Setup(format!(
+                        "no built-in stage named `{name}`"
+                    )));
+                }
             },
             StageSource::File(path) => match std::fs::read(path) {
                 Ok(bytes) => (bytes.into(), path.display().to_string()),
@@ -491,7 +561,14 @@ pub fn load_stages(config: &Config) -> Result<(StageRuntime, BTreeMap<String, Lo
                 }
             },
         };
-        let loaded = runtime.load(name, &origin, &bytes, stage.timeout, stage.memory_bytes, stage.options.clone())?;
+        let loaded = runtime.load(
+            name,
+            &origin,
+            &bytes,
+            stage.timeout,
+            stage.memory_bytes,
+            stage.options.clone(),
+        )?;
         stages.insert(name.clone(), loaded);
     }
     Ok((runtime, stages))

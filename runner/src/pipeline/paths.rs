@@ -13,10 +13,15 @@ pub fn validate_relative(path: &str) -> Result<(), String> {
         return Err("the path is empty".into());
     }
     if path.len() > MAX_PATH {
-        return Err(format!("the path is {} bytes long (at most {MAX_PATH})", path.len()));
+        return Err(format!(
+            "the path is {} bytes long (at most {MAX_PATH})",
+            path.len()
+        ));
     }
     if path.starts_with('/') || path.starts_with('\\') {
-        return Err(format!("{path:?} is absolute; paths are relative to their root"));
+        return Err(format!(
+            "{path:?} is absolute; paths are relative to their root"
+        ));
     }
     if path.chars().any(|c| c == '\0' || c.is_control()) {
         return Err(format!("{path:?} contains a NUL or control character"));
@@ -24,7 +29,11 @@ pub fn validate_relative(path: &str) -> Result<(), String> {
     for part in path.split('/') {
         match part {
             "" => return Err(format!("{path:?} has an empty component")),
-            "." | ".." => return Err(format!("{path:?} leaves its folder ({part:?} is not allowed)")),
+            "." | ".." => {
+                return Err(format!(
+                    "{path:?} leaves its folder ({part:?} is not allowed)"
+                ));
+            }
             _ if part.len() > MAX_NAME => {
                 return Err(format!("{path:?} has a name longer than {MAX_NAME} bytes"));
             }
@@ -59,14 +68,25 @@ mod tests {
     #[test]
     fn rejects_escapes() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\0b", "a/.keepsake/x",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\0b",
+            "a/.keepsake/x",
             "a\\..\\b",
         ] {
             assert!(validate_relative(bad).is_err(), "{bad:?}");
         }
         assert!(validate_relative(&"x/".repeat(600)).is_err());
         assert!(validate_relative(&"n".repeat(256)).is_err());
-        for good in ["2024/05/a.jpg", "screens/Screenshot 1.png", "undated/ünïcödé.heic"] {
+        for good in [
+            "2024/05/a.jpg",
+            "screens/Screenshot 1.png",
+            "undated/ünïcödé.heic",
+        ] {
             assert!(validate_relative(good).is_ok(), "{good:?}");
         }
     }

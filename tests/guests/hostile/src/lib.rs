@@ -15,8 +15,16 @@ impl Guest for Hostile {
             env!("CARGO_PKG_VERSION"),
             "misbehaves on purpose for the tests",
             &[
-                ("mode", "loop | memory | panic | escape | absolute | nul | huge-read | ok", Some("ok")),
-                ("only", "misbehave only for file names containing this", Some("")),
+                (
+                    "mode",
+                    "loop | memory | panic | escape | absolute | nul | huge-read | ok",
+                    Some("ok"),
+                ),
+                (
+                    "only",
+                    "misbehave only for file names containing this",
+                    Some(""),
+                ),
             ],
         )
     }
@@ -26,7 +34,12 @@ impl Guest for Hostile {
         if !file_name(&job).contains(only.as_str()) {
             return Ok(vec![]);
         }
-        let place = |path: String| Ok(vec![Effect::Place(Placement { root: "library".into(), path })]);
+        let place = |path: String| {
+            Ok(vec![Effect::Place(Placement {
+                root: "library".into(),
+                path,
+            })])
+        };
         match option_or("mode", "ok").as_str() {
             "loop" => {
                 let mut n: u64 = 0;
@@ -47,7 +60,10 @@ impl Guest for Hostile {
             "nul" => place(format!("bad\0name-{}", file_name(&job))),
             "huge-read" => match host::read(0, u32::MAX) {
                 Ok(bytes) if bytes.len() <= 1 << 20 => Ok(vec![]),
-                Ok(bytes) => Err(StageError::Internal(format!("host returned {} bytes", bytes.len()))),
+                Ok(bytes) => Err(StageError::Internal(format!(
+                    "host returned {} bytes",
+                    bytes.len()
+                ))),
                 Err(e) => Err(StageError::Internal(e)),
             },
             _ => Ok(vec![]),

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every test, and a quick run of the
+# benchmark so it cannot rot. Installs what it needs on a fresh machine with
+# only rustup (the pinned toolchain and the wasm32-wasip2 target come from
+# rust-toolchain.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# Tools the tests and the benchmark use, installed inside the clone.
+if [ ! -x tools/bin/b3sum ]; then
+  cargo install --locked --quiet b3sum --root tools
+fi
+if ! command -v setpriv >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq util-linux) >/dev/null 2>&1 || true
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+cargo run --quiet -p keepsake-tests --bin keepsake-bench -- --quick

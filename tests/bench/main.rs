@@ -1,0 +1,279 @@
+//! `keepsake-bench`: ingest throughput beside the floor measured in the same
+//! run on the same files (`cp -r` + `b3sum`), stage-call overhead, start-up
+//! with and without the component cache, and a rescan of an unchanged inbox.
+//!
+//! cargo run -p keepsake-tests --bin keepsake-bench -- [--quick]
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keepsake_tests::{fake_jpeg, keepsake_bin, workspace_root};
+
+struct Sizes {
+    small_files: usize,
+    large_bytes: u64,
+    unchanged_files: usize,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes = if quick {
+        Sizes {
+            small_files: 300,
+            large_bytes: 64 << 20,
+            unchanged_files: 1_000,
+        }
+    } else {
+        Sizes {
+            small_files: 3_000,
+            large_bytes: 2 << 30,
+            unchanged_files: 10_000,
+        }
+    };
+    let b3sum = find_b3sum();
+    let root = workspace_root().join("target/keepsake-bench");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let mut rows: Vec<[String; 5]> = Vec::new();
+
+    // 1. Small photos.
+    let small = root.join("small-inbox");
+    let mut total = 0u64;
+    for i in 0..sizes.small_files {
+        let len = 40_000 + (i * 7919) % 240_000;
+        total += len as u64;
+        fake_jpeg(
+            &small.join(format!("{:02}/IMG_{i:05}.jpg", i % 30)),
+            i as u64 + 1,
+            len,
+        );
+    }
+    let floor = measure_floor(&small, &root.join("small-cp"), &b3sum);
+    let (took, report, _) = ingest(&root.join("small-run"), &small);
+    let n = sizes.small_files as f64;
+    rows.push([
+        format!(
+            "{} small photos ({:.0} MB)",
+            sizes.small_files,
+            total as f64 / 1e6
+        ),
+        format!("{:.0} files/s", n / took.as_secs_f64()),
+        format!("{:.0} files/s", n / floor.as_secs_f64()),
+        format!("{:.0} %", 100.0 * floor.as_secs_f64() / took.as_secs_f64()),
+        "≥ 50 %".into(),
+    ]);
+    let calls = report["stage_calls"].as_f64().unwrap_or(1.0).max(1.0);
+    rows.push([
+        "wasm stage call (instantiate + run)".into(),
+        format!(
+            "{:.0} µs/call",
+            report["stage_micros"].as_f64().unwrap_or(0.0) / calls
+        ),
+        "-".into(),
+        "-".into(),
+        "< 100 µs".into(),
+    ]);
+
+    // 2. One large file.
+    let large = root.join("large-inbox");
+    write_large(&large.join("VID_0001.MOV"), sizes.large_bytes);
+    let floor = measure_floor(&large, &root.join("large-cp"), &b3sum);
+    let (took, _, rss) = ingest(&root.join("large-run"), &large);
+    let mb = sizes.large_bytes as f64 / 1e6;
+    rows.push([
+        format!(
+            "one {:.1} GiB file",
+            sizes.large_bytes as f64 / (1u64 << 30) as f64
+        ),
+        format!("{:.0} MB/s", mb / took.as_secs_f64()),
+        format!("{:.0} MB/s", mb / floor.as_secs_f64()),
+        format!("{:.0} %", 100.0 * floor.as_secs_f64() / took.as_secs_f64()),
+        "≥ 70 %".into(),
+    ]);
+    rows.push([
+        "peak RSS, large file".into(),
+        format!("{:.1} MiB", rss as f64 / 1024.0),
+        "-".into(),
+        "-".into(),
+        "< 100 MiB".into(),
+    ]);
+
+    // 3. Start-up: empty inbox, with and without the component cache.
+    let start = root.join("startup");
+    std::fs::create_dir_all(start.join("inbox")).unwrap();
+    let cache = start.join("library/.keepsake/cache");
+    let uncached = median(3, || {
+        let _ = std::fs::remove_dir_all(&cache);
+        ingest(&start, &start.join("inbox")).0
+    });
+    let cached = median(7, || ingest(&start, &start.join("inbox")).0);
+    rows.push([
+        "start-up, components cached".into(),
+        format!("{:.0} ms", cached.as_secs_f64() * 1e3),
+        "-".into(),
+        format!("(compiling: {:.0} ms)", uncached.as_secs_f64() * 1e3),
+        "< 200 ms".into(),
+    ]);
+
+    // 4. Rescan of an unchanged inbox.
+    let many = root.join("many-inbox");
+    for i in 0..sizes.unchanged_files {
+        fake_jpeg(
+            &many.join(format!("{:03}/IMG_{i:06}.jpg", i % 100)),
+            i as u64 + 1,
+            600,
+        );
+    }
+    let run = root.join("many-run");
+    ingest(&run, &many);
+    let (took, report, _) = ingest(&run, &many);
+    assert_eq!(
+        report["unchanged"].as_u64(),
+        Some(sizes.unchanged_files as u64),
+        "{report}"
+    );
+    rows.push([
+        format!("second ingest, {} unchanged files", sizes.unchanged_files),
+        format!("{:.0} ms", took.as_secs_f64() * 1e3),
+        "-".into(),
+        "-".into(),
+        "< 1 s".into(),
+    ]);
+
+    println!("\n| case | keepsake | floor (cp -r + b3sum) | keepsake / floor | target |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn find_b3sum() -> PathBuf {
+    let local = workspace_root().join("tools/bin/b3sum");
+    if local.exists() {
+        return local;
+    }
+    if Command::new("b3sum")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return PathBuf::from("b3sum");
+    }
+    eprintln!("b3sum not found; install it with `cargo install b3sum --locked --root tools`");
+    std::process::exit(2);
+}
+
+/// `cp -r` then `b3sum` of every file: the floor keepsake is measured against.
+fn measure_floor(inbox: &Path, copy_to: &Path, b3sum: &Path) -> Duration {
+    // Warm the page cache the same way for both sides.
+    warm(inbox);
+    let started = Instant::now();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(inbox)
+        .arg(copy_to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "find {:?} -type f -print0 | xargs -0 {:?} > /dev/null",
+            inbox, b3sum
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let took = started.elapsed();
+    let _ = std::fs::remove_dir_all(copy_to);
+    took
+}
+
+fn warm(dir: &Path) {
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "find {dir:?} -type f -print0 | xargs -0 cat > /dev/null"
+        ))
+        .status();
+}
+
+/// Run `keepsake ingest --json` with a config in `dir` taking `inbox`;
+/// returns wall time, the report and the peak RSS in KiB.
+fn ingest(dir: &Path, inbox: &Path) -> (Duration, serde_json::Value, u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("keepsake.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "library = \"library\"\n[[inbox]]\nname = \"bench\"\npath = {:?}\n",
+            inbox.display().to_string()
+        ),
+    )
+    .unwrap();
+    warm(inbox);
+    let started = Instant::now();
+    let mut child = Command::new(keepsake_bin())
+        .current_dir(dir)
+        .arg("--config")
+        .arg(&config)
+        .args(["ingest", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "keepsake ingest failed");
+            break;
+        }
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (took, report, peak)
+}
+
+fn write_large(path: &Path, len: u64) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    block[..12].copy_from_slice(b"\0\0\0\x14ftypqt  ");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut written = 0;
+    while written < len {
+        for chunk in block[16..].chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let n = (len - written).min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).unwrap();
+        written += n as u64;
+        block[..16].fill(0);
+    }
+    file.flush().unwrap();
+}
+
+fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..runs).map(|_| f()).collect();
+    times.sort();
+    times[runs / 2]
+}

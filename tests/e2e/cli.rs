@@ -1,0 +1,147 @@
+//! The command line as a user meets it.
+
+use keepsake_tests::*;
+
+#[test]
+fn init_writes_the_default_config_and_refuses_to_overwrite() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.path().join("new.toml");
+    let out = sandbox.run(&["init", path.to_str().unwrap()]);
+    assert!(out.status.success());
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written, keepsake::config::DEFAULT_CONFIG);
+    let out = sandbox.run(&["init", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+}
+
+#[test]
+fn the_default_config_runs_from_an_empty_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_jpeg(&dir.path().join("inbox/IMG_1.jpg"), 1, 2000);
+    let out = std::process::Command::new(keepsake_bin())
+        .current_dir(dir.path())
+        .env_remove("KEEPSAKE_CONFIG")
+        .arg("ingest")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in ["processed", "placed", "duplicates", "quarantined", "failed"] {
+        assert!(
+            stdout.contains(label),
+            "the summary shows {label}: {stdout}"
+        );
+    }
+    assert_eq!(hash_tree(&dir.path().join("library")).len(), 1);
+    assert!(dir.path().join("library/.keepsake/ledger.sqlite").exists());
+}
+
+#[test]
+fn jobs_json_has_the_stable_fields() {
+    let sandbox = Sandbox::new();
+    fake_jpeg(&sandbox.inbox().join("IMG_1.jpg"), 1, 2000);
+    sandbox.ingest();
+    let job = &sandbox.jobs()[0];
+    for key in [
+        "id",
+        "inbox",
+        "source_path",
+        "state",
+        "destination",
+        "blake3",
+        "sha1",
+        "capture_time",
+        "capture_source",
+        "duplicate_of",
+        "error",
+    ] {
+        assert!(job.get(key).is_some(), "jobs --json lacks {key}: {job}");
+    }
+    let out = sandbox.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["jobs"]["done"], 1);
+    assert_eq!(status["assets"], 1);
+}
+
+#[test]
+fn config_errors_name_the_key_and_change_nothing() {
+    let sandbox = Sandbox::new();
+    let cases = [
+        ("library = \"library\"\nlibary = 1\n", "libary"),
+        (
+            "library = \"library\"\n[[inbox]]\nname = \"a\"\npath = \"library/in\"\n",
+            "inbox[0].path",
+        ),
+        (
+            "library = \"library\"\n[[inbox]]\nname = \"a\"\npath = \"inbox\"\n[[inbox]]\nname = \"b\"\npath = \"inbox/x\"\n",
+            "inbox[1].path",
+        ),
+        (
+            "library = \"library\"\n[[inbox]]\nname = \"a\"\npath = \"inbox\"\npipeline = [\"nope\"]\n",
+            "nope",
+        ),
+    ];
+    for (text, key) in cases {
+        std::fs::write(sandbox.config_path(), text).unwrap();
+        let out = sandbox.run(&["ingest"]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{key} in {stderr}");
+        assert!(stderr.contains("keepsake.toml"), "names the file: {stderr}");
+        assert!(!sandbox.library().exists(), "nothing was created");
+    }
+}
+
+#[test]
+fn a_second_keepsake_on_the_same_ledger_is_refused() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.config();
+    let _held = keepsake::ledger::StateLock::acquire(&config.state_dir).unwrap();
+    let out = sandbox.run(&["ingest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another keepsake"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compiled_components_are_cached_across_starts() {
+    let sandbox = Sandbox::new();
+    let first = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    assert!(
+        first
+            .stages()
+            .all(|s| s.cache == keepsake::host::CacheOutcome::Compiled)
+    );
+    drop(first);
+    let second = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    assert!(
+        second
+            .stages()
+            .all(|s| s.cache == keepsake::host::CacheOutcome::Hit)
+    );
+    drop(second);
+    // A damaged cache file is recompiled, never loaded.
+    for entry in std::fs::read_dir(sandbox.config().cache_dir())
+        .unwrap()
+        .flatten()
+    {
+        let mut bytes = std::fs::read(entry.path()).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xFF;
+        std::fs::write(entry.path(), bytes).unwrap();
+    }
+    let third = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    assert!(
+        third
+            .stages()
+            .all(|s| s.cache == keepsake::host::CacheOutcome::Compiled)
+    );
+}

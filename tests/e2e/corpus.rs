@@ -1,0 +1,247 @@
+//! The whole shared corpus through the default pipeline.
+
+use std::path::Path;
+
+use keepsake_tests::*;
+
+#[test]
+fn every_corpus_file_is_placed_or_accounted_for_with_identical_bytes() {
+    let sandbox = Sandbox::new();
+    copy_tree(&corpus_media(), &sandbox.inbox());
+    let before = hash_tree(&sandbox.inbox());
+    assert_eq!(before.len(), 70, "the corpus has 70 media files");
+
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["discovered"], 70);
+    assert_eq!(report["processed"], 70);
+    assert_eq!(report["failed"], 0);
+
+    let jobs = sandbox.jobs();
+    assert_eq!(jobs.len(), 70);
+    for job in &jobs {
+        let state = job["state"].as_str().unwrap();
+        let source = Path::new(job["source_path"].as_str().unwrap());
+        match state {
+            "done" => {
+                let dest = Path::new(job["destination"].as_str().unwrap());
+                assert_eq!(blake3_of(dest), blake3_of(source), "{}", source.display());
+                assert_eq!(job["blake3"].as_str().unwrap(), blake3_of(source));
+                assert_eq!(job["sha1"].as_str().unwrap().len(), 40);
+                assert!(
+                    job["capture_time"].as_str().is_some_and(|t| t.len() >= 19),
+                    "{job}"
+                );
+                assert!(job["capture_source"].is_string());
+            }
+            "duplicate" => assert!(job["duplicate_of"].is_u64(), "{job}"),
+            "quarantined" => {
+                assert!(
+                    job["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                    "{job}"
+                );
+                let dest = Path::new(job["destination"].as_str().unwrap());
+                assert_eq!(
+                    blake3_of(dest),
+                    blake3_of(source),
+                    "quarantine is byte-identical"
+                );
+            }
+            other => panic!("job in state {other}: {job}"),
+        }
+    }
+    // The one empty file is quarantined, with a reason a person understands.
+    let empty = jobs
+        .iter()
+        .find(|j| j["relative_path"] == "elodie_invalid.jpg")
+        .unwrap();
+    assert_eq!(empty["state"], "quarantined");
+    assert!(empty["reason"].as_str().unwrap().contains("empty file"));
+    // Media kinds come from the bytes.
+    let kind = |name: &str| {
+        jobs.iter().find(|j| j["relative_path"] == name).unwrap()["media_kind"].clone()
+    };
+    assert_eq!(kind("exifsamples_IMG_5195.HEIC"), "heic");
+    assert_eq!(kind("exiftool_CanonRaw.cr3"), "raw");
+    assert_eq!(kind("exiftool_Nikon.nef"), "raw");
+    assert_eq!(kind("mde_Sony ILCE-7M3 (A7M3).mts"), "video");
+    assert_eq!(kind("immich_denali.webp"), "webp");
+    assert_consistent(&sandbox, &before);
+
+    // A second ingest changes nothing and reads no file: every file is
+    // skipped by its fingerprint before a byte is read.
+    let library_before = hash_tree(&sandbox.library());
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0);
+    assert_eq!(report["unchanged"], 70);
+    assert_eq!(report["processed"], 0);
+    assert_eq!(report["bytes_hashed"], 0);
+    assert_eq!(report["stage_calls"], 0);
+    assert_eq!(hash_tree(&sandbox.library()), library_before);
+    assert_eq!(hash_tree(&sandbox.inbox()), before);
+}
+
+#[test]
+fn duplicates_are_recorded_against_the_first_and_never_placed_twice() {
+    let sandbox = Sandbox::new();
+    let photo = corpus_media().join("exiftool_Canon.jpg");
+    for name in ["a/IMG_0001.JPG", "b/IMG_0001.JPG", "c/copy of it.jpg"] {
+        let dest = sandbox.inbox().join(name);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, std::fs::read(&photo).unwrap()).unwrap();
+    }
+    let before = hash_tree(&sandbox.inbox());
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 1);
+    assert_eq!(report["duplicates"], 2);
+    let jobs = sandbox.jobs();
+    let first = jobs.iter().find(|j| j["state"] == "done").unwrap();
+    for dup in jobs.iter().filter(|j| j["state"] == "duplicate") {
+        assert_eq!(dup["duplicate_of"], first["id"]);
+    }
+    assert_eq!(hash_tree(&sandbox.library()).len(), 1);
+    assert_consistent(&sandbox, &before);
+
+    // The same bytes arriving later, under a new name, are a duplicate too.
+    std::fs::write(
+        sandbox.inbox().join("later.jpg"),
+        std::fs::read(&photo).unwrap(),
+    )
+    .unwrap();
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["duplicates"], 1);
+    assert_eq!(hash_tree(&sandbox.library()).len(), 1);
+}
+
+#[test]
+fn sidecars_travel_with_their_file() {
+    let sandbox = Sandbox::new();
+    let sidecars = corpus_dir().join("sidecars");
+    let photo = std::fs::read(corpus_media().join("exiftool_Apple.jpg")).unwrap();
+    std::fs::write(sandbox.inbox().join("IMG_3439.jpg"), &photo).unwrap();
+    std::fs::write(
+        sandbox.inbox().join("IMG_3439.jpg.json"),
+        std::fs::read(sidecars.join("osxphotos_IMG_3439.jpg.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        sandbox.inbox().join("IMG_3439.xmp"),
+        std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        sandbox.inbox().join("IMG_3439.AAE"),
+        std::fs::read(sidecars.join("exiftool_PLIST.aae")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(sandbox.inbox().join("lonely.xmp"), b"<x:xmpmeta/>").unwrap();
+    let before = hash_tree(&sandbox.inbox());
+
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 1);
+    assert_eq!(
+        report["skipped"], 1,
+        "the orphan sidecar is left with a reason"
+    );
+    let jobs = sandbox.jobs();
+    let placed = jobs.iter().find(|j| j["state"] == "done").unwrap();
+    let dest = Path::new(placed["destination"].as_str().unwrap());
+    let stem = dest.file_stem().unwrap().to_string_lossy().into_owned();
+    let dir = dest.parent().unwrap();
+    let name = dest.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        blake3_of(&dir.join(format!("{name}.json"))),
+        blake3_of(&sandbox.inbox().join("IMG_3439.jpg.json"))
+    );
+    assert_eq!(
+        blake3_of(&dir.join(format!("{stem}.xmp"))),
+        blake3_of(&sandbox.inbox().join("IMG_3439.xmp"))
+    );
+    assert_eq!(
+        blake3_of(&dir.join(format!("{stem}.AAE"))),
+        blake3_of(&sandbox.inbox().join("IMG_3439.AAE"))
+    );
+    let orphan = jobs
+        .iter()
+        .find(|j| j["relative_path"] == "lonely.xmp")
+        .unwrap();
+    assert_eq!(orphan["state"], "skipped");
+    assert!(orphan["reason"].as_str().unwrap().contains("sidecar"));
+    assert_consistent(&sandbox, &before);
+}
+
+#[test]
+fn the_example_family_plugin_sends_screenshots_to_screens() {
+    let sandbox = Sandbox::new();
+    let plugin = guest("screenshots_plugin");
+    sandbox.write_config_with(
+        "[\"dedup\", \"screenshots\", \"library\"]",
+        "copy",
+        &format!(
+            "[stages.screenshots]\nwasm = {:?}\nfolder = \"screens\"\n",
+            plugin.display().to_string()
+        ),
+    );
+    let png = std::fs::read(corpus_media().join("exiftool_PNG.png")).unwrap();
+    std::fs::write(
+        sandbox
+            .inbox()
+            .join("Screenshot 2024-05-12 at 10.00.00.png"),
+        &png,
+    )
+    .unwrap();
+    std::fs::write(
+        sandbox.inbox().join("IMG_1.jpg"),
+        std::fs::read(corpus_media().join("exiftool_Canon.jpg")).unwrap(),
+    )
+    .unwrap();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 2);
+    let screenshot = sandbox
+        .library()
+        .join("screens/Screenshot 2024-05-12 at 10.00.00.png");
+    assert_eq!(std::fs::read(&screenshot).unwrap(), png);
+    let library = hash_tree(&sandbox.library());
+    let other = library
+        .keys()
+        .find(|p| p.to_string_lossy().ends_with("_IMG_1.jpg"))
+        .unwrap();
+    assert!(!other.starts_with("screens"), "{}", other.display());
+
+    let out = sandbox.run(&["plugins", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("screenshots") && text.contains("option folder"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_name_taken_by_other_bytes_gets_a_number_and_nothing_is_overwritten() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("[stages.library]\ntemplate = \"all/{name}\"\n");
+    fake_jpeg(&sandbox.inbox().join("x/IMG_1.jpg"), 1, 5000);
+    fake_jpeg(&sandbox.inbox().join("y/IMG_1.jpg"), 2, 5000);
+    fake_jpeg(&sandbox.inbox().join("z/IMG_1.jpg"), 3, 5000);
+    // A file the user put in the library by hand is never overwritten.
+    std::fs::create_dir_all(sandbox.library().join("all")).unwrap();
+    std::fs::write(sandbox.library().join("all/IMG_1.jpg"), b"mine").unwrap();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 3);
+    assert_eq!(
+        std::fs::read(sandbox.library().join("all/IMG_1.jpg")).unwrap(),
+        b"mine"
+    );
+    for n in 1..=3 {
+        assert!(
+            sandbox
+                .library()
+                .join(format!("all/IMG_1_{n}.jpg"))
+                .exists()
+        );
+    }
+}

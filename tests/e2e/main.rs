@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binary and library against real files, a real
+//! SQLite ledger and real wasm components. One test binary, one link.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod cli;
+mod corpus;
+mod crash;
+mod hostile;
