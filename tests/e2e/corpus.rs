@@ -245,3 +245,33 @@ fn a_name_taken_by_other_bytes_gets_a_number_and_nothing_is_overwritten() {
         );
     }
 }
+
+#[test]
+fn a_duplicate_of_a_file_that_could_not_be_placed_is_not_called_a_duplicate() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("[stages.library]\ntemplate = \"{stem}/{name}\"\n");
+    fake_jpeg(&sandbox.inbox().join("a.jpg"), 1, 5000);
+    fake_jpeg(&sandbox.inbox().join("b.jpg"), 1, 5000);
+    // `library/a` is a file, so `a/a.jpg` cannot be created.
+    std::fs::create_dir_all(sandbox.library()).unwrap();
+    std::fs::write(sandbox.library().join("a"), b"in the way").unwrap();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["failed"], 2, "{report}");
+    let jobs = sandbox.jobs();
+    let b = jobs.iter().find(|j| j["relative_path"] == "b.jpg").unwrap();
+    assert_eq!(b["state"], "failed");
+    assert!(
+        b["error"].as_str().unwrap().contains("could not be placed"),
+        "{b}"
+    );
+
+    #[allow(clippy::disallowed_methods)]
+    std::fs::remove_file(sandbox.library().join("a")).unwrap();
+    assert!(sandbox.run(&["retry", "--failed"]).status.success());
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 1);
+    assert_eq!(report["duplicates"], 1);
+    assert_consistent(&sandbox, &hash_tree(&sandbox.inbox()));
+}

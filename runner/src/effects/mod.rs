@@ -110,6 +110,9 @@ pub struct JobPlan {
     pub writes: Vec<FileWrite>,
     /// Remove the inbox file (and companions) once committed (move mode).
     pub remove_sources: bool,
+    /// A duplicate of a job still being placed: it is finished only if that
+    /// job's file is committed, so a duplicate never points at nothing.
+    pub depends_on: Option<u64>,
 }
 
 /// What happened to a job in [`apply`].
@@ -135,7 +138,9 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         let mut entries: Vec<ledger::JournalEntry> = Vec::new();
         for plan in &plans {
             if plan.writes.is_empty() {
-                finish_job(tx, plan.job_id, &plan.finish)?;
+                if plan.depends_on.is_none() {
+                    finish_job(tx, plan.job_id, &plan.finish)?;
+                }
                 continue;
             }
             let outcome_json = serde_json::to_string(&plan.finish).unwrap_or_default();
@@ -158,7 +163,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     })?;
     fault_point("intents committed");
     for plan in plans {
-        if plan.writes.is_empty() {
+        if plan.writes.is_empty() && plan.depends_on.is_none() {
             results.insert(plan.job_id, Applied::Finished(plan.finish.state()));
         } else {
             plans_by_id.insert(plan.job_id, plan);
@@ -284,6 +289,20 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             ledger::mark(tx, entry.id, state)?;
         }
         for (job_id, plan) in &plans_by_id {
+            if let Some(original) = plan.depends_on {
+                let placed = match plans_by_id.get(&original) {
+                    Some(_) => !failed.contains_key(&original),
+                    None => ledger::job(tx, original)?.is_some_and(|j| j.state == JobState::Done),
+                };
+                if !placed {
+                    failed.insert(
+                        *job_id,
+                        format!(
+                            "same bytes as job {original}, which could not be placed; `keepsake retry --failed` retries both"
+                        ),
+                    );
+                }
+            }
             match failed.get(job_id) {
                 Some(message) => ledger::fail_job(tx, *job_id, message)?,
                 None => finish_job(tx, *job_id, &plan.finish)?,

@@ -232,9 +232,29 @@ pub struct StageRuntime {
 }
 
 impl StageRuntime {
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<StageRuntime, LoadError> {
+    /// `max_memory_bytes`: the largest memory any stage may use (the pool's
+    /// slot size; each store's own limit is enforced separately).
+    pub fn new(
+        cache_dir: Option<PathBuf>,
+        max_memory_bytes: usize,
+    ) -> Result<StageRuntime, LoadError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        // A pool of pre-reserved instance slots: a stage call reuses a warm
+        // slot instead of mapping fresh memory, which is most of what a call
+        // costs. Slots are far more than calls that run at once.
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(64)
+            .total_core_instances(512)
+            .total_memories(64)
+            .total_tables(512)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(32)
+            .max_memory_size(max_memory_bytes.max(1 << 20))
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);

@@ -18,7 +18,7 @@ use crate::ledger::{self, Action, JobRecord, Ledger};
 use crate::media::{self, MediaKind};
 
 use super::paths::{numbered, validate_relative};
-use super::{BatchServices, display_rel};
+use super::{IngestServices, display_rel};
 
 /// A file read once: its hashes, what it is, and an open handle the stages
 /// read through.
@@ -411,7 +411,7 @@ pub(super) fn plan(
     job: &JobRecord,
     decided: Decided,
     remove_sources: bool,
-    services: &BatchServices,
+    services: &IngestServices,
 ) -> JobPlan {
     let facts: serde_json::Map<String, serde_json::Value> = decided
         .facts
@@ -437,6 +437,7 @@ pub(super) fn plan(
         finish: finish.clone(),
         writes: Vec::new(),
         remove_sources: false,
+        depends_on: None,
     };
     let Some((blake3, sha1, kind)) = decided.hashes.clone() else {
         // Never read: skipped or failed.
@@ -483,6 +484,8 @@ pub(super) fn plan(
         Decision::Duplicate(original) => {
             finish.state = "duplicate".into();
             finish.duplicate_of = Some(original);
+            // The original is not committed yet: this job ends only once it is.
+            plan.depends_on = services.in_flight(&blake3).filter(|job| *job == original);
             plan.remove_sources = remove_sources;
         }
         Decision::Quarantine(reason) => {
@@ -538,7 +541,7 @@ pub(super) fn plan(
 fn choose_name(
     config: &Config,
     ledger: &Ledger,
-    services: &BatchServices,
+    services: &IngestServices,
     path: &str,
     blake3: &str,
 ) -> (String, bool) {
@@ -578,7 +581,7 @@ fn choose_name(
 }
 
 /// Sidecars follow their file: named after where it went, collision-safe.
-fn companion_writes(job: &JobRecord, dest: &Path, services: &BatchServices) -> Vec<FileWrite> {
+fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> Vec<FileWrite> {
     let source_dir = job
         .source_path
         .parent()

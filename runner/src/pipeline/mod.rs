@@ -5,7 +5,7 @@
 mod decide;
 pub mod paths;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use crate::config::{Config, InboxMode, StageSource};
 use crate::discover::{self, Candidate};
 use crate::effects::{self, Applied, Recovery};
 use crate::host::{AssetRef, LoadError, LoadedStage, Services, StageRuntime};
-use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, NewJob, StateLock};
+use crate::ledger::{self, JobState, Ledger, LedgerError, NewJob, StateLock};
 
 pub use decide::Decision;
 
@@ -320,131 +320,54 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Decide batch N+1 (hash, stages) on this thread while another applies
+    /// batch N (copy, sync, rename): the disk and the CPU work at once.
     fn process_pending(
         &self,
         inboxes: &HashMap<String, InboxPlan>,
         report: &mut IngestReport,
     ) -> Result<(), PipelineError> {
-        let mut after = 0u64;
-        loop {
-            let jobs = self
-                .ledger
-                .read(|conn| ledger::pending_jobs(conn, after, BATCH_FILES))?;
-            let Some(last) = jobs.last() else {
-                return Ok(());
-            };
-            after = last.id;
-            // Cut the batch by bytes too, so one sync covers a bounded amount.
-            let mut batch = Vec::new();
-            let mut bytes = 0u64;
-            for job in jobs {
-                bytes += job.size;
-                batch.push(job);
-                if bytes >= BATCH_BYTES {
-                    after = batch.last().map(|j| j.id).unwrap_or(after);
-                    break;
-                }
-            }
-            self.process_batch(batch, inboxes, report)?;
-        }
-    }
-
-    fn process_batch(
-        &self,
-        batch: Vec<JobRecord>,
-        inboxes: &HashMap<String, InboxPlan>,
-        report: &mut IngestReport,
-    ) -> Result<(), PipelineError> {
-        let read = decide::read_all(&batch);
-        let services = Arc::new(BatchServices {
+        let services = Arc::new(IngestServices {
             ledger: Arc::clone(&self.ledger),
             reserved: Mutex::new(HashMap::new()),
-            reserved_paths: Mutex::new(Default::default()),
+            reserved_paths: Mutex::new(HashSet::new()),
         });
-        let mut plans = Vec::with_capacity(batch.len());
-        let mut steps = Vec::new();
-        for (job, read) in batch.iter().zip(read) {
-            let inbox = inboxes
-                .get(&job.inbox)
-                .cloned()
-                .unwrap_or_else(|| InboxPlan {
-                    root: PathBuf::from("/"),
-                    mode: InboxMode::Copy,
-                    pipeline: self
-                        .config
-                        .inboxes
-                        .first()
-                        .map(|i| i.pipeline.clone())
-                        .unwrap_or_else(|| {
-                            crate::config::BUILTIN_STAGES
-                                .iter()
-                                .map(|s| s.to_string())
-                                .collect()
-                        }),
-                    ignore: Vec::new(),
-                });
-            if let Ok(read) = &read {
-                report.bytes_hashed += read.hashes.size;
-            }
-            let decided = decide::decide(
-                &self.runtime,
-                &self.stages,
-                &inbox.pipeline,
-                job,
-                read,
-                &(Arc::clone(&services) as Arc<dyn Services>),
-            );
-            for call in &decided.calls {
-                report.stage_calls += 1;
-                report.stage_micros += call.micros;
-                report.stage_bytes_read += call.bytes_read;
-            }
-            steps.push((
-                job.id,
-                job.attempts + 1,
-                decided.calls.clone(),
-                decided.hashes.clone(),
-            ));
-            let plan = decide::plan(
-                &self.config,
-                &self.ledger,
-                job,
-                decided,
-                inbox.mode == InboxMode::Move,
-                &services,
-            );
-            plans.push(plan);
-        }
-        // Hashes and steps go in with the intents' transaction's neighbour:
-        // one commit for the whole batch.
-        self.ledger.write(|tx| {
-            for (job_id, attempt, calls, hashes) in &steps {
-                if let Some((blake3, sha1, kind)) = hashes {
-                    ledger::set_hashes(tx, *job_id, blake3, sha1, kind)?;
+        let applied = std::thread::scope(|scope| -> Result<Vec<(u64, Applied)>, PipelineError> {
+            let (to_apply, batches) = std::sync::mpsc::sync_channel::<Vec<effects::JobPlan>>(1);
+            let ledger = Arc::clone(&self.ledger);
+            let applier_services = Arc::clone(&services);
+            let applier = scope.spawn(move || -> Result<Vec<(u64, Applied)>, PipelineError> {
+                let mut all = Vec::new();
+                for plans in batches {
+                    let written: Vec<(u64, Vec<PathBuf>)> = plans
+                        .iter()
+                        .map(|p| (p.job_id, p.writes.iter().map(|w| w.dest.clone()).collect()))
+                        .collect();
+                    let results = effects::apply(&ledger, plans)?;
+                    // Committed (or failed): the ledger and the disk now
+                    // answer for these names and hashes.
+                    applier_services.release(&written);
+                    all.extend(results);
                 }
-                for call in calls {
-                    ledger::record_step(
-                        tx,
-                        *job_id,
-                        *attempt,
-                        &call.stage,
-                        &call.effects_json,
-                        call.error.as_deref(),
-                        call.micros,
-                    )?;
-                }
-            }
-            Ok(())
+                Ok(all)
+            });
+            let decided = self.decide_batches(inboxes, report, &services, &to_apply);
+            drop(to_apply);
+            let applied = applier
+                .join()
+                .map_err(|_| PipelineError::Setup("the thread applying effects panicked".into()))?;
+            decided?;
+            applied
         })?;
-        let results = effects::apply(&self.ledger, plans)?;
-        for (job_id, applied) in results {
+        for (job_id, applied) in applied {
             report.processed += 1;
             match applied {
                 Applied::Finished(JobState::Done) => report.placed += 1,
                 Applied::Finished(JobState::Duplicate) => report.duplicates += 1,
                 Applied::Finished(JobState::Quarantined) => report.quarantined += 1,
                 Applied::Finished(JobState::Skipped) => report.skipped += 1,
-                Applied::Finished(JobState::Failed) => {
+                Applied::Finished(JobState::Pending) => {}
+                Applied::Finished(JobState::Failed) | Applied::Failed(_) => {
                     report.failed += 1;
                     if let Ok(Some(job)) = self.ledger.read(|c| ledger::job(c, job_id)) {
                         report.errors.push(format!(
@@ -454,14 +377,116 @@ impl Pipeline {
                         ));
                     }
                 }
-                Applied::Finished(JobState::Pending) => {}
-                Applied::Failed(message) => {
-                    report.failed += 1;
-                    report.errors.push(format!("job {job_id}: {message}"));
-                }
             }
         }
         Ok(())
+    }
+
+    /// Read and decide every pending job, batch by batch, handing each
+    /// batch's plans to the applier.
+    fn decide_batches(
+        &self,
+        inboxes: &HashMap<String, InboxPlan>,
+        report: &mut IngestReport,
+        services: &Arc<IngestServices>,
+        to_apply: &std::sync::mpsc::SyncSender<Vec<effects::JobPlan>>,
+    ) -> Result<(), PipelineError> {
+        let default_inbox = InboxPlan {
+            root: PathBuf::from("/"),
+            mode: InboxMode::Copy,
+            pipeline: self
+                .config
+                .inboxes
+                .first()
+                .map(|i| i.pipeline.clone())
+                .unwrap_or_else(|| {
+                    crate::config::BUILTIN_STAGES
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }),
+            ignore: Vec::new(),
+        };
+        let stage_services: Arc<dyn Services> = Arc::clone(services) as Arc<dyn Services>;
+        let mut after = 0u64;
+        loop {
+            let jobs = self
+                .ledger
+                .read(|conn| ledger::pending_jobs(conn, after, BATCH_FILES))?;
+            if jobs.is_empty() {
+                return Ok(());
+            }
+            // Cut the batch by bytes too, so one sync covers a bounded amount.
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            for job in jobs {
+                bytes += job.size;
+                after = job.id;
+                batch.push(job);
+                if bytes >= BATCH_BYTES {
+                    break;
+                }
+            }
+            let read = decide::read_all(&batch);
+            let mut plans = Vec::with_capacity(batch.len());
+            let mut steps = Vec::with_capacity(batch.len());
+            for (job, read) in batch.iter().zip(read) {
+                let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
+                if let Ok(read) = &read {
+                    report.bytes_hashed += read.hashes.size;
+                }
+                let decided = decide::decide(
+                    &self.runtime,
+                    &self.stages,
+                    &inbox.pipeline,
+                    job,
+                    read,
+                    &stage_services,
+                );
+                for call in &decided.calls {
+                    report.stage_calls += 1;
+                    report.stage_micros += call.micros;
+                    report.stage_bytes_read += call.bytes_read;
+                }
+                steps.push((
+                    job.id,
+                    job.attempts + 1,
+                    decided.calls.clone(),
+                    decided.hashes.clone(),
+                ));
+                plans.push(decide::plan(
+                    &self.config,
+                    &self.ledger,
+                    job,
+                    decided,
+                    inbox.mode == InboxMode::Move,
+                    services,
+                ));
+            }
+            self.ledger.write(|tx| {
+                for (job_id, attempt, calls, hashes) in &steps {
+                    if let Some((blake3, sha1, kind)) = hashes {
+                        ledger::set_hashes(tx, *job_id, blake3, sha1, kind)?;
+                    }
+                    for call in calls {
+                        ledger::record_step(
+                            tx,
+                            *job_id,
+                            *attempt,
+                            &call.stage,
+                            &call.effects_json,
+                            call.error.as_deref(),
+                            call.micros,
+                        )?;
+                    }
+                }
+                Ok(())
+            })?;
+            if to_apply.send(plans).is_err() {
+                // The applier stopped on an error; it reports it.
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -472,15 +497,43 @@ fn relative_to(root: &Path, path: &Path) -> Option<Vec<u8>> {
         .filter(|rel| !rel.is_empty())
 }
 
-/// The stage-facing view of the ledger during a batch: assets already in the
-/// library, and those this batch is about to place.
-struct BatchServices {
+/// The stage-facing view of the ledger during an ingest: assets already in
+/// the library, and those decided but not yet committed (by hash and by
+/// name), so two files in flight never both take the same bytes or name.
+struct IngestServices {
     ledger: Arc<Ledger>,
     reserved: Mutex<HashMap<String, u64>>,
-    reserved_paths: Mutex<std::collections::HashSet<PathBuf>>,
+    reserved_paths: Mutex<HashSet<PathBuf>>,
 }
 
-impl BatchServices {
+impl IngestServices {
+    /// The job placing these bytes that is still in flight, if any.
+    fn in_flight(&self, blake3: &str) -> Option<u64> {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(blake3)
+            .copied()
+    }
+
+    /// Forget reservations of applied jobs: the ledger and disk answer now.
+    fn release(&self, written: &[(u64, Vec<PathBuf>)]) {
+        let ids: HashSet<u64> = written.iter().map(|(id, _)| *id).collect();
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, job| !ids.contains(job));
+        let mut paths = self
+            .reserved_paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, dests) in written {
+            for dest in dests {
+                paths.remove(dest);
+            }
+        }
+    }
+
     fn reserve(&self, blake3: &str, job_id: u64) -> Option<u64> {
         let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         match reserved.get(blake3) {
@@ -493,7 +546,7 @@ impl BatchServices {
     }
 }
 
-impl Services for BatchServices {
+impl Services for IngestServices {
     fn find_by_hash(&self, blake3: &str) -> Option<AssetRef> {
         if let Some(&job_id) = self
             .reserved
@@ -537,7 +590,13 @@ impl Services for BatchServices {
 pub fn load_stages(
     config: &Config,
 ) -> Result<(StageRuntime, BTreeMap<String, LoadedStage>), PipelineError> {
-    let runtime = StageRuntime::new(Some(config.cache_dir()))?;
+    let max_memory = config
+        .stages
+        .values()
+        .map(|s| s.memory_bytes)
+        .max()
+        .unwrap_or(256 << 20);
+    let runtime = StageRuntime::new(Some(config.cache_dir()), max_memory)?;
     let mut stages = BTreeMap::new();
     for (name, stage) in &config.stages {
         let (bytes, origin): (std::borrow::Cow<'static, [u8]>, String) = match &stage.source {
