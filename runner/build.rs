@@ -51,6 +51,7 @@ fn main() {
         workspace.join("Cargo.lock").display()
     );
 
+    ensure_wasm_target();
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
@@ -115,4 +116,31 @@ fn main() {
     let dest =
         Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("builtin_stages.rs");
     std::fs::write(dest, generated).expect("write builtin_stages.rs");
+}
+
+/// rust-toolchain.toml lists the target, but rustup adds listed targets only
+/// when it installs the toolchain: add it to an existing one too, so a fresh
+/// clone builds with no manual step.
+fn ensure_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = sysroot.is_some_and(|root| root.join("lib/rustlib/wasm32-wasip2").is_dir());
+    if installed {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", "wasm32-wasip2"]);
+    if let Ok(toolchain) = env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    match rustup.status() {
+        Ok(status) if status.success() => {}
+        _ => println!(
+            "cargo:warning=could not add the wasm32-wasip2 target; run `rustup target add wasm32-wasip2`"
+        ),
+    }
 }

@@ -113,3 +113,44 @@ fn random_sigkills_of_a_larger_run_lose_and_duplicate_nothing() {
     assert_consistent(&sandbox, &before);
     assert_eq!(hash_tree(&sandbox.library()).len(), unique);
 }
+
+#[test]
+fn in_move_mode_a_crash_at_any_step_loses_nothing_and_the_inbox_empties() {
+    let mut k = 1;
+    loop {
+        let sandbox = Sandbox::new();
+        sandbox.write_config_with("[\"dedup\", \"library\"]", "move", "");
+        small_inbox(&sandbox);
+        let before = hash_tree(&sandbox.inbox());
+        let status = run_with_fault(&sandbox, k);
+        let finished = status.signal().is_none();
+        // Whatever the crash left, every original byte is somewhere safe.
+        let mut safe: std::collections::BTreeSet<String> =
+            hash_tree(&sandbox.library()).into_values().collect();
+        safe.extend(hash_tree(&sandbox.library().join(".keepsake/quarantine")).into_values());
+        safe.extend(hash_tree(&sandbox.inbox()).into_values());
+        for (path, hash) in &before {
+            assert!(
+                safe.contains(hash),
+                "after a crash at step {k}, {} is nowhere",
+                path.display()
+            );
+        }
+        let (code, report) = sandbox.ingest();
+        assert_eq!(code, 0, "after a crash at step {k}: {report}");
+        // Everything safe left the inbox; only the orphan-free empty folders remain.
+        let left = hash_tree(&sandbox.inbox());
+        assert!(
+            left.is_empty(),
+            "after a crash at step {k}, still in the inbox: {left:?}"
+        );
+        let library = hash_tree(&sandbox.library());
+        assert_eq!(library.len(), 5, "after a crash at step {k}: {library:?}");
+        assert!(temp_files(&sandbox.library()).is_empty());
+        if finished {
+            assert!(k > 8, "expected a run of more than 8 steps, got {k}");
+            break;
+        }
+        k += 1;
+    }
+}

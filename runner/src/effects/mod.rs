@@ -99,6 +99,9 @@ pub struct FileWrite {
     pub dest: PathBuf,
     pub blake3: String,
     pub size: u64,
+    /// `dest` already holds these bytes (an interrupted earlier attempt):
+    /// nothing is copied, the file is verified and recorded.
+    pub adopt: bool,
 }
 
 /// A job after its stages ran: what to write and how it ends.
@@ -108,8 +111,9 @@ pub struct JobPlan {
     pub finish: Finish,
     /// The first is the job's own file; companions follow.
     pub writes: Vec<FileWrite>,
-    /// Remove the inbox file (and companions) once committed (move mode).
-    pub remove_sources: bool,
+    /// Inbox files to remove once the job is committed (move mode): the
+    /// job's file, and the companions that were copied.
+    pub remove_sources: Vec<PathBuf>,
     /// A duplicate of a job still being placed: it is finished only if that
     /// job's file is committed, so a duplicate never points at nothing.
     pub depends_on: Option<u64>,
@@ -134,6 +138,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     let mut plans_by_id: BTreeMap<u64, JobPlan> = BTreeMap::new();
 
     // 1. Intents (and jobs that need no file written) in one transaction.
+    let mut adopted = std::collections::HashSet::new();
     let entries = ledger.write(|tx| {
         let mut entries: Vec<ledger::JournalEntry> = Vec::new();
         for plan in &plans {
@@ -145,7 +150,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             }
             let outcome_json = serde_json::to_string(&plan.finish).unwrap_or_default();
             for write in &plan.writes {
-                entries.push(ledger::insert_intent(
+                let entry = ledger::insert_intent(
                     tx,
                     &ledger::Intent {
                         job_id: plan.job_id,
@@ -156,7 +161,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                         size: write.size,
                         outcome_json: &outcome_json,
                     },
-                )?);
+                )?;
+                if write.adopt {
+                    adopted.insert(entry.id);
+                }
+                entries.push(entry);
             }
         }
         Ok(entries)
@@ -164,6 +173,8 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     fault_point("intents committed");
     for plan in plans {
         if plan.writes.is_empty() && plan.depends_on.is_none() {
+            // Committed above: a move-mode duplicate may leave the inbox now.
+            remove_sources(&plan);
             results.insert(plan.job_id, Applied::Finished(plan.finish.state()));
         } else {
             plans_by_id.insert(plan.job_id, plan);
@@ -175,6 +186,18 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     let mut written: Vec<&ledger::JournalEntry> = Vec::new();
     for entry in &entries {
         if failed.contains_key(&entry.job_id) {
+            continue;
+        }
+        if adopted.contains(&entry.id) {
+            if !blake3_file(&entry.dest).is_ok_and(|hash| hash == entry.blake3) {
+                failed.insert(
+                    entry.job_id,
+                    format!(
+                        "{} changed while keepsake was adopting it; retry the job",
+                        entry.dest.display()
+                    ),
+                );
+            }
             continue;
         }
         let dir = entry.dest.parent().unwrap_or(Path::new("."));
@@ -318,22 +341,31 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 results.insert(job_id, Applied::Failed(message));
             }
             None => {
-                if plan.remove_sources {
-                    for write in &plan.writes {
-                        if let Err(e) = fsops::remove_source(&write.source) {
-                            tracing::warn!(
-                                job = job_id,
-                                "cannot remove {} from the inbox: {e}",
-                                write.source.display()
-                            );
-                        }
-                    }
-                }
+                remove_sources(&plan);
                 results.insert(job_id, Applied::Finished(plan.finish.state()));
             }
         }
     }
     Ok(results.into_iter().collect())
+}
+
+/// Move mode: the job is committed, its inbox files may go.
+fn remove_sources(plan: &JobPlan) {
+    if !matches!(
+        plan.finish.state(),
+        JobState::Done | JobState::Duplicate | JobState::Quarantined
+    ) {
+        return;
+    }
+    for source in &plan.remove_sources {
+        if let Err(e) = fsops::remove_source(source) {
+            tracing::warn!(
+                job = plan.job_id,
+                "cannot remove {} from the inbox: {e}",
+                source.display()
+            );
+        }
+    }
 }
 
 fn finish_job(

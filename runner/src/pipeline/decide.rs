@@ -436,7 +436,7 @@ pub(super) fn plan(
         job_id: job.id,
         finish: finish.clone(),
         writes: Vec::new(),
-        remove_sources: false,
+        remove_sources: Vec::new(),
         depends_on: None,
     };
     let Some((blake3, sha1, kind)) = decided.hashes.clone() else {
@@ -486,7 +486,7 @@ pub(super) fn plan(
             finish.duplicate_of = Some(original);
             // The original is not committed yet: this job ends only once it is.
             plan.depends_on = services.in_flight(&blake3).filter(|job| *job == original);
-            plan.remove_sources = remove_sources;
+            move_sources(&mut plan, job, remove_sources);
         }
         Decision::Quarantine(reason) => {
             let name = job
@@ -504,8 +504,9 @@ pub(super) fn plan(
                 dest,
                 blake3,
                 size: decided.size,
+                adopt: false,
             });
-            plan.remove_sources = remove_sources;
+            move_sources(&mut plan, job, remove_sources);
         }
         Decision::Place(path) => {
             let (chosen, adopted) = choose_name(config, ledger, services, &path, &blake3);
@@ -520,21 +521,36 @@ pub(super) fn plan(
                 capture_source: finish.capture_source.clone(),
             });
             let dest = config.library_root.join(&chosen);
-            if !adopted {
-                plan.writes.push(FileWrite {
-                    action: Action::Place,
-                    source: job.source_path.clone(),
-                    dest: dest.clone(),
-                    blake3,
-                    size: decided.size,
-                });
-            }
+            plan.writes.push(FileWrite {
+                action: Action::Place,
+                source: job.source_path.clone(),
+                dest: dest.clone(),
+                blake3,
+                size: decided.size,
+                adopt: adopted,
+            });
             plan.writes.extend(companion_writes(job, &dest, services));
-            plan.remove_sources = remove_sources;
+            move_sources(&mut plan, job, remove_sources);
         }
     }
     plan.finish = finish;
     plan
+}
+
+/// In move mode, what leaves the inbox once the job is committed: its file
+/// and every companion that was copied with it.
+fn move_sources(plan: &mut JobPlan, job: &JobRecord, move_mode: bool) {
+    if !move_mode {
+        return;
+    }
+    // Companions first: while the job's own file is still in the inbox, a
+    // rescan finds the job and finishes what a crash interrupted.
+    for write in &plan.writes {
+        if write.action == Action::Companion {
+            plan.remove_sources.push(write.source.clone());
+        }
+    }
+    plan.remove_sources.push(job.source_path.clone());
 }
 
 /// A free library name for `path`, or the name already holding these bytes.
@@ -631,12 +647,12 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
             if reserved.contains(&candidate) || !seen.insert(candidate.clone()) {
                 continue;
             }
-            if candidate.symlink_metadata().is_ok() {
-                if blake3_file(&candidate).is_ok_and(|h| h == hash) {
-                    break; // already there
-                }
-                continue;
-            }
+            let adopt = match candidate.symlink_metadata() {
+                // Already there (an earlier attempt got this far): adopt it.
+                Ok(_) if blake3_file(&candidate).is_ok_and(|h| h == hash) => true,
+                Ok(_) => continue,
+                Err(_) => false,
+            };
             reserved.insert(candidate.clone());
             writes.push(FileWrite {
                 action: Action::Companion,
@@ -644,6 +660,7 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
                 dest: candidate,
                 blake3: hash.clone(),
                 size: meta.len(),
+                adopt,
             });
             break;
         }

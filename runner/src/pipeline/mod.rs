@@ -296,23 +296,37 @@ impl Pipeline {
         }
         report.skipped += new_jobs.iter().filter(|j| j.settled.is_some()).count();
         // Move mode: a file still in the inbox whose job finished (a crash
-        // after the commit, before the removal) is removed now.
+        // after the commit, before the removal) goes now, with the
+        // companions the journal says were copied.
         for (rel_path, path) in leftovers {
-            let finished = self.ledger.read(|conn| {
-                conn.query_row(
+            let safe = self.ledger.read(|conn| -> rusqlite::Result<Option<Vec<PathBuf>>> {
+                let state: String = conn.query_row(
                     "SELECT j.state FROM sources s JOIN jobs j ON j.id = s.job_id WHERE s.inbox = ?1 AND s.rel_path = ?2",
                     rusqlite::params![inbox, rel_path],
-                    |r| r.get::<_, String>(0),
-                )
+                    |r| r.get(0),
+                )?;
+                if !matches!(state.as_str(), "done" | "duplicate" | "quarantined") {
+                    return Ok(None);
+                }
+                let mut stmt = conn.prepare(
+                    "SELECT j.source FROM journal j JOIN sources s ON s.job_id = j.job_id \
+                     WHERE s.inbox = ?1 AND s.rel_path = ?2 AND j.state = 'done' AND j.action = 'companion'",
+                )?;
+                let companions = stmt
+                    .query_map(rusqlite::params![inbox, rel_path], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some(companions.into_iter().map(|b| PathBuf::from(OsStr::from_bytes(&b))).collect()))
             });
-            if let Ok(state) = finished
-                && matches!(state.as_str(), "done" | "duplicate" | "quarantined")
-            {
-                match effects::fsops::remove_source(&path) {
+            let Ok(Some(companions)) = safe else { continue };
+            for source in std::iter::once(path).chain(companions) {
+                if source.symlink_metadata().is_err() {
+                    continue;
+                }
+                match effects::fsops::remove_source(&source) {
                     Ok(()) => report.removed_from_inbox += 1,
                     Err(e) => report.errors.push(format!(
                         "cannot remove {} from the inbox: {e}",
-                        path.display()
+                        source.display()
                     )),
                 }
             }
