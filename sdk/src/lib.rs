@@ -2,7 +2,7 @@
 //!
 //! A stage is one file:
 //!
-//! ```ignore
+//! ```no_run
 //! use keepsake_sdk::*;
 //!
 //! struct Screens;

@@ -4,6 +4,12 @@
 
 mod decide;
 pub mod paths;
+mod plan;
+mod read;
+mod register;
+mod services;
+
+use services::IngestServices;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -13,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, InboxMode, StageSource};
-use crate::discover::{self, Candidate};
+use crate::discover;
 use crate::effects::{self, Applied, Recovery};
-use crate::host::{AssetRef, LoadError, LoadedStage, Services, StageRuntime};
-use crate::ledger::{self, JobState, Ledger, LedgerError, NewJob, StateLock};
+use crate::host::{LoadError, LoadedStage, Services, StageRuntime};
+use crate::ledger::{self, JobState, Ledger, LedgerError, StateLock};
 
 pub use decide::Decision;
 
@@ -239,101 +245,6 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Create jobs for files the ledger has not seen (or that changed).
-    fn register(
-        &self,
-        inbox: &str,
-        plan: &InboxPlan,
-        files: Vec<Candidate>,
-        report: &mut IngestReport,
-    ) -> Result<(), PipelineError> {
-        report.discovered += files.len();
-        let mut new_jobs = Vec::new();
-        let mut leftovers = Vec::new();
-        self.ledger.read(|conn| {
-            for file in files {
-                let rel_path = relative_to(&plan.root, &file.path).unwrap_or(file.rel_path.clone());
-                let seen = ledger::fingerprint(conn, inbox, &rel_path)?;
-                let current = ledger::Fingerprint {
-                    size: file.size,
-                    mtime_ns: file.mtime_ns,
-                    inode: file.inode,
-                };
-                if seen == Some(current) {
-                    report.unchanged += 1;
-                    if plan.mode == InboxMode::Move {
-                        leftovers.push((rel_path, file.path));
-                    }
-                    continue;
-                }
-                let settled = file.orphan_sidecar.then(|| {
-                    (
-                        JobState::Skipped,
-                        "a sidecar (.xmp/.json/.aae) with no photo or video of the same name beside it; left in the inbox"
-                            .to_string(),
-                    )
-                });
-                new_jobs.push(NewJob {
-                    inbox: inbox.to_string(),
-                    rel_path,
-                    source_path: file.path,
-                    size: file.size,
-                    mtime_ns: file.mtime_ns,
-                    inode: file.inode,
-                    companions: file.companions,
-                    settled,
-                });
-            }
-            Ok(())
-        })?;
-        for chunk in new_jobs.chunks(2000) {
-            self.ledger.write(|tx| {
-                for job in chunk {
-                    ledger::insert_job(tx, job)?;
-                }
-                Ok(())
-            })?;
-        }
-        report.skipped += new_jobs.iter().filter(|j| j.settled.is_some()).count();
-        // Move mode: a file still in the inbox whose job finished (a crash
-        // after the commit, before the removal) goes now, with the
-        // companions the journal says were copied.
-        for (rel_path, path) in leftovers {
-            let safe = self.ledger.read(|conn| -> rusqlite::Result<Option<Vec<PathBuf>>> {
-                let state: String = conn.query_row(
-                    "SELECT j.state FROM sources s JOIN jobs j ON j.id = s.job_id WHERE s.inbox = ?1 AND s.rel_path = ?2",
-                    rusqlite::params![inbox, rel_path],
-                    |r| r.get(0),
-                )?;
-                if !matches!(state.as_str(), "done" | "duplicate" | "quarantined") {
-                    return Ok(None);
-                }
-                let mut stmt = conn.prepare(
-                    "SELECT j.source FROM journal j JOIN sources s ON s.job_id = j.job_id \
-                     WHERE s.inbox = ?1 AND s.rel_path = ?2 AND j.state = 'done' AND j.action = 'companion'",
-                )?;
-                let companions = stmt
-                    .query_map(rusqlite::params![inbox, rel_path], |r| r.get::<_, Vec<u8>>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Some(companions.into_iter().map(|b| PathBuf::from(OsStr::from_bytes(&b))).collect()))
-            });
-            let Ok(Some(companions)) = safe else { continue };
-            for source in std::iter::once(path).chain(companions) {
-                if source.symlink_metadata().is_err() {
-                    continue;
-                }
-                match effects::fsops::remove_source(&source) {
-                    Ok(()) => report.removed_from_inbox += 1,
-                    Err(e) => report.errors.push(format!(
-                        "cannot remove {} from the inbox: {e}",
-                        source.display()
-                    )),
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Decide batch N+1 (hash, stages) on this thread while another applies
     /// batch N (copy, sync, rename): the disk and the CPU work at once.
     fn process_pending(
@@ -441,7 +352,7 @@ impl Pipeline {
                     break;
                 }
             }
-            let read = decide::read_all(&batch);
+            let read = read::read_all(&batch);
             let mut plans = Vec::with_capacity(batch.len());
             let mut steps = Vec::with_capacity(batch.len());
             for (job, read) in batch.iter().zip(read) {
@@ -468,7 +379,7 @@ impl Pipeline {
                     decided.calls.clone(),
                     decided.hashes.clone(),
                 ));
-                plans.push(decide::plan(
+                plans.push(plan::plan(
                     &self.config,
                     &self.ledger,
                     job,
@@ -509,95 +420,6 @@ fn relative_to(root: &Path, path: &Path) -> Option<Vec<u8>> {
         .ok()
         .map(|rel| rel.as_os_str().as_bytes().to_vec())
         .filter(|rel| !rel.is_empty())
-}
-
-/// The stage-facing view of the ledger during an ingest: assets already in
-/// the library, and those decided but not yet committed (by hash and by
-/// name), so two files in flight never both take the same bytes or name.
-struct IngestServices {
-    ledger: Arc<Ledger>,
-    reserved: Mutex<HashMap<String, u64>>,
-    reserved_paths: Mutex<HashSet<PathBuf>>,
-}
-
-impl IngestServices {
-    /// The job placing these bytes that is still in flight, if any.
-    fn in_flight(&self, blake3: &str) -> Option<u64> {
-        self.reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(blake3)
-            .copied()
-    }
-
-    /// Forget reservations of applied jobs: the ledger and disk answer now.
-    fn release(&self, written: &[(u64, Vec<PathBuf>)]) {
-        let ids: HashSet<u64> = written.iter().map(|(id, _)| *id).collect();
-        self.reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, job| !ids.contains(job));
-        let mut paths = self
-            .reserved_paths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (_, dests) in written {
-            for dest in dests {
-                paths.remove(dest);
-            }
-        }
-    }
-
-    fn reserve(&self, blake3: &str, job_id: u64) -> Option<u64> {
-        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
-        match reserved.get(blake3) {
-            Some(&other) if other != job_id => Some(other),
-            _ => {
-                reserved.insert(blake3.to_string(), job_id);
-                None
-            }
-        }
-    }
-}
-
-impl Services for IngestServices {
-    fn find_by_hash(&self, blake3: &str) -> Option<AssetRef> {
-        if let Some(&job_id) = self
-            .reserved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(blake3)
-        {
-            return Some(AssetRef {
-                job_id,
-                library_path: None,
-            });
-        }
-        self.ledger
-            .read(|conn| ledger::asset_by_hash(conn, blake3))
-            .ok()
-            .flatten()
-            .map(|asset| AssetRef {
-                job_id: asset.job_id,
-                library_path: Some(asset.library_path),
-            })
-    }
-
-    fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
-        self.ledger
-            .read(|conn| ledger::kv_get(conn, stage, key))
-            .ok()
-            .flatten()
-    }
-
-    fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
-        if let Err(e) = self
-            .ledger
-            .write(|tx| ledger::kv_set(tx, stage, key, value))
-        {
-            tracing::warn!(stage, "cannot store a key-value pair: {e}");
-        }
-    }
 }
 
 /// Compile or load from the cache every stage the config names.

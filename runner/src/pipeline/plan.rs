@@ -1,0 +1,289 @@
+//! Turning a decision into files to write: destinations, name collisions,
+//! sidecars, and what leaves a move-mode inbox.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::discover::companion_dest_name;
+use crate::effects::{AssetInfo, FileWrite, Finish, JobPlan};
+use crate::hashing::blake3_file;
+use crate::host::Confidence;
+use crate::ledger::{self, Action, JobRecord, Ledger};
+
+use super::IngestServices;
+use super::decide::{Decided, Decision, iso};
+use super::paths::numbered;
+
+fn confidence_text(confidence: Confidence) -> &'static str {
+    match confidence {
+        Confidence::Low => "low",
+        Confidence::Medium => "medium",
+        Confidence::High => "high",
+    }
+}
+
+/// Turn a decision into files to write, resolving name collisions: a name
+/// holding the same bytes is adopted, another file's name gets `_1`, `_2`...
+pub(super) fn plan(
+    config: &Config,
+    ledger: &Ledger,
+    job: &JobRecord,
+    decided: Decided,
+    remove_sources: bool,
+    services: &IngestServices,
+) -> JobPlan {
+    let facts: serde_json::Map<String, serde_json::Value> = decided
+        .facts
+        .iter()
+        .map(|f| (f.key.clone(), serde_json::Value::String(f.value.clone())))
+        .collect();
+    let mut finish = Finish {
+        state: String::new(),
+        reason: None,
+        capture_time: decided.capture.as_ref().map(iso),
+        capture_source: decided.capture.as_ref().map(|c| c.source.clone()),
+        capture_confidence: decided
+            .capture
+            .as_ref()
+            .map(|c| confidence_text(c.confidence).to_string()),
+        dest_path: None,
+        duplicate_of: None,
+        facts: serde_json::Value::Object(facts).to_string(),
+        asset: None,
+    };
+    let mut plan = JobPlan {
+        job_id: job.id,
+        finish: finish.clone(),
+        writes: Vec::new(),
+        remove_sources: Vec::new(),
+        depends_on: None,
+    };
+    let Some((blake3, sha1, kind)) = decided.hashes.clone() else {
+        // Never read: skipped or failed.
+        match decided.decision {
+            Decision::Skip(reason) => {
+                finish.state = "skipped".into();
+                finish.reason = Some(reason);
+            }
+            Decision::Fail(reason) => {
+                finish.state = "failed".into();
+                finish.reason = Some(reason);
+            }
+            _ => {
+                finish.state = "failed".into();
+                finish.reason = Some("the file was not read".into());
+            }
+        }
+        plan.finish = finish;
+        return plan;
+    };
+    let mut decision = decided.decision;
+    // The host keeps the library free of duplicates whatever the pipeline:
+    // bytes already placed (or being placed in this batch) are a duplicate.
+    if let Decision::Place(_) = decision {
+        if let Ok(Some(asset)) = ledger.read(|c| ledger::asset_by_hash(c, &blake3)) {
+            decision = Decision::Duplicate(asset.job_id);
+        } else if let Some(other) = services.reserve(&blake3, job.id) {
+            decision = Decision::Duplicate(other);
+        }
+    }
+    match decision {
+        Decision::Fail(reason) => {
+            finish.state = "failed".into();
+            finish.reason = Some(reason);
+        }
+        Decision::Skip(reason) => {
+            finish.state = "skipped".into();
+            finish.reason = Some(reason);
+        }
+        Decision::Unplaced => {
+            finish.state = "skipped".into();
+            finish.reason = Some("no stage in this inbox's pipeline placed the file".into());
+        }
+        Decision::Duplicate(original) => {
+            finish.state = "duplicate".into();
+            finish.duplicate_of = Some(original);
+            // The original is not committed yet: this job ends only once it is.
+            plan.depends_on = services.in_flight(&blake3).filter(|job| *job == original);
+            move_sources(&mut plan, job, remove_sources);
+        }
+        Decision::Quarantine(reason) => {
+            let name = job
+                .source_path
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("file"));
+            let dest = config.quarantine_dir().join(job.id.to_string()).join(name);
+            finish.state = "quarantined".into();
+            finish.reason = Some(reason);
+            finish.dest_path = Some(dest.display().to_string());
+            plan.writes.push(FileWrite {
+                action: Action::Quarantine,
+                source: job.source_path.clone(),
+                dest,
+                blake3,
+                size: decided.size,
+                adopt: false,
+            });
+            move_sources(&mut plan, job, remove_sources);
+        }
+        Decision::Place(path) => {
+            let (chosen, adopted) = choose_name(config, ledger, services, &path, &blake3);
+            finish.state = "done".into();
+            finish.dest_path = Some(chosen.clone());
+            finish.asset = Some(AssetInfo {
+                blake3: blake3.clone(),
+                sha1,
+                size: decided.size,
+                media_kind: kind,
+                capture_time: finish.capture_time.clone(),
+                capture_source: finish.capture_source.clone(),
+            });
+            let dest = config.library_root.join(&chosen);
+            plan.writes.push(FileWrite {
+                action: Action::Place,
+                source: job.source_path.clone(),
+                dest: dest.clone(),
+                blake3,
+                size: decided.size,
+                adopt: adopted,
+            });
+            plan.writes.extend(companion_writes(job, &dest, services));
+            move_sources(&mut plan, job, remove_sources);
+        }
+    }
+    plan.finish = finish;
+    plan
+}
+
+/// In move mode, what leaves the inbox once the job is committed: its file
+/// and every companion that was copied with it.
+fn move_sources(plan: &mut JobPlan, job: &JobRecord, move_mode: bool) {
+    if !move_mode {
+        return;
+    }
+    // Companions first: while the job's own file is still in the inbox, a
+    // rescan finds the job and finishes what a crash interrupted.
+    for write in &plan.writes {
+        if write.action == Action::Companion {
+            plan.remove_sources.push(write.source.clone());
+        }
+    }
+    plan.remove_sources.push(job.source_path.clone());
+}
+
+/// A free library name for `path`, or the name already holding these bytes.
+fn choose_name(
+    config: &Config,
+    ledger: &Ledger,
+    services: &IngestServices,
+    path: &str,
+    blake3: &str,
+) -> (String, bool) {
+    let mut reserved = services
+        .reserved_paths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    for n in 0u32.. {
+        let candidate = if n == 0 {
+            path.to_string()
+        } else {
+            numbered(path, n)
+        };
+        let full = config.library_root.join(&candidate);
+        if reserved.contains(&full) {
+            continue;
+        }
+        if full.symlink_metadata().is_ok() {
+            if full.is_file() && blake3_file(&full).is_ok_and(|h| h == blake3) {
+                reserved.insert(full);
+                return (candidate, true);
+            }
+            continue;
+        }
+        if ledger
+            .read(|c| ledger::asset_by_path(c, &candidate))
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            continue;
+        }
+        reserved.insert(full);
+        return (candidate, false);
+    }
+    unreachable!("u32 names run out only after 4 billion collisions")
+}
+
+/// Sidecars follow their file: named after where it went, collision-safe.
+fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> Vec<FileWrite> {
+    let source_dir = job
+        .source_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let media_name = job
+        .source_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let placed_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut reserved = services
+        .reserved_paths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut writes = Vec::new();
+    let mut seen = HashSet::new();
+    for companion in &job.companions {
+        let source = source_dir.join(companion);
+        let Ok(meta) = std::fs::metadata(&source) else {
+            tracing::warn!(
+                job = job.id,
+                "companion {} disappeared; not copied",
+                source.display()
+            );
+            continue;
+        };
+        let Ok(hash) = blake3_file(&source) else {
+            tracing::warn!(
+                job = job.id,
+                "companion {} is unreadable; not copied",
+                source.display()
+            );
+            continue;
+        };
+        let name = companion_dest_name(companion, &media_name, &placed_name);
+        for n in 0u32.. {
+            let candidate = dest_dir.join(if n == 0 {
+                name.clone()
+            } else {
+                numbered(&name, n)
+            });
+            if reserved.contains(&candidate) || !seen.insert(candidate.clone()) {
+                continue;
+            }
+            let adopt = match candidate.symlink_metadata() {
+                // Already there (an earlier attempt got this far): adopt it.
+                Ok(_) if blake3_file(&candidate).is_ok_and(|h| h == hash) => true,
+                Ok(_) => continue,
+                Err(_) => false,
+            };
+            reserved.insert(candidate.clone());
+            writes.push(FileWrite {
+                action: Action::Companion,
+                source: source.clone(),
+                dest: candidate,
+                blake3: hash.clone(),
+                size: meta.len(),
+                adopt,
+            });
+            break;
+        }
+    }
+    writes
+}

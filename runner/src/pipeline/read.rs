@@ -1,0 +1,91 @@
+//! Reading a job's file once: BLAKE3, SHA-1 and the media kind, on as many
+//! threads as there are cores, keeping the file open for the stages' reads.
+
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use crate::hashing::{Hashes, hash_reader};
+use crate::ledger::JobRecord;
+use crate::media::{self, MediaKind};
+
+/// A file read once: its hashes, what it is, and an open handle the stages
+/// read through.
+pub struct ReadFile {
+    pub hashes: Hashes,
+    pub kind: MediaKind,
+    pub file: Arc<File>,
+}
+
+/// Why a file could not be read.
+#[derive(Debug, Clone)]
+pub enum ReadError {
+    Vanished,
+    Unreadable(String),
+}
+
+/// Hash every job's file, on as many threads as there are cores.
+pub fn read_all(batch: &[JobRecord]) -> Vec<Result<ReadFile, ReadError>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(batch.len().max(1));
+    let slots: Vec<Mutex<Option<Result<ReadFile, ReadError>>>> =
+        batch.iter().map(|_| Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(job) = batch.get(i) else { break };
+                    let result = read_one(job);
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Err(ReadError::Unreadable("not read".into())))
+        })
+        .collect()
+}
+
+fn read_one(job: &JobRecord) -> Result<ReadFile, ReadError> {
+    let path = &job.source_path;
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Vanished),
+        Err(e) => {
+            return Err(ReadError::Unreadable(format!(
+                "cannot read {}: {e}; fix its permissions, then `keepsake retry {}`",
+                path.display(),
+                job.id
+            )));
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ReadError::Unreadable(format!("cannot stat {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(ReadError::Unreadable(format!(
+            "{} is no longer a regular file",
+            path.display()
+        )));
+    }
+    let hashes = hash_reader(&file, meta.len())
+        .map_err(|e| ReadError::Unreadable(format!("cannot read {}: {e}", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = media::refine_tiff(media::sniff(&hashes.head), &name);
+    Ok(ReadFile {
+        hashes,
+        kind,
+        file: Arc::new(file),
+    })
+}

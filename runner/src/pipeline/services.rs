@@ -1,0 +1,98 @@
+//! What stages see of the ledger during an ingest, including what is decided
+//! but not yet committed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::host::{AssetRef, Services};
+use crate::ledger::{self, Ledger};
+
+/// The stage-facing view of the ledger during an ingest: assets already in
+/// the library, and those decided but not yet committed (by hash and by
+/// name), so two files in flight never both take the same bytes or name.
+pub(super) struct IngestServices {
+    pub(super) ledger: Arc<Ledger>,
+    pub(super) reserved: Mutex<HashMap<String, u64>>,
+    pub(super) reserved_paths: Mutex<HashSet<PathBuf>>,
+}
+
+impl IngestServices {
+    /// The job placing these bytes that is still in flight, if any.
+    pub(super) fn in_flight(&self, blake3: &str) -> Option<u64> {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(blake3)
+            .copied()
+    }
+
+    /// Forget reservations of applied jobs: the ledger and disk answer now.
+    pub(super) fn release(&self, written: &[(u64, Vec<PathBuf>)]) {
+        let ids: HashSet<u64> = written.iter().map(|(id, _)| *id).collect();
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, job| !ids.contains(job));
+        let mut paths = self
+            .reserved_paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (_, dests) in written {
+            for dest in dests {
+                paths.remove(dest);
+            }
+        }
+    }
+
+    pub(super) fn reserve(&self, blake3: &str, job_id: u64) -> Option<u64> {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        match reserved.get(blake3) {
+            Some(&other) if other != job_id => Some(other),
+            _ => {
+                reserved.insert(blake3.to_string(), job_id);
+                None
+            }
+        }
+    }
+}
+
+impl Services for IngestServices {
+    fn find_by_hash(&self, blake3: &str) -> Option<AssetRef> {
+        if let Some(&job_id) = self
+            .reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(blake3)
+        {
+            return Some(AssetRef {
+                job_id,
+                library_path: None,
+            });
+        }
+        self.ledger
+            .read(|conn| ledger::asset_by_hash(conn, blake3))
+            .ok()
+            .flatten()
+            .map(|asset| AssetRef {
+                job_id: asset.job_id,
+                library_path: Some(asset.library_path),
+            })
+    }
+
+    fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
+        self.ledger
+            .read(|conn| ledger::kv_get(conn, stage, key))
+            .ok()
+            .flatten()
+    }
+
+    fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
+        if let Err(e) = self
+            .ledger
+            .write(|tx| ledger::kv_set(tx, stage, key, value))
+        {
+            tracing::warn!(stage, "cannot store a key-value pair: {e}");
+        }
+    }
+}
