@@ -1,4 +1,5 @@
-//! The command line: `init`, `ingest`, `status`, `jobs`, `retry`, `plugins`.
+//! The command line: `init`, `ingest`, `status`, `jobs`, `retry`, `plugins`,
+//! `ledger`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -82,6 +83,22 @@ pub enum Command {
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+    /// The ledger itself.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recreate the asset table from the files in the library (after losing
+    /// or restoring the ledger): hashes every library file, records the new
+    /// ones, drops rows whose file is gone.
+    Rebuild {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -197,6 +214,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => println!("{n} job(s) queued again; `keepsake ingest` takes them"),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: LedgerCommand::Rebuild { json },
+        } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let _lock = ledger::StateLock::acquire(&config.state_dir)?;
+            let ledger = Ledger::open(&config.ledger_path())?;
+            let result = crate::rebuild::rebuild(&config, &ledger)?;
+            let mut out = std::io::stdout().lock();
+            report::print_rebuild(&mut out, &config, &result, json)?;
+            Ok(if result.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Plugins {
             command: PluginsCommand::List,

@@ -13,4 +13,5 @@ pub mod host;
 pub mod ledger;
 pub mod media;
 pub mod pipeline;
+pub mod rebuild;
 pub mod report;

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::host::LoadedStage;
 use crate::ledger::{self, JobRecord, JobState, Ledger};
 use crate::pipeline::{IngestReport, display_rel};
+use crate::rebuild::RebuildReport;
 
 pub fn print_ingest(
     out: &mut impl Write,
@@ -258,6 +259,54 @@ pub fn print_plugins<'a>(
                     .unwrap_or_default()
             )?;
         }
+    }
+    Ok(())
+}
+
+pub fn print_rebuild(
+    out: &mut impl Write,
+    config: &Config,
+    report: &RebuildReport,
+    json: bool,
+) -> io::Result<()> {
+    if json {
+        return writeln!(
+            out,
+            "{}",
+            serde_json::to_string(report).map_err(io::Error::other)?
+        );
+    }
+    writeln!(
+        out,
+        "keepsake ledger rebuild: {} file(s) in {}",
+        report.files,
+        config.library_root.display()
+    )?;
+    writeln!(
+        out,
+        "  {:<12} {:>7}  already recorded",
+        "unchanged", report.unchanged
+    )?;
+    writeln!(out, "  {:<12} {:>7}  recorded now", "added", report.added)?;
+    writeln!(
+        out,
+        "  {:<12} {:>7}  recorded again: their bytes changed",
+        "changed", report.changed
+    )?;
+    writeln!(
+        out,
+        "  {:<12} {:>7}  recorded but gone from the library: dropped",
+        "missing",
+        report.missing.len()
+    )?;
+    for path in report.missing.iter().take(20) {
+        writeln!(out, "  - missing: {path}")?;
+    }
+    for path in report.duplicates.iter().take(20) {
+        writeln!(out, "  = duplicate in the library: {path}")?;
+    }
+    for error in &report.errors {
+        writeln!(out, "  ! {error}")?;
     }
     Ok(())
 }

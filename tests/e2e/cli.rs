@@ -145,3 +145,71 @@ fn compiled_components_are_cached_across_starts() {
             .all(|s| s.cache == keepsake::host::CacheOutcome::Compiled)
     );
 }
+
+#[test]
+fn ledger_rebuild_recreates_the_assets_from_the_library_alone() {
+    let sandbox = Sandbox::new();
+    for name in [
+        "exiftool_Canon.jpg",
+        "exiftool_PNG.png",
+        "exifsamples_IMG_5195.HEIC",
+        "phockup_exif.mp4",
+    ] {
+        std::fs::write(
+            sandbox.inbox().join(name),
+            std::fs::read(corpus_media().join(name)).unwrap(),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        sandbox.inbox().join("exiftool_Canon.jpg.xmp"),
+        b"<x:xmpmeta/>",
+    )
+    .unwrap();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 4);
+    let assets = |sandbox: &Sandbox| -> Vec<(String, String)> {
+        let conn = sandbox.ledger();
+        let mut stmt = conn
+            .prepare("SELECT library_path, blake3 FROM assets ORDER BY library_path")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = assets(&sandbox);
+
+    // The ledger is lost; the library is not.
+    std::fs::remove_dir_all(sandbox.library().join(".keepsake")).unwrap();
+    let out = sandbox.run(&["ledger", "rebuild", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebuilt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rebuilt["added"], 4, "{rebuilt}");
+    assert_eq!(
+        assets(&sandbox),
+        before,
+        "the same paths and bytes, sidecars aside"
+    );
+
+    // Ingesting the same inbox again places nothing twice.
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 0, "{report}");
+    assert_eq!(report["duplicates"], 4, "{report}");
+
+    // A file removed from the library is dropped from the assets, so its
+    // bytes are no longer taken for kept.
+    let (gone, _) = before[0].clone();
+    #[allow(clippy::disallowed_methods)]
+    std::fs::remove_file(sandbox.library().join(&gone)).unwrap();
+    let out = sandbox.run(&["ledger", "rebuild", "--json"]);
+    let rebuilt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rebuilt["missing"], serde_json::json!([gone]), "{rebuilt}");
+    assert_eq!(rebuilt["unchanged"], 3);
+}

@@ -1,0 +1,154 @@
+//! `keepsake ledger rebuild`: the files are the source of truth, so the
+//! asset table can be recreated from the library alone. Every file in the
+//! library (sidecars and keepsake's own state aside) is hashed and recorded;
+//! asset rows whose file is gone are dropped, so the next ingest places those
+//! bytes again instead of calling them duplicates of nothing.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rusqlite::params;
+
+use crate::config::Config;
+use crate::discover::{is_ignored, is_sidecar};
+use crate::hashing::hash_reader;
+use crate::ledger::{self, JobState, Ledger, LedgerError, NewJob};
+use crate::media;
+
+/// The pseudo-inbox that rebuilt assets are recorded under.
+pub const REBUILD_INBOX: &str = "(library)";
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct RebuildReport {
+    /// Files found in the library.
+    pub files: usize,
+    /// Already recorded with the same bytes.
+    pub unchanged: usize,
+    /// Recorded now.
+    pub added: usize,
+    /// Recorded with other bytes than the file has now: re-recorded.
+    pub changed: usize,
+    /// Asset rows whose file is gone from the library, dropped.
+    pub missing: Vec<String>,
+    /// Files whose bytes are already recorded at another path.
+    pub duplicates: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+pub fn rebuild(config: &Config, ledger: &Ledger) -> Result<RebuildReport, LedgerError> {
+    let mut report = RebuildReport::default();
+    let mut found = std::collections::HashSet::new();
+    let mut stack = vec![config.library_root.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("cannot read folder {}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let path = entry.path();
+            if path.starts_with(&config.state_dir) || is_ignored(name.as_bytes(), &[]) {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() && !is_sidecar(name.as_bytes()) {
+                report.files += 1;
+                let Ok(rel) = path.strip_prefix(&config.library_root) else {
+                    continue;
+                };
+                let rel = rel.to_string_lossy().into_owned();
+                found.insert(rel.clone());
+                if let Err(e) = record(ledger, &path, &rel, &meta, &mut report) {
+                    report.errors.push(format!("{}: {e}", path.display()));
+                }
+            }
+        }
+    }
+    // Rows whose file is no longer in the library.
+    let recorded: Vec<(u64, String)> = ledger.read(|c| {
+        c.prepare("SELECT job_id, library_path FROM assets")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    })?;
+    for (job_id, path) in recorded {
+        if !found.contains(&path) {
+            ledger.write(|tx| tx.execute("DELETE FROM assets WHERE job_id = ?1", [job_id]))?;
+            report.missing.push(path);
+        }
+    }
+    Ok(report)
+}
+
+fn record(
+    ledger: &Ledger,
+    path: &Path,
+    rel: &str,
+    meta: &std::fs::Metadata,
+    report: &mut RebuildReport,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let file = std::fs::File::open(path)?;
+    let hashes = hash_reader(&file, meta.len())?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = media::refine_tiff(media::sniff(&hashes.head), &name);
+    if let Some(asset) = ledger.read(|c| ledger::asset_by_path(c, rel))? {
+        if asset.blake3 == hashes.blake3 {
+            report.unchanged += 1;
+            return Ok(());
+        }
+        ledger.write(|tx| tx.execute("DELETE FROM assets WHERE library_path = ?1", [rel]))?;
+        report.changed += 1;
+    } else if let Some(other) = ledger.read(|c| ledger::asset_by_hash(c, &hashes.blake3))? {
+        report
+            .duplicates
+            .push(format!("{rel} (same bytes as {})", other.library_path));
+        return Ok(());
+    } else {
+        report.added += 1;
+    }
+    ledger.write(|tx| {
+        let job_id = ledger::insert_job(
+            tx,
+            &NewJob {
+                inbox: REBUILD_INBOX.to_string(),
+                rel_path: rel.as_bytes().to_vec(),
+                source_path: path.to_path_buf(),
+                size: hashes.size,
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                inode: meta.ino(),
+                companions: Vec::new(),
+                settled: Some((JobState::Done, "recorded by `keepsake ledger rebuild`".into())),
+            },
+        )?;
+        tx.execute(
+            "UPDATE jobs SET blake3 = ?2, sha1 = ?3, media_kind = ?4, dest_path = ?5, attempts = 1 WHERE id = ?1",
+            params![job_id, hashes.blake3, hashes.sha1, kind.as_str(), rel],
+        )?;
+        ledger::insert_asset(
+            tx,
+            &ledger::NewAsset {
+                job_id,
+                blake3: &hashes.blake3,
+                sha1: &hashes.sha1,
+                size: hashes.size,
+                media_kind: kind.as_str(),
+                capture_time: None,
+                capture_source: None,
+                library_path: rel,
+            },
+        )
+    })?;
+    Ok(())
+}
