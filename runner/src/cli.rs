@@ -163,6 +163,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let mut pipeline = Pipeline::open(config.clone())?;
+            if std::io::stderr().is_terminal() {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {pos}/{len} files  {per_sec}  eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                pipeline.show_progress(bar);
+            }
             let result = pipeline.ingest(&paths)?;
             let mut out = std::io::stdout().lock();
             if json {

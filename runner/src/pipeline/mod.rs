@@ -95,6 +95,8 @@ pub struct Pipeline {
     runtime: StageRuntime,
     stages: BTreeMap<String, LoadedStage>,
     pub recovery: Recovery,
+    /// Shown while jobs are decided (the CLI sets it when stderr is a terminal).
+    progress: Option<indicatif::ProgressBar>,
     _lock: StateLock,
 }
 
@@ -119,8 +121,15 @@ impl Pipeline {
             runtime,
             stages,
             recovery,
+            progress: None,
             _lock: lock,
         })
+    }
+
+    /// Show progress on a terminal: the bar's length is set to the number
+    /// of jobs to take once discovery is done.
+    pub fn show_progress(&mut self, bar: indicatif::ProgressBar) {
+        self.progress = Some(bar);
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -240,7 +249,20 @@ impl Pipeline {
             mut report,
             started,
         } = discovery;
+        if let Some(bar) = &self.progress {
+            let pending = self.ledger.read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'pending'",
+                    [],
+                    |r| r.get::<_, u64>(0),
+                )
+            })?;
+            bar.set_length(pending);
+        }
         self.process_pending(&inboxes, &mut report)?;
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -407,6 +429,9 @@ impl Pipeline {
                 }
                 Ok(())
             })?;
+            if let Some(bar) = &self.progress {
+                bar.inc(plans.len() as u64);
+            }
             if to_apply.send(plans).is_err() {
                 // The applier stopped on an error; it reports it.
                 return Ok(());
