@@ -295,6 +295,15 @@ impl Config {
         self.state_dir.join("cache")
     }
 
+    /// The pipeline for paths outside every inbox: the first inbox's, or the
+    /// built-in stages when there is no inbox.
+    pub fn default_pipeline(&self) -> Vec<String> {
+        self.inboxes
+            .first()
+            .map(|i| i.pipeline.clone())
+            .unwrap_or_else(default_pipeline)
+    }
+
     pub fn inbox(&self, name: &str) -> Option<&Inbox> {
         self.inboxes.iter().find(|i| i.name == name)
     }

@@ -205,8 +205,17 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
             .and_then(|()| {
                 fsops::copy_to_temp(&entry.source, &entry.temp).map_err(|e| {
+                    let hint = match e.kind() {
+                        std::io::ErrorKind::StorageFull => {
+                            "; the disk is full: free space, then `keepsake retry --failed`"
+                        }
+                        std::io::ErrorKind::PermissionDenied => {
+                            "; fix the permissions, then `keepsake retry --failed`"
+                        }
+                        _ => "",
+                    };
                     format!(
-                        "cannot copy {} to {}: {e}",
+                        "cannot copy {} to {}: {e}{hint}",
                         entry.source.display(),
                         entry.temp.display()
                     )

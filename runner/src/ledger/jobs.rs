@@ -339,20 +339,24 @@ pub struct AssetRow {
 }
 
 pub fn asset_by_hash(conn: &Connection, blake3: &str) -> rusqlite::Result<Option<AssetRow>> {
-    conn.prepare_cached("SELECT job_id, blake3, library_path FROM assets WHERE blake3 = ?1")?
-        .query_row([blake3], |r| {
-            Ok(AssetRow {
-                job_id: r.get(0)?,
-                blake3: r.get(1)?,
-                library_path: r.get(2)?,
-            })
-        })
-        .optional()
+    asset_where(
+        conn,
+        "SELECT job_id, blake3, library_path FROM assets WHERE blake3 = ?1",
+        blake3,
+    )
 }
 
 pub fn asset_by_path(conn: &Connection, library_path: &str) -> rusqlite::Result<Option<AssetRow>> {
-    conn.prepare_cached("SELECT job_id, blake3, library_path FROM assets WHERE library_path = ?1")?
-        .query_row([library_path], |r| {
+    asset_where(
+        conn,
+        "SELECT job_id, blake3, library_path FROM assets WHERE library_path = ?1",
+        library_path,
+    )
+}
+
+fn asset_where(conn: &Connection, sql: &str, value: &str) -> rusqlite::Result<Option<AssetRow>> {
+    conn.prepare_cached(sql)?
+        .query_row([value], |r| {
             Ok(AssetRow {
                 job_id: r.get(0)?,
                 blake3: r.get(1)?,

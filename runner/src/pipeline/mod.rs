@@ -141,17 +141,7 @@ impl Pipeline {
     }
 
     fn inbox_plans(&self, paths: &[PathBuf]) -> Vec<(String, InboxPlan, Option<PathBuf>)> {
-        let default_pipeline = self
-            .config
-            .inboxes
-            .first()
-            .map(|i| i.pipeline.clone())
-            .unwrap_or_else(|| {
-                crate::config::BUILTIN_STAGES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            });
+        let default_pipeline = self.config.default_pipeline();
         let configured = |name: &str| {
             self.config.inbox(name).map(|inbox| InboxPlan {
                 root: inbox.path.clone(),
@@ -341,17 +331,7 @@ impl Pipeline {
         let default_inbox = InboxPlan {
             root: PathBuf::from("/"),
             mode: InboxMode::Copy,
-            pipeline: self
-                .config
-                .inboxes
-                .first()
-                .map(|i| i.pipeline.clone())
-                .unwrap_or_else(|| {
-                    crate::config::BUILTIN_STAGES
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect()
-                }),
+            pipeline: self.config.default_pipeline(),
             ignore: Vec::new(),
         };
         let stage_services: Arc<dyn Services> = Arc::clone(services) as Arc<dyn Services>;

@@ -59,26 +59,17 @@ pub(super) fn plan(
         remove_sources: Vec::new(),
         depends_on: None,
     };
-    let Some((blake3, sha1, kind)) = decided.hashes.clone() else {
-        // Never read: skipped or failed.
-        match decided.decision {
-            Decision::Skip(reason) => {
-                finish.state = "skipped".into();
-                finish.reason = Some(reason);
-            }
-            Decision::Fail(reason) => {
-                finish.state = "failed".into();
-                finish.reason = Some(reason);
-            }
-            _ => {
-                finish.state = "failed".into();
-                finish.reason = Some("the file was not read".into());
-            }
-        }
-        plan.finish = finish;
-        return plan;
-    };
     let mut decision = decided.decision;
+    let (blake3, sha1, kind) = match (&decision, decided.hashes.clone()) {
+        (Decision::Fail(_) | Decision::Skip(_) | Decision::Unplaced, hashes) => {
+            hashes.unwrap_or_default()
+        }
+        (_, Some(hashes)) => hashes,
+        (_, None) => {
+            decision = Decision::Fail("the file was not read".into());
+            Default::default()
+        }
+    };
     // The host keeps the library free of duplicates whatever the pipeline:
     // bytes already placed (or being placed in this batch) are a duplicate.
     if let Decision::Place(_) = decision {
