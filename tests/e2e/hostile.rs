@@ -88,6 +88,26 @@ fn paths_that_escape_the_library_are_rejected() {
 }
 
 #[test]
+fn a_stage_reaches_no_file_environment_or_network() {
+    let sandbox = hostile_sandbox("snoop", "");
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 3, "{report}");
+    let facts: String = sandbox
+        .ledger()
+        .query_row(
+            "SELECT facts FROM jobs WHERE rel_path = CAST('bad.jpg' AS BLOB)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        facts.contains("all refused"),
+        "the stage ran its probes: {facts}"
+    );
+}
+
+#[test]
 fn reads_are_bounded_to_one_mebibyte() {
     let sandbox = hostile_sandbox("huge-read", "");
     fake_jpeg(&sandbox.inbox().join("bad.jpg"), 2, 3 << 20);

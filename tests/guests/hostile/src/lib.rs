@@ -17,7 +17,7 @@ impl Guest for Hostile {
             &[
                 (
                     "mode",
-                    "loop | memory | panic | escape | absolute | nul | huge-read | ok",
+                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | ok",
                     Some("ok"),
                 ),
                 (
@@ -58,6 +58,33 @@ impl Guest for Hostile {
             "escape" => place(format!("../../escaped/{}", file_name(&job))),
             "absolute" => place(format!("/tmp/escaped-{}", file_name(&job))),
             "nul" => place(format!("bad\0name-{}", file_name(&job))),
+            "snoop" => {
+                // Everything a native program could reach; a stage reaches none of it.
+                let mut reached = Vec::new();
+                if std::fs::read_dir("/").is_ok() || std::fs::read_dir(".").is_ok() {
+                    reached.push("the filesystem");
+                }
+                if std::fs::write("escape.txt", b"x").is_ok() {
+                    reached.push("a writable folder");
+                }
+                if std::env::vars().next().is_some() {
+                    reached.push("environment variables");
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", 9)).is_ok() {
+                    reached.push("the network");
+                }
+                if reached.is_empty() {
+                    Ok(vec![Effect::SetFact(keepsake_sdk::Fact {
+                        key: "snoop".into(),
+                        value: "filesystem, environment and network all refused".into(),
+                    })])
+                } else {
+                    Err(StageError::Internal(format!(
+                        "reached {}",
+                        reached.join(", ")
+                    )))
+                }
+            }
             "huge-read" => match host::read(0, u32::MAX) {
                 Ok(bytes) if bytes.len() <= 1 << 20 => Ok(vec![]),
                 Ok(bytes) => Err(StageError::Internal(format!(
