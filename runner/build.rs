@@ -10,6 +10,7 @@ use std::process::Command;
 /// (stage name, package, artifact stem)
 const BUILTIN: &[(&str, &str, &str)] = &[
     ("dedup", "keepsake-stage-dedup", "keepsake_stage_dedup"),
+    ("exif", "keepsake-stage-exif", "keepsake_stage_exif"),
     (
         "library",
         "keepsake-stage-library",

@@ -102,7 +102,7 @@ impl Sandbox {
     /// A config with one copy-mode inbox; `extra` is appended (stages, or a
     /// whole `[[inbox]]` when `pipeline` needs changing: see `with_pipeline`).
     pub fn write_config(&self, extra: &str) {
-        self.write_config_with("[\"dedup\", \"library\"]", "copy", extra);
+        self.write_config_with("[\"dedup\", \"exif\", \"library\"]", "copy", extra);
     }
 
     pub fn write_config_with(&self, pipeline: &str, mode: &str, extra: &str) {

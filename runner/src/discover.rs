@@ -231,6 +231,25 @@ pub fn sidecar_base(name: &[u8]) -> Vec<u8> {
     base.to_vec()
 }
 
+/// Google Takeout names the sidecar of `IMG(1).jpg` `IMG.jpg(1).json`:
+/// `img.jpg(1)` → `img(1).jpg`.
+fn takeout_numbered(base: &[u8]) -> Option<Vec<u8>> {
+    if base.last() != Some(&b')') {
+        return None;
+    }
+    let open = base.iter().rposition(|&b| b == b'(')?;
+    let number = &base[open + 1..base.len() - 1];
+    if number.is_empty() || !number.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let name = &base[..open];
+    let dot = name.iter().rposition(|&b| b == b'.')?;
+    let mut out = name[..dot].to_vec();
+    out.extend_from_slice(&base[open..]);
+    out.extend_from_slice(&name[dot..]);
+    Some(out)
+}
+
 fn stem(name: &[u8]) -> &[u8] {
     match name.iter().rposition(|&b| b == b'.') {
         Some(dot) if dot > 0 => &name[..dot],
@@ -268,7 +287,11 @@ fn sidecar_owners(names: &[OsString]) -> HashMap<usize, usize> {
             continue;
         }
         let base = sidecar_base(name.as_bytes()).to_ascii_lowercase();
-        if let Some(&owner) = by_name.get(&base).or_else(|| by_stem.get(&base)) {
+        let owner = by_name
+            .get(&base)
+            .or_else(|| by_stem.get(&base))
+            .or_else(|| takeout_numbered(&base).and_then(|n| by_name.get(&n)));
+        if let Some(&owner) = owner {
             owners.insert(i, owner);
         }
     }
@@ -303,7 +326,9 @@ pub fn companion_dest_name(companion: &str, media_name: &str, placed_name: &str)
     if lower.starts_with(&format!("{}.", media_stem.to_ascii_lowercase())) {
         return format!("{placed_stem}{}", &companion[media_stem.len()..]);
     }
-    format!("{placed_stem}.{companion}")
+    // Takeout's `IMG.jpg(1).json` for `IMG(1).jpg`: keep only the extension.
+    let ext = companion.rsplit('.').next().unwrap_or(companion);
+    format!("{placed_name}.{ext}")
 }
 
 #[cfg(test)]
@@ -334,6 +359,8 @@ mod tests {
             "IMG_2.jpg",
             "IMG_2.jpg.supplemental-metadata.json",
             "lonely.xmp",
+            "IMG_4179(1).jpeg",
+            "IMG_4179.jpeg(1).json",
         ]
         .iter()
         .map(OsString::from)
@@ -347,6 +374,11 @@ mod tests {
         );
         assert_eq!(owners.get(&5), Some(&4));
         assert_eq!(owners.get(&6), None);
+        assert_eq!(
+            owners.get(&8),
+            Some(&7),
+            "Takeout's IMG.jpg(1).json goes with IMG(1).jpg"
+        );
         assert_eq!(
             companion_dest_name("IMG_1.HEIC.xmp", "IMG_1.HEIC", "x_IMG_1.HEIC"),
             "x_IMG_1.HEIC.xmp"

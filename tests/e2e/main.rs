@@ -6,4 +6,5 @@ mod bad_input;
 mod cli;
 mod corpus;
 mod crash;
+mod exif;
 mod hostile;

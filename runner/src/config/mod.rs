@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// Stages that ship inside the binary.
-pub const BUILTIN_STAGES: &[&str] = &["dedup", "library"];
+pub const BUILTIN_STAGES: &[&str] = &["dedup", "exif", "library"];
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(config.state_dir, Path::new("/srv/photos/library/.keepsake"));
         assert_eq!(config.inboxes.len(), 1);
         assert_eq!(config.inboxes[0].mode, InboxMode::Copy);
-        assert_eq!(config.inboxes[0].pipeline, vec!["dedup", "library"]);
+        assert_eq!(config.inboxes[0].pipeline, vec!["dedup", "exif", "library"]);
         assert_eq!(
             config.stages["library"].options["template"],
             "{year}/{month}/{yyyy}{mm}{dd}_{HHMMSS}_{name}"

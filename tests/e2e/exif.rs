@@ -1,0 +1,247 @@
+//! The `exif` stage against exiftool's reading of every corpus file
+//! (`../shared/corpus/expected.json`), under keepsake's precedence.
+
+use std::collections::BTreeMap;
+
+use keepsake_tests::*;
+
+/// exiftool's `YYYY:MM:DD HH:MM:SS[.ss][±HH:MM|Z]` as keepsake writes it:
+/// ISO 8601, fraction without trailing zeros, `Z` as `+00:00`.
+fn iso(exiftool: &str, subsec: Option<&str>, offset: Option<&str>) -> String {
+    let text = exiftool.trim().trim_end_matches(" DST");
+    let (date, rest) = text.split_at(10);
+    let mut out = format!("{}T", date.replace(':', "-"));
+    let time = &rest[1..9];
+    out.push_str(time);
+    let mut tail = &rest[9..];
+    let mut fraction = String::new();
+    if let Some(after) = tail.strip_prefix('.') {
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        tail = &after[digits.len()..];
+        fraction = digits;
+    }
+    if let Some(sub) = subsec {
+        fraction = sub.to_string();
+    }
+    let fraction = fraction.trim_end_matches('0');
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    let offset = offset
+        .map(str::to_string)
+        .or_else(|| (!tail.is_empty()).then(|| tail.to_string()));
+    match offset.as_deref() {
+        Some("Z") => out.push_str("+00:00"),
+        Some(o) => out.push_str(o),
+        None => {}
+    }
+    out
+}
+
+/// What keepsake should decide for a corpus file, from exiftool's fields,
+/// following keepsake's precedence; `None` when no metadata dates it (the
+/// stage then falls back to the name, the folder or the mtime).
+fn expected(file: &serde_json::Value) -> Option<(String, &'static str)> {
+    // exiftool's JSON prints "054" as a string and 813 as a number.
+    let owned: BTreeMap<&str, String> = [
+        "DateTimeOriginal",
+        "DateTimeOriginalGroup",
+        "SubSecTimeOriginal",
+        "OffsetTimeOriginal",
+        "CreateDate",
+        "CreateDateGroup",
+        "CreationDate",
+        "CreationDateGroup",
+        "GPSDateTime",
+    ]
+    .into_iter()
+    .filter_map(|k| {
+        let v = file.get(k)?;
+        Some((
+            k,
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+        ))
+    })
+    .collect();
+    let s = |k: &str| owned.get(k).map(String::as_str);
+    match (s("DateTimeOriginal"), s("DateTimeOriginalGroup")) {
+        (Some(dto), Some("ExifIFD")) => {
+            return Some((
+                iso(dto, s("SubSecTimeOriginal"), s("OffsetTimeOriginal")),
+                "exif:DateTimeOriginal",
+            ));
+        }
+        // exiftool's composite from IPTC DateCreated + TimeCreated.
+        (Some(dto), Some("Composite")) => return Some((iso(dto, None, None), "iptc:DateCreated")),
+        (Some(dto), Some("UserData")) => return Some((iso(dto, None, None), "quicktime:©day")),
+        _ => {}
+    }
+    match (s("CreateDate"), s("CreateDateGroup")) {
+        (Some(cd), Some("ExifIFD")) => return Some((iso(cd, None, None), "exif:CreateDate")),
+        (Some(cd), Some("XMP-xmp")) => return Some((iso(cd, None, None), "xmp:xmp:CreateDate")),
+        _ => {}
+    }
+    if let (Some(cd), Some("Keys")) = (s("CreationDate"), s("CreationDateGroup")) {
+        return Some((iso(cd, None, None), "quicktime:CreationDate"));
+    }
+    if let (Some(cd), Some("QuickTime")) = (s("CreateDate"), s("CreateDateGroup")) {
+        return Some((iso(cd, None, Some("+00:00")), "quicktime:CreateDate(UTC)"));
+    }
+    if let Some(gps) = s("GPSDateTime") {
+        return Some((iso(gps, None, None), "xmp:exif:GPSTimeStamp(UTC)"));
+    }
+    None
+}
+
+/// Files where keepsake knowingly differs from exiftool, and why.
+const INTENTIONAL: &[(&str, &str)] = &[
+    // AVCHD keeps its date in H.264 SEI messages inside the video stream;
+    // keepsake does not parse video streams, so these fall back to the mtime.
+    ("exiftool_M2TS.mts", "file:mtime"),
+    ("mde_Sony ILCE-7M3 (A7M3).mts", "file:mtime"),
+];
+
+#[test]
+fn capture_times_agree_with_exiftool_on_the_whole_corpus() {
+    let expected_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(corpus_dir().join("expected.json")).unwrap())
+            .unwrap();
+    let files = expected_json["files"].as_object().unwrap();
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", "copy", "");
+    copy_tree(&corpus_media(), &sandbox.inbox());
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+
+    let jobs: BTreeMap<String, serde_json::Value> = sandbox
+        .jobs()
+        .into_iter()
+        .map(|j| (j["relative_path"].as_str().unwrap().to_string(), j))
+        .collect();
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for (name, file) in files {
+        let job = &jobs[name];
+        let (time, source) = (
+            job["capture_time"].as_str().unwrap_or(""),
+            job["capture_source"].as_str().unwrap_or(""),
+        );
+        if let Some((_, why)) = INTENTIONAL.iter().find(|(n, _)| n == name) {
+            assert_eq!(source, *why, "{name}");
+            continue;
+        }
+        match expected(file) {
+            Some((want_time, want_source)) => {
+                if time != want_time || source != want_source {
+                    mismatches.push(format!("{name}: got {time} from {source}, exiftool says {want_time} ({want_source})"));
+                }
+            }
+            None => {
+                // No metadata date: the name (phockup's date_20170101_010101),
+                // else the modification time.
+                let want = if name.starts_with("phockup_date_") {
+                    "filename:compact"
+                } else {
+                    "file:mtime"
+                };
+                if source != want && file.get("Error").is_none() {
+                    mismatches.push(format!(
+                        "{name}: got {time} from {source}, expected a date from {want}"
+                    ));
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {checked} differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    assert_eq!(checked + INTENTIONAL.len(), 70);
+}
+
+#[test]
+fn xmp_and_takeout_sidecars_date_their_file() {
+    let sandbox = Sandbox::new();
+    let sidecars = corpus_dir().join("sidecars");
+    let undated = std::fs::read(corpus_media().join("elodie_no-exif.jpg")).unwrap();
+    let dated = std::fs::read(corpus_media().join("exiftool_Canon.jpg")).unwrap();
+    let put = |name: &str, bytes: &[u8]| std::fs::write(sandbox.inbox().join(name), bytes).unwrap();
+    // A sidecar overrides the embedded date (as in Immich).
+    put("IMG_0001.jpg", &dated);
+    put(
+        "IMG_0001.jpg.xmp",
+        &std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap(),
+    );
+    // Takeout, in its three namings.
+    fake_jpeg(&sandbox.inbox().join("IMG_3439.jpg"), 1, 3000);
+    put(
+        "IMG_3439.jpg.json",
+        &std::fs::read(sidecars.join("osxphotos_IMG_3439.jpg.json")).unwrap(),
+    );
+    fake_jpeg(&sandbox.inbox().join("IMG_4179(1).jpeg"), 2, 3000);
+    put(
+        "IMG_4179.jpeg(1).json",
+        &std::fs::read(sidecars.join("osxphotos_IMG_4179.jpeg(1).json")).unwrap(),
+    );
+    put("IMG_4547.jpg", &undated);
+    put(
+        "IMG_4547.jpg.supplemental-metadata.json",
+        &std::fs::read(sidecars.join("osxphotos_IMG_4547.jpg.supplemental-metadata.json")).unwrap(),
+    );
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    let jobs = sandbox.jobs();
+    let time = |name: &str| {
+        let job = jobs.iter().find(|j| j["relative_path"] == name).unwrap();
+        (
+            job["capture_time"].as_str().unwrap().to_string(),
+            job["capture_source"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        time("IMG_0001.jpg"),
+        (
+            "2005-06-09T20:09:27+02:00".into(),
+            "xmp-sidecar:exif:DateTimeOriginal".into()
+        )
+    );
+    assert_eq!(
+        time("IMG_3439.jpg"),
+        (
+            "2018-11-28T22:14:00+00:00".into(),
+            "takeout:photoTakenTime(UTC)".into()
+        )
+    );
+    assert_eq!(
+        time("IMG_4179(1).jpeg"),
+        (
+            "2021-04-08T23:04:55+00:00".into(),
+            "takeout:photoTakenTime(UTC)".into()
+        )
+    );
+    assert_eq!(
+        time("IMG_4547.jpg"),
+        (
+            "2017-06-20T07:48:56+00:00".into(),
+            "takeout:photoTakenTime(UTC)".into()
+        )
+    );
+    // Placed by that date.
+    let library = hash_tree(&sandbox.library());
+    assert!(
+        library
+            .keys()
+            .any(|p| p.starts_with("2005/06") && p.to_string_lossy().ends_with("_IMG_0001.jpg")),
+        "{library:?}"
+    );
+    assert!(
+        library.keys().any(|p| p.starts_with("2018/11")),
+        "{library:?}"
+    );
+}
