@@ -13,8 +13,13 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 if [ ! -x tools/bin/b3sum ]; then
   cargo install --locked --quiet b3sum --root tools
 fi
-if ! command -v setpriv >/dev/null 2>&1; then
-  (apt-get update -qq && apt-get install -y -qq util-linux) >/dev/null 2>&1 || true
+# exiftool generates and reads back test files; setpriv runs a test as an
+# unprivileged user. Both from Debian's packages.
+missing=()
+command -v exiftool >/dev/null 2>&1 || missing+=(libimage-exiftool-perl)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 cargo fmt --all --check

@@ -245,3 +245,239 @@ fn xmp_and_takeout_sidecars_date_their_file() {
         "{library:?}"
     );
 }
+
+#[test]
+fn damaged_files_in_the_sandbox_still_get_a_date_and_never_fail() {
+    let sandbox = Sandbox::new();
+    let mut seeds: Vec<_> = std::fs::read_dir(corpus_media())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    seeds.sort();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..200usize {
+        let seed = &seeds[i % seeds.len()];
+        let mut bytes = std::fs::read(seed).unwrap();
+        bytes.truncate(1 << 20);
+        if bytes.is_empty() {
+            continue;
+        }
+        for _ in 0..4 {
+            let at = (next() as usize) % bytes.len().min(8192);
+            bytes[at] = next() as u8;
+        }
+        if i % 3 == 0 {
+            let cut = (next() as usize) % bytes.len();
+            bytes.truncate(cut.max(16));
+        }
+        let name = seed.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::write(sandbox.inbox().join(format!("{i:03}_{name}")), bytes).unwrap();
+    }
+    let (code, report) = sandbox.ingest();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(code, 0);
+    for job in sandbox.jobs() {
+        if job["state"] == "done" {
+            assert!(job["capture_time"].is_string(), "{job}");
+        }
+    }
+}
+
+fn exiftool() -> Option<std::path::PathBuf> {
+    let ok = std::process::Command::new("exiftool")
+        .arg("-ver")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then(|| std::path::PathBuf::from("exiftool"))
+}
+
+/// Write tags into a copy of a corpus file with exiftool.
+fn generate(sandbox: &Sandbox, from: &str, name: &str, tags: &[&str]) {
+    let dest = sandbox.inbox().join(name);
+    std::fs::write(&dest, std::fs::read(corpus_media().join(from)).unwrap()).unwrap();
+    // A description makes every generated file's bytes unique (else dedup
+    // would take the undated ones for copies of each other).
+    let out = std::process::Command::new("exiftool")
+        .args(["-q", "-overwrite_original", "-all="])
+        .arg(format!("-ImageDescription={name}"))
+        .args(tags)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exiftool {tags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn generated_cases_follow_the_precedence() {
+    if exiftool().is_none() {
+        // scripts/test.sh installs exiftool; without it this test cannot
+        // generate its files, and says so instead of passing silently.
+        panic!("exiftool is not installed (apt-get install libimage-exiftool-perl)");
+    }
+    let sandbox = Sandbox::new();
+    let jpeg = "exiftool_Canon.jpg";
+    // OffsetTime belongs to ModifyDate: never applied to DateTimeOriginal.
+    generate(
+        &sandbox,
+        jpeg,
+        "trap.jpg",
+        &[
+            "-DateTimeOriginal=2020:01:01 10:00:00",
+            "-OffsetTime=+05:00",
+        ],
+    );
+    generate(
+        &sandbox,
+        jpeg,
+        "offset.jpg",
+        &[
+            "-DateTimeOriginal=2020:01:01 10:00:00",
+            "-OffsetTime=+05:00",
+            "-OffsetTimeOriginal=-03:00",
+        ],
+    );
+    generate(
+        &sandbox,
+        jpeg,
+        "subsec.jpg",
+        &[
+            "-DateTimeOriginal=2020:01:01 10:00:00",
+            "-SubSecTimeOriginal=042",
+        ],
+    );
+    // Invalid DateTimeOriginal values fall through to CreateDate.
+    generate(
+        &sandbox,
+        jpeg,
+        "zero.jpg",
+        &[
+            "-DateTimeOriginal#=0000:00:00 00:00:00",
+            "-CreateDate=2021:06:01 08:00:00",
+        ],
+    );
+    generate(
+        &sandbox,
+        jpeg,
+        "reset.jpg",
+        &[
+            "-DateTimeOriginal=2000:01:01 00:00:00",
+            "-CreateDate=2021:06:02 08:00:00",
+        ],
+    );
+    generate(
+        &sandbox,
+        jpeg,
+        "future.jpg",
+        &[
+            "-DateTimeOriginal=2099:01:01 00:00:00",
+            "-CreateDate=2021:06:03 08:00:00",
+        ],
+    );
+    generate(
+        &sandbox,
+        jpeg,
+        "old.jpg",
+        &[
+            "-DateTimeOriginal=1904:01:01 00:00:00",
+            "-CreateDate=2021:06:04 08:00:00",
+        ],
+    );
+    // A video with only the UTC movie header date.
+    generate(
+        &sandbox,
+        "exiftool_QuickTime.mov",
+        "utc.mov",
+        &["-QuickTime:CreateDate=2022:03:04 05:06:07"],
+    );
+    // Only the name dates these.
+    generate(&sandbox, jpeg, "PXL_20230102_030405678.jpg", &[]);
+    generate(&sandbox, jpeg, "IMG-20190704-WA0007.jpg", &[]);
+    generate(&sandbox, jpeg, "Screenshot_20240512-101010.jpg", &[]);
+    std::fs::create_dir_all(sandbox.inbox().join("2018-05-06 Wedding")).unwrap();
+    generate(&sandbox, jpeg, "2018-05-06 Wedding/DSC_0001.jpg", &[]);
+
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    let jobs = sandbox.jobs();
+    let got = |name: &str| {
+        let job = jobs.iter().find(|j| j["relative_path"] == name).unwrap();
+        let text = |key: &str| {
+            job[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no {key}: {job}"))
+                .to_string()
+        };
+        (text("capture_time"), text("capture_source"))
+    };
+    let want = |time: &str, source: &str| (time.to_string(), source.to_string());
+    assert_eq!(
+        got("trap.jpg"),
+        want("2020-01-01T10:00:00", "exif:DateTimeOriginal")
+    );
+    assert_eq!(
+        got("offset.jpg"),
+        want("2020-01-01T10:00:00-03:00", "exif:DateTimeOriginal")
+    );
+    assert_eq!(
+        got("subsec.jpg"),
+        want("2020-01-01T10:00:00.042", "exif:DateTimeOriginal")
+    );
+    assert_eq!(
+        got("zero.jpg"),
+        want("2021-06-01T08:00:00", "exif:CreateDate")
+    );
+    assert_eq!(
+        got("reset.jpg"),
+        want("2021-06-02T08:00:00", "exif:CreateDate")
+    );
+    assert_eq!(
+        got("future.jpg"),
+        want("2021-06-03T08:00:00", "exif:CreateDate")
+    );
+    assert_eq!(
+        got("old.jpg"),
+        want("2021-06-04T08:00:00", "exif:CreateDate")
+    );
+    assert_eq!(
+        got("utc.mov"),
+        want("2022-03-04T05:06:07+00:00", "quicktime:CreateDate(UTC)")
+    );
+    assert_eq!(
+        got("PXL_20230102_030405678.jpg"),
+        want("2023-01-02T03:04:05.678+00:00", "filename:pixel")
+    );
+    assert_eq!(
+        got("IMG-20190704-WA0007.jpg"),
+        want("2019-07-04T00:00:00", "filename:whatsapp")
+    );
+    assert_eq!(
+        got("Screenshot_20240512-101010.jpg"),
+        want("2024-05-12T10:10:10", "filename:compact")
+    );
+    assert_eq!(
+        got("2018-05-06 Wedding/DSC_0001.jpg"),
+        want("2018-05-06T00:00:00", "folder")
+    );
+    // Each was read back by exiftool itself before the run: the generator
+    // wrote what the test claims.
+    let out = std::process::Command::new("exiftool")
+        .args(["-s3", "-DateTimeOriginal"])
+        .arg(sandbox.inbox().join("offset.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2020:01:01 10:00:00"
+    );
+}

@@ -152,6 +152,9 @@ fn number(text: &str) -> Option<u32> {
 /// `+02:00`, `-0500`, `+02`, `Z` → minutes east of UTC.
 pub fn parse_offset(text: &str) -> Option<i16> {
     let text = text.trim();
+    if !text.is_ascii() {
+        return None;
+    }
     if text == "Z" || text == "z" {
         return Some(0);
     }
@@ -176,6 +179,9 @@ pub fn parse_offset(text: &str) -> Option<i16> {
 /// (`-` or `:` between date parts, ` ` or `T` before the time). A date with
 /// no time is taken at midnight. Returns the stamp and the offset if given.
 pub fn parse_datetime(text: &str) -> Option<(Stamp, Option<i16>)> {
+    // Metadata dates are ASCII; whatever follows a non-ASCII byte is not a
+    // date, and cutting there keeps every slice below on a char boundary.
+    let text = &text[..text.find(|c: char| !c.is_ascii()).unwrap_or(text.len())];
     let text = text.trim().trim_end_matches('\0').trim();
     if text.len() < 10 || !text.is_char_boundary(10) {
         return None;
