@@ -15,3 +15,4 @@ pub mod media;
 pub mod pipeline;
 pub mod rebuild;
 pub mod report;
+pub mod sidecar;

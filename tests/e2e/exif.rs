@@ -481,3 +481,123 @@ fn generated_cases_follow_the_precedence() {
         "2020:01:01 10:00:00"
     );
 }
+
+/// exiftool's XMP DateTimeOriginal of a sidecar, as keepsake writes times.
+fn exiftool_date(path: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("exiftool")
+        .args([
+            "-s3",
+            "-d",
+            "%Y-%m-%dT%H:%M:%S",
+            "-XMP-exif:DateTimeOriginal",
+        ])
+        .arg(path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+fn sidecar_of(dest: &std::path::Path) -> std::path::PathBuf {
+    dest.with_file_name(format!(
+        "{}.xmp",
+        dest.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+#[test]
+fn sidecars_carry_dates_from_outside_the_file_and_merge_what_was_there() {
+    assert!(
+        exiftool().is_some(),
+        "exiftool is not installed (apt-get install libimage-exiftool-perl)"
+    );
+    let sandbox = Sandbox::new();
+    let sidecars = corpus_dir().join("sidecars");
+    let put = |name: &str, bytes: &[u8]| std::fs::write(sandbox.inbox().join(name), bytes).unwrap();
+    // Dated by Takeout: a new sidecar with the date and Takeout's GPS.
+    fake_jpeg(&sandbox.inbox().join("IMG_3439.jpg"), 1, 3000);
+    put(
+        "IMG_3439.jpg.json",
+        &std::fs::read(sidecars.join("osxphotos_IMG_3439.jpg.json")).unwrap(),
+    );
+    // Dated by its name, with a sidecar of its own (a rating, no date):
+    // merged, nothing dropped.
+    fake_jpeg(&sandbox.inbox().join("PXL_20230102_030405678.jpg"), 2, 3000);
+    put(
+        "PXL_20230102_030405678.jpg.xmp",
+        br#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5"/></rdf:RDF></x:xmpmeta>"#,
+    );
+    // Dated by its own EXIF: no sidecar (no churn).
+    put(
+        "IMG_0002.jpg",
+        &std::fs::read(corpus_media().join("exiftool_Canon.jpg")).unwrap(),
+    );
+    // Dated by its XMP sidecar: copied as it is.
+    put(
+        "IMG_0001.jpg",
+        &std::fs::read(corpus_media().join("exiftool_Sony.jpg")).unwrap(),
+    );
+    put(
+        "IMG_0001.jpg.xmp",
+        &std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap(),
+    );
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+
+    let jobs = sandbox.jobs();
+    for job in &jobs {
+        let dest = std::path::PathBuf::from(job["destination"].as_str().unwrap());
+        // Immich's rule: IMG.jpg.xmp wins over IMG.xmp.
+        let sidecar = [sidecar_of(&dest), dest.with_extension("xmp")]
+            .into_iter()
+            .find(|p| p.exists());
+        let decided = job["capture_time"].as_str().unwrap();
+        let relative = job["relative_path"].as_str().unwrap();
+        if relative == "IMG_0002.jpg" {
+            assert!(
+                sidecar.is_none(),
+                "no churn for a file dated by its own EXIF"
+            );
+            continue;
+        }
+        let sidecar =
+            sidecar.unwrap_or_else(|| panic!("{relative}: no sidecar next to {}", dest.display()));
+        let read_back =
+            exiftool_date(&sidecar).unwrap_or_else(|| panic!("{}: no date", sidecar.display()));
+        // exiftool prints whole seconds; the decided time may add a fraction and offset.
+        assert!(
+            decided.starts_with(&read_back),
+            "{relative}: decided {decided}, the sidecar says {read_back}"
+        );
+    }
+    let dest_of = |relative: &str| {
+        let job = jobs
+            .iter()
+            .find(|j| j["relative_path"] == relative)
+            .unwrap();
+        std::path::PathBuf::from(job["destination"].as_str().unwrap())
+    };
+    let merged = sidecar_of(&dest_of("PXL_20230102_030405678.jpg"));
+    let rating = std::process::Command::new("exiftool")
+        .args(["-s3", "-XMP-xmp:Rating"])
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rating.stdout).trim(),
+        "5",
+        "the existing rating survives the merge"
+    );
+    let gps = std::process::Command::new("exiftool")
+        .args(["-n", "-s3", "-XMP-exif:GPSLatitude"])
+        .arg(sidecar_of(&dest_of("IMG_3439.jpg")))
+        .output()
+        .unwrap();
+    let latitude: f64 = String::from_utf8_lossy(&gps.stdout).trim().parse().unwrap();
+    assert!((latitude - 38.8895).abs() < 1e-5, "{latitude}");
+    // A sidecar that dated its file travels byte-identical.
+    assert_eq!(
+        std::fs::read(sidecar_of(&dest_of("IMG_0001.jpg"))).unwrap(),
+        std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap()
+    );
+}

@@ -42,7 +42,24 @@ pub struct Found {
     /// Sources that were present but not valid, with why.
     pub rejected: Vec<String>,
     pub facts: Vec<(String, String)>,
+    /// XMP properties to record in the library copy's sidecar: only what the
+    /// file itself does not already say in a form Immich reads.
+    pub xmp: Vec<(String, String)>,
     pub bytes_read: u64,
+}
+
+/// Capture times that come from outside the file's own metadata; written to
+/// the sidecar so Immich (and any other tool) sees the same date.
+fn worth_writing(source: &str) -> bool {
+    source.starts_with("takeout:") || source.starts_with("filename:") || source == "folder"
+}
+
+/// `38.8895` → `38,53.37N`, XMP's GPS coordinate form.
+fn xmp_coordinate(value: f64, positive: char, negative: char) -> String {
+    let letter = if value < 0.0 { negative } else { positive };
+    let value = value.abs();
+    let degrees = value.trunc();
+    format!("{},{:.6}{letter}", degrees as u32, (value - degrees) * 60.0)
 }
 
 fn candidate(
@@ -165,25 +182,28 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
     let mut found = Found::default();
     let mut ordered: Vec<Candidate> = Vec::new();
 
-    // 1. An XMP sidecar overrides everything embedded, `IMG.jpg.xmp` first.
+    // 1. An XMP sidecar overrides everything embedded. Like Immich, read
+    // one: `IMG.jpg.xmp` when it exists, else `IMG.xmp`.
     let lower_name = name.to_ascii_lowercase();
-    let mut sidecars: Vec<&Sidecar> = inputs
-        .sidecars
-        .iter()
-        .filter(|s| s.name.to_ascii_lowercase().ends_with(".xmp"))
-        .collect();
-    sidecars.sort_by_key(|s| s.name.to_ascii_lowercase() != format!("{lower_name}.xmp"));
-    for sidecar in sidecars {
-        if let Some((property, value)) = xmp::first_date(&sidecar.text)
-            && let Some((stamp, offset)) = parse_datetime(&value)
-        {
-            ordered.push(candidate(
-                stamp,
-                offset,
-                format!("xmp-sidecar:{property}"),
-                Confidence::High,
-            ));
-        }
+    let xmp_sidecars = || {
+        inputs
+            .sidecars
+            .iter()
+            .filter(|s| s.name.to_ascii_lowercase().ends_with(".xmp"))
+    };
+    let sidecar = xmp_sidecars()
+        .find(|s| s.name.to_ascii_lowercase() == format!("{lower_name}.xmp"))
+        .or_else(|| xmp_sidecars().next());
+    if let Some(sidecar) = sidecar
+        && let Some((property, value)) = xmp::first_date(&sidecar.text)
+        && let Some((stamp, offset)) = parse_datetime(&value)
+    {
+        ordered.push(candidate(
+            stamp,
+            offset,
+            format!("xmp-sidecar:{property}"),
+            Confidence::High,
+        ));
     }
 
     // 2-4. Embedded EXIF and XMP.
@@ -306,14 +326,22 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
             found
                 .facts
                 .push(("gps.longitude".into(), format!("{lon:.7}")));
+            found
+                .xmp
+                .push(("exif:GPSLatitude".into(), xmp_coordinate(lat, 'N', 'S')));
+            found
+                .xmp
+                .push(("exif:GPSLongitude".into(), xmp_coordinate(lon, 'E', 'W')));
         }
-        if let Some(title) = takeout.title {
-            found.facts.push(("takeout.title".into(), title));
+        if let Some(title) = takeout.title.filter(|t| t != name) {
+            found.facts.push(("takeout.title".into(), title.clone()));
+            found.xmp.push(("dc:title".into(), title));
         }
         if let Some(description) = takeout.description {
             found
                 .facts
-                .push(("takeout.description".into(), description));
+                .push(("takeout.description".into(), description.clone()));
+            found.xmp.push(("dc:description".into(), description));
         }
     }
 
@@ -371,6 +399,13 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
             .invalid_reason(option.offset_minutes, inputs.now)
         {
             None => {
+                if worth_writing(&option.source) {
+                    let value = option.stamp.iso(option.offset_minutes);
+                    found
+                        .xmp
+                        .push(("exif:DateTimeOriginal".into(), value.clone()));
+                    found.xmp.push(("photoshop:DateCreated".into(), value));
+                }
                 found.capture = Some(option);
                 break;
             }

@@ -105,6 +105,12 @@ impl Guest for Exif {
             .into_iter()
             .map(|(key, value)| Effect::SetFact(Fact { key, value }))
             .collect();
+        effects.extend(
+            found
+                .xmp
+                .into_iter()
+                .map(|(key, value)| Effect::WriteXmp(Fact { key, value })),
+        );
         if let Some(best) = found.capture {
             effects.push(Effect::SetCaptureTime(CaptureTime {
                 local: Datetime {

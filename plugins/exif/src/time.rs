@@ -104,6 +104,27 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// ISO 8601 as XMP writes it; the offset only when known.
+    pub fn iso(&self, offset_minutes: Option<i16>) -> String {
+        let mut out = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        );
+        if self.nanos > 0 {
+            let fraction = format!("{:09}", self.nanos);
+            out.push('.');
+            out.push_str(fraction.trim_end_matches('0'));
+        }
+        if let Some(offset) = offset_minutes {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let abs = offset.unsigned_abs();
+            out.push_str(&format!("{sign}{:02}:{:02}", abs / 60, abs % 60));
+        }
+        out
+    }
+}
+
 pub fn is_leap(year: i32) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }

@@ -32,6 +32,23 @@ pub fn copy_to_temp(source: &Path, temp: &Path) -> io::Result<u64> {
     Ok(copied)
 }
 
+/// Write bytes keepsake made to `temp` (which must not exist). Not yet
+/// synced: see [`sync_files`].
+pub fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<u64> {
+    use std::io::Write;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(temp)?;
+    if let Err(e) = to.write_all(bytes) {
+        drop(to);
+        let _ = std::fs::remove_file(temp);
+        return Err(e);
+    }
+    Ok(bytes.len() as u64)
+}
+
 /// Make written files durable: one `syncfs` per filesystem when there are
 /// many (one journal commit instead of one per file), `fsync` each otherwise.
 pub fn sync_files(paths: &[&Path]) -> io::Result<()> {

@@ -102,6 +102,9 @@ pub struct FileWrite {
     /// `dest` already holds these bytes (an interrupted earlier attempt):
     /// nothing is copied, the file is verified and recorded.
     pub adopt: bool,
+    /// Bytes keepsake made (a merged XMP sidecar) instead of a copy of
+    /// `source`.
+    pub content: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// A job after its stages ran: what to write and how it ends.
@@ -139,6 +142,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
 
     // 1. Intents (and jobs that need no file written) in one transaction.
     let mut adopted = std::collections::HashSet::new();
+    let mut generated = HashMap::new();
     let entries = ledger.write(|tx| {
         let mut entries: Vec<ledger::JournalEntry> = Vec::new();
         for plan in &plans {
@@ -164,6 +168,9 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 )?;
                 if write.adopt {
                     adopted.insert(entry.id);
+                }
+                if let Some(content) = &write.content {
+                    generated.insert(entry.id, std::sync::Arc::clone(content));
                 }
                 entries.push(entry);
             }
@@ -204,7 +211,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         let copied = fsops::create_dirs_durably(dir)
             .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
             .and_then(|()| {
-                fsops::copy_to_temp(&entry.source, &entry.temp).map_err(|e| {
+                let written = match generated.get(&entry.id) {
+                    Some(content) => fsops::write_temp(&entry.temp, content),
+                    None => fsops::copy_to_temp(&entry.source, &entry.temp),
+                };
+                written.map_err(|e| {
                     let hint = match e.kind() {
                         std::io::ErrorKind::StorageFull => {
                             "; the disk is full: free space, then `keepsake retry --failed`"

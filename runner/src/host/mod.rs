@@ -62,7 +62,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.1.0 for wasm32-wasip2): {message:#}"
+        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.2.0 for wasm32-wasip2): {message:#}"
     )]
     Invalid {
         stage: String,

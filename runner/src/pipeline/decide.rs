@@ -45,6 +45,9 @@ pub struct Decided {
     pub size: u64,
     pub capture: Option<CaptureTime>,
     pub facts: Vec<Fact>,
+    /// XMP properties for the library copy's sidecar (the last write of a
+    /// name wins).
+    pub xmp: Vec<(String, String)>,
 }
 
 fn wit_kind(kind: MediaKind) -> WitMediaKind {
@@ -140,6 +143,9 @@ fn effects_json(effects: &[Effect]) -> String {
             Effect::Defer(d) => {
                 serde_json::json!({"defer": {"seconds": d.seconds, "reason": d.reason}})
             }
+            Effect::WriteXmp(f) => {
+                serde_json::json!({"write-xmp": {"name": f.key, "value": f.value}})
+            }
         })
         .collect();
     serde_json::Value::Array(items).to_string()
@@ -161,6 +167,7 @@ pub fn decide(
         size: job.size,
         capture: None,
         facts: Vec::new(),
+        xmp: Vec::new(),
     };
     let read = match read {
         Ok(read) => read,
@@ -265,6 +272,14 @@ pub fn decide(
                     }
                     wit_job.facts.push(fact.clone());
                     decided.facts.push(fact);
+                }
+                Effect::WriteXmp(Fact { key, value }) => {
+                    if let Err(e) = crate::sidecar::validate(&key, &value) {
+                        decided.decision = rejected(format!("write-xmp: {e}"));
+                        return decided;
+                    }
+                    decided.xmp.retain(|(name, _)| *name != key);
+                    decided.xmp.push((key, value));
                 }
                 Effect::Place(Placement { root, path }) => {
                     if root != "library" {

@@ -116,6 +116,7 @@ pub(super) fn plan(
                 blake3,
                 size: decided.size,
                 adopt: false,
+                content: None,
             });
             move_sources(&mut plan, job, remove_sources);
         }
@@ -139,8 +140,12 @@ pub(super) fn plan(
                 blake3,
                 size: decided.size,
                 adopt: adopted,
+                content: None,
             });
             plan.writes.extend(companion_writes(job, &dest, services));
+            if !decided.xmp.is_empty() {
+                write_xmp(&mut plan.writes, job, &dest, &decided.xmp, services);
+            }
             move_sources(&mut plan, job, remove_sources);
         }
     }
@@ -157,7 +162,8 @@ fn move_sources(plan: &mut JobPlan, job: &JobRecord, move_mode: bool) {
     // Companions first: while the job's own file is still in the inbox, a
     // rescan finds the job and finishes what a crash interrupted.
     for write in &plan.writes {
-        if write.action == Action::Companion {
+        // A sidecar keepsake made from nothing has no inbox file behind it.
+        if write.action == Action::Companion && !write.source.as_os_str().is_empty() {
             plan.remove_sources.push(write.source.clone());
         }
     }
@@ -205,6 +211,84 @@ fn choose_name(
         return (candidate, false);
     }
     unreachable!("u32 names run out only after 4 billion collisions")
+}
+
+/// The stages' XMP properties go into `<placed name>.xmp`: merged into the
+/// file's own `IMG.jpg.xmp` when it has one (which then is not copied as
+/// is), else a new sidecar. Nothing is overwritten: a sidecar already at
+/// that name with other content is left alone, and so is a companion that
+/// is not XMP keepsake can merge into.
+fn write_xmp(
+    writes: &mut Vec<FileWrite>,
+    job: &JobRecord,
+    dest: &Path,
+    properties: &[(String, String)],
+    services: &IngestServices,
+) {
+    let media_name = job
+        .source_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let placed_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sidecar_dest = dest.with_file_name(format!("{placed_name}.xmp"));
+    let own = job
+        .companions
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(&format!("{media_name}.xmp")))
+        .and_then(|c| job.source_path.parent().map(|dir| dir.join(c)));
+    let content = match &own {
+        Some(path) => {
+            let Ok(text) = std::fs::read_to_string(path) else {
+                return;
+            };
+            match crate::sidecar::merge(&text, properties) {
+                Some(merged) => merged,
+                None => {
+                    tracing::warn!(
+                        job = job.id,
+                        "{} is not XMP keepsake can merge into; copied as it is",
+                        path.display()
+                    );
+                    return;
+                }
+            }
+        }
+        None => crate::sidecar::fresh(properties),
+    };
+    let blake3 = blake3::hash(content.as_bytes()).to_hex().to_string();
+    let adopt = match sidecar_dest.symlink_metadata() {
+        Ok(_) if blake3_file(&sidecar_dest).is_ok_and(|h| h == blake3) => true,
+        Ok(_) => {
+            tracing::warn!(
+                job = job.id,
+                "{} exists; keepsake does not overwrite it",
+                sidecar_dest.display()
+            );
+            return;
+        }
+        Err(_) => false,
+    };
+    if let Some(own) = &own {
+        writes.retain(|w| w.source != *own);
+    }
+    services
+        .reserved_paths
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(sidecar_dest.clone());
+    writes.push(FileWrite {
+        action: Action::Companion,
+        source: own.unwrap_or_default(),
+        dest: sidecar_dest,
+        blake3,
+        size: content.len() as u64,
+        adopt,
+        content: Some(std::sync::Arc::new(content.into_bytes())),
+    });
 }
 
 /// Sidecars follow their file: named after where it went, collision-safe.
@@ -272,6 +356,7 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
                 blake3: hash.clone(),
                 size: meta.len(),
                 adopt,
+                content: None,
             });
             break;
         }

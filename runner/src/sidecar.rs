@@ -1,0 +1,231 @@
+//! XMP sidecars keepsake writes next to library copies (`IMG.jpg.xmp`, the
+//! name Immich reads first), so metadata the user cares about lives in files
+//! and not only in the ledger. An existing sidecar is merged, never dropped:
+//! the properties keepsake sets are removed from it and written again in a
+//! `rdf:Description` of their own; everything else stays byte for byte.
+
+/// The XMP properties stages may write, by namespace.
+const NAMESPACES: &[(&str, &str)] = &[
+    ("exif", "http://ns.adobe.com/exif/1.0/"),
+    ("photoshop", "http://ns.adobe.com/photoshop/1.0/"),
+    ("xmp", "http://ns.adobe.com/xap/1.0/"),
+    ("dc", "http://purl.org/dc/elements/1.1/"),
+    ("tiff", "http://ns.adobe.com/tiff/1.0/"),
+];
+/// Language alternatives (`rdf:Alt` with `x-default`), not simple text.
+const LANG_ALT: &[&str] = &["dc:title", "dc:description"];
+
+/// Check a property a stage asked to write.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let Some((prefix, local)) = name.split_once(':') else {
+        return Err(format!("{name:?} is not a prefixed XMP property name"));
+    };
+    if !NAMESPACES.iter().any(|(p, _)| *p == prefix) {
+        return Err(format!(
+            "{name:?}: namespace {prefix:?} is not one keepsake writes ({})",
+            NAMESPACES
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if local.is_empty() || local.len() > 64 || !local.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!("{name:?} is not a valid XMP property name"));
+    }
+    if value.len() > 4096
+        || value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(format!(
+            "{name:?}: the value is too long or has control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// keepsake's own `rdf:Description` with `properties`.
+fn description(properties: &[(String, String)]) -> String {
+    let mut prefixes: Vec<&str> = properties
+        .iter()
+        .filter_map(|(n, _)| n.split_once(':').map(|(p, _)| p))
+        .collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    let mut out = String::from("  <rdf:Description rdf:about=\"\"");
+    for prefix in prefixes {
+        if let Some((_, uri)) = NAMESPACES.iter().find(|(p, _)| *p == prefix) {
+            out.push_str(&format!("\n    xmlns:{prefix}=\"{uri}\""));
+        }
+    }
+    out.push_str(">\n");
+    for (name, value) in properties {
+        if LANG_ALT.contains(&name.as_str()) {
+            out.push_str(&format!(
+                "   <{name}>\n    <rdf:Alt>\n     <rdf:li xml:lang=\"x-default\">{}</rdf:li>\n    </rdf:Alt>\n   </{name}>\n",
+                escape(value)
+            ));
+        } else {
+            out.push_str(&format!("   <{name}>{}</{name}>\n", escape(value)));
+        }
+    }
+    out.push_str("  </rdf:Description>\n");
+    out
+}
+
+/// A fresh sidecar with `properties`.
+pub fn fresh(properties: &[(String, String)]) -> String {
+    format!(
+        "<?xpacket begin=\"\u{feff}\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>\n\
+         <x:xmpmeta xmlns:x=\"adobe:ns:meta/\" x:xmptk=\"keepsake\">\n \
+         <rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\">\n{} </rdf:RDF>\n\
+         </x:xmpmeta>\n<?xpacket end=\"w\"?>\n",
+        description(properties)
+    )
+}
+
+/// `existing` with `properties` set, or `None` when `existing` is not an
+/// XMP packet keepsake can merge into (then it must be kept as it is).
+pub fn merge(existing: &str, properties: &[(String, String)]) -> Option<String> {
+    let close = existing.rfind("</rdf:RDF>")?;
+    let mut head = existing[..close].to_string();
+    for (name, _) in properties {
+        head = remove_property(&head, name);
+    }
+    Some(format!(
+        "{head}{}{}",
+        description(properties),
+        &existing[close..]
+    ))
+}
+
+/// Remove every definition of `name`: attributes (`name="…"`) and elements
+/// (`<name …/>` or `<name …>…</name>`).
+fn remove_property(text: &str, name: &str) -> String {
+    let mut out = text.to_string();
+    for _ in 0..64 {
+        let Some(at) = find_name(&out, name) else {
+            break;
+        };
+        let before = out[..at].chars().next_back();
+        let after_name = at + name.len();
+        let end = if before == Some('<') {
+            let open_end = match out[after_name..].find('>') {
+                Some(i) => after_name + i + 1,
+                None => break,
+            };
+            if out[..open_end].ends_with("/>") {
+                open_end
+            } else {
+                let closing = format!("</{name}>");
+                match out[open_end..].find(&closing) {
+                    Some(i) => open_end + i + closing.len(),
+                    None => break,
+                }
+            }
+        } else {
+            // name="value" (or 'value'), with the whitespace before it.
+            let rest = &out[after_name..];
+            let trimmed = rest.trim_start();
+            let Some(value) = trimmed.strip_prefix('=').map(str::trim_start) else {
+                break;
+            };
+            let Some(quote) = value.chars().next().filter(|q| *q == '"' || *q == '\'') else {
+                break;
+            };
+            let Some(close) = value[1..].find(quote) else {
+                break;
+            };
+            out.len() - value.len() + 1 + close + 1
+        };
+        let start = if before == Some('<') {
+            at - 1
+        } else {
+            out[..at].trim_end().len()
+        };
+        out.replace_range(start..end, "");
+    }
+    out
+}
+
+/// Where `name` starts as a whole property name (after `<` or whitespace,
+/// followed by `=`, `>`, `/` or whitespace).
+fn find_name(text: &str, name: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(name) {
+        let at = from + i;
+        from = at + name.len();
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        let opens = before.is_some_and(|c| c == '<' || c.is_whitespace());
+        let closes = after.is_some_and(|c| matches!(c, '=' | '>' | '/') || c.is_whitespace());
+        if opens
+            && closes
+            && (before == Some('<') || text[at + name.len()..].trim_start().starts_with('='))
+        {
+            return Some(at);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn merges_without_dropping_anything_else() {
+        let existing = "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF xmlns:rdf=\"r\">\n\
+            <rdf:Description rdf:about=\"\" xmlns:exif=\"e\" xmlns:xmp=\"x\" exif:DateTimeOriginal=\"2001-01-01T00:00:00\" xmp:Rating=\"5\">\n\
+            <dc:subject><rdf:Bag><rdf:li>beach</rdf:li></rdf:Bag></dc:subject>\n\
+            <photoshop:DateCreated>2001-01-01</photoshop:DateCreated>\n\
+            </rdf:Description></rdf:RDF></x:xmpmeta>";
+        let merged = merge(
+            existing,
+            &props(&[
+                ("exif:DateTimeOriginal", "2019-07-04T10:15:30+02:00"),
+                ("photoshop:DateCreated", "2019-07-04T10:15:30+02:00"),
+            ]),
+        )
+        .unwrap();
+        assert!(merged.contains("xmp:Rating=\"5\""), "{merged}");
+        assert!(merged.contains("<rdf:li>beach</rdf:li>"), "{merged}");
+        assert!(!merged.contains("2001-01-01"), "{merged}");
+        assert_eq!(
+            merged.matches("exif:DateTimeOriginal").count(),
+            2,
+            "one element, open and close: {merged}"
+        );
+        assert!(merged.ends_with("</rdf:RDF></x:xmpmeta>"));
+        assert_eq!(
+            merge("not xmp at all", &props(&[("exif:DateTimeOriginal", "x")])),
+            None
+        );
+    }
+
+    #[test]
+    fn validates_names_and_values() {
+        assert!(validate("exif:DateTimeOriginal", "2019-07-04T10:15:30").is_ok());
+        assert!(validate("evil:Thing", "x").is_err());
+        assert!(validate("exif:Date Time", "x").is_err());
+        assert!(validate("exif:DateTimeOriginal", "a\u{0}b").is_err());
+        let fresh = fresh(&props(&[("dc:title", "Tom & Jerry <3")]));
+        assert!(fresh.contains("Tom &amp; Jerry &lt;3"), "{fresh}");
+        assert!(fresh.contains("xmlns:dc=\"http://purl.org/dc/elements/1.1/\""));
+    }
+}
