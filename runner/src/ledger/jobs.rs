@@ -305,27 +305,31 @@ pub fn fail_job(conn: &Connection, id: u64, error: &str) -> rusqlite::Result<()>
     Ok(())
 }
 
-pub fn record_step(
-    conn: &Connection,
-    job_id: u64,
-    attempt: u32,
-    stage: &str,
-    effects_json: &str,
-    error: Option<&str>,
-    micros: u64,
-) -> rusqlite::Result<()> {
+/// One stage call, as the `steps` table keeps it.
+pub struct Step<'a> {
+    pub job_id: u64,
+    pub attempt: u32,
+    pub stage: &'a str,
+    pub effects_json: &'a str,
+    pub error: Option<&'a str>,
+    pub micros: u64,
+    pub bytes_read: u64,
+}
+
+pub fn record_step(conn: &Connection, step: &Step<'_>) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO steps (job_id, attempt, stage, outcome, effects, error, micros, at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO steps (job_id, attempt, stage, outcome, effects, error, micros, bytes_read, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        job_id,
-        attempt,
-        stage,
-        if error.is_some() { "error" } else { "ok" },
-        effects_json,
-        error,
-        micros,
+        step.job_id,
+        step.attempt,
+        step.stage,
+        if step.error.is_some() { "error" } else { "ok" },
+        step.effects_json,
+        step.error,
+        step.micros,
+        step.bytes_read,
         now()
     ])?;
     Ok(())

@@ -13,7 +13,10 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 pub use jobs::*;
 pub use journal::*;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_step_bytes.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

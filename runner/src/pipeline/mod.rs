@@ -398,12 +398,15 @@ impl Pipeline {
                     for call in calls {
                         ledger::record_step(
                             tx,
-                            *job_id,
-                            *attempt,
-                            &call.stage,
-                            &call.effects_json,
-                            call.error.as_deref(),
-                            call.micros,
+                            &ledger::Step {
+                                job_id: *job_id,
+                                attempt: *attempt,
+                                stage: &call.stage,
+                                effects_json: &call.effects_json,
+                                error: call.error.as_deref(),
+                                micros: call.micros,
+                                bytes_read: call.bytes_read,
+                            },
                         )?;
                     }
                 }
