@@ -213,3 +213,53 @@ fn ledger_rebuild_recreates_the_assets_from_the_library_alone() {
     assert_eq!(rebuilt["missing"], serde_json::json!([gone]), "{rebuilt}");
     assert_eq!(rebuilt["unchanged"], 3);
 }
+
+#[test]
+fn the_readme_first_command_takes_the_example_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = workspace_root().join("examples/inbox");
+    let before = hash_tree(&inbox);
+    let out = std::process::Command::new(keepsake_bin())
+        .current_dir(dir.path())
+        .env_remove("KEEPSAKE_CONFIG")
+        .args(["ingest", "--json"])
+        .arg(&inbox)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["placed"].as_u64(), report["duplicates"].as_u64()),
+        (Some(4), Some(1)),
+        "{report}"
+    );
+    assert_eq!(
+        (report["quarantined"].as_u64(), report["ignored"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    let library: Vec<String> = hash_tree(&dir.path().join("library"))
+        .into_keys()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "2019/07/20190704_101530_IMG_0001.jpg",
+        "2021/08/20210814_170211_IMG_0002.jpg",
+        "2021/08/20210814_170211_IMG_0002.jpg.xmp",
+        "2024/05/20240512_101010_Screenshot_20240512-101010.png",
+    ] {
+        assert!(
+            library.iter().any(|p| p == expected),
+            "{expected} in {library:?}"
+        );
+    }
+    assert_eq!(
+        hash_tree(&inbox),
+        before,
+        "the example inbox is never modified"
+    );
+}
