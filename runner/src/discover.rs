@@ -139,7 +139,16 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
             walk.ignored += 1;
         }
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    // By name, but a still before the video of the same stem: a Live Photo's
+    // video is then decided after its still and placed beside it.
+    files.sort_by_cached_key(|(name, _)| {
+        let bytes = name.as_bytes();
+        (
+            stem(bytes).to_ascii_lowercase(),
+            is_video(bytes),
+            name.clone(),
+        )
+    });
     let names: Vec<OsString> = files.iter().map(|(n, _)| n.clone()).collect();
     let sidecar_owner = sidecar_owners(&names);
     for (i, (name, meta)) in files.iter().enumerate() {
@@ -250,6 +259,13 @@ fn takeout_numbered(base: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+fn is_video(name: &[u8]) -> bool {
+    matches!(
+        ext_lower(name).as_deref(),
+        Some("mov" | "mp4" | "m4v" | "3gp" | "mts" | "m2ts" | "avi")
+    )
+}
+
 fn stem(name: &[u8]) -> &[u8] {
     match name.iter().rposition(|&b| b == b'.') {
         Some(dot) if dot > 0 => &name[..dot],
@@ -270,12 +286,8 @@ fn sidecar_owners(names: &[OsString]) -> HashMap<usize, usize> {
         }
         by_name.insert(bytes.to_ascii_lowercase(), i);
         let key = stem(bytes).to_ascii_lowercase();
-        let is_video = matches!(
-            ext_lower(bytes).as_deref(),
-            Some("mov" | "mp4" | "m4v" | "3gp" | "mts" | "m2ts" | "avi")
-        );
         match by_stem.get(&key) {
-            Some(_) if is_video => {}
+            Some(_) if is_video(bytes) => {}
             _ => {
                 by_stem.insert(key, i);
             }

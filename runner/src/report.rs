@@ -112,6 +112,7 @@ pub fn job_json(config: &Config, job: &JobRecord) -> serde_json::Value {
         "reason": job.reason,
         "error": job.last_error,
         "attempts": job.attempts,
+        "facts": serde_json::from_str::<serde_json::Value>(&job.facts).unwrap_or_default(),
     })
 }
 

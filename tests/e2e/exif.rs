@@ -601,3 +601,143 @@ fn sidecars_carry_dates_from_outside_the_file_and_merge_what_was_there() {
         std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap()
     );
 }
+
+#[test]
+fn live_photo_videos_are_placed_beside_their_stills() {
+    assert!(
+        exiftool().is_some(),
+        "exiftool is not installed (apt-get install libimage-exiftool-perl)"
+    );
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.inbox().join("stills")).unwrap();
+    std::fs::create_dir_all(sandbox.inbox().join("videos")).unwrap();
+    // Paired by Apple's MediaGroupUUID ↔ the video's content identifier,
+    // even under another name in another folder.
+    std::fs::write(
+        sandbox.inbox().join("stills/IMG_5195.HEIC"),
+        std::fs::read(corpus_media().join("exifsamples_IMG_5195.HEIC")).unwrap(),
+    )
+    .unwrap();
+    // exiftool 12.57 cannot write Keys:ContentIdentifier, so the test builds
+    // the movie's atoms itself and has exiftool read them back.
+    let clip = sandbox.inbox().join("videos/clip.mov");
+    std::fs::write(
+        &clip,
+        quicktime_with_keys(&[
+            (
+                "com.apple.quicktime.content.identifier",
+                "570F1469-09C7-4E50-9875-05F21D5BD166",
+            ),
+            (
+                "com.apple.quicktime.creationdate",
+                "2021-04-11T15:47:54-0500",
+            ),
+        ]),
+    )
+    .unwrap();
+    let read_back = std::process::Command::new("exiftool")
+        .args(["-s3", "-Keys:ContentIdentifier"])
+        .arg(&clip)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_back.stdout).trim(),
+        "570F1469-09C7-4E50-9875-05F21D5BD166"
+    );
+    // Paired by name and capture times 2 s apart.
+    generate(
+        &sandbox,
+        "exiftool_Canon.jpg",
+        "IMG_0100.jpg",
+        &["-DateTimeOriginal=2020:01:01 10:00:00"],
+    );
+    generate(
+        &sandbox,
+        "mde_with-gps.mov",
+        "IMG_0100.MOV",
+        &["-Keys:CreationDate=2020:01:01 10:00:02+00:00"],
+    );
+    // The same name months apart is not a pair.
+    generate(
+        &sandbox,
+        "exiftool_Canon.jpg",
+        "IMG_0200.jpg",
+        &["-DateTimeOriginal=2020:01:01 10:00:00"],
+    );
+    generate(
+        &sandbox,
+        "mde_with-gps.mov",
+        "IMG_0200.MOV",
+        &["-Keys:CreationDate=2020:06:01 10:00:00+00:00"],
+    );
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    let jobs = sandbox.jobs();
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["relative_path"] == name)
+            .unwrap()
+            .clone()
+    };
+    let dest = |name: &str| job(name)["destination"].as_str().unwrap().to_string();
+    let beside = |still: &str, ext: &str| {
+        let still = dest(still);
+        format!("{}.{ext}", &still[..still.rfind('.').unwrap()])
+    };
+    assert_eq!(
+        dest("videos/clip.mov"),
+        beside("stills/IMG_5195.HEIC", "mov")
+    );
+    assert_eq!(
+        job("videos/clip.mov")["facts"]["live.still_job"],
+        job("stills/IMG_5195.HEIC")["id"]
+    );
+    assert_eq!(dest("IMG_0100.MOV"), beside("IMG_0100.jpg", "MOV"));
+    assert_ne!(dest("IMG_0200.MOV"), beside("IMG_0200.jpg", "MOV"));
+    assert!(
+        dest("IMG_0200.MOV").contains("/2020/06/"),
+        "{}",
+        dest("IMG_0200.MOV")
+    );
+    assert!(job("IMG_0200.MOV")["facts"].get("live.still_job").is_none());
+}
+
+/// A minimal QuickTime movie: `ftyp`, and `moov` with a movie header and
+/// Apple `keys`/`ilst` metadata.
+fn quicktime_with_keys(items: &[(&str, &str)]) -> Vec<u8> {
+    fn atom(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        out
+    }
+    let mut mvhd = vec![0u8; 100];
+    mvhd[12..16].copy_from_slice(&600u32.to_be_bytes()); // time scale
+    let mut keys = vec![0, 0, 0, 0];
+    keys.extend_from_slice(&(items.len() as u32).to_be_bytes());
+    let mut ilst = Vec::new();
+    for (i, (key, value)) in items.iter().enumerate() {
+        keys.extend_from_slice(&((key.len() + 8) as u32).to_be_bytes());
+        keys.extend_from_slice(b"mdta");
+        keys.extend_from_slice(key.as_bytes());
+        let mut data = vec![0, 0, 0, 1, 0, 0, 0, 0]; // UTF-8, default locale
+        data.extend_from_slice(value.as_bytes());
+        ilst.extend(atom(&(i as u32 + 1).to_be_bytes(), &atom(b"data", &data)));
+    }
+    let mut hdlr = vec![0u8; 8];
+    hdlr.extend_from_slice(b"mdta");
+    hdlr.extend_from_slice(&[0u8; 13]);
+    let meta = [
+        atom(b"hdlr", &hdlr),
+        atom(b"keys", &keys),
+        atom(b"ilst", &ilst),
+    ]
+    .concat();
+    let moov = [atom(b"mvhd", &mvhd), atom(b"meta", &meta)].concat();
+    [
+        atom(b"ftyp", b"qt  \0\0\0\0qt  "),
+        atom(b"moov", &moov),
+        atom(b"mdat", b""),
+    ]
+    .concat()
+}

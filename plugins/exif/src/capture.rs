@@ -163,6 +163,52 @@ fn gps_position(exif: &exif::Exif) -> Option<(f64, f64)> {
     (lat.abs() <= 90.0 && lon.abs() <= 180.0 && (lat != 0.0 || lon != 0.0)).then_some((lat, lon))
 }
 
+/// A Live Photo link is a UUID; anything else is not trusted as one.
+fn valid_content_id(id: &str) -> bool {
+    (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// Apple's MakerNote (`Apple iOS\0`, version, `MM`, then an IFD whose
+/// offsets count from the MakerNote's start): tag 0x0011 is the
+/// MediaGroupUUID a Live Photo's video repeats as its content identifier.
+fn apple_media_group(exif: &exif::Exif) -> Option<String> {
+    let note = match &field(exif, 0x927C, false)?.value {
+        Value::Undefined(bytes, _) => bytes.as_slice(),
+        _ => return None,
+    };
+    if !note.starts_with(b"Apple iOS\0") || note.get(12..14) != Some(b"MM") {
+        return None;
+    }
+    let u16_at = |at: usize| {
+        note.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        note.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let count = u16_at(14)? as usize;
+    for i in 0..count.min(512) {
+        let entry = 16 + i * 12;
+        if u16_at(entry)? != 0x0011 || u16_at(entry + 2)? != 2 {
+            continue;
+        }
+        let len = u32_at(entry + 4)? as usize;
+        let text = if len <= 4 {
+            note.get(entry + 8..entry + 8 + len)?
+        } else {
+            let offset = u32_at(entry + 8)? as usize;
+            note.get(offset..offset.checked_add(len)?)?
+        };
+        let text = String::from_utf8_lossy(text)
+            .trim_end_matches('\0')
+            .trim()
+            .to_string();
+        return Some(text);
+    }
+    None
+}
+
 fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -224,6 +270,9 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
                 "exif:CreateDate",
                 Confidence::High,
             ));
+        }
+        if let Some(id) = apple_media_group(exif).filter(|id| valid_content_id(id)) {
+            found.facts.push(("live.content_id".into(), id));
         }
         for (key, tag) in [("camera.make", 0x010F), ("camera.model", 0x0110)] {
             if let Some(value) = ascii(exif, tag) {
@@ -292,6 +341,9 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
                 "quicktime:CreateDate(UTC)",
                 Confidence::Medium,
             ));
+        }
+        if let Some(id) = video.content_id.filter(|id| valid_content_id(id)) {
+            found.facts.push(("live.content_id".into(), id));
         }
         for (key, value) in [("camera.make", video.make), ("camera.model", video.model)] {
             if let Some(value) = value.filter(|v| !v.trim().is_empty()) {

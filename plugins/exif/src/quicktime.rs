@@ -23,6 +23,9 @@ pub struct VideoDates {
     pub create_utc: Option<Stamp>,
     pub make: Option<String>,
     pub model: Option<String>,
+    /// `com.apple.quicktime.content.identifier`: a Live Photo video's link
+    /// to its still (the still's Apple MediaGroupUUID).
+    pub content_id: Option<String>,
 }
 
 struct BoxHeader {
@@ -236,6 +239,9 @@ fn read_meta(bytes: &Budgeted<'_>, meta: &BoxHeader, _in_udta: bool, dates: &mut
             }
             "com.apple.quicktime.make" => dates.make = Some(value),
             "com.apple.quicktime.model" => dates.model = Some(value),
+            "com.apple.quicktime.content.identifier" => {
+                dates.content_id = Some(value.trim().to_string())
+            }
             _ => {}
         }
     }

@@ -89,11 +89,13 @@ pub struct JobRecord {
     pub dest_path: Option<String>,
     pub duplicate_of: Option<u64>,
     pub updated_at: i64,
+    /// What stages recorded (JSON object).
+    pub facts: String,
 }
 
 const JOB_COLUMNS: &str = "id, inbox, rel_path, source_path, size, mtime_ns, inode, companions, \
     state, attempts, last_error, reason, blake3, sha1, media_kind, capture_time, capture_source, \
-    dest_path, duplicate_of, updated_at";
+    dest_path, duplicate_of, updated_at, facts";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let state: String = row.get(8)?;
@@ -126,6 +128,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         dest_path: row.get(17)?,
         duplicate_of: row.get(18)?,
         updated_at: row.get(19)?,
+        facts: row.get(20)?,
     })
 }
 

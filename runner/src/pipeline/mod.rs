@@ -3,6 +3,7 @@
 //! host, journaled → done.
 
 mod decide;
+mod live;
 pub mod paths;
 mod plan;
 mod read;
@@ -268,6 +269,7 @@ impl Pipeline {
             ledger: Arc::clone(&self.ledger),
             reserved: Mutex::new(HashMap::new()),
             reserved_paths: Mutex::new(HashSet::new()),
+            stills: Mutex::new(Default::default()),
         });
         let applied = std::thread::scope(|scope| -> Result<Vec<(u64, Applied)>, PipelineError> {
             let (to_apply, batches) = std::sync::mpsc::sync_channel::<Vec<effects::JobPlan>>(1);

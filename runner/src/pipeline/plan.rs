@@ -120,8 +120,52 @@ pub(super) fn plan(
             });
             move_sources(&mut plan, job, remove_sources);
         }
-        Decision::Place(path) => {
+        Decision::Place(mut path) => {
+            // A Live Photo's video goes beside its still, under its name.
+            let content_id = decided
+                .facts
+                .iter()
+                .rev()
+                .find(|f| f.key == "live.content_id")
+                .map(|f| f.value.clone());
+            let capture_secs = decided.capture.as_ref().and_then(super::live::capture_secs);
+            let mut paired_with = None;
+            if kind == "video" {
+                let stills = services.stills.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(still) = stills.find(
+                    ledger,
+                    content_id.as_deref(),
+                    &job.source_path,
+                    capture_secs,
+                ) {
+                    path = super::live::beside(&still.dest, &job.source_path);
+                    paired_with = Some(still.job_id);
+                }
+            }
             let (chosen, adopted) = choose_name(config, ledger, services, &path, &blake3);
+            if kind != "video" {
+                services
+                    .stills
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .register(
+                        content_id.as_deref(),
+                        &job.source_path,
+                        super::live::Still {
+                            job_id: job.id,
+                            dest: chosen.clone(),
+                            capture_secs,
+                        },
+                    );
+            }
+            if let Some(still) = paired_with
+                && let Ok(mut facts) = serde_json::from_str::<
+                    serde_json::Map<String, serde_json::Value>,
+                >(&finish.facts)
+            {
+                facts.insert("live.still_job".into(), serde_json::json!(still));
+                finish.facts = serde_json::Value::Object(facts).to_string();
+            }
             finish.state = "done".into();
             finish.dest_path = Some(chosen.clone());
             finish.asset = Some(AssetInfo {

@@ -15,6 +15,8 @@ pub(super) struct IngestServices {
     pub(super) ledger: Arc<Ledger>,
     pub(super) reserved: Mutex<HashMap<String, u64>>,
     pub(super) reserved_paths: Mutex<HashSet<PathBuf>>,
+    /// Live Photo stills decided in this ingest.
+    pub(super) stills: super::live::SharedStills,
 }
 
 impl IngestServices {
