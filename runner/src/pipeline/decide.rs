@@ -105,7 +105,8 @@ pub fn iso(capture: &CaptureTime) -> String {
     out
 }
 
-fn valid_capture(capture: &CaptureTime) -> Result<(), String> {
+/// A capture time as a civil date-time (checks every field's range).
+pub fn civil(capture: &CaptureTime) -> Result<jiff::civil::DateTime, jiff::Error> {
     let t = &capture.local;
     jiff::civil::DateTime::new(
         t.year as i16,
@@ -116,7 +117,10 @@ fn valid_capture(capture: &CaptureTime) -> Result<(), String> {
         t.second as i8,
         t.nanosecond as i32,
     )
-    .map_err(|e| format!("invalid capture time: {e}"))?;
+}
+
+fn valid_capture(capture: &CaptureTime) -> Result<(), String> {
+    civil(capture).map_err(|e| format!("invalid capture time: {e}"))?;
     if let Some(offset) = capture.offset_minutes
         && offset.unsigned_abs() > 18 * 60
     {

@@ -40,17 +40,7 @@ fn stem_key(source: &Path) -> Option<(PathBuf, String)> {
 /// Seconds since the epoch of a capture time (a naive time is read as UTC:
 /// only differences between a pair's two times matter).
 pub(super) fn capture_secs(capture: &CaptureTime) -> Option<i64> {
-    let t = &capture.local;
-    let civil = jiff::civil::DateTime::new(
-        t.year as i16,
-        t.month as i8,
-        t.day as i8,
-        t.hour as i8,
-        t.minute as i8,
-        t.second as i8,
-        0,
-    )
-    .ok()?;
+    let civil = super::decide::civil(capture).ok()?;
     let utc = jiff::tz::TimeZone::UTC
         .to_timestamp(civil)
         .ok()?

@@ -269,15 +269,8 @@ fn write_xmp(
     properties: &[(String, String)],
     services: &IngestServices,
 ) {
-    let media_name = job
-        .source_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let placed_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let media_name = file_name_of(&job.source_path);
+    let placed_name = file_name_of(dest);
     let sidecar_dest = dest.with_file_name(format!("{placed_name}.xmp"));
     let own = job
         .companions
@@ -335,6 +328,12 @@ fn write_xmp(
     });
 }
 
+fn file_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Sidecars follow their file: named after where it went, collision-safe.
 fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> Vec<FileWrite> {
     let source_dir = job
@@ -342,15 +341,8 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let media_name = job
-        .source_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let placed_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let media_name = file_name_of(&job.source_path);
+    let placed_name = file_name_of(dest);
     let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut reserved = services
         .reserved_paths
