@@ -108,6 +108,78 @@ pub fn merge(existing: &str, properties: &[(String, String)]) -> Option<String> 
     ))
 }
 
+const XMP_APP1: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
+/// An XMP packet must fit one APP1 segment (65533 bytes with its header).
+const MAX_XMP_SEGMENT: usize = 65_533 - XMP_APP1.len();
+
+/// A JPEG with `properties` in its XMP segment: merged into the one it has,
+/// or a new one after the EXIF segment. Every byte from the first
+/// start-of-scan on (the image data) is copied unchanged. `None` when the
+/// file is not a JPEG keepsake can rewrite safely (the caller then writes a
+/// sidecar instead).
+pub fn embed_jpeg(jpeg: &[u8], properties: &[(String, String)]) -> Option<Vec<u8>> {
+    if !jpeg.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    // Walk the segments up to the image data.
+    let mut at = 2usize;
+    let mut insert_at = 2usize;
+    let mut existing: Option<(usize, usize)> = None;
+    loop {
+        let marker = *jpeg.get(at + 1)?;
+        if *jpeg.get(at)? != 0xFF {
+            return None;
+        }
+        if marker == 0xDA {
+            break;
+        }
+        if marker == 0xD8 || (0xD0..=0xD7).contains(&marker) || marker == 0x01 {
+            return None; // not where metadata may stand
+        }
+        let len = u16::from_be_bytes([*jpeg.get(at + 2)?, *jpeg.get(at + 3)?]) as usize;
+        let end = at.checked_add(2 + len)?;
+        if len < 2 || end > jpeg.len() {
+            return None;
+        }
+        let body = &jpeg[at + 4..end];
+        if marker == 0xE1 && body.starts_with(XMP_APP1) && existing.is_none() {
+            existing = Some((at, end));
+        }
+        if matches!(marker, 0xE0 | 0xE1) {
+            insert_at = end;
+        }
+        at = end;
+    }
+    let packet = match existing {
+        Some((start, end)) => {
+            let text = std::str::from_utf8(&jpeg[start + 4 + XMP_APP1.len()..end]).ok()?;
+            merge(text, properties)?
+        }
+        None => fresh(properties),
+    };
+    if packet.len() > MAX_XMP_SEGMENT {
+        return None;
+    }
+    let mut segment = vec![0xFF, 0xE1];
+    segment.extend_from_slice(&((2 + XMP_APP1.len() + packet.len()) as u16).to_be_bytes());
+    segment.extend_from_slice(XMP_APP1);
+    segment.extend_from_slice(packet.as_bytes());
+    let mut out = Vec::with_capacity(jpeg.len() + segment.len());
+    match existing {
+        Some((start, end)) => {
+            out.extend_from_slice(&jpeg[..start]);
+            out.extend_from_slice(&segment);
+            out.extend_from_slice(&jpeg[end..]);
+        }
+        None => {
+            out.extend_from_slice(&jpeg[..insert_at]);
+            out.extend_from_slice(&segment);
+            out.extend_from_slice(&jpeg[insert_at..]);
+        }
+    }
+    Some(out)
+}
+
 /// Remove every definition of `name`: attributes (`name="…"`) and elements
 /// (`<name …/>` or `<name …>…</name>`).
 fn remove_property(text: &str, name: &str) -> String {

@@ -741,3 +741,109 @@ fn quicktime_with_keys(items: &[(&str, &str)]) -> Vec<u8> {
     ]
     .concat()
 }
+
+/// The bytes from the first start-of-scan marker on: a JPEG's image data.
+fn scan_data(jpeg: &[u8]) -> &[u8] {
+    let at = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    &jpeg[at..]
+}
+
+#[test]
+fn embed_mode_writes_xmp_into_the_library_copy_of_a_jpeg_only() {
+    assert!(
+        exiftool().is_some(),
+        "exiftool is not installed (apt-get install libimage-exiftool-perl)"
+    );
+    let sandbox = Sandbox::new();
+    sandbox.write_config("[stages.exif]\nwrite = \"embed\"\n");
+    generate(
+        &sandbox,
+        "exiftool_Canon.jpg",
+        "PXL_20230102_030405678.jpg",
+        &[],
+    );
+    generate(
+        &sandbox,
+        "exiftool_Sony.jpg",
+        "IMG_20190704_101530.jpg",
+        &["-XMP-xmp:Rating=4"],
+    );
+    generate(
+        &sandbox,
+        "exiftool_PNG.png",
+        "Screenshot_20240512-101010.png",
+        &[],
+    );
+    let before = hash_tree(&sandbox.inbox());
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        hash_tree(&sandbox.inbox()),
+        before,
+        "the inbox is never touched"
+    );
+    let jobs = sandbox.jobs();
+    for name in ["PXL_20230102_030405678.jpg", "IMG_20190704_101530.jpg"] {
+        let job = jobs.iter().find(|j| j["relative_path"] == name).unwrap();
+        let dest = std::path::PathBuf::from(job["destination"].as_str().unwrap());
+        let original = std::fs::read(sandbox.inbox().join(name)).unwrap();
+        let copy = std::fs::read(&dest).unwrap();
+        assert_ne!(original, copy, "{name}: the metadata was embedded");
+        assert_eq!(
+            scan_data(&original),
+            scan_data(&copy),
+            "{name}: the image data is byte-identical"
+        );
+        assert!(
+            !sidecar_of(&dest).exists(),
+            "{name}: embedded, so no sidecar"
+        );
+        let read_back =
+            exiftool_date(&dest).unwrap_or_else(|| panic!("{name}: exiftool reads no date"));
+        assert!(
+            job["capture_time"]
+                .as_str()
+                .unwrap()
+                .starts_with(&read_back),
+            "{job} vs {read_back}"
+        );
+        // The asset is still known by the original's bytes: a copy of the
+        // inbox file is a duplicate.
+        assert_eq!(
+            job["blake3"].as_str().unwrap(),
+            blake3_of(&sandbox.inbox().join(name))
+        );
+    }
+    let merged = jobs
+        .iter()
+        .find(|j| j["relative_path"] == "IMG_20190704_101530.jpg")
+        .unwrap();
+    let rating = std::process::Command::new("exiftool")
+        .args(["-s3", "-XMP-xmp:Rating"])
+        .arg(merged["destination"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rating.stdout).trim(),
+        "4",
+        "the existing XMP survives the merge"
+    );
+    // A PNG cannot take it: a sidecar instead.
+    let png = jobs
+        .iter()
+        .find(|j| j["relative_path"] == "Screenshot_20240512-101010.png")
+        .unwrap();
+    assert!(sidecar_of(std::path::Path::new(png["destination"].as_str().unwrap())).exists());
+    // Idempotent: nothing changes the second time.
+    let library = hash_tree(&sandbox.library());
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["processed"], 0);
+    assert_eq!(hash_tree(&sandbox.library()), library);
+    std::fs::write(
+        sandbox.inbox().join("again.jpg"),
+        std::fs::read(sandbox.inbox().join("PXL_20230102_030405678.jpg")).unwrap(),
+    )
+    .unwrap();
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["duplicates"], 1, "{report}");
+}

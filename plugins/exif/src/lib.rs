@@ -22,8 +22,8 @@ pub mod time;
 pub mod xmp;
 
 use keepsake_sdk::{
-    CaptureTime, Confidence, Datetime, Description, Effect, Fact, Guest, Job, StageError, describe,
-    export_stage, host,
+    CaptureTime, Confidence, Datetime, Description, Effect, Fact, Guest, Job, StageError,
+    XmpTarget, XmpWrite, describe, export_stage, host,
 };
 
 use capture::{Inputs, Sidecar};
@@ -61,11 +61,18 @@ impl Guest for Exif {
             "exif",
             env!("CARGO_PKG_VERSION"),
             "the capture time of every photo and video, from metadata, sidecars, names and folders",
-            &[(
-                "use_mtime",
-                "date files with no other source by their modification time (true/false)",
-                Some("true"),
-            )],
+            &[
+                (
+                    "use_mtime",
+                    "date files with no other source by their modification time (true/false)",
+                    Some("true"),
+                ),
+                (
+                    "write",
+                    "where dates from outside the file are recorded: sidecar (IMG.jpg.xmp) or embed (inside the library copy of a JPEG)",
+                    Some("sidecar"),
+                ),
+            ],
         )
     }
 
@@ -105,12 +112,17 @@ impl Guest for Exif {
             .into_iter()
             .map(|(key, value)| Effect::SetFact(Fact { key, value }))
             .collect();
-        effects.extend(
-            found
-                .xmp
-                .into_iter()
-                .map(|(key, value)| Effect::WriteXmp(Fact { key, value })),
-        );
+        let target = match keepsake_sdk::option_or("write", "sidecar").as_str() {
+            "embed" => XmpTarget::Embed,
+            _ => XmpTarget::Sidecar,
+        };
+        effects.extend(found.xmp.into_iter().map(|(name, value)| {
+            Effect::WriteXmp(XmpWrite {
+                name,
+                value,
+                target,
+            })
+        }));
         if let Some(best) = found.capture {
             effects.push(Effect::SetCaptureTime(CaptureTime {
                 local: Datetime {

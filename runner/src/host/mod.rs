@@ -21,7 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::keepsake::stage::types::{
     AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Effect, Fact, Job, LogLevel,
-    MediaKind as WitMediaKind, Placement, StageError,
+    MediaKind as WitMediaKind, Placement, StageError, XmpTarget, XmpWrite,
 };
 use bindings::{Stage, StagePre};
 pub use cache::CacheOutcome;

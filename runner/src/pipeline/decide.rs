@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::host::{
     CallFiles, CaptureTime, Datetime, Effect, Fact, Job, LoadedStage, Placement, Services,
-    StageCallError, StageError, StageRuntime, WitMediaKind,
+    StageCallError, StageError, StageRuntime, WitMediaKind, XmpTarget, XmpWrite,
 };
 use crate::ledger::JobRecord;
 use crate::media::MediaKind;
@@ -45,9 +45,10 @@ pub struct Decided {
     pub size: u64,
     pub capture: Option<CaptureTime>,
     pub facts: Vec<Fact>,
-    /// XMP properties for the library copy's sidecar (the last write of a
-    /// name wins).
+    /// XMP properties for the library copy (the last write of a name wins).
     pub xmp: Vec<(String, String)>,
+    /// A stage asked for them inside the file where the format allows.
+    pub xmp_embed: bool,
 }
 
 fn wit_kind(kind: MediaKind) -> WitMediaKind {
@@ -147,9 +148,11 @@ fn effects_json(effects: &[Effect]) -> String {
             Effect::Defer(d) => {
                 serde_json::json!({"defer": {"seconds": d.seconds, "reason": d.reason}})
             }
-            Effect::WriteXmp(f) => {
-                serde_json::json!({"write-xmp": {"name": f.key, "value": f.value}})
-            }
+            Effect::WriteXmp(w) => serde_json::json!({"write-xmp": {
+                "name": w.name,
+                "value": w.value,
+                "target": if w.target == XmpTarget::Embed { "embed" } else { "sidecar" },
+            }}),
         })
         .collect();
     serde_json::Value::Array(items).to_string()
@@ -172,6 +175,7 @@ pub fn decide(
         capture: None,
         facts: Vec::new(),
         xmp: Vec::new(),
+        xmp_embed: false,
     };
     let read = match read {
         Ok(read) => read,
@@ -277,13 +281,18 @@ pub fn decide(
                     wit_job.facts.push(fact.clone());
                     decided.facts.push(fact);
                 }
-                Effect::WriteXmp(Fact { key, value }) => {
+                Effect::WriteXmp(XmpWrite {
+                    name: key,
+                    value,
+                    target,
+                }) => {
                     if let Err(e) = crate::sidecar::validate(&key, &value) {
                         decided.decision = rejected(format!("write-xmp: {e}"));
                         return decided;
                     }
                     decided.xmp.retain(|(name, _)| *name != key);
                     decided.xmp.push((key, value));
+                    decided.xmp_embed |= target == XmpTarget::Embed;
                 }
                 Effect::Place(Placement { root, path }) => {
                     if root != "library" {

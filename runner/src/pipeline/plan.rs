@@ -15,6 +15,9 @@ use super::IngestServices;
 use super::decide::{Decided, Decision, iso};
 use super::paths::numbered;
 
+/// The largest JPEG whose XMP keepsake embeds (it is rewritten in memory).
+const MAX_EMBED: u64 = 64 << 20;
+
 fn confidence_text(confidence: Confidence) -> &'static str {
     match confidence {
         Confidence::Low => "low",
@@ -142,7 +145,19 @@ pub(super) fn plan(
                     paired_with = Some(still.job_id);
                 }
             }
-            let (chosen, adopted) = choose_name(config, ledger, services, &path, &blake3);
+            // Embedded XMP: the library copy is the original with the
+            // properties in its XMP segment, image data byte-identical.
+            let embedded = (decided.xmp_embed && kind == "jpeg" && decided.size <= MAX_EMBED)
+                .then(|| std::fs::read(&job.source_path).ok())
+                .flatten()
+                .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == blake3)
+                .and_then(|bytes| crate::sidecar::embed_jpeg(&bytes, &decided.xmp))
+                .map(std::sync::Arc::new);
+            let final_hash = embedded
+                .as_ref()
+                .map(|bytes| blake3::hash(bytes).to_hex().to_string())
+                .unwrap_or_else(|| blake3.clone());
+            let (chosen, adopted) = choose_name(config, ledger, services, &path, &final_hash);
             if kind != "video" {
                 services
                     .stills
@@ -181,13 +196,13 @@ pub(super) fn plan(
                 action: Action::Place,
                 source: job.source_path.clone(),
                 dest: dest.clone(),
-                blake3,
-                size: decided.size,
+                size: embedded.as_ref().map_or(decided.size, |b| b.len() as u64),
+                blake3: final_hash,
                 adopt: adopted,
-                content: None,
+                content: embedded.clone(),
             });
             plan.writes.extend(companion_writes(job, &dest, services));
-            if !decided.xmp.is_empty() {
+            if !decided.xmp.is_empty() && embedded.is_none() {
                 write_xmp(&mut plan.writes, job, &dest, &decided.xmp, services);
             }
             move_sources(&mut plan, job, remove_sources);
