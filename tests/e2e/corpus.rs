@@ -275,3 +275,32 @@ fn a_duplicate_of_a_file_that_could_not_be_placed_is_not_called_a_duplicate() {
     assert_eq!(report["duplicates"], 1);
     assert_consistent(&sandbox, &hash_tree(&sandbox.inbox()));
 }
+
+#[test]
+fn a_file_that_changes_after_its_job_failed_is_taken_by_a_new_job() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("[stages.library]\ntemplate = \"{stem}/{name}\"\n");
+    fake_jpeg(&sandbox.inbox().join("a.jpg"), 1, 5000);
+    std::fs::create_dir_all(sandbox.library()).unwrap();
+    std::fs::write(sandbox.library().join("a"), b"in the way").unwrap();
+    let (code, _) = sandbox.ingest();
+    assert_eq!(code, 1);
+    #[allow(clippy::disallowed_methods)]
+    std::fs::remove_file(sandbox.library().join("a")).unwrap();
+    // The phone uploads a new version under the same name.
+    fake_jpeg(&sandbox.inbox().join("a.jpg"), 2, 6000);
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 1, "{report}");
+    let jobs = sandbox.jobs();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0]["state"], "skipped", "{:?}", jobs[0]);
+    assert!(jobs[0]["reason"].as_str().unwrap().contains("changed"));
+    assert_eq!(jobs[1]["state"], "done");
+    assert_eq!(
+        blake3_of(std::path::Path::new(
+            jobs[1]["destination"].as_str().unwrap()
+        )),
+        blake3_of(&sandbox.inbox().join("a.jpg"))
+    );
+}

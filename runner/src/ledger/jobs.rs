@@ -174,6 +174,19 @@ pub fn insert_job(conn: &Connection, job: &NewJob) -> rusqlite::Result<u64> {
         now,
     ])?;
     let id = conn.last_insert_rowid() as u64;
+    // The file changed while its earlier job was still waiting or failed:
+    // the new job takes it, the old one stands down (and says why).
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'skipped', reason = ?3, updated_at = ?4 \
+         WHERE id = (SELECT job_id FROM sources WHERE inbox = ?1 AND rel_path = ?2) \
+         AND state IN ('pending', 'failed')",
+    )?
+    .execute(params![
+        job.inbox,
+        job.rel_path,
+        format!("the file changed before this job finished; job {id} takes it"),
+        now
+    ])?;
     conn.prepare_cached(
         "INSERT INTO sources (inbox, rel_path, size, mtime_ns, inode, job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
          ON CONFLICT (inbox, rel_path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, \
