@@ -1,7 +1,7 @@
 //! One read of a file feeds BLAKE3 (keepsake's identity of an original) and
 //! SHA-1 (Immich's checksum) together, in constant memory.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 
 use sha1::Digest;
@@ -22,11 +22,22 @@ pub struct Hashes {
 }
 
 /// Hash everything `reader` yields. `size_hint` picks the strategy only.
-pub fn hash_reader(mut reader: impl Read, size_hint: u64) -> std::io::Result<Hashes> {
+pub fn hash_reader(reader: impl Read, size_hint: u64) -> std::io::Result<Hashes> {
+    hash_and_copy(reader, size_hint, None)
+}
+
+/// Hash everything `reader` yields and, when `copy_to` is given, write the
+/// same bytes there in the same pass (a large file's copy costs no second
+/// read). For large inputs SHA-1 and the writer run on their own threads.
+pub fn hash_and_copy(
+    mut reader: impl Read,
+    size_hint: u64,
+    copy_to: Option<&mut (dyn Write + Send)>,
+) -> std::io::Result<Hashes> {
     let mut blake3 = blake3::Hasher::new();
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut size = 0u64;
-    let sha1 = if size_hint < PARALLEL_FROM {
+    let sha1 = if size_hint < PARALLEL_FROM && copy_to.is_none() {
         let mut sha1 = sha1::Sha1::new();
         let mut buf = vec![0u8; CHUNK.min(size_hint as usize + 1).max(8192)];
         loop {
@@ -51,6 +62,15 @@ pub fn hash_reader(mut reader: impl Read, size_hint: u64) -> std::io::Result<Has
                 }
                 sha1.finalize()
             });
+            let (write_tx, write_rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+            let writer = copy_to.map(|out| {
+                scope.spawn(move || -> std::io::Result<()> {
+                    for chunk in write_rx {
+                        out.write_all(&chunk)?;
+                    }
+                    Ok(())
+                })
+            });
             let result = (|| {
                 loop {
                     let mut buf = vec![0u8; 4 * CHUNK];
@@ -61,16 +81,26 @@ pub fn hash_reader(mut reader: impl Read, size_hint: u64) -> std::io::Result<Has
                     buf.truncate(n);
                     let chunk = Arc::new(buf);
                     keep_head(&mut head, &chunk);
-                    // The worker only stops when the channel closes.
+                    // The workers only stop when their channel closes (or
+                    // the writer on an error, reported when it is joined).
                     let _ = tx.send(Arc::clone(&chunk));
+                    if writer.is_some() {
+                        let _ = write_tx.send(Arc::clone(&chunk));
+                    }
                     blake3.update(&chunk);
                     size += n as u64;
                 }
             })();
             drop(tx);
+            drop(write_tx);
             let sha1 = worker
                 .join()
                 .map_err(|_| std::io::Error::other("SHA-1 worker thread panicked"))?;
+            if let Some(writer) = writer {
+                writer
+                    .join()
+                    .map_err(|_| std::io::Error::other("copy thread panicked"))??;
+            }
             result.map(|()| sha1)
         })?
     };

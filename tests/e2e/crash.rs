@@ -154,3 +154,34 @@ fn in_move_mode_a_crash_at_any_step_loses_nothing_and_the_inbox_empties() {
         k += 1;
     }
 }
+
+#[test]
+fn a_large_file_is_copied_while_hashed_and_survives_a_crash_at_any_step() {
+    let big = 33 << 20;
+    let mut k = 1;
+    loop {
+        let sandbox = Sandbox::new();
+        fake_jpeg(&sandbox.inbox().join("VID_big.jpg"), 7, big);
+        fake_jpeg(&sandbox.inbox().join("copy/VID_big.jpg"), 7, big);
+        fake_jpeg(&sandbox.inbox().join("small.jpg"), 8, 5000);
+        let before = hash_tree(&sandbox.inbox());
+        let status = run_with_fault(&sandbox, k);
+        let finished = status.signal().is_none();
+        let (code, report) = sandbox.ingest();
+        assert_eq!(code, 0, "after a crash at step {k}: {report}");
+        assert_consistent(&sandbox, &before);
+        assert_eq!(
+            hash_tree(&sandbox.library()).len(),
+            2,
+            "after a crash at step {k}"
+        );
+        let staging = sandbox.library().join(".keepsake/staging");
+        let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "staging copies left after a crash at step {k}");
+        if finished {
+            assert!(k > 5, "expected more than 5 steps, got {k}");
+            break;
+        }
+        k += 1;
+    }
+}

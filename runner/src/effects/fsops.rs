@@ -49,6 +49,42 @@ pub fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<u64> {
     Ok(bytes.len() as u64)
 }
 
+/// A scratch file for copying a large file while it is hashed. Staging
+/// files are never journaled: keepsake removes any it finds at start.
+pub fn create_staging(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+}
+
+/// Move a staged copy to its journaled temp name (same filesystem: a
+/// rename, no second copy). Keeps the source's modification time.
+pub fn take_staged(staged: &Path, temp: &Path, source: &Path) -> io::Result<()> {
+    let modified = std::fs::metadata(source)?.modified()?;
+    std::fs::rename(staged, temp)?;
+    File::options()
+        .write(true)
+        .open(temp)?
+        .set_modified(modified)
+}
+
+/// Remove every staging file (at start, after a crash).
+pub fn clear_staging(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Make written files durable: one `syncfs` per filesystem when there are
 /// many (one journal commit instead of one per file), `fsync` each otherwise.
 pub fn sync_files(paths: &[&Path]) -> io::Result<()> {

@@ -105,6 +105,9 @@ pub struct FileWrite {
     /// Bytes keepsake made (a merged XMP sidecar) instead of a copy of
     /// `source`.
     pub content: Option<std::sync::Arc<Vec<u8>>>,
+    /// A copy of `source` made while it was hashed, to move into place
+    /// instead of copying again.
+    pub staged: Option<PathBuf>,
 }
 
 /// A job after its stages ran: what to write and how it ends.
@@ -143,6 +146,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     // 1. Intents (and jobs that need no file written) in one transaction.
     let mut adopted = std::collections::HashSet::new();
     let mut generated = HashMap::new();
+    let mut staged_copies: HashMap<u64, PathBuf> = HashMap::new();
     let entries = ledger.write(|tx| {
         let mut entries: Vec<ledger::JournalEntry> = Vec::new();
         for plan in &plans {
@@ -171,6 +175,9 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 }
                 if let Some(content) = &write.content {
                     generated.insert(entry.id, std::sync::Arc::clone(content));
+                }
+                if let Some(staged) = &write.staged {
+                    staged_copies.insert(entry.id, staged.clone());
                 }
                 entries.push(entry);
             }
@@ -211,9 +218,13 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         let copied = fsops::create_dirs_durably(dir)
             .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
             .and_then(|()| {
-                let written = match generated.get(&entry.id) {
-                    Some(content) => fsops::write_temp(&entry.temp, content),
-                    None => fsops::copy_to_temp(&entry.source, &entry.temp),
+                let written = match (generated.get(&entry.id), staged_copies.get(&entry.id)) {
+                    (Some(content), _) => fsops::write_temp(&entry.temp, content),
+                    // Moved, not copied again; across filesystems, copied.
+                    (None, Some(staged)) => fsops::take_staged(staged, &entry.temp, &entry.source)
+                        .map(|()| entry.size)
+                        .or_else(|_| fsops::copy_to_temp(&entry.source, &entry.temp)),
+                    (None, None) => fsops::copy_to_temp(&entry.source, &entry.temp),
                 };
                 written.map_err(|e| {
                     let hint = match e.kind() {

@@ -49,6 +49,8 @@ pub struct Decided {
     pub xmp: Vec<(String, String)>,
     /// A stage asked for them inside the file where the format allows.
     pub xmp_embed: bool,
+    /// The staged copy of a large file.
+    pub staged: Option<std::path::PathBuf>,
 }
 
 fn wit_kind(kind: MediaKind) -> WitMediaKind {
@@ -176,6 +178,7 @@ pub fn decide(
         facts: Vec::new(),
         xmp: Vec::new(),
         xmp_embed: false,
+        staged: None,
     };
     let read = match read {
         Ok(read) => read,
@@ -192,6 +195,7 @@ pub fn decide(
         }
     };
     decided.size = read.hashes.size;
+    decided.staged = read.staged.clone();
     decided.hashes = Some((
         read.hashes.blake3.clone(),
         read.hashes.sha1.clone(),

@@ -82,6 +82,9 @@ struct InboxPlan {
     ignore: Vec<String>,
 }
 
+/// A batch's plans, and the staged copies its reads made.
+type Batch = (Vec<effects::JobPlan>, Vec<PathBuf>);
+
 /// What [`Pipeline::discover`] found, for [`Pipeline::process`].
 pub struct Discovery {
     inboxes: HashMap<String, InboxPlan>,
@@ -107,6 +110,8 @@ impl Pipeline {
         let lock = StateLock::acquire(&config.state_dir)?;
         let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
         let recovery = effects::recover(&ledger)?;
+        // Staging copies are never journaled: whatever a crash left is scratch.
+        let _ = effects::fsops::clear_staging(&config.state_dir.join("staging"));
         if recovery.finished + recovery.requeued > 0 {
             tracing::info!(
                 finished = recovery.finished,
@@ -272,17 +277,23 @@ impl Pipeline {
             stills: Mutex::new(Default::default()),
         });
         let applied = std::thread::scope(|scope| -> Result<Vec<(u64, Applied)>, PipelineError> {
-            let (to_apply, batches) = std::sync::mpsc::sync_channel::<Vec<effects::JobPlan>>(1);
+            let (to_apply, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
             let ledger = Arc::clone(&self.ledger);
             let applier_services = Arc::clone(&services);
             let applier = scope.spawn(move || -> Result<Vec<(u64, Applied)>, PipelineError> {
                 let mut all = Vec::new();
-                for plans in batches {
+                for (plans, staged) in batches {
                     let written: Vec<(u64, Vec<PathBuf>)> = plans
                         .iter()
                         .map(|p| (p.job_id, p.writes.iter().map(|w| w.dest.clone()).collect()))
                         .collect();
-                    let results = effects::apply(&ledger, plans)?;
+                    let results = effects::apply(&ledger, plans);
+                    // Staged copies that did not become library files
+                    // (duplicates, quarantines, failures) are scratch.
+                    for path in &staged {
+                        let _ = effects::fsops::remove_temp(path);
+                    }
+                    let results = results?;
                     // Committed (or failed): the ledger and the disk now
                     // answer for these names and hashes.
                     applier_services.release(&written);
@@ -328,7 +339,7 @@ impl Pipeline {
         inboxes: &HashMap<String, InboxPlan>,
         report: &mut IngestReport,
         services: &Arc<IngestServices>,
-        to_apply: &std::sync::mpsc::SyncSender<Vec<effects::JobPlan>>,
+        to_apply: &std::sync::mpsc::SyncSender<Batch>,
     ) -> Result<(), PipelineError> {
         let default_inbox = InboxPlan {
             root: PathBuf::from("/"),
@@ -356,7 +367,12 @@ impl Pipeline {
                     break;
                 }
             }
-            let read = read::read_all(&batch);
+            let staging = self.config.state_dir.join("staging");
+            let read = read::read_all(&batch, Some(&staging));
+            let staged: Vec<PathBuf> = read
+                .iter()
+                .filter_map(|r| r.as_ref().ok().and_then(|r| r.staged.clone()))
+                .collect();
             let mut plans = Vec::with_capacity(batch.len());
             let mut steps = Vec::with_capacity(batch.len());
             for (job, read) in batch.iter().zip(read) {
@@ -417,7 +433,7 @@ impl Pipeline {
             if let Some(bar) = &self.progress {
                 bar.inc(plans.len() as u64);
             }
-            if to_apply.send(plans).is_err() {
+            if to_apply.send((plans, staged)).is_err() {
                 // The applier stopped on an error; it reports it.
                 return Ok(());
             }

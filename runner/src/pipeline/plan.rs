@@ -120,6 +120,7 @@ pub(super) fn plan(
                 size: decided.size,
                 adopt: false,
                 content: None,
+                staged: None,
             });
             move_sources(&mut plan, job, remove_sources);
         }
@@ -199,6 +200,7 @@ pub(super) fn plan(
                 size: embedded.as_ref().map_or(decided.size, |b| b.len() as u64),
                 blake3: final_hash,
                 adopt: adopted,
+                staged: decided.staged.clone().filter(|_| embedded.is_none()),
                 content: embedded.clone(),
             });
             plan.writes.extend(companion_writes(job, &dest, services));
@@ -340,6 +342,7 @@ fn write_xmp(
         size: content.len() as u64,
         adopt,
         content: Some(std::sync::Arc::new(content.into_bytes())),
+        staged: None,
     });
 }
 
@@ -408,6 +411,7 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
                 size: meta.len(),
                 adopt,
                 content: None,
+                staged: None,
             });
             break;
         }

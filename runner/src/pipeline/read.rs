@@ -4,7 +4,10 @@
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
-use crate::hashing::{Hashes, hash_reader};
+use std::path::{Path, PathBuf};
+
+use crate::effects::fsops;
+use crate::hashing::{Hashes, hash_and_copy, hash_reader};
 use crate::ledger::JobRecord;
 use crate::media::{self, MediaKind};
 
@@ -12,6 +15,8 @@ use crate::media::{self, MediaKind};
 /// read through.
 pub struct ReadFile {
     pub hashes: Hashes,
+    /// A large file copied into the staging folder while it was hashed.
+    pub staged: Option<PathBuf>,
     pub kind: MediaKind,
     pub file: Arc<File>,
 }
@@ -24,7 +29,12 @@ pub enum ReadError {
 }
 
 /// Hash every job's file, on as many threads as there are cores.
-pub fn read_all(batch: &[JobRecord]) -> Vec<Result<ReadFile, ReadError>> {
+/// Files at least this large are copied while they are hashed.
+const STAGE_FROM: u64 = 32 << 20;
+
+/// `staging`: where large files are copied while hashed (on the library's
+/// filesystem, so the copy later moves into place with a rename).
+pub fn read_all(batch: &[JobRecord], staging: Option<&Path>) -> Vec<Result<ReadFile, ReadError>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -38,7 +48,7 @@ pub fn read_all(batch: &[JobRecord]) -> Vec<Result<ReadFile, ReadError>> {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(job) = batch.get(i) else { break };
-                    let result = read_one(job);
+                    let result = read_one(job, staging);
                     *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                 }
             });
@@ -54,7 +64,7 @@ pub fn read_all(batch: &[JobRecord]) -> Vec<Result<ReadFile, ReadError>> {
         .collect()
 }
 
-fn read_one(job: &JobRecord) -> Result<ReadFile, ReadError> {
+fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadError> {
     let path = &job.source_path;
     let file = match File::open(path) {
         Ok(file) => file,
@@ -76,8 +86,32 @@ fn read_one(job: &JobRecord) -> Result<ReadFile, ReadError> {
             path.display()
         )));
     }
-    let hashes = hash_reader(&file, meta.len())
-        .map_err(|e| ReadError::Unreadable(format!("cannot read {}: {e}", path.display())))?;
+    let (hashes, staged) = match staging.filter(|_| meta.len() >= STAGE_FROM) {
+        Some(dir) => {
+            let staged = dir.join(format!("{}.tmp", job.id));
+            let copied = fsops::create_staging(&staged).and_then(|mut out| {
+                let hashes = hash_and_copy(&file, meta.len(), Some(&mut out))?;
+                Ok(hashes)
+            });
+            match copied {
+                Ok(hashes) => (hashes, Some(staged)),
+                Err(e) => {
+                    let _ = fsops::remove_temp(&staged);
+                    return Err(ReadError::Unreadable(format!(
+                        "cannot read {} into {}: {e}",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        None => (
+            hash_reader(&file, meta.len()).map_err(|e| {
+                ReadError::Unreadable(format!("cannot read {}: {e}", path.display()))
+            })?,
+            None,
+        ),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -85,6 +119,7 @@ fn read_one(job: &JobRecord) -> Result<ReadFile, ReadError> {
     let kind = media::refine_tiff(media::sniff(&hashes.head), &name);
     Ok(ReadFile {
         hashes,
+        staged,
         kind,
         file: Arc::new(file),
     })
