@@ -246,7 +246,7 @@ fn ingest_fresh(dir: &Path, inbox: &Path) -> (Duration, serde_json::Value, u64) 
     let mut runs: Vec<(Duration, serde_json::Value, u64)> = (0..3)
         .map(|_| {
             clear_keeping_cache(&dir.join("library"));
-            let _ = Command::new("sync").status();
+            settle();
             ingest(dir, inbox)
         })
         .collect();
@@ -280,7 +280,7 @@ impl Floor {
 }
 
 fn floor_once(inbox: &Path, copy_to: &Path, b3sum: &Path, durable: bool) -> Duration {
-    let _ = Command::new("sync").status();
+    settle();
     // Warm the page cache the same way for both sides.
     warm(inbox);
     let started = Instant::now();
@@ -305,7 +305,7 @@ fn floor_once(inbox: &Path, copy_to: &Path, b3sum: &Path, durable: bool) -> Dura
     assert!(status.success());
     let took = started.elapsed();
     let _ = std::fs::remove_dir_all(copy_to);
-    let _ = Command::new("sync").status();
+    settle();
     took
 }
 
@@ -443,4 +443,12 @@ fn exif_per_format(ledger: &Path) -> Vec<(String, usize, u64, f64)> {
         out.push((kind.clone(), micros.len(), micros[micros.len() / 2], mean));
     }
     out
+}
+
+/// Flush what earlier measurements wrote and let the disk go quiet, so no
+/// measurement pays for another's writeback (the same for keepsake and the
+/// floor).
+fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(2));
 }

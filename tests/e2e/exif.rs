@@ -403,6 +403,12 @@ fn generated_cases_follow_the_precedence() {
     // Only the name dates these.
     generate(&sandbox, jpeg, "PXL_20230102_030405678.jpg", &[]);
     generate(&sandbox, jpeg, "IMG-20190704-WA0007.jpg", &[]);
+    // A PNG named .jpg is read as the PNG it is.
+    std::fs::write(
+        sandbox.inbox().join("really-a-png.jpg"),
+        std::fs::read(corpus_media().join("elodie_photo.png")).unwrap(),
+    )
+    .unwrap();
     generate(&sandbox, jpeg, "Screenshot_20240512-101010.jpg", &[]);
     std::fs::create_dir_all(sandbox.inbox().join("2018-05-06 Wedding")).unwrap();
     generate(&sandbox, jpeg, "2018-05-06 Wedding/DSC_0001.jpg", &[]);
@@ -468,6 +474,18 @@ fn generated_cases_follow_the_precedence() {
     assert_eq!(
         got("2018-05-06 Wedding/DSC_0001.jpg"),
         want("2018-05-06T00:00:00", "folder")
+    );
+    assert_eq!(
+        got("really-a-png.jpg"),
+        want("2015-01-18T12:01:01", "exif:DateTimeOriginal")
+    );
+    let png = jobs
+        .iter()
+        .find(|j| j["relative_path"] == "really-a-png.jpg")
+        .unwrap();
+    assert_eq!(
+        png["media_kind"], "png",
+        "media kind comes from the bytes, not the name"
     );
     // Each was read back by exiftool itself before the run: the generator
     // wrote what the test claims.

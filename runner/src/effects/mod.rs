@@ -140,6 +140,7 @@ pub enum ApplyError {
 
 /// Apply a batch of plans; a job whose files cannot be written fails alone.
 pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>, ApplyError> {
+    let started = std::time::Instant::now();
     let mut results: BTreeMap<u64, Applied> = BTreeMap::new();
     let mut plans_by_id: BTreeMap<u64, JobPlan> = BTreeMap::new();
 
@@ -252,6 +253,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         fault_point("temp written");
     }
 
+    let copied = started.elapsed();
     // 3. Durable, then verified.
     let temps: Vec<&Path> = written.iter().map(|e| e.temp.as_path()).collect();
     if let Err(e) = fsops::sync_files(&temps) {
@@ -262,6 +264,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         }
     }
     fault_point("temps synced");
+    let synced = started.elapsed();
     for entry in &written {
         if failed.contains_key(&entry.job_id) {
             continue;
@@ -365,6 +368,12 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         Ok(())
     })?;
     fault_point("done committed");
+    tracing::debug!(
+        copy_ms = copied.as_millis() as u64,
+        sync_ms = (synced - copied).as_millis() as u64,
+        rest_ms = (started.elapsed() - synced).as_millis() as u64,
+        "effects applied"
+    );
 
     for (job_id, plan) in plans_by_id {
         match failed.remove(&job_id) {

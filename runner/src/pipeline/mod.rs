@@ -287,7 +287,14 @@ impl Pipeline {
                         .iter()
                         .map(|p| (p.job_id, p.writes.iter().map(|w| w.dest.clone()).collect()))
                         .collect();
+                    let started = Instant::now();
+                    let files = plans.len();
                     let results = effects::apply(&ledger, plans);
+                    tracing::debug!(
+                        files,
+                        apply_ms = started.elapsed().as_millis() as u64,
+                        "applied a batch"
+                    );
                     // Staged copies that did not become library files
                     // (duplicates, quarantines, failures) are scratch.
                     for path in &staged {
@@ -367,8 +374,10 @@ impl Pipeline {
                     break;
                 }
             }
+            let started = Instant::now();
             let staging = self.config.state_dir.join("staging");
             let read = read::read_all(&batch, Some(&staging));
+            let read_ms = started.elapsed().as_millis() as u64;
             let staged: Vec<PathBuf> = read
                 .iter()
                 .filter_map(|r| r.as_ref().ok().and_then(|r| r.staged.clone()))
@@ -433,6 +442,12 @@ impl Pipeline {
             if let Some(bar) = &self.progress {
                 bar.inc(plans.len() as u64);
             }
+            tracing::debug!(
+                files = plans.len(),
+                read_ms,
+                decide_ms = started.elapsed().as_millis() as u64 - read_ms,
+                "decided a batch"
+            );
             if to_apply.send((plans, staged)).is_err() {
                 // The applier stopped on an error; it reports it.
                 return Ok(());
