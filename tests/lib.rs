@@ -172,36 +172,9 @@ pub fn blake3_of(path: &Path) -> String {
         .to_string()
 }
 
-/// Every regular file under `root` (keepsake's `.keepsake` state excluded),
-/// relative path → BLAKE3. Symlinks are not followed.
-pub fn hash_tree(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_name() == OsStr::new(".keepsake") {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() {
-                out.insert(
-                    path.strip_prefix(root).unwrap().to_path_buf(),
-                    blake3_of(&path),
-                );
-            }
-        }
-    }
-    out
-}
-
-/// Files under `root` whose name marks them as keepsake temps.
-pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+/// Every regular file under `root`, not following symlinks; `.keepsake`
+/// folders are skipped unless `state` is true.
+fn files_under(root: &Path, state: bool) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -209,15 +182,45 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
             continue;
         };
         for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && !path.is_symlink() {
-                stack.push(path);
-            } else if entry.file_name().as_bytes().starts_with(b".keepsake-") {
-                out.push(path);
+            if !state && entry.file_name() == OsStr::new(".keepsake") {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                out.push(entry.path());
             }
         }
     }
     out
+}
+
+/// Every regular file under `root` (keepsake's `.keepsake` state excluded),
+/// relative path → BLAKE3. Symlinks are not followed.
+pub fn hash_tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    files_under(root, false)
+        .into_iter()
+        .map(|path| {
+            (
+                path.strip_prefix(root).unwrap().to_path_buf(),
+                blake3_of(&path),
+            )
+        })
+        .collect()
+}
+
+/// Files under `root` whose name marks them as keepsake temps.
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    files_under(root, true)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b".keepsake-"))
+        })
+        .collect()
 }
 
 /// The checks a user would make after any run, crash or not:

@@ -48,6 +48,15 @@ pub struct Found {
     pub bytes_read: u64,
 }
 
+impl Found {
+    fn set_position(&mut self, lat: f64, lon: f64) {
+        self.facts
+            .push(("gps.latitude".into(), format!("{lat:.7}")));
+        self.facts
+            .push(("gps.longitude".into(), format!("{lon:.7}")));
+    }
+}
+
 /// Capture times that come from outside the file's own metadata; written to
 /// the sidecar so Immich (and any other tool) sees the same date.
 fn worth_writing(source: &str) -> bool {
@@ -290,12 +299,7 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
             }
         }
         if let Some((lat, lon)) = gps_position(exif) {
-            found
-                .facts
-                .push(("gps.latitude".into(), format!("{lat:.7}")));
-            found
-                .facts
-                .push(("gps.longitude".into(), format!("{lon:.7}")));
+            found.set_position(lat, lon);
         }
     }
     // IPTC DateCreated + TimeCreated, as exiftool's and Immich's composite
@@ -372,12 +376,7 @@ pub fn examine(file: &dyn Bytes, budget: u64, inputs: &Inputs<'_>) -> Found {
         if !found.facts.iter().any(|(k, _)| k == "gps.latitude")
             && let (Some(lat), Some(lon)) = (takeout.latitude, takeout.longitude)
         {
-            found
-                .facts
-                .push(("gps.latitude".into(), format!("{lat:.7}")));
-            found
-                .facts
-                .push(("gps.longitude".into(), format!("{lon:.7}")));
+            found.set_position(lat, lon);
             found
                 .xmp
                 .push(("exif:GPSLatitude".into(), xmp_coordinate(lat, 'N', 'S')));
