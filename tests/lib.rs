@@ -112,6 +112,13 @@ impl Sandbox {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
+    /// Copy `from` into the inbox as `name` (creating folders).
+    pub fn add(&self, name: &str, from: &Path) {
+        let dest = self.inbox().join(name);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, std::fs::read(from).unwrap()).unwrap();
+    }
+
     pub fn config(&self) -> keepsake::config::Config {
         keepsake::config::Config::load(&self.config_path()).unwrap()
     }
@@ -164,6 +171,13 @@ impl Sandbox {
     pub fn ledger(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.library().join(".keepsake/ledger.sqlite")).unwrap()
     }
+}
+
+/// The job for an inbox file, from `Sandbox::jobs`.
+pub fn job_named<'a>(jobs: &'a [serde_json::Value], relative_path: &str) -> &'a serde_json::Value {
+    jobs.iter()
+        .find(|j| j["relative_path"] == relative_path)
+        .unwrap_or_else(|| panic!("no job for {relative_path}: {jobs:?}"))
 }
 
 pub fn blake3_of(path: &Path) -> String {

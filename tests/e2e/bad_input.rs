@@ -170,10 +170,7 @@ fn an_unreadable_file_fails_with_a_clear_error_and_retry_takes_it_later() {
     );
     let jobs = sandbox.jobs();
     assert!(jobs.iter().all(|j| j["state"] == "done"), "{jobs:?}");
-    let locked = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "locked.jpg")
-        .unwrap();
+    let locked = job_named(&jobs, "locked.jpg");
     assert_eq!(locked["attempts"], 2);
 }
 
@@ -192,10 +189,7 @@ fn a_file_deleted_between_discovery_and_processing_is_skipped_and_the_run_goes_o
     assert_eq!(report.failed, 0);
     drop(pipeline);
     let jobs = sandbox.jobs();
-    let gone = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "goes.jpg")
-        .unwrap();
+    let gone = job_named(&jobs, "goes.jpg");
     assert_eq!(gone["state"], "skipped");
     assert!(gone["reason"].as_str().unwrap().contains("disappeared"));
 }

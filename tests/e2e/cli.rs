@@ -155,11 +155,7 @@ fn ledger_rebuild_recreates_the_assets_from_the_library_alone() {
         "exifsamples_IMG_5195.HEIC",
         "phockup_exif.mp4",
     ] {
-        std::fs::write(
-            sandbox.inbox().join(name),
-            std::fs::read(corpus_media().join(name)).unwrap(),
-        )
-        .unwrap();
+        sandbox.add(name, &corpus_media().join(name));
     }
     std::fs::write(
         sandbox.inbox().join("exiftool_Canon.jpg.xmp"),

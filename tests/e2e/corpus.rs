@@ -51,16 +51,11 @@ fn every_corpus_file_is_placed_or_accounted_for_with_identical_bytes() {
         }
     }
     // The one empty file is quarantined, with a reason a person understands.
-    let empty = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "elodie_invalid.jpg")
-        .unwrap();
+    let empty = job_named(&jobs, "elodie_invalid.jpg");
     assert_eq!(empty["state"], "quarantined");
     assert!(empty["reason"].as_str().unwrap().contains("empty file"));
     // Media kinds come from the bytes.
-    let kind = |name: &str| {
-        jobs.iter().find(|j| j["relative_path"] == name).unwrap()["media_kind"].clone()
-    };
+    let kind = |name: &str| job_named(&jobs, name)["media_kind"].clone();
     assert_eq!(kind("exifsamples_IMG_5195.HEIC"), "heic");
     assert_eq!(kind("exiftool_CanonRaw.cr3"), "raw");
     assert_eq!(kind("exiftool_Nikon.nef"), "raw");
@@ -104,11 +99,7 @@ fn duplicates_are_recorded_against_the_first_and_never_placed_twice() {
     assert_consistent(&sandbox, &before);
 
     // The same bytes arriving later, under a new name, are a duplicate too.
-    std::fs::write(
-        sandbox.inbox().join("later.jpg"),
-        std::fs::read(&photo).unwrap(),
-    )
-    .unwrap();
+    sandbox.add("later.jpg", &photo);
     let (_, report) = sandbox.ingest();
     assert_eq!(report["duplicates"], 1);
     assert_eq!(hash_tree(&sandbox.library()).len(), 1);
@@ -120,21 +111,12 @@ fn sidecars_travel_with_their_file() {
     let sidecars = corpus_dir().join("sidecars");
     let photo = std::fs::read(corpus_media().join("exiftool_Apple.jpg")).unwrap();
     std::fs::write(sandbox.inbox().join("IMG_3439.jpg"), &photo).unwrap();
-    std::fs::write(
-        sandbox.inbox().join("IMG_3439.jpg.json"),
-        std::fs::read(sidecars.join("osxphotos_IMG_3439.jpg.json")).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        sandbox.inbox().join("IMG_3439.xmp"),
-        std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        sandbox.inbox().join("IMG_3439.AAE"),
-        std::fs::read(sidecars.join("exiftool_PLIST.aae")).unwrap(),
-    )
-    .unwrap();
+    sandbox.add(
+        "IMG_3439.jpg.json",
+        &sidecars.join("osxphotos_IMG_3439.jpg.json"),
+    );
+    sandbox.add("IMG_3439.xmp", &sidecars.join("exiftool_XMP.xmp"));
+    sandbox.add("IMG_3439.AAE", &sidecars.join("exiftool_PLIST.aae"));
     std::fs::write(sandbox.inbox().join("lonely.xmp"), b"<x:xmpmeta/>").unwrap();
     let before = hash_tree(&sandbox.inbox());
 
@@ -163,10 +145,7 @@ fn sidecars_travel_with_their_file() {
         blake3_of(&dir.join(format!("{stem}.AAE"))),
         blake3_of(&sandbox.inbox().join("IMG_3439.AAE"))
     );
-    let orphan = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "lonely.xmp")
-        .unwrap();
+    let orphan = job_named(&jobs, "lonely.xmp");
     assert_eq!(orphan["state"], "skipped");
     assert!(orphan["reason"].as_str().unwrap().contains("sidecar"));
     assert_consistent(&sandbox, &before);
@@ -192,11 +171,7 @@ fn the_example_family_plugin_sends_screenshots_to_screens() {
         &png,
     )
     .unwrap();
-    std::fs::write(
-        sandbox.inbox().join("IMG_1.jpg"),
-        std::fs::read(corpus_media().join("exiftool_Canon.jpg")).unwrap(),
-    )
-    .unwrap();
+    sandbox.add("IMG_1.jpg", &corpus_media().join("exiftool_Canon.jpg"));
     let (code, report) = sandbox.ingest();
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["placed"], 2);
@@ -259,7 +234,7 @@ fn a_duplicate_of_a_file_that_could_not_be_placed_is_not_called_a_duplicate() {
     assert_eq!(code, 1, "{report}");
     assert_eq!(report["failed"], 2, "{report}");
     let jobs = sandbox.jobs();
-    let b = jobs.iter().find(|j| j["relative_path"] == "b.jpg").unwrap();
+    let b = job_named(&jobs, "b.jpg");
     assert_eq!(b["state"], "failed");
     assert!(
         b["error"].as_str().unwrap().contains("could not be placed"),

@@ -174,15 +174,12 @@ fn xmp_and_takeout_sidecars_date_their_file() {
     let put = |name: &str, bytes: &[u8]| std::fs::write(sandbox.inbox().join(name), bytes).unwrap();
     // A sidecar overrides the embedded date (as in Immich).
     put("IMG_0001.jpg", &dated);
-    put(
-        "IMG_0001.jpg.xmp",
-        &std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap(),
-    );
+    sandbox.add("IMG_0001.jpg.xmp", &sidecars.join("exiftool_XMP.xmp"));
     // Takeout, in its three namings.
     fake_jpeg(&sandbox.inbox().join("IMG_3439.jpg"), 1, 3000);
-    put(
+    sandbox.add(
         "IMG_3439.jpg.json",
-        &std::fs::read(sidecars.join("osxphotos_IMG_3439.jpg.json")).unwrap(),
+        &sidecars.join("osxphotos_IMG_3439.jpg.json"),
     );
     fake_jpeg(&sandbox.inbox().join("IMG_4179(1).jpeg"), 2, 3000);
     put(
@@ -190,15 +187,15 @@ fn xmp_and_takeout_sidecars_date_their_file() {
         &std::fs::read(sidecars.join("osxphotos_IMG_4179.jpeg(1).json")).unwrap(),
     );
     put("IMG_4547.jpg", &undated);
-    put(
+    sandbox.add(
         "IMG_4547.jpg.supplemental-metadata.json",
-        &std::fs::read(sidecars.join("osxphotos_IMG_4547.jpg.supplemental-metadata.json")).unwrap(),
+        &sidecars.join("osxphotos_IMG_4547.jpg.supplemental-metadata.json"),
     );
     let (code, report) = sandbox.ingest();
     assert_eq!(code, 0, "{report}");
     let jobs = sandbox.jobs();
     let time = |name: &str| {
-        let job = jobs.iter().find(|j| j["relative_path"] == name).unwrap();
+        let job = job_named(&jobs, name);
         (
             job["capture_time"].as_str().unwrap().to_string(),
             job["capture_source"].as_str().unwrap().to_string(),
@@ -404,11 +401,7 @@ fn generated_cases_follow_the_precedence() {
     generate(&sandbox, jpeg, "PXL_20230102_030405678.jpg", &[]);
     generate(&sandbox, jpeg, "IMG-20190704-WA0007.jpg", &[]);
     // A PNG named .jpg is read as the PNG it is.
-    std::fs::write(
-        sandbox.inbox().join("really-a-png.jpg"),
-        std::fs::read(corpus_media().join("elodie_photo.png")).unwrap(),
-    )
-    .unwrap();
+    sandbox.add("really-a-png.jpg", &corpus_media().join("elodie_photo.png"));
     generate(&sandbox, jpeg, "Screenshot_20240512-101010.jpg", &[]);
     std::fs::create_dir_all(sandbox.inbox().join("2018-05-06 Wedding")).unwrap();
     generate(&sandbox, jpeg, "2018-05-06 Wedding/DSC_0001.jpg", &[]);
@@ -417,7 +410,7 @@ fn generated_cases_follow_the_precedence() {
     assert_eq!(code, 0, "{report}");
     let jobs = sandbox.jobs();
     let got = |name: &str| {
-        let job = jobs.iter().find(|j| j["relative_path"] == name).unwrap();
+        let job = job_named(&jobs, name);
         let text = |key: &str| {
             job[key]
                 .as_str()
@@ -479,10 +472,7 @@ fn generated_cases_follow_the_precedence() {
         got("really-a-png.jpg"),
         want("2015-01-18T12:01:01", "exif:DateTimeOriginal")
     );
-    let png = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "really-a-png.jpg")
-        .unwrap();
+    let png = job_named(&jobs, "really-a-png.jpg");
     assert_eq!(
         png["media_kind"], "png",
         "media kind comes from the bytes, not the name"
@@ -534,9 +524,9 @@ fn sidecars_carry_dates_from_outside_the_file_and_merge_what_was_there() {
     let put = |name: &str, bytes: &[u8]| std::fs::write(sandbox.inbox().join(name), bytes).unwrap();
     // Dated by Takeout: a new sidecar with the date and Takeout's GPS.
     fake_jpeg(&sandbox.inbox().join("IMG_3439.jpg"), 1, 3000);
-    put(
+    sandbox.add(
         "IMG_3439.jpg.json",
-        &std::fs::read(sidecars.join("osxphotos_IMG_3439.jpg.json")).unwrap(),
+        &sidecars.join("osxphotos_IMG_3439.jpg.json"),
     );
     // Dated by its name, with a sidecar of its own (a rating, no date):
     // merged, nothing dropped.
@@ -546,19 +536,10 @@ fn sidecars_carry_dates_from_outside_the_file_and_merge_what_was_there() {
         br#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5"/></rdf:RDF></x:xmpmeta>"#,
     );
     // Dated by its own EXIF: no sidecar (no churn).
-    put(
-        "IMG_0002.jpg",
-        &std::fs::read(corpus_media().join("exiftool_Canon.jpg")).unwrap(),
-    );
+    sandbox.add("IMG_0002.jpg", &corpus_media().join("exiftool_Canon.jpg"));
     // Dated by its XMP sidecar: copied as it is.
-    put(
-        "IMG_0001.jpg",
-        &std::fs::read(corpus_media().join("exiftool_Sony.jpg")).unwrap(),
-    );
-    put(
-        "IMG_0001.jpg.xmp",
-        &std::fs::read(sidecars.join("exiftool_XMP.xmp")).unwrap(),
-    );
+    sandbox.add("IMG_0001.jpg", &corpus_media().join("exiftool_Sony.jpg"));
+    sandbox.add("IMG_0001.jpg.xmp", &sidecars.join("exiftool_XMP.xmp"));
     let (code, report) = sandbox.ingest();
     assert_eq!(code, 0, "{report}");
 
@@ -589,10 +570,7 @@ fn sidecars_carry_dates_from_outside_the_file_and_merge_what_was_there() {
         );
     }
     let dest_of = |relative: &str| {
-        let job = jobs
-            .iter()
-            .find(|j| j["relative_path"] == relative)
-            .unwrap();
+        let job = job_named(&jobs, relative);
         std::path::PathBuf::from(job["destination"].as_str().unwrap())
     };
     let merged = sidecar_of(&dest_of("PXL_20230102_030405678.jpg"));
@@ -631,11 +609,10 @@ fn live_photo_videos_are_placed_beside_their_stills() {
     std::fs::create_dir_all(sandbox.inbox().join("videos")).unwrap();
     // Paired by Apple's MediaGroupUUID ↔ the video's content identifier,
     // even under another name in another folder.
-    std::fs::write(
-        sandbox.inbox().join("stills/IMG_5195.HEIC"),
-        std::fs::read(corpus_media().join("exifsamples_IMG_5195.HEIC")).unwrap(),
-    )
-    .unwrap();
+    sandbox.add(
+        "stills/IMG_5195.HEIC",
+        &corpus_media().join("exifsamples_IMG_5195.HEIC"),
+    );
     // exiftool 12.57 cannot write Keys:ContentIdentifier, so the test builds
     // the movie's atoms itself and has exiftool read them back.
     let clip = sandbox.inbox().join("videos/clip.mov");
@@ -691,12 +668,7 @@ fn live_photo_videos_are_placed_beside_their_stills() {
     let (code, report) = sandbox.ingest();
     assert_eq!(code, 0, "{report}");
     let jobs = sandbox.jobs();
-    let job = |name: &str| {
-        jobs.iter()
-            .find(|j| j["relative_path"] == name)
-            .unwrap()
-            .clone()
-    };
+    let job = |name: &str| job_named(&jobs, name).clone();
     let dest = |name: &str| job(name)["destination"].as_str().unwrap().to_string();
     let beside = |still: &str, ext: &str| {
         let still = dest(still);
@@ -802,7 +774,7 @@ fn embed_mode_writes_xmp_into_the_library_copy_of_a_jpeg_only() {
     );
     let jobs = sandbox.jobs();
     for name in ["PXL_20230102_030405678.jpg", "IMG_20190704_101530.jpg"] {
-        let job = jobs.iter().find(|j| j["relative_path"] == name).unwrap();
+        let job = job_named(&jobs, name);
         let dest = std::path::PathBuf::from(job["destination"].as_str().unwrap());
         let original = std::fs::read(sandbox.inbox().join(name)).unwrap();
         let copy = std::fs::read(&dest).unwrap();
@@ -832,10 +804,7 @@ fn embed_mode_writes_xmp_into_the_library_copy_of_a_jpeg_only() {
             blake3_of(&sandbox.inbox().join(name))
         );
     }
-    let merged = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "IMG_20190704_101530.jpg")
-        .unwrap();
+    let merged = job_named(&jobs, "IMG_20190704_101530.jpg");
     let rating = std::process::Command::new("exiftool")
         .args(["-s3", "-XMP-xmp:Rating"])
         .arg(merged["destination"].as_str().unwrap())
@@ -847,21 +816,17 @@ fn embed_mode_writes_xmp_into_the_library_copy_of_a_jpeg_only() {
         "the existing XMP survives the merge"
     );
     // A PNG cannot take it: a sidecar instead.
-    let png = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "Screenshot_20240512-101010.png")
-        .unwrap();
+    let png = job_named(&jobs, "Screenshot_20240512-101010.png");
     assert!(sidecar_of(std::path::Path::new(png["destination"].as_str().unwrap())).exists());
     // Idempotent: nothing changes the second time.
     let library = hash_tree(&sandbox.library());
     let (_, report) = sandbox.ingest();
     assert_eq!(report["processed"], 0);
     assert_eq!(hash_tree(&sandbox.library()), library);
-    std::fs::write(
-        sandbox.inbox().join("again.jpg"),
-        std::fs::read(sandbox.inbox().join("PXL_20230102_030405678.jpg")).unwrap(),
-    )
-    .unwrap();
+    sandbox.add(
+        "again.jpg",
+        &sandbox.inbox().join("PXL_20230102_030405678.jpg"),
+    );
     let (_, report) = sandbox.ingest();
     assert_eq!(report["duplicates"], 1, "{report}");
 }

@@ -31,11 +31,7 @@ fn assert_contained(sandbox: &Sandbox, expect: &str) -> serde_json::Value {
     assert_eq!(report["placed"], 2, "the other files go through: {report}");
     assert_eq!(report["failed"], 1, "{report}");
     let jobs = sandbox.jobs();
-    let bad = jobs
-        .iter()
-        .find(|j| j["relative_path"] == "bad.jpg")
-        .unwrap()
-        .clone();
+    let bad = job_named(&jobs, "bad.jpg").clone();
     assert_eq!(bad["state"], "failed");
     let error = bad["error"].as_str().unwrap();
     assert!(error.contains(expect), "expected {expect:?} in {error:?}");
