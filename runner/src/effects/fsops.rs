@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Copy `source` to `temp` (which must not exist), keeping the source's
 /// modification time. Not yet synced: see [`sync_files`].
@@ -85,8 +85,9 @@ pub fn clear_staging(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// Make written files durable: one `syncfs` per filesystem when there are
-/// many (one journal commit instead of one per file), `fsync` each otherwise.
+/// Make written files (or folders) durable: one `syncfs` per filesystem when
+/// there are many (one journal commit instead of one per file), `fsync` each
+/// otherwise.
 pub fn sync_files(paths: &[&Path]) -> io::Result<()> {
     if paths.len() <= 4 {
         for path in paths {
@@ -159,11 +160,13 @@ pub fn remove_source(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Create `dir` and any missing parents, fsyncing each parent that gained an
-/// entry, so the new folders survive a power cut with the files in them.
-pub fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+/// Create `dir` and any missing parents. Returns the folders that gained an
+/// entry: they must be synced (see [`sync_files`]) before the files in the new
+/// folders count as durable.
+pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut gained = Vec::new();
     if dir.is_dir() {
-        return Ok(());
+        return Ok(gained);
     }
     let mut missing = Vec::new();
     let mut cursor = Some(dir);
@@ -181,8 +184,8 @@ pub fn create_dirs_durably(dir: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
         if let Some(parent) = path.parent() {
-            fsync_dir(parent)?;
+            gained.push(parent.to_path_buf());
         }
     }
-    Ok(())
+    Ok(gained)
 }

@@ -186,6 +186,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         Ok(entries)
     })?;
     fault_point("intents committed");
+    let intents = started.elapsed();
     for plan in plans {
         if plan.writes.is_empty() && plan.depends_on.is_none() {
             // Committed above: a move-mode duplicate may leave the inbox now.
@@ -197,8 +198,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     }
     let mut failed: HashMap<u64, String> = HashMap::new();
 
-    // 2. Copy to temps.
-    let mut written: Vec<&ledger::JournalEntry> = Vec::new();
+    // 2. Copy to temps: folders first (serially, each once), then the files
+    // on every core.
+    let mut to_copy: Vec<&ledger::JournalEntry> = Vec::new();
+    let mut made_dirs: HashMap<PathBuf, Result<(), String>> = HashMap::new();
+    let mut gained_entries: BTreeSet<PathBuf> = BTreeSet::new();
     for entry in &entries {
         if failed.contains_key(&entry.job_id) {
             continue;
@@ -216,46 +220,61 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             continue;
         }
         let dir = entry.dest.parent().unwrap_or(Path::new("."));
-        let copied = fsops::create_dirs_durably(dir)
-            .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
-            .and_then(|()| {
-                let written = match (generated.get(&entry.id), staged_copies.get(&entry.id)) {
-                    (Some(content), _) => fsops::write_temp(&entry.temp, content),
-                    // Moved, not copied again; across filesystems, copied.
-                    (None, Some(staged)) => fsops::take_staged(staged, &entry.temp, &entry.source)
-                        .map(|()| entry.size)
-                        .or_else(|_| fsops::copy_to_temp(&entry.source, &entry.temp)),
-                    (None, None) => fsops::copy_to_temp(&entry.source, &entry.temp),
-                };
-                written.map_err(|e| {
-                    let hint = match e.kind() {
-                        std::io::ErrorKind::StorageFull => {
-                            "; the disk is full: free space, then `keepsake retry --failed`"
-                        }
-                        std::io::ErrorKind::PermissionDenied => {
-                            "; fix the permissions, then `keepsake retry --failed`"
-                        }
-                        _ => "",
-                    };
-                    format!(
-                        "cannot copy {} to {}: {e}{hint}",
-                        entry.source.display(),
-                        entry.temp.display()
-                    )
-                })
-            });
+        let made = made_dirs.entry(dir.to_path_buf()).or_insert_with(|| {
+            fsops::create_dirs(dir)
+                .map(|gained| gained_entries.extend(gained))
+                .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))
+        });
+        match made {
+            Ok(()) => to_copy.push(entry),
+            Err(message) => {
+                failed.insert(entry.job_id, message.clone());
+            }
+        }
+    }
+    let copies = crate::par::map(&to_copy, |entry| {
+        let written = match (generated.get(&entry.id), staged_copies.get(&entry.id)) {
+            (Some(content), _) => fsops::write_temp(&entry.temp, content),
+            // Moved, not copied again; across filesystems, copied.
+            (None, Some(staged)) => fsops::take_staged(staged, &entry.temp, &entry.source)
+                .map(|()| entry.size)
+                .or_else(|_| fsops::copy_to_temp(&entry.source, &entry.temp)),
+            (None, None) => fsops::copy_to_temp(&entry.source, &entry.temp),
+        };
+        fault_point("temp written");
+        written.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::StorageFull => {
+                    "; the disk is full: free space, then `keepsake retry --failed`"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "; fix the permissions, then `keepsake retry --failed`"
+                }
+                _ => "",
+            };
+            format!(
+                "cannot copy {} to {}: {e}{hint}",
+                entry.source.display(),
+                entry.temp.display()
+            )
+        })
+    });
+    let mut written: Vec<&ledger::JournalEntry> = Vec::new();
+    for (entry, copied) in to_copy.into_iter().zip(copies) {
         match copied {
             Ok(_) => written.push(entry),
             Err(message) => {
                 failed.insert(entry.job_id, message);
             }
         }
-        fault_point("temp written");
     }
 
     let copied = started.elapsed();
     // 3. Durable, then verified.
-    let temps: Vec<&Path> = written.iter().map(|e| e.temp.as_path()).collect();
+    // New folders with them, so the temps' names are durable too.
+    let temps: Vec<&Path> = (written.iter().map(|e| e.temp.as_path()))
+        .chain(gained_entries.iter().map(PathBuf::as_path))
+        .collect();
     if let Err(e) = fsops::sync_files(&temps) {
         for entry in &written {
             failed
@@ -265,11 +284,14 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     }
     fault_point("temps synced");
     let synced = started.elapsed();
-    for entry in &written {
-        if failed.contains_key(&entry.job_id) {
-            continue;
-        }
-        match blake3_file(&entry.temp) {
+    let to_verify: Vec<&ledger::JournalEntry> = written
+        .iter()
+        .copied()
+        .filter(|entry| !failed.contains_key(&entry.job_id))
+        .collect();
+    let hashes = crate::par::map(&to_verify, |entry| blake3_file(&entry.temp));
+    for (entry, hash) in to_verify.into_iter().zip(hashes) {
+        match hash {
             Ok(hash) if hash == entry.blake3 => {}
             Ok(_) => {
                 failed.insert(
@@ -320,10 +342,9 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         }
         fault_point("renamed");
     }
-    for dir in &dirs {
-        if let Err(e) = fsops::fsync_dir(dir) {
-            tracing::warn!("cannot fsync folder {}: {e}", dir.display());
-        }
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    if let Err(e) = fsops::sync_files(&dirs) {
+        tracing::warn!("cannot sync the library folders: {e}");
     }
     fault_point("folders synced");
 
@@ -369,7 +390,8 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     })?;
     fault_point("done committed");
     tracing::debug!(
-        copy_ms = copied.as_millis() as u64,
+        intents_ms = intents.as_millis() as u64,
+        copy_ms = (copied - intents).as_millis() as u64,
         sync_ms = (synced - copied).as_millis() as u64,
         rest_ms = (started.elapsed() - synced).as_millis() as u64,
         "effects applied"

@@ -29,6 +29,7 @@ pub use decide::Decision;
 
 /// Jobs processed together: one intent commit, one sync, one done commit.
 const BATCH_FILES: usize = 256;
+const FIRST_BATCH_FILES: usize = 16;
 /// ... or fewer, when they add up to this many bytes.
 const BATCH_BYTES: u64 = 512 << 20;
 
@@ -120,7 +121,12 @@ impl Pipeline {
                 "replayed the journal after an unclean stop"
             );
         }
+        let opened = Instant::now();
         let (runtime, stages) = load_stages(&config)?;
+        tracing::debug!(
+            load_ms = opened.elapsed().as_millis() as u64,
+            "stages loaded"
+        );
         Ok(Pipeline {
             config,
             ledger,
@@ -230,6 +236,11 @@ impl Pipeline {
             self.register(name, plan, walk.files, &mut report)?;
             inboxes.insert(name.clone(), plan.clone());
         }
+        tracing::debug!(
+            files = report.discovered,
+            discover_ms = started.elapsed().as_millis() as u64,
+            "inboxes walked and jobs registered"
+        );
         Ok(Discovery {
             inboxes,
             report,
@@ -356,10 +367,14 @@ impl Pipeline {
         };
         let stage_services: Arc<dyn Services> = Arc::clone(services) as Arc<dyn Services>;
         let mut after = 0u64;
+        // The first batches are small so the applier starts copying early;
+        // then they double up to the full size, which amortizes each sync.
+        let mut batch_files = FIRST_BATCH_FILES;
         loop {
             let jobs = self
                 .ledger
-                .read(|conn| ledger::pending_jobs(conn, after, BATCH_FILES))?;
+                .read(|conn| ledger::pending_jobs(conn, after, batch_files))?;
+            batch_files = (batch_files * 2).min(BATCH_FILES);
             if jobs.is_empty() {
                 return Ok(());
             }
@@ -382,21 +397,28 @@ impl Pipeline {
                 .iter()
                 .filter_map(|r| r.as_ref().ok().and_then(|r| r.staged.clone()))
                 .collect();
+            for read in read.iter().flatten() {
+                report.bytes_hashed += read.hashes.size;
+            }
+            // Stage calls of different jobs are independent: they run on
+            // every core. What depends on order (duplicates within the batch,
+            // names, Live Photo pairs) is settled below, in order.
+            let decisions =
+                crate::par::map_owned(batch.iter().zip(read).collect(), |(job, read)| {
+                    let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
+                    decide::decide(
+                        &self.runtime,
+                        &self.stages,
+                        &inbox.pipeline,
+                        job,
+                        read,
+                        &stage_services,
+                    )
+                });
             let mut plans = Vec::with_capacity(batch.len());
             let mut steps = Vec::with_capacity(batch.len());
-            for (job, read) in batch.iter().zip(read) {
+            for (job, decided) in batch.iter().zip(decisions) {
                 let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
-                if let Ok(read) = &read {
-                    report.bytes_hashed += read.hashes.size;
-                }
-                let decided = decide::decide(
-                    &self.runtime,
-                    &self.stages,
-                    &inbox.pipeline,
-                    job,
-                    read,
-                    &stage_services,
-                );
                 for call in &decided.calls {
                     report.stage_calls += 1;
                     report.stage_micros += call.micros;
@@ -474,40 +496,65 @@ pub fn load_stages(
         .max()
         .unwrap_or(256 << 20);
     let runtime = StageRuntime::new(Some(config.cache_dir()), max_memory)?;
+    // Each load reads (or compiles) a component and calls its `describe`: in
+    // parallel, as start-up time is mostly this.
+    let loaded: Vec<Result<LoadedStage, PipelineError>> = std::thread::scope(|scope| {
+        let runtime = &runtime;
+        let loads: Vec<_> = config
+            .stages
+            .iter()
+            .map(|(name, stage)| scope.spawn(move || load_stage(runtime, name, stage)))
+            .collect();
+        loads
+            .into_iter()
+            .map(|load| {
+                load.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
     let mut stages = BTreeMap::new();
-    for (name, stage) in &config.stages {
-        let (bytes, origin): (std::borrow::Cow<'static, [u8]>, String) = match &stage.source {
-            StageSource::Builtin => match crate::builtin::wasm(name) {
-                Some(bytes) => (bytes.into(), format!("built-in `{name}`")),
-                None => {
-                    return Err(PipelineError::Setup(format!(
-                        "no built-in stage named `{name}`"
-                    )));
-                }
-            },
-            StageSource::File(path) => match std::fs::read(path) {
-                Ok(bytes) => (bytes.into(), path.display().to_string()),
-                Err(source) => {
-                    return Err(LoadError::Read {
-                        stage: name.clone(),
-                        path: path.clone(),
-                        source,
-                    }
-                    .into());
-                }
-            },
-        };
-        let loaded = runtime.load(
-            name,
-            &origin,
-            &bytes,
-            stage.timeout,
-            stage.memory_bytes,
-            stage.options.clone(),
-        )?;
-        stages.insert(name.clone(), loaded);
+    for stage in loaded {
+        let stage = stage?;
+        stages.insert(stage.name.clone(), stage);
     }
     Ok((runtime, stages))
+}
+
+fn load_stage(
+    runtime: &StageRuntime,
+    name: &str,
+    stage: &crate::config::StageConfig,
+) -> Result<LoadedStage, PipelineError> {
+    let (bytes, origin): (std::borrow::Cow<'static, [u8]>, String) = match &stage.source {
+        StageSource::Builtin => match crate::builtin::wasm(name) {
+            Some(bytes) => (bytes.into(), format!("built-in `{name}`")),
+            None => {
+                return Err(PipelineError::Setup(format!(
+                    "no built-in stage named `{name}`"
+                )));
+            }
+        },
+        StageSource::File(path) => match std::fs::read(path) {
+            Ok(bytes) => (bytes.into(), path.display().to_string()),
+            Err(source) => {
+                return Err(LoadError::Read {
+                    stage: name.to_string(),
+                    path: path.clone(),
+                    source,
+                }
+                .into());
+            }
+        },
+    };
+    Ok(runtime.load(
+        name,
+        &origin,
+        &bytes,
+        stage.timeout,
+        stage.memory_bytes,
+        stage.options.clone(),
+    )?)
 }
 
 /// A lossy, display-friendly form of a raw relative path.
