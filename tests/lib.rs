@@ -375,3 +375,126 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A running `keepsake run` (killed when dropped).
+pub struct Service {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Sandbox {
+    /// Start `keepsake run -v` in the background; its log goes to `run.log`
+    /// (appended, so restarts keep the whole story).
+    pub fn start(&self) -> Service {
+        let log = self.path().join("run.log");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = self
+            .command(&["-v", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Service { child, log }
+    }
+
+    /// A count from the ledger (`SELECT COUNT(*) FROM jobs WHERE …`), 0
+    /// while the ledger does not exist yet.
+    pub fn count_jobs(&self, condition: &str) -> i64 {
+        let path = self.library().join(".keepsake/ledger.sqlite");
+        if !path.exists() {
+            return 0;
+        }
+        let Ok(conn) = rusqlite::Connection::open(path) else {
+            return 0;
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5)).ok();
+        conn.query_row(
+            &format!("SELECT COUNT(*) FROM jobs WHERE {condition}"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    }
+}
+
+impl Service {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (at most `limit`): the exit status and how long
+    /// the service took to stop.
+    pub fn stop(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> (std::process::ExitStatus, std::time::Duration) {
+        let started = std::time::Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "keepsake run did not stop within {limit:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: a crash at whatever the service was doing.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The peak resident memory so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kib| kib.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `ready` every 50 ms until it holds; panics after `limit` with `what`.
+pub fn wait_for(limit: std::time::Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

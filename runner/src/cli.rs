@@ -42,6 +42,10 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Watch every inbox and take each new file once it is stable, until
+    /// Ctrl-C or SIGTERM. The main job: run it as a service (examples/
+    /// has a systemd unit and a docker-compose file).
+    Run,
     /// Take every new file under the inboxes (or the given paths) through
     /// the pipeline once, then exit. Exit code 1 when any job failed.
     Ingest {
@@ -63,19 +67,20 @@ pub enum Command {
         /// Only failed jobs.
         #[arg(long, conflicts_with = "state")]
         failed: bool,
-        /// Only jobs in this state (pending, done, duplicate, quarantined, skipped, failed).
+        /// Only jobs in this state (pending, done, duplicate, quarantined, skipped, failed, deferred).
         #[arg(long)]
         state: Option<String>,
         /// One JSON object per line (a stable format for other tools).
         #[arg(long)]
         json: bool,
     },
-    /// Put a job (or every failed job) back in the queue; the next ingest takes it.
+    /// Put a job (or every failed and deferred job) back in the queue now;
+    /// a running `keepsake run` takes it within seconds, or the next ingest.
     Retry {
         /// The job id.
         #[arg(required_unless_present = "failed")]
         job: Option<u64>,
-        /// Every failed job.
+        /// Every failed and deferred job.
         #[arg(long, conflicts_with = "job")]
         failed: bool,
     },
@@ -106,6 +111,12 @@ pub enum LedgerCommand {
 pub enum PluginsCommand {
     /// Every stage the config names: where it comes from, its version and options.
     List,
+}
+
+/// Log level from `-v`; the service logs what it takes by default.
+pub fn init_logging_for(cli: &Cli) {
+    let service = matches!(cli.command, Command::Run);
+    init_logging(cli.verbose + u8::from(service));
 }
 
 pub fn init_logging(verbose: u8) {
@@ -146,6 +157,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "wrote {}; edit it, then run `keepsake ingest`",
                 path.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let (config, is_default) = load_config(cli.config.as_deref())?;
+            check_inboxes(&config, is_default)?;
+            crate::service::run(config)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest { paths, json } => {
@@ -203,7 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state = match (failed, state) {
                 (true, _) => Some(JobState::Failed),
                 (false, Some(text)) => Some(JobState::parse(&text).with_context(|| {
-                    format!("unknown state {text:?}; one of pending, done, duplicate, quarantined, skipped, failed")
+                    format!("unknown state {text:?}; one of pending, done, duplicate, quarantined, skipped, failed, deferred")
                 })?),
                 (false, None) => None,
             };
@@ -221,7 +238,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(id), 0) => {
                     bail!("job {id} is not failed, quarantined or skipped (see `keepsake jobs`)")
                 }
-                _ => println!("{n} job(s) queued again; `keepsake ingest` takes them"),
+                _ => println!(
+                    "{n} job(s) queued again; a running `keepsake run` takes them within seconds, or `keepsake ingest`"
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -250,6 +269,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Every inbox folder exists (the built-in default creates its own, and
+/// the library), or the service refuses to start, naming the key.
+fn check_inboxes(config: &Config, is_default: bool) -> anyhow::Result<()> {
+    if is_default {
+        for dir in config
+            .inboxes
+            .iter()
+            .map(|i| &i.path)
+            .chain([&config.library_root])
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+    }
+    if config.inboxes.is_empty() {
+        bail!(
+            "config {}: no [[inbox]] to watch; add one (see `keepsake init`)",
+            config.origin
+        );
+    }
+    for (i, inbox) in config.inboxes.iter().enumerate() {
+        if !inbox.path.is_dir() {
+            bail!(
+                "config {}: `inbox[{i}].path`: the folder {} of inbox {:?} does not exist; create it or fix the path",
+                config.origin,
+                inbox.path.display(),
+                inbox.name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn open_existing(config: &Config) -> anyhow::Result<Ledger> {

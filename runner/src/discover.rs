@@ -95,6 +95,43 @@ pub fn walk(root: &Path, extra_globs: &[String]) -> Walk {
 }
 
 fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
+    let Some((files, mut subdirs)) = list_dir(dir, extra_globs, walk) else {
+        return;
+    };
+    emit_files(dir, rel, files, None, walk);
+    subdirs.sort();
+    for sub in subdirs {
+        let rel_path = join_rel(rel, sub.as_bytes());
+        walk_dir(&dir.join(&sub), &rel_path, extra_globs, walk);
+    }
+}
+
+/// The files `names` of one folder of the inbox at `root`, paired with their
+/// sidecars as a full walk would pair them (the folder is listed once). A
+/// name that is a sidecar of a media file beside it yields nothing: it
+/// travels with that file.
+pub fn walk_names(
+    root: &Path,
+    dir: &Path,
+    names: &std::collections::HashSet<OsString>,
+    extra_globs: &[String],
+) -> Walk {
+    let mut walk = Walk::default();
+    let rel = dir
+        .strip_prefix(root)
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
+    if let Some((files, _)) = list_dir(dir, extra_globs, &mut walk) {
+        emit_files(dir, &rel, files, Some(names), &mut walk);
+    }
+    walk
+}
+
+type Listing = (Vec<(OsString, std::fs::Metadata)>, Vec<OsString>);
+
+/// A folder's regular files (not ignored) and subfolders; symlinks and
+/// other special files count as ignored.
+fn list_dir(dir: &Path, extra_globs: &[String], walk: &mut Walk) -> Option<Listing> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
@@ -102,7 +139,7 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
                 "cannot read folder {}: {e}; files in it were not taken (fix its permissions and run again)",
                 dir.display()
             ));
-            return;
+            return None;
         }
     };
     let mut files: Vec<(OsString, std::fs::Metadata)> = Vec::new();
@@ -139,6 +176,18 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
             walk.ignored += 1;
         }
     }
+    Some((files, subdirs))
+}
+
+/// Candidates for a folder's files (those in `only`, when given), sidecars
+/// folded into the media file they belong to.
+fn emit_files(
+    dir: &Path,
+    rel: &[u8],
+    mut files: Vec<(OsString, std::fs::Metadata)>,
+    only: Option<&std::collections::HashSet<OsString>>,
+    walk: &mut Walk,
+) {
     // By name, but a still before the video of the same stem: a Live Photo's
     // video is then decided after its still and placed beside it.
     files.sort_by_cached_key(|(name, _)| {
@@ -152,6 +201,9 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
     let names: Vec<OsString> = files.iter().map(|(n, _)| n.clone()).collect();
     let sidecar_owner = sidecar_owners(&names);
     for (i, (name, meta)) in files.iter().enumerate() {
+        if only.is_some_and(|only| !only.contains(name)) {
+            continue;
+        }
         let is_sidecar = is_sidecar(name.as_bytes());
         if is_sidecar && sidecar_owner.contains_key(&i) {
             continue; // travels with its media file
@@ -173,11 +225,6 @@ fn walk_dir(dir: &Path, rel: &[u8], extra_globs: &[String], walk: &mut Walk) {
             companions,
             is_sidecar,
         ));
-    }
-    subdirs.sort();
-    for sub in subdirs {
-        let rel_path = join_rel(rel, sub.as_bytes());
-        walk_dir(&dir.join(&sub), &rel_path, extra_globs, walk);
     }
 }
 
@@ -266,7 +313,7 @@ fn is_video(name: &[u8]) -> bool {
     )
 }
 
-fn stem(name: &[u8]) -> &[u8] {
+pub fn stem(name: &[u8]) -> &[u8] {
     match name.iter().rposition(|&b| b == b'.') {
         Some(dot) if dot > 0 => &name[..dot],
         _ => name,

@@ -16,4 +16,7 @@ pub mod par;
 pub mod pipeline;
 pub mod rebuild;
 pub mod report;
+pub mod service;
+pub mod shutdown;
 pub mod sidecar;
+pub mod watch;

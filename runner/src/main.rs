@@ -2,7 +2,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = keepsake::cli::Cli::parse();
-    keepsake::cli::init_logging(cli.verbose);
+    keepsake::cli::init_logging_for(&cli);
     match keepsake::cli::run(cli) {
         Ok(code) => code,
         Err(error)

@@ -6,11 +6,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// At most this many threads: more only contend for the same disk.
 const MAX_THREADS: usize = 8;
 
-fn threads_for(items: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(MAX_THREADS)
-        .min(items)
+/// 0: one per core.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Cap the threads every [`map`] uses (the service's `concurrency`).
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+/// Threads for `items` pieces of work.
+pub fn threads_for(items: usize) -> usize {
+    let configured = THREADS.load(Ordering::Relaxed);
+    let threads = if configured == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        configured
+    };
+    threads.min(MAX_THREADS).min(items).max(1)
 }
 
 /// `f` over every item on up to one thread per core.

@@ -112,6 +112,7 @@ pub fn job_json(config: &Config, job: &JobRecord) -> serde_json::Value {
         "reason": job.reason,
         "error": job.last_error,
         "attempts": job.attempts,
+        "wake_at": job.wake_at,
         "facts": serde_json::from_str::<serde_json::Value>(&job.facts).unwrap_or_default(),
     })
 }
@@ -158,6 +159,62 @@ pub fn print_jobs(
     Ok(())
 }
 
+/// What `keepsake run` last published, and whether it still runs.
+struct ServiceView {
+    running: bool,
+    pid: Option<u32>,
+    started_at: Option<i64>,
+    stopped_at: Option<i64>,
+    in_flight: u64,
+    waiting: u64,
+    last_rescan_at: Option<i64>,
+    last_rescan_ms: Option<u64>,
+    last_rescan_files: Option<u64>,
+}
+
+impl ServiceView {
+    fn read(ledger: &Ledger) -> io::Result<ServiceView> {
+        let state = ledger
+            .read(ledger::service_state)
+            .map_err(io::Error::other)?;
+        let num = |key: &str| state.get(key).and_then(|v| v.parse::<i64>().ok());
+        let pid = num("pid").map(|p| p as u32);
+        let stopped_at = num("stopped_at");
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let running = alive && stopped_at.is_none();
+        Ok(ServiceView {
+            running,
+            pid,
+            started_at: num("started_at"),
+            stopped_at,
+            in_flight: if running {
+                num("in_flight").unwrap_or(0) as u64
+            } else {
+                0
+            },
+            waiting: if running {
+                num("waiting").unwrap_or(0) as u64
+            } else {
+                0
+            },
+            last_rescan_at: num("last_rescan_at"),
+            last_rescan_ms: num("last_rescan_ms").map(|v| v as u64),
+            last_rescan_files: num("last_rescan_files").map(|v| v as u64),
+        })
+    }
+}
+
+/// A Unix time as local date and time.
+pub fn local_time(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 pub fn print_status(
     out: &mut impl Write,
     config: &Config,
@@ -167,18 +224,45 @@ pub fn print_status(
     let counts = ledger
         .read(ledger::state_counts)
         .map_err(io::Error::other)?;
+    let per_inbox = ledger
+        .read(ledger::inbox_counts)
+        .map_err(io::Error::other)?;
     let assets = ledger.read(ledger::asset_count).map_err(io::Error::other)?;
     let failed = ledger
         .read(|c| ledger::jobs_in_state(c, Some(JobState::Failed)))
         .map_err(io::Error::other)?;
+    let deferred = ledger
+        .read(|c| ledger::jobs_in_state(c, Some(JobState::Deferred)))
+        .map_err(io::Error::other)?;
+    let service = ServiceView::read(ledger)?;
+    let pending = counts
+        .iter()
+        .find(|(s, _)| *s == JobState::Pending)
+        .map_or(0, |(_, n)| *n);
+    let backoff = &config.service.backoff;
+    let next_retry = |job: &ledger::JobRecord| backoff.next_run(job.attempts, job.updated_at);
     if json {
         let per_state: serde_json::Map<String, serde_json::Value> = counts
             .iter()
             .map(|(s, n)| (s.as_str().to_string(), json!(n)))
             .collect();
+        let mut inboxes = serde_json::Map::new();
+        for (inbox, state, n) in &per_inbox {
+            let entry = inboxes.entry(inbox.clone()).or_insert_with(|| json!({}));
+            entry[state.as_str()] = json!(n);
+        }
         let failures: Vec<_> = failed
             .iter()
             .rev()
+            .take(20)
+            .map(|j| {
+                let mut value = job_json(config, j);
+                value["next_retry_at"] = json!(next_retry(j));
+                value
+            })
+            .collect();
+        let deferrals: Vec<_> = deferred
+            .iter()
             .take(20)
             .map(|j| job_json(config, j))
             .collect();
@@ -191,7 +275,21 @@ pub fn print_status(
                 "library": config.library_root.display().to_string(),
                 "assets": assets,
                 "jobs": per_state,
+                "inboxes": inboxes,
+                "service": {
+                    "running": service.running,
+                    "pid": service.pid,
+                    "started_at": service.started_at,
+                    "stopped_at": service.stopped_at,
+                    "queue": pending,
+                    "in_flight": service.in_flight,
+                    "waiting_for_stability": service.waiting,
+                    "last_rescan_at": service.last_rescan_at,
+                    "last_rescan_ms": service.last_rescan_ms,
+                    "last_rescan_files": service.last_rescan_files,
+                },
                 "recent_failures": failures,
+                "deferred": deferrals,
             })
         );
     }
@@ -202,23 +300,90 @@ pub fn print_status(
         "library  {} ({assets} files)",
         config.library_root.display()
     )?;
+    match (&service, service.running) {
+        (s, true) => writeln!(
+            out,
+            "service  running (pid {}, since {})",
+            s.pid.unwrap_or(0),
+            s.started_at.map(local_time).unwrap_or_default()
+        )?,
+        (s, false) => match s.stopped_at.or(s.started_at) {
+            Some(at) => writeln!(
+                out,
+                "service  not running (last stopped {}); `keepsake run` starts it",
+                local_time(at)
+            )?,
+            None => writeln!(out, "service  not running; `keepsake run` starts it")?,
+        },
+    }
+    writeln!(
+        out,
+        "queue    {pending} pending · {} in flight · {} waiting for their files to settle",
+        service.in_flight, service.waiting
+    )?;
+    match service.last_rescan_at {
+        Some(at) => writeln!(
+            out,
+            "rescan   last at {} ({} files in {} ms)",
+            local_time(at),
+            service.last_rescan_files.unwrap_or(0),
+            service.last_rescan_ms.unwrap_or(0)
+        )?,
+        None => writeln!(out, "rescan   none yet")?,
+    }
     let line: Vec<String> = counts
         .iter()
         .map(|(s, n)| format!("{} {n}", s.as_str()))
         .collect();
     writeln!(out, "jobs     {}", line.join(" · "))?;
+    let mut names: Vec<&str> = config.inboxes.iter().map(|i| i.name.as_str()).collect();
+    for (inbox, _, _) in &per_inbox {
+        if !names.contains(&inbox.as_str()) {
+            names.push(inbox);
+        }
+    }
+    for name in names {
+        let line: Vec<String> = per_inbox
+            .iter()
+            .filter(|(inbox, _, n)| inbox == name && *n > 0)
+            .map(|(_, s, n)| format!("{} {n}", s.as_str()))
+            .collect();
+        let line = if line.is_empty() {
+            "nothing yet".to_string()
+        } else {
+            line.join(" · ")
+        };
+        writeln!(out, "  {name:<14} {line}")?;
+    }
     if !failed.is_empty() {
         writeln!(
             out,
-            "recent failures (`keepsake retry --failed` queues them again):"
+            "recent failures (`keepsake retry --failed` queues them again now):"
         )?;
         for job in failed.iter().rev().take(10) {
+            let retry = match next_retry(job) {
+                Some(at) => format!("retried at {}", local_time(at)),
+                None => format!("{} attempts used; not retried on its own", job.attempts),
+            };
             writeln!(
                 out,
-                "  job {:>5}  {}  {}",
+                "  job {:>5}  {}  {} ({retry})",
                 job.id,
                 job.source_path.display(),
                 job.last_error.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    if !deferred.is_empty() {
+        writeln!(out, "deferred (`keepsake retry JOB` runs one now):")?;
+        for job in deferred.iter().take(10) {
+            writeln!(
+                out,
+                "  job {:>5}  {}  wakes {}: {}",
+                job.id,
+                job.source_path.display(),
+                job.wake_at.map(local_time).unwrap_or_default(),
+                job.reason.as_deref().unwrap_or("")
             )?;
         }
     }

@@ -8,3 +8,4 @@ mod corpus;
 mod crash;
 mod exif;
 mod hostile;
+mod service;

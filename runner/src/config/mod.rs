@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod service;
+pub use service::ServiceConfig;
+
 /// The commented default config, written by `keepsake init` and used when
 /// no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -43,6 +46,8 @@ struct RawConfig {
     inbox: Vec<RawInbox>,
     #[serde(default)]
     stages: BTreeMap<String, RawStage>,
+    #[serde(default)]
+    service: service::RawService,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +61,12 @@ struct RawInbox {
     pipeline: Vec<String>,
     #[serde(default)]
     ignore: Vec<String>,
+    #[serde(default = "yes")]
+    watch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_pipeline() -> Vec<String> {
@@ -91,6 +102,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub inboxes: Vec<Inbox>,
     pub stages: BTreeMap<String, StageConfig>,
+    pub service: ServiceConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +112,9 @@ pub struct Inbox {
     pub mode: InboxMode,
     pub pipeline: Vec<String>,
     pub ignore: Vec<String>,
+    /// Watch for changes (inotify); false: only the periodic rescan finds
+    /// files (for network shares where events never arrive).
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +265,7 @@ impl Config {
                 mode: inbox.mode,
                 pipeline: inbox.pipeline.clone(),
                 ignore: inbox.ignore.clone(),
+                watch: inbox.watch,
             });
         }
 
@@ -274,12 +290,18 @@ impl Config {
             }
         }
 
+        let service = raw
+            .service
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
+
         Ok(Config {
             origin: origin.to_string(),
             library_root,
             state_dir,
             inboxes,
             stages,
+            service,
         })
     }
 

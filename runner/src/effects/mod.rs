@@ -71,6 +71,9 @@ pub struct Finish {
     pub facts: String,
     /// Set when the main file goes into the library.
     pub asset: Option<AssetInfo>,
+    /// Deferred: when the job runs again (Unix seconds).
+    #[serde(default)]
+    pub wake_at: Option<i64>,
 }
 
 impl Finish {
@@ -83,6 +86,7 @@ impl Finish {
             dest_path: self.dest_path.clone(),
             duplicate_of: self.duplicate_of,
             facts: self.facts.clone(),
+            wake_at: self.wake_at,
         }
     }
 

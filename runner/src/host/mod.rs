@@ -139,6 +139,8 @@ struct StageState {
     options: Arc<BTreeMap<String, String>>,
     services: Arc<dyn Services>,
     bytes_read: u64,
+    /// Keeps the epoch ticker running while this call's store lives.
+    _ticking: Ticking,
 }
 
 impl WasiView for StageState {
@@ -229,6 +231,7 @@ pub struct StageRuntime {
     engine: Engine,
     linker: Linker<StageState>,
     cache_dir: Option<PathBuf>,
+    ticker: Arc<Ticker>,
 }
 
 impl StageRuntime {
@@ -259,7 +262,7 @@ impl StageRuntime {
         config.max_wasm_stack(1 << 20);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).map_err(LoadError::Engine)?;
-        start_epoch_ticker(&engine).map_err(|e| {
+        let ticker = start_epoch_ticker(&engine).map_err(|e| {
             LoadError::Engine(wasmtime::Error::msg(format!(
                 "cannot start the thread that enforces CPU deadlines: {e}"
             )))
@@ -272,6 +275,7 @@ impl StageRuntime {
             engine,
             linker,
             cache_dir,
+            ticker,
         })
     }
 
@@ -375,6 +379,7 @@ impl StageRuntime {
                 options: Arc::clone(&stage.options),
                 services,
                 bytes_read: 0,
+                _ticking: Ticking::start(&self.ticker),
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -480,18 +485,61 @@ fn classify_trap(
     }
 }
 
-/// One thread per engine advances the epoch every [`TICK`]; it stops when the
-/// engine is dropped.
-fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+/// The epoch ticker of one engine: how many stores are alive, and its thread.
+struct Ticker {
+    active: std::sync::atomic::AtomicUsize,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// A live store: while any exists, the ticker ticks.
+struct Ticking(Arc<Ticker>);
+
+impl Ticking {
+    fn start(ticker: &Arc<Ticker>) -> Ticking {
+        use std::sync::atomic::Ordering;
+        if ticker.active.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(thread) = ticker.thread.get()
+        {
+            thread.unpark();
+        }
+        Ticking(Arc::clone(ticker))
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One thread per engine advances the epoch every [`TICK`] while a stage
+/// runs, and sleeps otherwise (an idle service wakes no CPU); it stops when
+/// the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<Arc<Ticker>> {
+    let ticker = Arc::new(Ticker {
+        active: std::sync::atomic::AtomicUsize::new(0),
+        thread: std::sync::OnceLock::new(),
+    });
     let weak = engine.weak();
-    std::thread::Builder::new()
+    let state = Arc::clone(&ticker);
+    let handle = std::thread::Builder::new()
         .name("keepsake-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
+                if state.active.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    drop(engine);
+                    // Unparked by the next call; the timeout notices a
+                    // dropped engine.
+                    std::thread::park_timeout(std::time::Duration::from_secs(1));
+                    continue;
+                }
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(TICK);
             }
-        })
-        .map(drop)
+        })?;
+    let _ = ticker.thread.set(handle.thread().clone());
+    Ok(ticker)
 }

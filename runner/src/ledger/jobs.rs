@@ -17,16 +17,19 @@ pub enum JobState {
     Quarantined,
     Skipped,
     Failed,
+    /// A stage asked to be run again later (`wake_at`).
+    Deferred,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Pending,
         JobState::Done,
         JobState::Duplicate,
         JobState::Quarantined,
         JobState::Skipped,
         JobState::Failed,
+        JobState::Deferred,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +40,7 @@ impl JobState {
             JobState::Quarantined => "quarantined",
             JobState::Skipped => "skipped",
             JobState::Failed => "failed",
+            JobState::Deferred => "deferred",
         }
     }
 
@@ -91,11 +95,13 @@ pub struct JobRecord {
     pub updated_at: i64,
     /// What stages recorded (JSON object).
     pub facts: String,
+    /// When a deferred job runs again (Unix seconds).
+    pub wake_at: Option<i64>,
 }
 
 const JOB_COLUMNS: &str = "id, inbox, rel_path, source_path, size, mtime_ns, inode, companions, \
     state, attempts, last_error, reason, blake3, sha1, media_kind, capture_time, capture_source, \
-    dest_path, duplicate_of, updated_at, facts";
+    dest_path, duplicate_of, updated_at, facts, wake_at";
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
     let state: String = row.get(8)?;
@@ -129,6 +135,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         duplicate_of: row.get(18)?,
         updated_at: row.get(19)?,
         facts: row.get(20)?,
+        wake_at: row.get(21)?,
     })
 }
 
@@ -246,18 +253,154 @@ pub fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<(JobState, u64)>>
     Ok(counts)
 }
 
-/// Put failed jobs (or one job) back in the queue. Returns how many.
+/// Put failed and deferred jobs (or one job, also quarantined or skipped)
+/// back in the queue now. Returns how many.
 pub fn retry(conn: &Connection, job: Option<u64>) -> rusqlite::Result<usize> {
     match job {
         Some(id) => conn.execute(
-            "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1 AND state IN ('failed', 'quarantined', 'skipped')",
+            "UPDATE jobs SET state = 'pending', wake_at = NULL, updated_at = ?2 WHERE id = ?1 \
+             AND state IN ('failed', 'deferred', 'quarantined', 'skipped')",
             params![id, now()],
         ),
         None => conn.execute(
-            "UPDATE jobs SET state = 'pending', updated_at = ?1 WHERE state = 'failed'",
+            "UPDATE jobs SET state = 'pending', wake_at = NULL, updated_at = ?1 \
+             WHERE state IN ('failed', 'deferred')",
             [now()],
         ),
     }
+}
+
+/// How the service retries failed jobs: after `base`, then twice as long
+/// each time up to `cap`, at most `max_attempts` runs in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub max_attempts: u32,
+    pub base_secs: i64,
+    pub cap_secs: i64,
+}
+
+impl Backoff {
+    /// Seconds to wait after the `attempts`-th failed run.
+    pub fn delay(&self, attempts: u32) -> i64 {
+        let doublings = attempts.saturating_sub(1).min(30);
+        self.base_secs
+            .saturating_mul(1i64 << doublings)
+            .min(self.cap_secs)
+    }
+
+    /// When a job failed at `updated_at` after `attempts` runs runs again,
+    /// or None when it has used all its attempts.
+    pub fn next_run(&self, attempts: u32, updated_at: i64) -> Option<i64> {
+        (attempts < self.max_attempts).then(|| updated_at + self.delay(attempts))
+    }
+}
+
+/// Queue again the failed jobs whose backoff has passed and the deferred
+/// jobs whose time has come. Returns how many.
+pub fn wake_due(conn: &Connection, now: i64, backoff: &Backoff) -> rusqlite::Result<usize> {
+    let mut due = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, state, attempts, updated_at, wake_at FROM jobs WHERE state IN ('failed', 'deferred')",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, state, attempts, updated_at, wake_at) = row?;
+            let at = match state.as_str() {
+                "deferred" => wake_at.or(Some(updated_at)),
+                _ => backoff.next_run(attempts, updated_at),
+            };
+            if at.is_some_and(|at| at <= now) {
+                due.push(id);
+            }
+        }
+    }
+    let mut update = conn.prepare_cached(
+        "UPDATE jobs SET state = 'pending', wake_at = NULL, updated_at = ?2 WHERE id = ?1",
+    )?;
+    for id in &due {
+        update.execute(params![id, now])?;
+    }
+    Ok(due.len())
+}
+
+/// The earliest time a failed or deferred job wakes, if any will.
+pub fn next_wake(conn: &Connection, backoff: &Backoff) -> rusqlite::Result<Option<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, attempts, updated_at, wake_at FROM jobs WHERE state IN ('failed', 'deferred')",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+        ))
+    })?;
+    let mut next: Option<i64> = None;
+    for row in rows {
+        let (state, attempts, updated_at, wake_at) = row?;
+        let at = match state.as_str() {
+            "deferred" => wake_at.or(Some(updated_at)),
+            _ => backoff.next_run(attempts, updated_at),
+        };
+        if let Some(at) = at {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    Ok(next)
+}
+
+pub fn pending_count(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE state = 'pending'")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Jobs per inbox and state.
+pub fn inbox_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, JobState, u64)>> {
+    let mut stmt = conn
+        .prepare("SELECT inbox, state, COUNT(*) FROM jobs GROUP BY inbox, state ORDER BY inbox")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u64>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (inbox, state, n) = row?;
+        if let Some(state) = JobState::parse(&state) {
+            out.push((inbox, state, n));
+        }
+    }
+    Ok(out)
+}
+
+/// What a running service publishes for `keepsake status`.
+pub fn set_service_state(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO service_state (key, value) VALUES (?1, ?2) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+pub fn service_state(
+    conn: &Connection,
+) -> rusqlite::Result<std::collections::BTreeMap<String, String>> {
+    let mut stmt = conn.prepare("SELECT key, value FROM service_state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.collect()
 }
 
 /// What the host learned reading the file.
@@ -285,6 +428,8 @@ pub struct Outcome {
     pub dest_path: Option<String>,
     pub duplicate_of: Option<u64>,
     pub facts: String,
+    /// Deferred: when to run again (Unix seconds).
+    pub wake_at: Option<i64>,
 }
 
 pub fn finish_job(
@@ -296,7 +441,7 @@ pub fn finish_job(
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, reason = ?3, capture_time = ?4, capture_source = ?5, \
          capture_confidence = ?6, dest_path = ?7, duplicate_of = ?8, facts = ?9, last_error = NULL, \
-         attempts = attempts + 1, updated_at = ?10 WHERE id = ?1",
+         attempts = attempts + 1, updated_at = ?10, wake_at = ?11 WHERE id = ?1",
     )?
     .execute(params![
         id,
@@ -309,6 +454,7 @@ pub fn finish_job(
         outcome.duplicate_of,
         if outcome.facts.is_empty() { "{}" } else { outcome.facts.as_str() },
         now(),
+        outcome.wake_at,
     ])?;
     Ok(())
 }

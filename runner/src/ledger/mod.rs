@@ -16,6 +16,7 @@ pub use journal::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_step_bytes.sql"),
+    include_str!("migrations/0003_service.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

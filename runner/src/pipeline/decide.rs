@@ -15,6 +15,9 @@ use super::display_rel;
 use super::paths::validate_relative;
 use super::read::{ReadError, ReadFile};
 
+/// The longest a stage may defer a job.
+const MAX_DEFER_SECS: u64 = 7 * 24 * 3600;
+
 /// One stage call, as the ledger's `steps` table records it.
 #[derive(Debug, Clone)]
 pub struct StepCall {
@@ -33,6 +36,11 @@ pub enum Decision {
     Quarantine(String),
     Skip(String),
     Fail(String),
+    /// Run the job again after this many seconds.
+    Defer {
+        seconds: u64,
+        reason: String,
+    },
     /// No stage placed it.
     Unplaced,
 }
@@ -193,6 +201,13 @@ pub fn decide(
             decided.decision = Decision::Fail(message);
             return decided;
         }
+        Err(ReadError::Stopped) => {
+            decided.decision = Decision::Fail(
+                "keepsake stopped while reading it; `keepsake retry` or the next run takes it"
+                    .into(),
+            );
+            return decided;
+        }
     };
     decided.size = read.hashes.size;
     decided.staged = read.staged.clone();
@@ -328,10 +343,16 @@ pub fn decide(
                     return decided;
                 }
                 Effect::Defer(defer) => {
-                    decided.decision = Decision::Fail(format!(
-                        "stage `{name}` asked to try again in {} s: {}; `keepsake retry {}` does",
-                        defer.seconds, defer.reason, job.id
-                    ));
+                    // At least a second, at most a week: a stage cannot
+                    // spin the service or park a file forever.
+                    let seconds = u64::from(defer.seconds).clamp(1, MAX_DEFER_SECS);
+                    decided.decision = Decision::Defer {
+                        seconds,
+                        reason: format!(
+                            "stage `{name}` asked to run again in {seconds} s: {}; `keepsake retry {}` runs it now",
+                            defer.reason, job.id
+                        ),
+                    };
                     return decided;
                 }
             }

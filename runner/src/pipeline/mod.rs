@@ -6,6 +6,7 @@ mod decide;
 mod live;
 pub mod paths;
 mod plan;
+mod queue;
 mod read;
 mod register;
 mod services;
@@ -57,6 +58,7 @@ pub struct IngestReport {
     pub quarantined: usize,
     pub skipped: usize,
     pub failed: usize,
+    pub deferred: usize,
     pub bytes_hashed: u64,
     pub removed_from_inbox: usize,
     pub recovered: usize,
@@ -334,6 +336,7 @@ impl Pipeline {
                 Applied::Finished(JobState::Duplicate) => report.duplicates += 1,
                 Applied::Finished(JobState::Quarantined) => report.quarantined += 1,
                 Applied::Finished(JobState::Skipped) => report.skipped += 1,
+                Applied::Finished(JobState::Deferred) => report.deferred += 1,
                 Applied::Finished(JobState::Pending) => {}
                 Applied::Finished(JobState::Failed) | Applied::Failed(_) => {
                     report.failed += 1;
@@ -371,6 +374,10 @@ impl Pipeline {
         // then they double up to the full size, which amortizes each sync.
         let mut batch_files = FIRST_BATCH_FILES;
         loop {
+            // Stopping: the jobs not yet read stay pending for the next start.
+            if crate::shutdown::requested() {
+                return Ok(());
+            }
             let jobs = self
                 .ledger
                 .read(|conn| ledger::pending_jobs(conn, after, batch_files))?;
@@ -397,6 +404,12 @@ impl Pipeline {
                 .iter()
                 .filter_map(|r| r.as_ref().ok().and_then(|r| r.staged.clone()))
                 .collect();
+            if crate::shutdown::requested() {
+                for path in &staged {
+                    let _ = effects::fsops::remove_temp(path);
+                }
+                return Ok(());
+            }
             for read in read.iter().flatten() {
                 report.bytes_hashed += read.hashes.size;
             }

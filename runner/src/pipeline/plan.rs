@@ -54,6 +54,7 @@ pub(super) fn plan(
         duplicate_of: None,
         facts: serde_json::Value::Object(facts).to_string(),
         asset: None,
+        wake_at: None,
     };
     let mut plan = JobPlan {
         job_id: job.id,
@@ -64,9 +65,10 @@ pub(super) fn plan(
     };
     let mut decision = decided.decision;
     let (blake3, sha1, kind) = match (&decision, decided.hashes.clone()) {
-        (Decision::Fail(_) | Decision::Skip(_) | Decision::Unplaced, hashes) => {
-            hashes.unwrap_or_default()
-        }
+        (
+            Decision::Fail(_) | Decision::Skip(_) | Decision::Defer { .. } | Decision::Unplaced,
+            hashes,
+        ) => hashes.unwrap_or_default(),
         (_, Some(hashes)) => hashes,
         (_, None) => {
             decision = Decision::Fail("the file was not read".into());
@@ -90,6 +92,11 @@ pub(super) fn plan(
         Decision::Skip(reason) => {
             finish.state = "skipped".into();
             finish.reason = Some(reason);
+        }
+        Decision::Defer { seconds, reason } => {
+            finish.state = "deferred".into();
+            finish.reason = Some(reason);
+            finish.wake_at = Some(crate::ledger::now() + seconds as i64);
         }
         Decision::Unplaced => {
             finish.state = "skipped".into();

@@ -10,6 +10,7 @@ use crate::effects::fsops;
 use crate::hashing::{Hashes, hash_and_copy, hash_reader};
 use crate::ledger::JobRecord;
 use crate::media::{self, MediaKind};
+use crate::shutdown::Stoppable;
 
 /// A file read once: its hashes, what it is, and an open handle the stages
 /// read through.
@@ -25,6 +26,8 @@ pub struct ReadFile {
 #[derive(Debug, Clone)]
 pub enum ReadError {
     Vanished,
+    /// keepsake is stopping: the job stays pending.
+    Stopped,
     Unreadable(String),
 }
 
@@ -35,10 +38,7 @@ const STAGE_FROM: u64 = 32 << 20;
 /// `staging`: where large files are copied while hashed (on the library's
 /// filesystem, so the copy later moves into place with a rename).
 pub fn read_all(batch: &[JobRecord], staging: Option<&Path>) -> Vec<Result<ReadFile, ReadError>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(batch.len().max(1));
+    let threads = crate::par::threads_for(batch.len());
     let slots: Vec<Mutex<Option<Result<ReadFile, ReadError>>>> =
         batch.iter().map(|_| Mutex::new(None)).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -48,7 +48,11 @@ pub fn read_all(batch: &[JobRecord], staging: Option<&Path>) -> Vec<Result<ReadF
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(job) = batch.get(i) else { break };
-                    let result = read_one(job, staging);
+                    let result = if crate::shutdown::requested() {
+                        Err(ReadError::Stopped)
+                    } else {
+                        read_one(job, staging)
+                    };
                     *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                 }
             });
@@ -90,11 +94,15 @@ fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadErr
         Some(dir) => {
             let staged = dir.join(format!("{}.tmp", job.id));
             let copied = fsops::create_staging(&staged).and_then(|mut out| {
-                let hashes = hash_and_copy(&file, meta.len(), Some(&mut out))?;
+                let hashes = hash_and_copy(Stoppable(&file), meta.len(), Some(&mut out))?;
                 Ok(hashes)
             });
             match copied {
                 Ok(hashes) => (hashes, Some(staged)),
+                Err(_) if crate::shutdown::requested() => {
+                    let _ = fsops::remove_temp(&staged);
+                    return Err(ReadError::Stopped);
+                }
                 Err(e) => {
                     let _ = fsops::remove_temp(&staged);
                     return Err(ReadError::Unreadable(format!(

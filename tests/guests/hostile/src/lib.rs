@@ -2,8 +2,8 @@
 //! must contain every one of these to the job that triggered it.
 
 use keepsake_sdk::{
-    Description, Effect, Guest, Job, Placement, StageError, describe, export_stage, file_name,
-    host, option_or,
+    DeferUntil, Description, Effect, Guest, Job, Placement, StageError, describe, export_stage,
+    file_name, host, option_or,
 };
 
 struct Hostile;
@@ -17,7 +17,7 @@ impl Guest for Hostile {
             &[
                 (
                     "mode",
-                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | ok",
+                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | defer | ok",
                     Some("ok"),
                 ),
                 (
@@ -25,6 +25,7 @@ impl Guest for Hostile {
                     "misbehave only for file names containing this",
                     Some(""),
                 ),
+                ("seconds", "how long `defer` defers", Some("3")),
             ],
         )
     }
@@ -84,6 +85,18 @@ impl Guest for Hostile {
                         reached.join(", ")
                     )))
                 }
+            }
+            // Defer a file the first time it is seen, then let it through.
+            "defer" => {
+                let key = format!("deferred:{}", job.relative_path);
+                if host::kv_get(&key).is_some() {
+                    return Ok(vec![]);
+                }
+                host::kv_set(&key, b"1");
+                Ok(vec![Effect::Defer(DeferUntil {
+                    seconds: option_or("seconds", "3").parse().unwrap_or(3),
+                    reason: "waiting on purpose".into(),
+                })])
             }
             "huge-read" => match host::read(0, u32::MAX) {
                 Ok(bytes) if bytes.len() <= 1 << 20 => Ok(vec![]),

@@ -1,0 +1,434 @@
+//! `keepsake run`: the always-on service. One async loop (tokio, one thread)
+//! waits on inbox events, timers and signals; blocking work (walks, hashing,
+//! stage calls, copies, SQLite) runs on tokio's blocking threads, one
+//! processing cycle at a time.
+//!
+//! A cycle registers the files that became stable, wakes failed jobs whose
+//! backoff passed and deferred jobs whose time came, and runs every pending
+//! job. On SIGINT/SIGTERM no new cycle starts; the running one stops between
+//! batches (a large file's read stops within a chunk) and the process exits
+//! once it has, or when the grace period ends: the journal resumes whatever
+//! was in flight at the next start.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::discover;
+use crate::ledger::{self, Ledger};
+use crate::pipeline::{IngestReport, Pipeline, PipelineError};
+use crate::watch::tracker::Tracker;
+use crate::watch::{self, Change, WatchedInbox};
+
+/// How often an idle service looks at the ledger for jobs queued by
+/// `keepsake retry` or woken by their time.
+const POLL: Duration = Duration::from_secs(2);
+/// After a cycle failed on the ledger itself (e.g. a full disk), wait this
+/// long before the next.
+const CYCLE_RETRY: Duration = Duration::from_secs(30);
+/// `keepsake status` is updated at most this often.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error(
+        "cannot watch the inboxes: {0}; check that the folders exist and that the inotify limit (fs.inotify.max_user_watches) is high enough, or set `watch = false` on the inbox"
+    )]
+    Watch(#[from] notify::Error),
+    #[error("cannot start the service: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What one cycle did.
+#[derive(Debug, Default)]
+struct Cycle {
+    report: IngestReport,
+    woken: usize,
+}
+
+/// What one rescan found.
+#[derive(Debug)]
+struct Rescan {
+    unseen: Vec<(usize, PathBuf)>,
+    files: usize,
+    errors: Vec<String>,
+    took: Duration,
+}
+
+/// Run until SIGINT or SIGTERM. The pipeline is opened first: a second
+/// service on the same ledger, a bad stage or a broken journal stops here,
+/// before anything is watched or taken.
+pub fn run(config: Config) -> Result<(), ServiceError> {
+    crate::par::set_threads(config.service.concurrency);
+    let pipeline = Arc::new(Pipeline::open(config.clone())?);
+    if pipeline.recovery.finished + pipeline.recovery.requeued > 0 {
+        tracing::info!(
+            finished = pipeline.recovery.finished,
+            requeued = pipeline.recovery.requeued,
+            "replayed the journal of the last run"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()?;
+    let result = runtime.block_on(serve(pipeline, config));
+    // A cycle still running past the grace period is left to the journal.
+    runtime.shutdown_background();
+    result
+}
+
+async fn serve(pipeline: Arc<Pipeline>, config: Config) -> Result<(), ServiceError> {
+    let inboxes = Arc::new(WatchedInbox::all(&config));
+    let service = &config.service;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let (send, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // Watch before the first rescan, so nothing lands unseen between them.
+    let _watcher = watch::start_watcher(&inboxes, move |event| {
+        let _ = send.send(event);
+    })?;
+    let watched: Vec<&str> = inboxes.iter().map(|i| i.name.as_str()).collect();
+    tracing::info!(
+        inboxes = %watched.join(", "),
+        library = %config.library_root.display(),
+        stability_secs = service.stability.as_secs_f64(),
+        "keepsake is running; Ctrl-C or SIGTERM stops it"
+    );
+
+    let mut tracker = Tracker::new(service.stability);
+    let mut ready: Vec<(usize, PathBuf)> = Vec::new();
+    let mut work: Option<JoinHandle<Result<Cycle, PipelineError>>> = None;
+    let mut rescan: Option<JoinHandle<Rescan>> = None;
+    let mut rescan_at = Some(Instant::now());
+    let mut last_rescan: Option<(i64, Duration, usize)> = None;
+    // Jobs left pending by the last run go first.
+    let mut check_queue = true;
+    let mut poll_at = Instant::now() + POLL;
+    let mut published = Instant::now() - PUBLISH_EVERY;
+    let mut dirty = true;
+    publish(
+        &pipeline,
+        vec![
+            ("pid", std::process::id().to_string()),
+            ("started_at", ledger::now().to_string()),
+            ("stopped_at", String::new()),
+            ("in_flight", "0".into()),
+        ],
+    );
+
+    loop {
+        let now = Instant::now();
+        if work.is_none() && (!ready.is_empty() || check_queue) {
+            let batch = std::mem::take(&mut ready);
+            let pipeline = Arc::clone(&pipeline);
+            let inboxes = Arc::clone(&inboxes);
+            let backoff = service.backoff;
+            work = Some(tokio::task::spawn_blocking(move || {
+                cycle(&pipeline, &inboxes, batch, &backoff)
+            }));
+            check_queue = false;
+            dirty = true;
+        }
+        if rescan.is_none() && rescan_at.is_some_and(|at| at <= now) {
+            let pipeline = Arc::clone(&pipeline);
+            let inboxes = Arc::clone(&inboxes);
+            rescan = Some(tokio::task::spawn_blocking(move || {
+                rescan_all(&pipeline, &inboxes)
+            }));
+            rescan_at = None;
+        }
+        if dirty && now.duration_since(published) >= PUBLISH_EVERY {
+            let mut values = vec![("waiting", tracker.len().to_string())];
+            if let Some((at, took, files)) = last_rescan {
+                values.push(("last_rescan_at", at.to_string()));
+                values.push(("last_rescan_ms", took.as_millis().to_string()));
+                values.push(("last_rescan_files", files.to_string()));
+            }
+            publish(&pipeline, values);
+            published = now;
+            dirty = false;
+        }
+        let tracker_due = tracker.next_due();
+        // Wake for the next publish only when there is something to publish.
+        let publish_at = dirty.then_some(published + PUBLISH_EVERY);
+
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            Some(event) = events.recv() => {
+                handle_event(event, &inboxes, &mut tracker, &mut rescan_at);
+                // Drain what else is queued before the next turn of the loop.
+                while let Ok(event) = events.try_recv() {
+                    handle_event(event, &inboxes, &mut tracker, &mut rescan_at);
+                }
+                dirty = true;
+            }
+            done = async { work.as_mut().expect("guarded by the if").await }, if work.is_some() => {
+                work = None;
+                match done {
+                    Ok(Ok(cycle)) => log_cycle(&cycle),
+                    Ok(Err(e)) => {
+                        tracing::error!("{e}; trying again in {} s", CYCLE_RETRY.as_secs());
+                        poll_at = Instant::now() + CYCLE_RETRY;
+                    }
+                    Err(e) => tracing::error!("a processing cycle stopped: {e}"),
+                }
+                dirty = true;
+            }
+            done = async { rescan.as_mut().expect("guarded by the if").await }, if rescan.is_some() => {
+                rescan = None;
+                rescan_at = service.rescan.map(|every| Instant::now() + every);
+                match done {
+                    Ok(found) => {
+                        for error in &found.errors {
+                            tracing::warn!("rescan: {error}");
+                        }
+                        tracing::debug!(
+                            files = found.files,
+                            new = found.unseen.len(),
+                            ms = found.took.as_millis() as u64,
+                            "rescanned the inboxes"
+                        );
+                        let now = Instant::now();
+                        for (inbox, path) in found.unseen {
+                            tracker.observe(inbox, path, false, now);
+                        }
+                        last_rescan = Some((ledger::now(), found.took, found.files));
+                    }
+                    Err(e) => tracing::error!("a rescan stopped: {e}"),
+                }
+                dirty = true;
+            }
+            _ = sleep_until(tracker_due), if tracker_due.is_some() => {
+                let stable = tracker.take_stable(Instant::now());
+                ready.extend(stable);
+                dirty = true;
+            }
+            _ = tokio::time::sleep_until(poll_at.into()), if work.is_none() => {
+                poll_at = Instant::now() + POLL;
+                check_queue = queue_has_work(&pipeline, &config);
+            }
+            _ = sleep_until(publish_at), if publish_at.is_some() => {}
+        }
+    }
+
+    // Stopping: no new cycle; the running one ends between batches.
+    crate::shutdown::request();
+    tracing::info!(
+        grace_secs = service.grace.as_secs(),
+        "stopping: finishing the work in flight"
+    );
+    let mut finished = true;
+    if let Some(work) = work {
+        match tokio::time::timeout(service.grace, work).await {
+            Ok(Ok(Ok(cycle))) => log_cycle(&cycle),
+            Ok(Ok(Err(e))) => tracing::error!("{e}"),
+            Ok(Err(e)) => tracing::error!("a processing cycle stopped: {e}"),
+            Err(_) => {
+                finished = false;
+                tracing::warn!(
+                    "the grace period ended with work in flight; the journal resumes it at the next start"
+                );
+            }
+        }
+    }
+    if finished {
+        let stopped = pipeline.ledger().write(|tx| {
+            ledger::set_service_state(tx, "stopped_at", &ledger::now().to_string())?;
+            ledger::set_service_state(tx, "in_flight", "0")?;
+            ledger::set_service_state(tx, "waiting", "0")
+        });
+        if let Err(e) = stopped {
+            tracing::warn!("cannot record the service state: {e}");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn handle_event(
+    event: notify::Result<notify::Event>,
+    inboxes: &[WatchedInbox],
+    tracker: &mut Tracker,
+    rescan_at: &mut Option<Instant>,
+) {
+    let event = match event {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!("inbox watch: {e}; rescanning");
+            *rescan_at = Some(Instant::now());
+            return;
+        }
+    };
+    let now = Instant::now();
+    for change in watch::changes(event) {
+        match change {
+            Change::Lost => {
+                tracing::warn!("the kernel dropped inbox events; rescanning");
+                *rescan_at = Some(now);
+            }
+            Change::Gone(path) => tracker.forget(&path),
+            Change::Touched { path, whole } => {
+                let Some(inbox) = watch::inbox_of(inboxes, &path) else {
+                    continue;
+                };
+                match path.symlink_metadata() {
+                    Ok(meta) if meta.is_dir() => {
+                        // Files may have landed before the folder's watch.
+                        for file in watch::files_under(&path, &inboxes[inbox].ignore) {
+                            tracker.observe(inbox, file, whole, now);
+                        }
+                    }
+                    Ok(_) => tracker.observe(inbox, path, whole, now),
+                    Err(_) => tracker.forget(&path),
+                }
+            }
+        }
+    }
+}
+
+/// One processing cycle, on a blocking thread.
+fn cycle(
+    pipeline: &Pipeline,
+    inboxes: &[WatchedInbox],
+    ready: Vec<(usize, PathBuf)>,
+    backoff: &ledger::Backoff,
+) -> Result<Cycle, PipelineError> {
+    let mut report = IngestReport::default();
+    for (inbox, dir, names) in watch::by_folder(ready) {
+        let Some(watched) = inboxes.get(inbox) else {
+            continue;
+        };
+        let walk = discover::walk_names(&watched.root, &dir, &names, &watched.ignore);
+        report.errors.extend(walk.errors);
+        pipeline.register_files(&watched.name, walk.files, &mut report)?;
+    }
+    let ledger = pipeline.ledger();
+    let woken = ledger.write(|tx| ledger::wake_due(tx, ledger::now(), backoff))?;
+    let pending = ledger.read(ledger::pending_count)?;
+    let _ = ledger.write(|tx| ledger::set_service_state(tx, "in_flight", &pending.to_string()));
+    let result = pipeline.run_pending();
+    let _ = ledger.write(|tx| ledger::set_service_state(tx, "in_flight", "0"));
+    let processed = result?;
+    report.processed += processed.processed;
+    report.placed += processed.placed;
+    report.duplicates += processed.duplicates;
+    report.quarantined += processed.quarantined;
+    report.skipped += processed.skipped;
+    report.failed += processed.failed;
+    report.deferred += processed.deferred;
+    report.removed_from_inbox += processed.removed_from_inbox;
+    report.errors.extend(processed.errors);
+    report.elapsed = processed.elapsed;
+    Ok(Cycle { report, woken })
+}
+
+fn log_cycle(cycle: &Cycle) {
+    let r = &cycle.report;
+    for error in &r.errors {
+        tracing::warn!("{error}");
+    }
+    if r.processed > 0 || r.skipped > 0 {
+        tracing::info!(
+            placed = r.placed,
+            duplicates = r.duplicates,
+            quarantined = r.quarantined,
+            skipped = r.skipped,
+            failed = r.failed,
+            deferred = r.deferred,
+            retried = cycle.woken,
+            secs = r.elapsed.as_secs_f64(),
+            "took {} file(s)",
+            r.processed
+        );
+    }
+}
+
+/// Walk every inbox; the files the ledger has not seen as they are now.
+fn rescan_all(pipeline: &Pipeline, inboxes: &[WatchedInbox]) -> Rescan {
+    let started = Instant::now();
+    let mut found = Rescan {
+        unseen: Vec::new(),
+        files: 0,
+        errors: Vec::new(),
+        took: Duration::ZERO,
+    };
+    for (i, inbox) in inboxes.iter().enumerate() {
+        if crate::shutdown::requested() {
+            break;
+        }
+        if !inbox.root.is_dir() {
+            found.errors.push(format!(
+                "inbox {}: folder {} is missing (unmounted?); its files wait until it is back",
+                inbox.name,
+                inbox.root.display()
+            ));
+            continue;
+        }
+        let walk = discover::walk(&inbox.root, &inbox.ignore);
+        found.files += walk.files.len();
+        found.errors.extend(walk.errors);
+        match pipeline.split_unseen(&inbox.name, walk.files) {
+            Ok((unseen, seen)) => {
+                found.unseen.extend(unseen.into_iter().map(|c| (i, c.path)));
+                // Move mode: files whose job finished but which a crash
+                // left in the inbox are removed now.
+                let move_mode = pipeline
+                    .config()
+                    .inbox(&inbox.name)
+                    .is_some_and(|c| c.mode == crate::config::InboxMode::Move);
+                if move_mode && !seen.is_empty() {
+                    let mut report = IngestReport::default();
+                    if let Err(e) = pipeline.register_files(&inbox.name, seen, &mut report) {
+                        found.errors.push(e.to_string());
+                    }
+                    found.errors.extend(report.errors);
+                }
+            }
+            Err(e) => found.errors.push(e.to_string()),
+        }
+    }
+    found.took = started.elapsed();
+    found
+}
+
+/// Jobs queued from outside (`keepsake retry`) or due to wake.
+fn queue_has_work(pipeline: &Pipeline, config: &Config) -> bool {
+    let ledger: &Ledger = pipeline.ledger();
+    let pending = ledger.read(ledger::pending_count).unwrap_or(0);
+    let next_wake = ledger
+        .read(|c| ledger::next_wake(c, &config.service.backoff))
+        .ok()
+        .flatten();
+    pending > 0 || next_wake.is_some_and(|at| at <= ledger::now())
+}
+
+/// Record values for `keepsake status` (best effort, off the async loop).
+fn publish(pipeline: &Arc<Pipeline>, values: Vec<(&'static str, String)>) {
+    let pipeline = Arc::clone(pipeline);
+    tokio::task::spawn_blocking(move || {
+        let result = pipeline.ledger().write(|tx| {
+            for (key, value) in &values {
+                ledger::set_service_state(tx, key, value)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!("cannot record the service state: {e}");
+        }
+    });
+}

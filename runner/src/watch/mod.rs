@@ -1,0 +1,154 @@
+//! Finding new inbox files while `keepsake run` runs: inotify events (through
+//! notify), a full rescan at start and every `rescan_secs` (events are lost
+//! on network shares, on queue overflow and while keepsake is stopped), and
+//! the stability window of [`tracker`].
+
+pub mod tracker;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+
+use crate::config::Config;
+use crate::discover;
+
+/// An inbox as the watcher sees it.
+#[derive(Debug, Clone)]
+pub struct WatchedInbox {
+    pub name: String,
+    pub root: PathBuf,
+    pub ignore: Vec<String>,
+    pub watch: bool,
+}
+
+impl WatchedInbox {
+    pub fn all(config: &Config) -> Vec<WatchedInbox> {
+        config
+            .inboxes
+            .iter()
+            .map(|inbox| WatchedInbox {
+                name: inbox.name.clone(),
+                root: inbox.path.clone(),
+                ignore: inbox.ignore.clone(),
+                watch: inbox.watch,
+            })
+            .collect()
+    }
+}
+
+/// The inbox `path` belongs to, unless it (or a folder on the way to it) is
+/// a partial download, a dotfile or matches the inbox's ignore globs.
+pub fn inbox_of(inboxes: &[WatchedInbox], path: &Path) -> Option<usize> {
+    let (i, inbox) = inboxes
+        .iter()
+        .enumerate()
+        .find(|(_, inbox)| path.starts_with(&inbox.root))?;
+    let rel = path.strip_prefix(&inbox.root).ok()?;
+    let ignored = rel
+        .components()
+        .any(|c| discover::is_ignored(c.as_os_str().as_bytes(), &inbox.ignore));
+    (!ignored && !rel.as_os_str().is_empty()).then_some(i)
+}
+
+/// What an event means for the tracker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Created or written (`whole`: renamed into place, so complete). A
+    /// folder stands for every file in it.
+    Touched { path: PathBuf, whole: bool },
+    /// Removed or renamed away.
+    Gone(PathBuf),
+    /// The kernel dropped events: only a rescan knows what changed.
+    Lost,
+}
+
+pub fn changes(event: Event) -> Vec<Change> {
+    if event.need_rescan() {
+        return vec![Change::Lost];
+    }
+    let mut paths = event.paths.into_iter();
+    let touched = |path, whole| Change::Touched { path, whole };
+    match event.kind {
+        EventKind::Create(CreateKind::File | CreateKind::Folder | CreateKind::Any)
+        | EventKind::Create(CreateKind::Other)
+        | EventKind::Modify(
+            ModifyKind::Data(_) | ModifyKind::Metadata(_) | ModifyKind::Any | ModifyKind::Other,
+        )
+        | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            paths.map(|p| touched(p, false)).collect()
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+            paths.map(|p| touched(p, true)).collect()
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            let from = paths.next();
+            let to = paths.next();
+            from.map(Change::Gone)
+                .into_iter()
+                .chain(to.map(|p| touched(p, true)))
+                .collect()
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
+            paths.map(Change::Gone).collect()
+        }
+        EventKind::Modify(ModifyKind::Name(_)) => paths
+            .map(|p| {
+                if p.symlink_metadata().is_ok() {
+                    touched(p, true)
+                } else {
+                    Change::Gone(p)
+                }
+            })
+            .collect(),
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => Vec::new(),
+    }
+}
+
+/// Watch every inbox that allows it; events go to `send`.
+pub fn start_watcher(
+    inboxes: &[WatchedInbox],
+    send: impl Fn(notify::Result<Event>) + Send + 'static,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(send)?;
+    for inbox in inboxes.iter().filter(|i| i.watch) {
+        watcher.watch(&inbox.root, RecursiveMode::Recursive)?;
+    }
+    Ok(watcher)
+}
+
+/// Every file under `dir` a walk would take (for a folder created or moved
+/// into an inbox: files may land in it before its watch exists).
+pub fn files_under(dir: &Path, ignore: &[String]) -> Vec<PathBuf> {
+    discover::walk(dir, ignore)
+        .files
+        .into_iter()
+        .map(|c| c.path)
+        .collect()
+}
+
+/// Stable files grouped by (inbox, folder): each folder is listed once to
+/// pair sidecars.
+pub fn by_folder(
+    ready: Vec<(usize, PathBuf)>,
+) -> Vec<(usize, PathBuf, std::collections::HashSet<OsString>)> {
+    let mut groups: std::collections::BTreeMap<
+        (usize, PathBuf),
+        std::collections::HashSet<OsString>,
+    > = std::collections::BTreeMap::new();
+    for (inbox, path) in ready {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            continue;
+        };
+        groups
+            .entry((inbox, dir.to_path_buf()))
+            .or_default()
+            .insert(name.to_os_string());
+    }
+    groups
+        .into_iter()
+        .map(|((inbox, dir), names)| (inbox, dir, names))
+        .collect()
+}

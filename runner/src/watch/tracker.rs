@@ -1,0 +1,215 @@
+//! The stability window: a file is taken only once its size, mtime and inode
+//! have stayed the same for the window, so nothing is read while a phone, a
+//! sync tool or a slow copy is still writing it.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How a file looked when last checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Look {
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+}
+
+impl Look {
+    fn of(path: &Path) -> Option<Look> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        meta.is_file().then(|| Look {
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            inode: meta.ino(),
+        })
+    }
+
+    /// Last written more than `window` ago by the wall clock.
+    fn written_before(&self, window: Duration) -> bool {
+        let Ok(now) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) else {
+            return false;
+        };
+        let now_ns = now.as_nanos().min(i64::MAX as u128) as i64;
+        now_ns.saturating_sub(self.mtime_ns) > window.as_nanos().min(i64::MAX as u128) as i64
+    }
+}
+
+#[derive(Debug)]
+struct Tracked {
+    inbox: usize,
+    look: Look,
+    /// When `look` was first seen as it is now.
+    since: Instant,
+    /// Moved into the inbox whole (a rename): taken at the next check.
+    whole: bool,
+    /// When to check again.
+    due: Instant,
+}
+
+/// Files seen but not yet stable.
+#[derive(Debug)]
+pub struct Tracker {
+    window: Duration,
+    files: HashMap<PathBuf, Tracked>,
+    /// Files that disappeared before they were stable.
+    pub vanished: u64,
+}
+
+/// A short second look for files that need no full window: renamed in, or
+/// last written long ago (found by a rescan).
+const SECOND_LOOK: Duration = Duration::from_millis(100);
+
+impl Tracker {
+    pub fn new(window: Duration) -> Tracker {
+        Tracker {
+            window,
+            files: HashMap::new(),
+            vanished: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Something happened to `path` (created, written, renamed in, or found
+    /// by a rescan). `whole`: it was renamed into place, so it is complete.
+    pub fn observe(&mut self, inbox: usize, path: PathBuf, whole: bool, now: Instant) {
+        let Some(look) = Look::of(&path) else {
+            if self.files.remove(&path).is_some() {
+                self.vanished += 1;
+            }
+            return;
+        };
+        let quick = whole || look.written_before(self.window);
+        let due = now + if quick { SECOND_LOOK } else { self.window };
+        match self.files.get_mut(&path) {
+            Some(tracked) if tracked.look == look => {
+                tracked.whole |= whole;
+                tracked.due = tracked.due.min(due);
+            }
+            Some(tracked) => {
+                *tracked = Tracked {
+                    inbox,
+                    look,
+                    since: now,
+                    whole,
+                    due,
+                };
+            }
+            None => {
+                self.files.insert(
+                    path,
+                    Tracked {
+                        inbox,
+                        look,
+                        since: now,
+                        whole,
+                        due,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forget a path (removed or renamed away) and everything under it.
+    pub fn forget(&mut self, path: &Path) {
+        self.files.retain(|p, _| !p.starts_with(path));
+    }
+
+    /// When the next file is due for a check.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.files.values().map(|t| t.due).min()
+    }
+
+    /// Check the files that are due: return those now stable (and stop
+    /// tracking them); a file that changed starts its window again.
+    pub fn take_stable(&mut self, now: Instant) -> Vec<(usize, PathBuf)> {
+        let due: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.due <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut stable = Vec::new();
+        for path in due {
+            let Some(tracked) = self.files.get_mut(&path) else {
+                continue;
+            };
+            match Look::of(&path) {
+                None => {
+                    self.files.remove(&path);
+                    self.vanished += 1;
+                }
+                Some(look) if look != tracked.look => {
+                    // Still being written: the window starts again.
+                    tracked.look = look;
+                    tracked.since = now;
+                    tracked.whole = false;
+                    tracked.due = now + self.window;
+                }
+                Some(look) => {
+                    let quiet = now.duration_since(tracked.since) >= self.window;
+                    if quiet || tracked.whole || look.written_before(self.window) {
+                        let inbox = tracked.inbox;
+                        self.files.remove(&path);
+                        stable.push((inbox, path));
+                    } else {
+                        tracked.due = tracked.since + self.window;
+                    }
+                }
+            }
+        }
+        stable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // test scratch files
+    fn a_growing_file_waits_for_a_quiet_window() {
+        let dir = std::env::temp_dir().join(format!("keepsake-tracker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.jpg");
+        std::fs::write(&file, b"one").unwrap();
+        // Long enough that the real clock never makes the file look old.
+        let window = Duration::from_secs(30);
+        let mut tracker = Tracker::new(window);
+        let start = Instant::now();
+        tracker.observe(0, file.clone(), false, start);
+        assert!(
+            tracker
+                .take_stable(start + Duration::from_secs(15))
+                .is_empty()
+        );
+        std::fs::write(&file, b"one two").unwrap();
+        // Changed: the window starts again from this check.
+        let t1 = start + Duration::from_secs(31);
+        assert!(tracker.take_stable(t1).is_empty());
+        assert!(tracker.take_stable(t1 + Duration::from_secs(20)).is_empty());
+        assert_eq!(tracker.take_stable(t1 + window), vec![(0, file.clone())]);
+        assert!(tracker.is_empty());
+
+        // Renamed in: taken at the next look, without the window.
+        tracker.observe(1, file.clone(), true, t1);
+        assert_eq!(
+            tracker.take_stable(t1 + SECOND_LOOK),
+            vec![(1, file.clone())]
+        );
+
+        // Deleted before it was stable: forgotten, counted.
+        tracker.observe(0, file.clone(), false, t1);
+        std::fs::remove_file(&file).unwrap();
+        assert!(tracker.take_stable(t1 + window).is_empty());
+        assert_eq!(tracker.vanished, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
