@@ -91,9 +91,20 @@ async fn serve(pipeline: Arc<Pipeline>, config: Config) -> Result<(), ServiceErr
     let mut sigterm = signal(SignalKind::terminate())?;
     let (send, mut events) = tokio::sync::mpsc::unbounded_channel();
     // Watch before the first rescan, so nothing lands unseen between them.
-    let _watcher = watch::start_watcher(&inboxes, move |event| {
+    let (_watcher, unwatched) = watch::start_watcher(&inboxes, move |event| {
         let _ = send.send(event);
     })?;
+    for (inbox, error) in unwatched {
+        match service.rescan {
+            Some(every) => tracing::warn!(
+                "cannot watch inbox {inbox} ({error}); it is rescanned every {} s instead (raise fs.inotify.max_user_watches, or set `watch = false` to silence this)",
+                every.as_secs()
+            ),
+            None => tracing::warn!(
+                "cannot watch inbox {inbox} ({error}) and rescan_secs = 0: its new files are only found at the next start; set rescan_secs"
+            ),
+        }
+    }
     let watched: Vec<&str> = inboxes.iter().map(|i| i.name.as_str()).collect();
     tracing::info!(
         inboxes = %watched.join(", "),

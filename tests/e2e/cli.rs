@@ -259,3 +259,65 @@ fn the_readme_first_command_takes_the_example_inbox() {
         "the example inbox is never modified"
     );
 }
+
+#[test]
+fn the_readme_first_command_runs_the_service_on_the_default_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let child = std::process::Command::new(keepsake_bin())
+        .current_dir(dir.path())
+        .env_remove("KEEPSAKE_CONFIG")
+        .arg("run")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut service = keepsake_tests::Service { child, log };
+    keepsake_tests::wait_for(
+        std::time::Duration::from_secs(60),
+        "the service to start",
+        || service.log_text().contains("keepsake is running"),
+    );
+    assert!(dir.path().join("inbox").is_dir() && dir.path().join("library").is_dir());
+    // The quick start: drop the example files into ./inbox while it runs.
+    keepsake_tests::copy_tree(
+        &workspace_root().join("examples/inbox"),
+        &dir.path().join("inbox"),
+    );
+    let ledger = dir.path().join("library/.keepsake/ledger.sqlite");
+    keepsake_tests::wait_for(
+        std::time::Duration::from_secs(60),
+        "the example files to be taken",
+        || {
+            rusqlite::Connection::open(&ledger)
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'duplicate', 'quarantined')",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                })
+                .is_ok_and(|n| n == 6)
+        },
+    );
+    let (status, _) = service.stop(std::time::Duration::from_secs(30));
+    assert!(status.success(), "{}", service.log_text());
+    assert!(
+        dir.path()
+            .join("library/2019/07/20190704_101530_IMG_0001.jpg")
+            .is_file(),
+        "{}",
+        service.log_text()
+    );
+}
+
+#[test]
+fn the_example_configs_are_valid() {
+    for example in ["examples/docker/keepsake.toml"] {
+        let text = std::fs::read_to_string(workspace_root().join(example)).unwrap();
+        let config = keepsake::config::Config::parse(&text, example, std::path::Path::new("/"))
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert_eq!(config.inboxes.len(), 2, "{example}");
+    }
+    let default = keepsake::config::Config::default_in(std::path::Path::new("/tmp")).unwrap();
+    assert_eq!(default.service, keepsake::config::ServiceConfig::default());
+}

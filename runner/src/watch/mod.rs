@@ -107,16 +107,23 @@ pub fn changes(event: Event) -> Vec<Change> {
     }
 }
 
-/// Watch every inbox that allows it; events go to `send`.
+/// Watch every inbox that allows it; events go to `send`. An inbox that
+/// cannot be watched (too many folders for the inotify limit, a filesystem
+/// without events) is returned with the reason: the rescan alone serves it.
 pub fn start_watcher(
     inboxes: &[WatchedInbox],
     send: impl Fn(notify::Result<Event>) + Send + 'static,
-) -> notify::Result<notify::RecommendedWatcher> {
+) -> notify::Result<(notify::RecommendedWatcher, Vec<(String, notify::Error)>)> {
     let mut watcher = notify::recommended_watcher(send)?;
+    let mut unwatched = Vec::new();
     for inbox in inboxes.iter().filter(|i| i.watch) {
-        watcher.watch(&inbox.root, RecursiveMode::Recursive)?;
+        if let Err(e) = watcher.watch(&inbox.root, RecursiveMode::Recursive) {
+            // A partial recursive watch would miss some folders silently.
+            let _ = watcher.unwatch(&inbox.root);
+            unwatched.push((inbox.name.clone(), e));
+        }
     }
-    Ok(watcher)
+    Ok((watcher, unwatched))
 }
 
 /// Every file under `dir` a walk would take (for a folder created or moved

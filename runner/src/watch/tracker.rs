@@ -3,6 +3,7 @@
 //! sync tool or a slow copy is still writing it.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -57,8 +58,10 @@ pub struct Tracker {
 }
 
 /// A short second look for files that need no full window: renamed in, or
-/// last written long ago (found by a rescan).
-const SECOND_LOOK: Duration = Duration::from_millis(100);
+/// last written long ago (found by a rescan). Long enough for a downloader
+/// to write the sidecar it writes right after the photo (icloudpd
+/// `--xmp-sidecar`), which then holds the photo back until it is stable.
+const SECOND_LOOK: Duration = Duration::from_millis(500);
 
 impl Tracker {
     pub fn new(window: Duration) -> Tracker {
@@ -165,7 +168,50 @@ impl Tracker {
                 }
             }
         }
-        stable
+        self.hold_for_sidecars(stable, now)
+    }
+
+    /// A media file whose sidecar is still being written waits for it, so
+    /// the two are taken together.
+    fn hold_for_sidecars(
+        &mut self,
+        stable: Vec<(usize, PathBuf)>,
+        now: Instant,
+    ) -> Vec<(usize, PathBuf)> {
+        let waiting: std::collections::HashSet<(PathBuf, Vec<u8>)> = self
+            .files
+            .keys()
+            .filter_map(|path| {
+                let name = path.file_name()?.as_bytes();
+                crate::discover::is_sidecar(name).then(|| {
+                    let base = crate::discover::sidecar_base(name).to_ascii_lowercase();
+                    let stem = crate::discover::stem(&base).to_vec();
+                    (path.parent().unwrap_or(Path::new("")).to_path_buf(), stem)
+                })
+            })
+            .collect();
+        if waiting.is_empty() {
+            return stable;
+        }
+        let mut taken = Vec::with_capacity(stable.len());
+        for (inbox, path) in stable {
+            let key = path.file_name().map(|name| {
+                let lower = name.as_bytes().to_ascii_lowercase();
+                (
+                    path.parent().unwrap_or(Path::new("")).to_path_buf(),
+                    crate::discover::stem(&lower).to_vec(),
+                )
+            });
+            let is_media = path
+                .file_name()
+                .is_some_and(|n| !crate::discover::is_sidecar(n.as_bytes()));
+            if is_media && key.is_some_and(|key| waiting.contains(&key)) {
+                self.observe(inbox, path, true, now);
+            } else {
+                taken.push((inbox, path));
+            }
+        }
+        taken
     }
 }
 
@@ -210,6 +256,18 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         assert!(tracker.take_stable(t1 + window).is_empty());
         assert_eq!(tracker.vanished, 1);
+
+        // A photo waits for its sidecar that is still being written.
+        let sidecar = dir.join("a.jpg.xmp");
+        std::fs::write(&file, b"photo").unwrap();
+        std::fs::write(&sidecar, b"<x:xmpmeta/>").unwrap();
+        let t2 = t1 + window * 2;
+        tracker.observe(0, file.clone(), true, t2);
+        tracker.observe(0, sidecar.clone(), false, t2);
+        assert!(tracker.take_stable(t2 + SECOND_LOOK).is_empty());
+        let mut both = tracker.take_stable(t2 + window);
+        both.sort();
+        assert_eq!(both, vec![(0, file.clone()), (0, sidecar.clone())]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
