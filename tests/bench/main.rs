@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use keepsake_tests::{corpus_media, fake_jpeg, keepsake_bin, workspace_root};
 
+mod service;
+
+/// case, keepsake, floor, floor / keepsake, target.
+type Row = [String; 5];
+
 struct Sizes {
     small_files: usize,
     large_bytes: u64,
@@ -38,7 +43,7 @@ fn main() {
     let root = workspace_root().join("target/keepsake-bench");
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
-    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
 
     // 1. Small photos.
     let small = root.join("small-inbox");
@@ -170,6 +175,24 @@ fn main() {
         "-".into(),
         "< 1 s".into(),
     ]);
+
+    // 5. The service.
+    let service_sizes = if quick {
+        service::ServiceSizes {
+            latency_files: 10,
+            storm_files: 1_000,
+            idle_secs: 10,
+            ledger_jobs: 10_000,
+        }
+    } else {
+        service::ServiceSizes {
+            latency_files: 30,
+            storm_files: 5_000,
+            idle_secs: 60,
+            ledger_jobs: 100_000,
+        }
+    };
+    rows.extend(service::rows(&root, &service_sizes));
 
     println!(
         "\n| case | keepsake | floor: cp -r + b3sum (+ sync) | floor time / keepsake time | target |"

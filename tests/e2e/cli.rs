@@ -312,12 +312,22 @@ fn the_readme_first_command_runs_the_service_on_the_default_config() {
 
 #[test]
 fn the_example_configs_are_valid() {
-    for example in ["examples/docker/keepsake.toml"] {
-        let text = std::fs::read_to_string(workspace_root().join(example)).unwrap();
-        let config = keepsake::config::Config::parse(&text, example, std::path::Path::new("/"))
-            .unwrap_or_else(|e| panic!("{example}: {e}"));
-        assert_eq!(config.inboxes.len(), 2, "{example}");
-    }
+    let docker = "examples/docker/keepsake.toml";
+    let text = std::fs::read_to_string(workspace_root().join(docker)).unwrap();
+    let config = keepsake::config::Config::parse(&text, docker, std::path::Path::new("/"))
+        .unwrap_or_else(|e| panic!("{docker}: {e}"));
+    assert_eq!(config.inboxes.len(), 2);
+    // The config in the README's quick start, as printed there.
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README has a TOML config");
+    let config = keepsake::config::Config::parse(block, "README.md", std::path::Path::new("/"))
+        .unwrap_or_else(|e| panic!("the README's config: {e}"));
+    assert_eq!(config.inboxes.len(), 2);
+    assert_eq!(config.service, keepsake::config::ServiceConfig::default());
     let default = keepsake::config::Config::default_in(std::path::Path::new("/tmp")).unwrap();
     assert_eq!(default.service, keepsake::config::ServiceConfig::default());
 }
