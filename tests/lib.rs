@@ -475,6 +475,24 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// [`wait_for`], with the service's log in the message when it times out.
+    pub fn wait_for(
+        &self,
+        limit: std::time::Duration,
+        what: &str,
+        mut ready: impl FnMut() -> bool,
+    ) {
+        let started = std::time::Instant::now();
+        while !ready() {
+            assert!(
+                started.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}; the service's log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }

@@ -30,8 +30,19 @@ pub struct Candidate {
 #[derive(Debug, Default)]
 pub struct Walk {
     pub files: Vec<Candidate>,
+    /// Sidecars asked for by name that travel with a media file beside them
+    /// (and so are not candidates of their own).
+    pub folded: Vec<PathBuf>,
     pub ignored: usize,
     pub errors: Vec<String>,
+}
+
+/// A file's mtime in nanoseconds since the epoch, as the ledger keeps it
+/// (saturating: a file dated in the year 2300 must not stop keepsake).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 /// Partial downloads and tool droppings that are never taken.
@@ -206,6 +217,9 @@ fn emit_files(
         }
         let is_sidecar = is_sidecar(name.as_bytes());
         if is_sidecar && sidecar_owner.contains_key(&i) {
+            if only.is_some() {
+                walk.folded.push(dir.join(name));
+            }
             continue; // travels with its media file
         }
         let companions = if is_sidecar {
@@ -249,7 +263,7 @@ fn candidate(
         path: path.to_path_buf(),
         rel_path,
         size: meta.len(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        mtime_ns: mtime_ns(meta),
         inode: meta.ino(),
         companions,
         orphan_sidecar,

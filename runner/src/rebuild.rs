@@ -126,7 +126,7 @@ fn record(
                 rel_path: rel.as_bytes().to_vec(),
                 source_path: path.to_path_buf(),
                 size: hashes.size,
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime_ns: crate::discover::mtime_ns(meta),
                 inode: meta.ino(),
                 companions: Vec::new(),
                 settled: Some((JobState::Done, "recorded by `keepsake ledger rebuild`".into())),

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::discover;
 use crate::ledger::{self, Ledger};
 use crate::pipeline::{IngestReport, Pipeline, PipelineError};
-use crate::watch::tracker::Tracker;
+use crate::watch::tracker::{Stable, Tracker};
 use crate::watch::{self, Change, WatchedInbox};
 
 /// How often an idle service looks at the ledger for jobs queued by
@@ -50,6 +50,8 @@ pub enum ServiceError {
 struct Cycle {
     report: IngestReport,
     woken: usize,
+    /// Files that changed between their stable look and registration.
+    unsettled: Vec<(usize, PathBuf)>,
 }
 
 /// What one rescan found.
@@ -66,33 +68,80 @@ struct Rescan {
 /// before anything is watched or taken.
 pub fn run(config: Config) -> Result<(), ServiceError> {
     crate::par::set_threads(config.service.concurrency);
-    let pipeline = Arc::new(Pipeline::open(config.clone())?);
-    if pipeline.recovery.finished + pipeline.recovery.requeued > 0 {
-        tracing::info!(
-            finished = pipeline.recovery.finished,
-            requeued = pipeline.recovery.requeued,
-            "replayed the journal of the last run"
-        );
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
         .build()?;
-    let result = runtime.block_on(serve(pipeline, config));
+    let result = runtime.block_on(async {
+        // Signals first: a stop during the journal replay or the stage
+        // compilation is a clean stop too.
+        let mut signals = Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        };
+        let opening = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || Pipeline::open(config)
+        });
+        let pipeline = tokio::select! {
+            _ = signals.recv() => {
+                tracing::info!("stopped before it started");
+                return Ok(());
+            }
+            opened = opening => match opened {
+                Ok(pipeline) => Arc::new(pipeline?),
+                Err(e) => return Err(ServiceError::Io(std::io::Error::other(e))),
+            },
+        };
+        if pipeline.recovery.finished + pipeline.recovery.requeued > 0 {
+            tracing::info!(
+                finished = pipeline.recovery.finished,
+                requeued = pipeline.recovery.requeued,
+                "replayed the journal of the last run"
+            );
+        }
+        serve(pipeline, config, signals).await
+    });
     // A cycle still running past the grace period is left to the journal.
     runtime.shutdown_background();
     result
 }
 
-async fn serve(pipeline: Arc<Pipeline>, config: Config) -> Result<(), ServiceError> {
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// Events waiting for the loop; beyond this many, they are dropped and a
+/// rescan finds what they were about (bounded memory in a storm).
+const EVENT_QUEUE: usize = 65_536;
+
+async fn serve(
+    pipeline: Arc<Pipeline>,
+    config: Config,
+    mut signals: Signals,
+) -> Result<(), ServiceError> {
     let inboxes = Arc::new(WatchedInbox::all(&config));
     let service = &config.service;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let (send, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (send, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+    let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Watch before the first rescan, so nothing lands unseen between them.
-    let (_watcher, unwatched) = watch::start_watcher(&inboxes, move |event| {
-        let _ = send.send(event);
+    let (_watcher, unwatched) = watch::start_watcher(&inboxes, {
+        let overflowed = Arc::clone(&overflowed);
+        move |event| {
+            if send.try_send(event).is_err() {
+                overflowed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     })?;
     for (inbox, error) in unwatched {
         match service.rescan {
@@ -114,7 +163,7 @@ async fn serve(pipeline: Arc<Pipeline>, config: Config) -> Result<(), ServiceErr
     );
 
     let mut tracker = Tracker::new(service.stability);
-    let mut ready: Vec<(usize, PathBuf)> = Vec::new();
+    let mut ready: Vec<Stable> = Vec::new();
     let mut work: Option<JoinHandle<Result<Cycle, PipelineError>>> = None;
     let mut rescan: Option<JoinHandle<Rescan>> = None;
     let mut rescan_at = Some(Instant::now());
@@ -171,31 +220,47 @@ async fn serve(pipeline: Arc<Pipeline>, config: Config) -> Result<(), ServiceErr
         let publish_at = dirty.then_some(published + PUBLISH_EVERY);
 
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = signals.recv() => break,
             Some(event) = events.recv() => {
                 handle_event(event, &inboxes, &mut tracker, &mut rescan_at);
                 // Drain what else is queued before the next turn of the loop.
                 while let Ok(event) = events.try_recv() {
                     handle_event(event, &inboxes, &mut tracker, &mut rescan_at);
                 }
+                if overflowed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("more inbox events than keepsake could queue; rescanning");
+                    rescan_at = Some(Instant::now());
+                }
                 dirty = true;
             }
             done = async { work.as_mut().expect("guarded by the if").await }, if work.is_some() => {
                 work = None;
                 match done {
-                    Ok(Ok(cycle)) => log_cycle(&cycle),
-                    Ok(Err(e)) => {
-                        tracing::error!("{e}; trying again in {} s", CYCLE_RETRY.as_secs());
-                        poll_at = Instant::now() + CYCLE_RETRY;
+                    Ok(Ok(cycle)) => {
+                        log_cycle(&cycle);
+                        let now = Instant::now();
+                        for (inbox, path) in cycle.unsettled {
+                            tracker.observe(inbox, path, false, now);
+                        }
                     }
-                    Err(e) => tracing::error!("a processing cycle stopped: {e}"),
+                    failed => {
+                        match failed {
+                            Ok(Err(e)) => tracing::error!("{e}; trying again in {} s", CYCLE_RETRY.as_secs()),
+                            _ => tracing::error!("a processing cycle stopped; trying again in {} s", CYCLE_RETRY.as_secs()),
+                        }
+                        // The files of that cycle may not be registered:
+                        // a rescan finds them again.
+                        let again = Instant::now() + CYCLE_RETRY;
+                        poll_at = again;
+                        rescan_at = Some(rescan_at.map_or(again, |at| at.min(again)));
+                    }
                 }
                 dirty = true;
             }
             done = async { rescan.as_mut().expect("guarded by the if").await }, if rescan.is_some() => {
                 rescan = None;
-                rescan_at = service.rescan.map(|every| Instant::now() + every);
+                // A rescan asked for while this one ran (lost events) stays.
+                rescan_at = rescan_at.or(service.rescan.map(|every| Instant::now() + every));
                 match done {
                     Ok(found) => {
                         for error in &found.errors {
@@ -316,17 +381,31 @@ fn handle_event(
 fn cycle(
     pipeline: &Pipeline,
     inboxes: &[WatchedInbox],
-    ready: Vec<(usize, PathBuf)>,
+    ready: Vec<Stable>,
     backoff: &ledger::Backoff,
 ) -> Result<Cycle, PipelineError> {
     let mut report = IngestReport::default();
-    for (inbox, dir, names) in watch::by_folder(ready) {
+    let mut unsettled = Vec::new();
+    for (inbox, dir, folder) in watch::by_folder(ready) {
         let Some(watched) = inboxes.get(inbox) else {
             continue;
         };
+        let names: std::collections::HashSet<_> = folder.keys().cloned().collect();
         let walk = discover::walk_names(&watched.root, &dir, &names, &watched.ignore);
         report.errors.extend(walk.errors);
-        pipeline.register_files(&watched.name, walk.files, &mut report)?;
+        // Changed since it was found stable: it waits again.
+        let (files, changed): (Vec<_>, Vec<_>) = walk.files.into_iter().partition(|file| {
+            let look = (file.size, file.mtime_ns, file.inode);
+            file.path
+                .file_name()
+                .and_then(|name| folder.get(name))
+                .is_none_or(|stable| *stable == look)
+        });
+        unsettled.extend(changed.into_iter().map(|file| (inbox, file.path)));
+        for sidecar in &walk.folded {
+            warn_if_late(pipeline, &watched.name, &watched.root, sidecar, &names);
+        }
+        pipeline.register_files(&watched.name, files, &mut report)?;
     }
     let ledger = pipeline.ledger();
     let woken = ledger.write(|tx| ledger::wake_due(tx, ledger::now(), backoff))?;
@@ -345,7 +424,66 @@ fn cycle(
     report.removed_from_inbox += processed.removed_from_inbox;
     report.errors.extend(processed.errors);
     report.elapsed = processed.elapsed;
-    Ok(Cycle { report, woken })
+    Ok(Cycle {
+        report,
+        woken,
+        unsettled,
+    })
+}
+
+/// A sidecar that landed after its photo was taken is not copied on its
+/// own (it would have no file to sit beside): say so, instead of dropping
+/// it silently.
+fn warn_if_late(
+    pipeline: &Pipeline,
+    inbox: &str,
+    root: &std::path::Path,
+    sidecar: &std::path::Path,
+    names: &std::collections::HashSet<std::ffi::OsString>,
+) {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = sidecar.file_name() else {
+        return;
+    };
+    let base = discover::sidecar_base(name.as_bytes());
+    let owner_in_batch = names.iter().any(|n| {
+        let n = n.as_bytes();
+        n.eq_ignore_ascii_case(&base) || discover::stem(n).eq_ignore_ascii_case(&base)
+    });
+    if owner_in_batch {
+        return;
+    }
+    let dir = sidecar.parent().unwrap_or(root);
+    let rel = dir
+        .strip_prefix(root)
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
+    let prefix = if rel.is_empty() {
+        Vec::new()
+    } else {
+        [rel, b"/".to_vec()].concat()
+    };
+    let taken = pipeline
+        .ledger()
+        .read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM sources s JOIN jobs j ON j.id = s.job_id \
+                 WHERE s.inbox = ?1 AND (s.rel_path = ?2 OR s.rel_path LIKE ?3) AND j.state != 'pending'",
+                rusqlite::params![
+                    inbox,
+                    [prefix.clone(), base.clone()].concat(),
+                    format!("{}%", String::from_utf8_lossy(&[prefix, base].concat()))
+                ],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .unwrap_or(0);
+    if taken > 0 {
+        tracing::warn!(
+            "{} arrived after its photo was taken; it is not copied to the library (copy it beside the library file by hand)",
+            sidecar.display()
+        );
+    }
 }
 
 fn log_cycle(cycle: &Cycle) {

@@ -193,3 +193,31 @@ fn a_file_deleted_between_discovery_and_processing_is_skipped_and_the_run_goes_o
     assert_eq!(gone["state"], "skipped");
     assert!(gone["reason"].as_str().unwrap().contains("disappeared"));
 }
+
+#[test]
+fn a_file_rewritten_between_discovery_and_reading_is_not_taken_half_and_stays_in_a_move_inbox() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", "move", "");
+    fake_jpeg(&sandbox.inbox().join("rewritten.jpg"), 1, 40_000);
+    let pipeline = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    let discovery = pipeline.discover(&[]).unwrap();
+    // A sync tool rewrites the file in place after keepsake found it.
+    fake_jpeg(&sandbox.inbox().join("rewritten.jpg"), 2, 50_000);
+    let newer = blake3_of(&sandbox.inbox().join("rewritten.jpg"));
+    let report = pipeline.process(discovery).unwrap();
+    assert_eq!((report.placed, report.skipped), (0, 1));
+    drop(pipeline);
+    let jobs = sandbox.jobs();
+    let job = job_named(&jobs, "rewritten.jpg");
+    assert_eq!(job["state"], "skipped");
+    assert!(job["reason"].as_str().unwrap().contains("changed"), "{job}");
+    assert_eq!(
+        blake3_of(&sandbox.inbox().join("rewritten.jpg")),
+        newer,
+        "the newer version stays in the move-mode inbox"
+    );
+    // The next run takes the newer version.
+    let (code, report) = sandbox.ingest();
+    assert_eq!((code, report["placed"].as_u64()), (0, Some(1)), "{report}");
+    assert!(!sandbox.inbox().join("rewritten.jpg").exists());
+}

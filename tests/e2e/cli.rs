@@ -272,7 +272,7 @@ fn the_readme_first_command_runs_the_service_on_the_default_config() {
         .spawn()
         .unwrap();
     let mut service = keepsake_tests::Service { child, log };
-    keepsake_tests::wait_for(
+    service.wait_for(
         std::time::Duration::from_secs(60),
         "the service to start",
         || service.log_text().contains("keepsake is running"),
@@ -284,8 +284,8 @@ fn the_readme_first_command_runs_the_service_on_the_default_config() {
         &dir.path().join("inbox"),
     );
     let ledger = dir.path().join("library/.keepsake/ledger.sqlite");
-    keepsake_tests::wait_for(
-        std::time::Duration::from_secs(60),
+    service.wait_for(
+        std::time::Duration::from_secs(180),
         "the example files to be taken",
         || {
             rusqlite::Connection::open(&ledger)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use keepsake_tests::{
-    Sandbox, assert_consistent, blake3_of, fake_jpeg, guest, hash_tree, temp_files, wait_for,
+    Sandbox, assert_consistent, blake3_of, fake_jpeg, guest, hash_tree, temp_files,
 };
 
 const START: Duration = Duration::from_secs(60);
@@ -32,7 +32,7 @@ fn files_dropped_while_it_runs_are_taken_once_and_whole() {
     let sandbox = Sandbox::new();
     sandbox.write_config("[service]\nstability_secs = 2\nrescan_secs = 0\n");
     let mut service = sandbox.start();
-    wait_for(START, "the service to start", || started(&service));
+    service.wait_for(START, "the service to start", || started(&service));
     let inbox = sandbox.inbox();
     let scratch = sandbox.path().join("scratch");
 
@@ -70,7 +70,7 @@ fn files_dropped_while_it_runs_are_taken_once_and_whole() {
             );
         }
     }
-    wait_for(Duration::from_secs(60), "four files done", || {
+    service.wait_for(Duration::from_secs(180), "four files done", || {
         sandbox.count_jobs("state = 'done'") == 4
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -112,7 +112,7 @@ fn a_storm_of_5000_files_is_taken_in_bounded_memory() {
     let sandbox = Sandbox::new();
     sandbox.write_config("[service]\nstability_secs = 1\nrescan_secs = 0\n");
     let service = sandbox.start();
-    wait_for(START, "the service to start", || started(&service));
+    service.wait_for(START, "the service to start", || started(&service));
     let landed = Instant::now();
     for i in 0..5000u64 {
         fake_jpeg(
@@ -123,7 +123,7 @@ fn a_storm_of_5000_files_is_taken_in_bounded_memory() {
             2_000 + (i as usize * 37) % 4_000,
         );
     }
-    wait_for(Duration::from_secs(600), "5000 files done", || {
+    service.wait_for(Duration::from_secs(600), "5000 files done", || {
         sandbox.count_jobs("state = 'done'") == 5000
     });
     let rss = service.peak_rss_mib();
@@ -184,7 +184,7 @@ fn stream_with_kills(mode: &str) -> (Sandbox, BTreeSet<String>) {
         service = sandbox.start();
     }
     let contents = writer.join().unwrap();
-    wait_for(Duration::from_secs(300), "every file taken", || {
+    service.wait_for(Duration::from_secs(300), "every file taken", || {
         sandbox.count_jobs("state IN ('done', 'duplicate')") == 500
             && sandbox.count_jobs("state = 'pending'") == 0
     });
@@ -241,13 +241,15 @@ fn files_the_events_missed_are_found_by_the_rescan() {
     // Written while keepsake is stopped.
     fake_jpeg(&sandbox.inbox().join("before.jpg"), 1, 30_000);
     let mut service = sandbox.start();
-    wait_for(START, "the file written while stopped", || {
-        sandbox.count_jobs("state = 'done'") == 1
-    });
+    service.wait_for(
+        Duration::from_secs(180),
+        "the file written while stopped",
+        || sandbox.count_jobs("state = 'done'") == 1,
+    );
     // Written where no event arrives (as on an NFS or SMB share).
     fake_jpeg(&share.join("nfs.jpg"), 2, 30_000);
-    wait_for(
-        Duration::from_secs(30),
+    service.wait_for(
+        Duration::from_secs(180),
         "the file on the unwatched share",
         || sandbox.count_jobs("state = 'done' AND inbox = 'share'") == 1,
     );
@@ -256,9 +258,11 @@ fn files_the_events_missed_are_found_by_the_rescan() {
     // Written between two runs.
     fake_jpeg(&sandbox.inbox().join("between.jpg"), 3, 30_000);
     let mut service = sandbox.start();
-    wait_for(START, "the file written between runs", || {
-        sandbox.count_jobs("state = 'done'") == 3
-    });
+    service.wait_for(
+        Duration::from_secs(180),
+        "the file written between runs",
+        || sandbox.count_jobs("state = 'done'") == 3,
+    );
     let (status, _) = service.stop(Duration::from_secs(30));
     assert!(status.success());
     let status = sandbox.run(&["status"]);
@@ -286,12 +290,14 @@ fn sigterm_during_a_large_copy_exits_cleanly_and_the_job_resumes() {
     let sandbox = Sandbox::new();
     sandbox.write_config("[service]\nstability_secs = 0.2\nrescan_secs = 0\ngrace_secs = 10\n");
     let video = sandbox.inbox().join("VID_0001.MOV");
-    write_large_video(&video, 1536);
+    write_large_video(&video, 768);
     let staging = sandbox.library().join(".keepsake/staging");
     let mut service = sandbox.start();
-    wait_for(START, "the large file's copy to start", || {
-        std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some())
-    });
+    service.wait_for(
+        Duration::from_secs(180),
+        "the large file's copy to start",
+        || std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some()),
+    );
     let (status, took) = service.stop(Duration::from_secs(30));
     assert!(status.success(), "{}", service.log_text());
     assert!(
@@ -307,8 +313,8 @@ fn sigterm_during_a_large_copy_exits_cleanly_and_the_job_resumes() {
     assert_eq!(sandbox.count_jobs("state = 'failed'"), 0);
 
     let mut service = sandbox.start();
-    wait_for(
-        Duration::from_secs(120),
+    service.wait_for(
+        Duration::from_secs(300),
         "the job to resume and finish",
         || sandbox.count_jobs("state = 'done'") == 1,
     );
@@ -327,7 +333,7 @@ fn a_second_service_on_the_same_ledger_refuses_to_start() {
     let sandbox = Sandbox::new();
     sandbox.write_config("[service]\nrescan_secs = 0\n");
     let mut first = sandbox.start();
-    wait_for(START, "the first service", || started(&first));
+    first.wait_for(START, "the first service", || started(&first));
     let second = sandbox.run(&["run"]);
     assert_eq!(second.status.code(), Some(2));
     let message = String::from_utf8_lossy(&second.stderr);
@@ -398,7 +404,7 @@ fn failed_jobs_retry_with_backoff_and_deferred_jobs_wake() {
     fake_jpeg(&sandbox.inbox().join("good.jpg"), 2, 20_000);
     let mut service = sandbox.start();
     // Attempts at 0 s, +1 s, +2 s later: then it stays failed.
-    wait_for(Duration::from_secs(60), "three attempts", || {
+    service.wait_for(Duration::from_secs(180), "three attempts", || {
         sandbox.count_jobs("state = 'failed' AND attempts = 3") == 1
     });
     assert_eq!(sandbox.count_jobs("state = 'done'"), 1);
@@ -420,7 +426,7 @@ fn failed_jobs_retry_with_backoff_and_deferred_jobs_wake() {
         .as_u64()
         .unwrap();
     assert!(sandbox.run(&["retry", &id.to_string()]).status.success());
-    wait_for(Duration::from_secs(30), "the forced retry", || {
+    service.wait_for(Duration::from_secs(120), "the forced retry", || {
         sandbox.count_jobs("state = 'failed' AND attempts = 4") == 1
     });
     let (status, _) = service.stop(Duration::from_secs(30));
@@ -439,16 +445,80 @@ fn failed_jobs_retry_with_backoff_and_deferred_jobs_wake() {
     );
     fake_jpeg(&sandbox.inbox().join("later.jpg"), 3, 20_000);
     let mut service = sandbox.start();
-    wait_for(Duration::from_secs(60), "the deferral", || {
+    service.wait_for(Duration::from_secs(180), "the deferral", || {
         sandbox.count_jobs("state = 'deferred'") == 1
     });
     let status = String::from_utf8_lossy(&sandbox.run(&["status"]).stdout).to_string();
     assert!(status.contains("waiting on purpose"), "{status}");
-    wait_for(
-        Duration::from_secs(30),
+    service.wait_for(
+        Duration::from_secs(120),
         "the deferred job to wake and finish",
         || sandbox.count_jobs("state = 'done'") == 1,
     );
+    assert_eq!(
+        sandbox.count_jobs("attempts = 1"),
+        1,
+        "a deferral is not a failed attempt"
+    );
     let (status, _) = service.stop(Duration::from_secs(30));
     assert!(status.success());
+}
+
+#[test]
+fn a_live_photo_landing_in_two_steps_is_still_paired() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("[service]\nstability_secs = 2\nrescan_secs = 0\n");
+    let scratch = sandbox.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let make = |from: &str, name: &str, tag: &str| {
+        let dest = scratch.join(name);
+        std::fs::copy(keepsake_tests::corpus_media().join(from), &dest).unwrap();
+        let out = std::process::Command::new("exiftool")
+            .args(["-q", "-overwrite_original", tag])
+            .arg(&dest)
+            .output()
+            .expect("exiftool is installed by scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dest
+    };
+    let still = make(
+        "exiftool_Canon.jpg",
+        "IMG_0100.jpg",
+        "-DateTimeOriginal=2020:01:01 10:00:00",
+    );
+    let video = make(
+        "mde_with-gps.mov",
+        "IMG_0100.MOV",
+        "-Keys:CreationDate=2020:01:01 10:00:02+00:00",
+    );
+    let mut service = sandbox.start();
+    service.wait_for(START, "the service to start", || started(&service));
+    // The still first; the video a second later, as a phone uploads them.
+    std::fs::write(
+        sandbox.inbox().join("IMG_0100.jpg"),
+        std::fs::read(&still).unwrap(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    std::fs::write(
+        sandbox.inbox().join("IMG_0100.MOV"),
+        std::fs::read(&video).unwrap(),
+    )
+    .unwrap();
+    service.wait_for(Duration::from_secs(120), "both files", || {
+        sandbox.count_jobs("state = 'done'") == 2
+    });
+    let (status, _) = service.stop(Duration::from_secs(30));
+    assert!(status.success());
+    let still_dest = placed(&sandbox, "IMG_0100.jpg");
+    let video_dest = placed(&sandbox, "IMG_0100.MOV");
+    assert_eq!(
+        video_dest,
+        still_dest.with_extension("MOV"),
+        "the video goes beside its still, under the still's name"
+    );
 }

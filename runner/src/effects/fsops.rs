@@ -151,6 +151,13 @@ pub fn remove_temp(path: &Path) -> io::Result<()> {
     }
 }
 
+/// (size, mtime in ns, inode) of a file, as the ledger fingerprints it.
+pub fn fingerprint(path: &Path) -> Option<(u64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.len(), crate::discover::mtime_ns(&meta), meta.ino()))
+}
+
 /// Remove an inbox file after its library copy is verified and committed.
 pub fn remove_source(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)?;

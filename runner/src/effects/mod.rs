@@ -124,6 +124,9 @@ pub struct JobPlan {
     /// Inbox files to remove once the job is committed (move mode): the
     /// job's file, and the companions that were copied.
     pub remove_sources: Vec<PathBuf>,
+    /// The job's own inbox file as it was read (size, mtime, inode): in move
+    /// mode it is removed only if it still is exactly that file.
+    pub source_as_read: Option<(u64, i64, u64)>,
     /// A duplicate of a job still being placed: it is finished only if that
     /// job's file is committed, so a duplicate never points at nothing.
     pub depends_on: Option<u64>,
@@ -346,7 +349,12 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         }
         fault_point("renamed");
     }
-    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    // The folders that received files, and again the parents of new folders:
+    // cheap when the temps' sync covered them, and what makes them durable
+    // when it could not.
+    let dirs: Vec<&Path> = (dirs.iter().chain(&gained_entries))
+        .map(PathBuf::as_path)
+        .collect();
     if let Err(e) = fsops::sync_files(&dirs) {
         tracing::warn!("cannot sync the library folders: {e}");
     }
@@ -422,6 +430,20 @@ fn remove_sources(plan: &JobPlan) {
         JobState::Done | JobState::Duplicate | JobState::Quarantined
     ) {
         return;
+    }
+    // The job's own file comes last in the list; if it changed since it was
+    // read (rewritten in place), neither it nor its companions go: the newer
+    // version is taken by a new job.
+    if let (Some(main), Some(expected)) = (plan.remove_sources.last(), plan.source_as_read) {
+        let now = fsops::fingerprint(main);
+        if now.is_some_and(|now| now != expected) {
+            tracing::warn!(
+                job = plan.job_id,
+                "{} changed after keepsake read it; it stays in the inbox and is taken again",
+                main.display()
+            );
+            return;
+        }
     }
     for source in &plan.remove_sources {
         if let Err(e) = fsops::remove_source(source) {

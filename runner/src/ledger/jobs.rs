@@ -186,7 +186,7 @@ pub fn insert_job(conn: &Connection, job: &NewJob) -> rusqlite::Result<u64> {
     conn.prepare_cached(
         "UPDATE jobs SET state = 'skipped', reason = ?3, updated_at = ?4 \
          WHERE id = (SELECT job_id FROM sources WHERE inbox = ?1 AND rel_path = ?2) \
-         AND state IN ('pending', 'failed')",
+         AND state IN ('pending', 'failed', 'deferred')",
     )?
     .execute(params![
         job.inbox,
@@ -441,7 +441,7 @@ pub fn finish_job(
     conn.prepare_cached(
         "UPDATE jobs SET state = ?2, reason = ?3, capture_time = ?4, capture_source = ?5, \
          capture_confidence = ?6, dest_path = ?7, duplicate_of = ?8, facts = ?9, last_error = NULL, \
-         attempts = attempts + 1, updated_at = ?10, wake_at = ?11 WHERE id = ?1",
+         attempts = attempts + (?2 != 'deferred'), updated_at = ?10, wake_at = ?11 WHERE id = ?1",
     )?
     .execute(params![
         id,

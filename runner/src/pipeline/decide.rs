@@ -201,6 +201,13 @@ pub fn decide(
             decided.decision = Decision::Fail(message);
             return decided;
         }
+        Err(ReadError::Changed) => {
+            decided.decision = Decision::Skip(
+                "the file changed after keepsake found it; the new version is taken by a new job once it is stable"
+                    .into(),
+            );
+            return decided;
+        }
         Err(ReadError::Stopped) => {
             decided.decision = Decision::Fail(
                 "keepsake stopped while reading it; `keepsake retry` or the next run takes it"

@@ -24,7 +24,7 @@ use crate::config::{Config, InboxMode, StageSource};
 use crate::discover;
 use crate::effects::{self, Applied, Recovery};
 use crate::host::{LoadError, LoadedStage, Services, StageRuntime};
-use crate::ledger::{self, JobState, Ledger, LedgerError, StateLock};
+use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, StateLock};
 
 pub use decide::Decision;
 
@@ -414,23 +414,32 @@ impl Pipeline {
                 report.bytes_hashed += read.hashes.size;
             }
             // Stage calls of different jobs are independent: they run on
-            // every core. What depends on order (duplicates within the batch,
-            // names, Live Photo pairs) is settled below, in order.
-            let decisions =
-                crate::par::map_owned(batch.iter().zip(read).collect(), |(job, read)| {
-                    let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
-                    decide::decide(
-                        &self.runtime,
-                        &self.stages,
-                        &inbox.pipeline,
-                        job,
-                        read,
-                        &stage_services,
-                    )
+            // every core. A file whose bytes appeared earlier in the batch is
+            // decided after the earlier one is planned, so its stages see it
+            // (dedup says "duplicate of"). Plans are made in order: names and
+            // Live Photo pairs depend on it.
+            let mut seen_hashes = HashSet::new();
+            let (firsts, repeats): (Vec<_>, Vec<_>) =
+                batch.iter().zip(read).partition(|(_, read)| match read {
+                    Ok(read) => seen_hashes.insert(read.hashes.blake3.clone()),
+                    Err(_) => true,
                 });
+            let decide_one = |job: &JobRecord, read: Result<read::ReadFile, read::ReadError>| {
+                let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
+                decide::decide(
+                    &self.runtime,
+                    &self.stages,
+                    &inbox.pipeline,
+                    job,
+                    read,
+                    &stage_services,
+                )
+            };
+            let first_jobs: Vec<&JobRecord> = firsts.iter().map(|(job, _)| *job).collect();
+            let decided_firsts = crate::par::map_owned(firsts, |(job, read)| decide_one(job, read));
             let mut plans = Vec::with_capacity(batch.len());
             let mut steps = Vec::with_capacity(batch.len());
-            for (job, decided) in batch.iter().zip(decisions) {
+            let mut plan_one = |job: &JobRecord, decided: decide::Decided| {
                 let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
                 for call in &decided.calls {
                     report.stage_calls += 1;
@@ -451,6 +460,13 @@ impl Pipeline {
                     inbox.mode == InboxMode::Move,
                     services,
                 ));
+            };
+            for (job, decided) in first_jobs.into_iter().zip(decided_firsts) {
+                plan_one(job, decided);
+            }
+            for (job, read) in repeats {
+                let decided = decide_one(job, read);
+                plan_one(job, decided);
             }
             self.ledger.write(|tx| {
                 for (job_id, attempt, calls, hashes) in &steps {

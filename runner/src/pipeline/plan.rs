@@ -61,6 +61,7 @@ pub(super) fn plan(
         finish: finish.clone(),
         writes: Vec::new(),
         remove_sources: Vec::new(),
+        source_as_read: Some((job.size, job.mtime_ns, job.inode)),
         depends_on: None,
     };
     let mut decision = decided.decision;

@@ -28,6 +28,8 @@ pub enum ReadError {
     Vanished,
     /// keepsake is stopping: the job stays pending.
     Stopped,
+    /// The file is no longer what the job found (rewritten or replaced).
+    Changed,
     Unreadable(String),
 }
 
@@ -90,6 +92,15 @@ fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadErr
             path.display()
         )));
     }
+    let as_found = |meta: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        meta.len() == job.size
+            && crate::discover::mtime_ns(meta) == job.mtime_ns
+            && meta.ino() == job.inode
+    };
+    if !as_found(&meta) {
+        return Err(ReadError::Changed);
+    }
     let (hashes, staged) = match staging.filter(|_| meta.len() >= STAGE_FROM) {
         Some(dir) => {
             let staged = dir.join(format!("{}.tmp", job.id));
@@ -120,6 +131,13 @@ fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadErr
             None,
         ),
     };
+    // Written to while it was read: the hashes may mix two versions.
+    if !file.metadata().is_ok_and(|meta| as_found(&meta)) {
+        if let Some(staged) = &staged {
+            let _ = fsops::remove_temp(staged);
+        }
+        return Err(ReadError::Changed);
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

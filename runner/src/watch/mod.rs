@@ -5,6 +5,7 @@
 
 pub mod tracker;
 
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -137,25 +138,23 @@ pub fn files_under(dir: &Path, ignore: &[String]) -> Vec<PathBuf> {
 }
 
 /// Stable files grouped by (inbox, folder): each folder is listed once to
-/// pair sidecars.
-pub fn by_folder(
-    ready: Vec<(usize, PathBuf)>,
-) -> Vec<(usize, PathBuf, std::collections::HashSet<OsString>)> {
-    let mut groups: std::collections::BTreeMap<
-        (usize, PathBuf),
-        std::collections::HashSet<OsString>,
-    > = std::collections::BTreeMap::new();
-    for (inbox, path) in ready {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+/// pair sidecars. Each name keeps the look it was found stable with.
+pub fn by_folder(ready: Vec<tracker::Stable>) -> Vec<(usize, PathBuf, Folder)> {
+    let mut groups: BTreeMap<(usize, PathBuf), Folder> = BTreeMap::new();
+    for stable in ready {
+        let (Some(dir), Some(name)) = (stable.path.parent(), stable.path.file_name()) else {
             continue;
         };
         groups
-            .entry((inbox, dir.to_path_buf()))
+            .entry((stable.inbox, dir.to_path_buf()))
             .or_default()
-            .insert(name.to_os_string());
+            .insert(name.to_os_string(), stable.look);
     }
     groups
         .into_iter()
         .map(|((inbox, dir), names)| (inbox, dir, names))
         .collect()
 }
+
+/// Names in one folder, with (size, mtime, inode) as found stable.
+pub type Folder = HashMap<OsString, (u64, i64, u64)>;

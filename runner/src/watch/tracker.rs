@@ -2,7 +2,7 @@
 //! have stayed the same for the window, so nothing is read while a phone, a
 //! sync tool or a slow copy is still writing it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -10,10 +10,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How a file looked when last checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Look {
-    size: u64,
-    mtime_ns: i64,
-    inode: u64,
+pub struct Look {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+/// A file found stable, and how it looked then: registration takes it only
+/// if it still looks the same.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stable {
+    pub inbox: usize,
+    pub path: PathBuf,
+    pub look: (u64, i64, u64),
 }
 
 impl Look {
@@ -21,7 +30,7 @@ impl Look {
         let meta = std::fs::symlink_metadata(path).ok()?;
         meta.is_file().then(|| Look {
             size: meta.len(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            mtime_ns: crate::discover::mtime_ns(&meta),
             inode: meta.ino(),
         })
     }
@@ -46,6 +55,8 @@ struct Tracked {
     whole: bool,
     /// When to check again.
     due: Instant,
+    /// Found stable, but waiting for a sibling that is not yet.
+    settled: bool,
 }
 
 /// Files seen but not yet stable.
@@ -103,6 +114,7 @@ impl Tracker {
                     since: now,
                     whole,
                     due,
+                    settled: false,
                 };
             }
             None => {
@@ -114,6 +126,7 @@ impl Tracker {
                         since: now,
                         whole,
                         due,
+                        settled: false,
                     },
                 );
             }
@@ -132,14 +145,13 @@ impl Tracker {
 
     /// Check the files that are due: return those now stable (and stop
     /// tracking them); a file that changed starts its window again.
-    pub fn take_stable(&mut self, now: Instant) -> Vec<(usize, PathBuf)> {
+    pub fn take_stable(&mut self, now: Instant) -> Vec<Stable> {
         let due: Vec<PathBuf> = self
             .files
             .iter()
             .filter(|(_, t)| t.due <= now)
             .map(|(p, _)| p.clone())
             .collect();
-        let mut stable = Vec::new();
         for path in due {
             let Some(tracked) = self.files.get_mut(&path) else {
                 continue;
@@ -154,70 +166,80 @@ impl Tracker {
                     tracked.look = look;
                     tracked.since = now;
                     tracked.whole = false;
+                    tracked.settled = false;
                     tracked.due = now + self.window;
                 }
                 Some(look) => {
                     let quiet = now.duration_since(tracked.since) >= self.window;
                     if quiet || tracked.whole || look.written_before(self.window) {
-                        let inbox = tracked.inbox;
-                        self.files.remove(&path);
-                        stable.push((inbox, path));
+                        tracked.settled = true;
+                        // Looked at again while it waits for a sibling.
+                        tracked.due = now + self.window;
                     } else {
                         tracked.due = tracked.since + self.window;
                     }
                 }
             }
         }
-        self.hold_for_sidecars(stable, now)
+        self.release_settled()
     }
 
-    /// A media file whose sidecar is still being written waits for it, so
-    /// the two are taken together.
-    fn hold_for_sidecars(
-        &mut self,
-        stable: Vec<(usize, PathBuf)>,
-        now: Instant,
-    ) -> Vec<(usize, PathBuf)> {
-        let waiting: std::collections::HashSet<(PathBuf, Vec<u8>)> = self
+    /// Settled files leave together with their siblings: a photo waits for
+    /// the sidecar still being written (`IMG_1.HEIC.xmp`), a Live Photo's
+    /// still for its video (`IMG_1.MOV`), so each group is registered in one
+    /// go and paired as a full walk pairs them.
+    fn release_settled(&mut self) -> Vec<Stable> {
+        if !self.files.values().any(|t| t.settled) {
+            return Vec::new();
+        }
+        let unsettled: HashSet<(PathBuf, Vec<u8>)> = self
             .files
-            .keys()
+            .iter()
+            .filter(|(_, t)| !t.settled)
+            .filter_map(|(path, _)| sibling_key(path))
+            .collect();
+        let release: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(path, t)| {
+                t.settled && sibling_key(path).is_none_or(|key| !unsettled.contains(&key))
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        release
+            .into_iter()
             .filter_map(|path| {
-                let name = path.file_name()?.as_bytes();
-                crate::discover::is_sidecar(name).then(|| {
-                    let base = crate::discover::sidecar_base(name).to_ascii_lowercase();
-                    let stem = crate::discover::stem(&base).to_vec();
-                    (path.parent().unwrap_or(Path::new("")).to_path_buf(), stem)
+                let tracked = self.files.remove(&path)?;
+                Some(Stable {
+                    inbox: tracked.inbox,
+                    path,
+                    look: (tracked.look.size, tracked.look.mtime_ns, tracked.look.inode),
                 })
             })
-            .collect();
-        if waiting.is_empty() {
-            return stable;
-        }
-        let mut taken = Vec::with_capacity(stable.len());
-        for (inbox, path) in stable {
-            let key = path.file_name().map(|name| {
-                let lower = name.as_bytes().to_ascii_lowercase();
-                (
-                    path.parent().unwrap_or(Path::new("")).to_path_buf(),
-                    crate::discover::stem(&lower).to_vec(),
-                )
-            });
-            let is_media = path
-                .file_name()
-                .is_some_and(|n| !crate::discover::is_sidecar(n.as_bytes()));
-            if is_media && key.is_some_and(|key| waiting.contains(&key)) {
-                self.observe(inbox, path, true, now);
-            } else {
-                taken.push((inbox, path));
-            }
-        }
-        taken
+            .collect()
     }
+}
+
+/// (folder, lower-case stem of the media name): `IMG_1.HEIC`, `IMG_1.MOV`,
+/// `IMG_1.HEIC.xmp` and `IMG_1.AAE` share one.
+fn sibling_key(path: &Path) -> Option<(PathBuf, Vec<u8>)> {
+    let name = path.file_name()?.as_bytes();
+    let base = if crate::discover::is_sidecar(name) {
+        crate::discover::sidecar_base(name)
+    } else {
+        name.to_vec()
+    };
+    let stem = crate::discover::stem(&base.to_ascii_lowercase()).to_vec();
+    Some((path.parent()?.to_path_buf(), stem))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn paths(stable: Vec<Stable>) -> Vec<(usize, PathBuf)> {
+        stable.into_iter().map(|s| (s.inbox, s.path)).collect()
+    }
 
     #[test]
     #[allow(clippy::disallowed_methods)] // test scratch files
@@ -241,13 +263,16 @@ mod tests {
         let t1 = start + Duration::from_secs(31);
         assert!(tracker.take_stable(t1).is_empty());
         assert!(tracker.take_stable(t1 + Duration::from_secs(20)).is_empty());
-        assert_eq!(tracker.take_stable(t1 + window), vec![(0, file.clone())]);
+        assert_eq!(
+            paths(tracker.take_stable(t1 + window)),
+            vec![(0, file.clone())]
+        );
         assert!(tracker.is_empty());
 
         // Renamed in: taken at the next look, without the window.
         tracker.observe(1, file.clone(), true, t1);
         assert_eq!(
-            tracker.take_stable(t1 + SECOND_LOOK),
+            paths(tracker.take_stable(t1 + SECOND_LOOK)),
             vec![(1, file.clone())]
         );
 
@@ -265,9 +290,19 @@ mod tests {
         tracker.observe(0, file.clone(), true, t2);
         tracker.observe(0, sidecar.clone(), false, t2);
         assert!(tracker.take_stable(t2 + SECOND_LOOK).is_empty());
-        let mut both = tracker.take_stable(t2 + window);
+        let mut both = paths(tracker.take_stable(t2 + window));
         both.sort();
         assert_eq!(both, vec![(0, file.clone()), (0, sidecar.clone())]);
+
+        // A Live Photo's still waits for its video.
+        let video = dir.join("a.mov");
+        std::fs::remove_file(&sidecar).unwrap();
+        std::fs::write(&video, b"video").unwrap();
+        let t3 = t2 + window * 2;
+        tracker.observe(0, file.clone(), true, t3);
+        tracker.observe(0, video.clone(), false, t3);
+        assert!(tracker.take_stable(t3 + SECOND_LOOK).is_empty());
+        assert_eq!(tracker.take_stable(t3 + window).len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
