@@ -16,6 +16,11 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "keepsake-stage-library",
         "keepsake_stage_library",
     ),
+    (
+        "offsite",
+        "keepsake-stage-offsite",
+        "keepsake_stage_offsite",
+    ),
 ];
 /// Built too, for the tests and the README's plugin example; not embedded.
 const EXTRA: &[&str] = &["screenshots-plugin", "keepsake-test-hostile"];

@@ -13,6 +13,10 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 if [ ! -x tools/bin/b3sum ]; then
   cargo install --locked --quiet b3sum --root tools
 fi
+# A real S3 server on 127.0.0.1 for the offsite tests (a folder per bucket).
+if [ ! -x tools/bin/s3s-fs ]; then
+  cargo install --locked --quiet s3s-fs@0.14.1 --features binary --root tools
+fi
 # exiftool generates and reads back test files; setpriv runs a test as an
 # unprivileged user. Both from Debian's packages.
 missing=()

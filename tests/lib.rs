@@ -516,3 +516,92 @@ pub fn wait_for(limit: std::time::Duration, what: &str, mut ready: impl FnMut() 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A real S3 server on 127.0.0.1 (`s3s-fs`, installed into `tools/` by
+/// `scripts/test.sh`): one folder per bucket under `root`, objects stored as
+/// plain files at `root/<bucket>/<key>`. Stopped when dropped.
+pub struct S3Server {
+    child: Option<std::process::Child>,
+    pub root: PathBuf,
+    pub port: u16,
+}
+
+pub const S3_BUCKET: &str = "photos";
+const S3_ACCESS: &str = "keepsake-test";
+const S3_SECRET: &str = "keepsake-test-secret";
+
+impl S3Server {
+    pub fn start(root: &Path) -> S3Server {
+        std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = S3Server {
+            child: None,
+            root: root.to_path_buf(),
+            port,
+        };
+        server.restart();
+        server
+    }
+
+    /// Start again on the same port and folder (after [`S3Server::stop`]).
+    pub fn restart(&mut self) {
+        let bin = workspace_root().join("tools/bin/s3s-fs");
+        assert!(
+            bin.exists(),
+            "{} is missing: `bash scripts/test.sh` installs it (cargo install s3s-fs@0.14.1 --features binary --locked --root tools)",
+            bin.display()
+        );
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", S3_ACCESS, "--secret-key", S3_SECRET])
+            .arg(&self.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(
+            std::time::Duration::from_secs(30),
+            "s3s-fs to listen",
+            || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        );
+    }
+
+    /// An outage: the server is gone until [`S3Server::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// An `[offsite.NAME]` table for this server; the keys go in a file in `dir`.
+    pub fn target(&self, name: &str, dir: &Path) -> String {
+        let credentials = dir.join(format!("{name}.env"));
+        std::fs::write(
+            &credentials,
+            format!("AWS_ACCESS_KEY_ID={S3_ACCESS}\nAWS_SECRET_ACCESS_KEY={S3_SECRET}\n"),
+        )
+        .unwrap();
+        format!(
+            "[offsite.{name}]\ntype = \"s3\"\nendpoint = \"http://127.0.0.1:{}\"\nbucket = \"{S3_BUCKET}\"\nprefix = \"family\"\ncredentials_file = {:?}\n",
+            self.port,
+            credentials.display().to_string()
+        )
+    }
+
+    /// Where the server keeps the object `key` (under the target's prefix).
+    pub fn object(&self, key: &str) -> PathBuf {
+        self.root.join(S3_BUCKET).join("family").join(key)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -94,6 +94,44 @@ pub enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Offsite copies: what is pushed where, push now, verify.
+    Offsite {
+        #[command(subcommand)]
+        command: OffsiteCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsiteCommand {
+    /// Per target: pushed, pending, deferred (with why), conflicts, bytes,
+    /// and the last successful push.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push what is waiting now (pending and deferred pushes, whatever their
+    /// next try), then exit. `keepsake run` does this on its own. Exit 1 when something
+    /// could not be pushed.
+    Push {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare what the ledger says was pushed with what each target holds:
+    /// size and ETag, or with --deep the content itself. Exit 1 when an
+    /// object is missing or damaged.
+    Verify {
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Download every object and compare its BLAKE3.
+        #[arg(long)]
+        deep: bool,
+        /// Check only this many objects, spread over all of them.
+        #[arg(long)]
+        sample: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,7 +228,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 pipeline.show_progress(bar);
             }
-            let result = pipeline.ingest(&paths)?;
+            let mut result = pipeline.ingest(&paths)?;
+            if !config.offsite.is_empty() {
+                let ledger = pipeline.ledger_arc();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                result.offsite =
+                    Some(runtime.block_on(crate::offsite::push_due(ledger, &config, false)));
+            }
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string(&result)?)?;
@@ -258,6 +304,67 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Offsite { command } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            if config.offsite.is_empty() {
+                bail!(
+                    "config {}: no offsite target; add an [offsite.NAME] table (see the README)",
+                    config.origin
+                );
+            }
+            let ledger = std::sync::Arc::new(open_existing(&config)?);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let mut out = std::io::stdout().lock();
+            match command {
+                OffsiteCommand::Status { json } => {
+                    report::print_offsite_status(&mut out, &config, &ledger, json)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                OffsiteCommand::Push { json } => {
+                    let pushed = runtime.block_on(crate::offsite::push_due(ledger, &config, true));
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(&pushed)?)?;
+                    } else {
+                        report::print_push(&mut out, &pushed)?;
+                    }
+                    Ok(if pushed.deferred + pushed.conflicts > 0 {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+                OffsiteCommand::Verify {
+                    target,
+                    deep,
+                    sample,
+                    json,
+                } => {
+                    if let Some(name) = &target
+                        && !config.offsite.contains_key(name)
+                    {
+                        bail!("no offsite target {name:?} in {}", config.origin);
+                    }
+                    let verified = runtime.block_on(crate::offsite::verify(
+                        ledger, &config, target, deep, sample,
+                    ));
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(&verified)?)?;
+                    } else {
+                        report::print_verify(&mut out, &verified, deep)?;
+                    }
+                    let bad = !verified.missing.is_empty()
+                        || !verified.damaged.is_empty()
+                        || !verified.errors.is_empty();
+                    Ok(if bad {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+            }
         }
         Command::Plugins {
             command: PluginsCommand::List,

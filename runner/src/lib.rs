@@ -12,6 +12,7 @@ pub mod hashing;
 pub mod host;
 pub mod ledger;
 pub mod media;
+pub mod offsite;
 pub mod par;
 pub mod pipeline;
 pub mod rebuild;

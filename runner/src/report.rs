@@ -72,6 +72,20 @@ pub fn print_ingest(
             "ignored", report.ignored
         )?;
     }
+    if let Some(pushed) = &report.offsite {
+        writeln!(
+            out,
+            "  {:<12} {:>7}  pushed offsite ({} MiB); {} deferred, {} conflicts (`keepsake offsite status`)",
+            "offsite",
+            pushed.pushed,
+            pushed.bytes >> 20,
+            pushed.deferred,
+            pushed.conflicts
+        )?;
+        for error in pushed.errors.iter().take(5) {
+            writeln!(out, "  ! {error}")?;
+        }
+    }
     for error in report.errors.iter().take(20) {
         writeln!(out, "  ! {error}")?;
     }
@@ -473,6 +487,132 @@ pub fn print_rebuild(
     }
     for error in &report.errors {
         writeln!(out, "  ! {error}")?;
+    }
+    Ok(())
+}
+
+pub fn print_push(out: &mut impl Write, pushed: &crate::offsite::PushReport) -> io::Result<()> {
+    writeln!(
+        out,
+        "offsite: {} pushed ({} MiB), {} deferred, {} conflicts",
+        pushed.pushed,
+        pushed.bytes >> 20,
+        pushed.deferred,
+        pushed.conflicts
+    )?;
+    for error in &pushed.errors {
+        writeln!(out, "  ! {error}")?;
+    }
+    Ok(())
+}
+
+pub fn print_verify(
+    out: &mut impl Write,
+    verified: &crate::offsite::VerifyReport,
+    deep: bool,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "offsite verify{}: {} checked, {} as pushed, {} missing, {} damaged",
+        if deep { " --deep" } else { "" },
+        verified.checked,
+        verified.ok,
+        verified.missing.len(),
+        verified.damaged.len()
+    )?;
+    for (target, key) in &verified.missing {
+        writeln!(out, "  missing  {target}: {key}")?;
+    }
+    for (target, key, why) in &verified.damaged {
+        writeln!(out, "  damaged  {target}: {key}: {why}")?;
+    }
+    for error in &verified.errors {
+        writeln!(out, "  ! {error}")?;
+    }
+    Ok(())
+}
+
+pub fn print_offsite_status(
+    out: &mut impl Write,
+    config: &Config,
+    ledger: &Ledger,
+    json: bool,
+) -> io::Result<()> {
+    let summary = ledger
+        .read(ledger::push_summary)
+        .map_err(io::Error::other)?;
+    let mut targets = Vec::new();
+    for name in config.offsite.keys() {
+        let count = |state: &str| {
+            summary
+                .iter()
+                .filter(|(t, s, _, _)| t == name && s == state)
+                .map(|(_, _, n, bytes)| (*n, *bytes))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        };
+        let last = ledger
+            .read(|c| ledger::last_push(c, name))
+            .map_err(io::Error::other)?;
+        let problems = ledger
+            .read(|c| {
+                let mut rows = ledger::pushes_of(c, Some(name), Some("deferred"))?;
+                rows.extend(ledger::pushes_of(c, Some(name), Some("conflict"))?);
+                Ok(rows)
+            })
+            .map_err(io::Error::other)?;
+        targets.push((
+            name.clone(),
+            count("done"),
+            count("pending"),
+            count("deferred"),
+            count("conflict"),
+            last,
+            problems,
+        ));
+    }
+    if json {
+        let value: Vec<_> = targets
+            .iter()
+            .map(|(name, done, pending, deferred, conflict, last, problems)| {
+                json!({
+                    "target": name,
+                    "pushed": done.0,
+                    "pushed_bytes": done.1,
+                    "pending": pending.0,
+                    "deferred": deferred.0,
+                    "conflicts": conflict.0,
+                    "last_success": last,
+                    "problems": problems.iter().take(20).map(|p| json!({
+                        "key": p.key, "state": p.state, "error": p.last_error, "wake_at": p.wake_at,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return writeln!(out, "{}", json!(value));
+    }
+    for (name, done, pending, deferred, conflict, last, problems) in &targets {
+        writeln!(
+            out,
+            "{name:<12} pushed {} ({} MiB) · pending {} · deferred {} · conflicts {} · last success {}",
+            done.0,
+            done.1 >> 20,
+            pending.0,
+            deferred.0,
+            conflict.0,
+            last.map(local_time).unwrap_or_else(|| "never".into())
+        )?;
+        for push in problems.iter().take(10) {
+            writeln!(
+                out,
+                "  {} {}: {}{}",
+                push.state,
+                push.key,
+                push.last_error.as_deref().unwrap_or(""),
+                push.wake_at
+                    .map(|at| format!(" (next try {})", local_time(at)))
+                    .unwrap_or_default()
+            )?;
+        }
     }
     Ok(())
 }

@@ -166,6 +166,9 @@ async fn serve(
     let mut ready: Vec<Stable> = Vec::new();
     let mut work: Option<JoinHandle<Result<Cycle, PipelineError>>> = None;
     let mut rescan: Option<JoinHandle<Rescan>> = None;
+    // Offsite pushes run beside the cycles, on this thread (async uploads).
+    let mut pushing: Option<JoinHandle<crate::offsite::PushReport>> = None;
+    let mut push_now = !config.offsite.is_empty();
     let mut rescan_at = Some(Instant::now());
     let mut last_rescan: Option<(i64, Duration, usize)> = None;
     // Jobs left pending by the last run go first.
@@ -195,6 +198,14 @@ async fn serve(
             }));
             check_queue = false;
             dirty = true;
+        }
+        if push_now && pushing.is_none() {
+            push_now = false;
+            let ledger = pipeline.ledger_arc();
+            let config = config.clone();
+            pushing = Some(tokio::spawn(async move {
+                crate::offsite::push_due(ledger, &config, false).await
+            }));
         }
         if rescan.is_none() && rescan_at.is_some_and(|at| at <= now) {
             let pipeline = Arc::clone(&pipeline);
@@ -235,6 +246,7 @@ async fn serve(
             }
             done = async { work.as_mut().expect("guarded by the if").await }, if work.is_some() => {
                 work = None;
+                push_now = !config.offsite.is_empty();
                 match done {
                     Ok(Ok(cycle)) => {
                         log_cycle(&cycle);
@@ -256,6 +268,9 @@ async fn serve(
                     }
                 }
                 dirty = true;
+            }
+            _ = async { pushing.as_mut().expect("guarded by the if").await }, if pushing.is_some() => {
+                pushing = None;
             }
             done = async { rescan.as_mut().expect("guarded by the if").await }, if rescan.is_some() => {
                 rescan = None;
@@ -290,6 +305,12 @@ async fn serve(
             _ = tokio::time::sleep_until(poll_at.into()), if work.is_none() => {
                 poll_at = Instant::now() + POLL;
                 check_queue = queue_has_work(&pipeline, &config);
+                if !config.offsite.is_empty() && pushing.is_none() {
+                    push_now = pipeline
+                        .ledger()
+                        .read(ledger::has_due_pushes)
+                        .unwrap_or(false);
+                }
             }
             _ = sleep_until(publish_at), if publish_at.is_some() => {}
         }
@@ -313,6 +334,15 @@ async fn serve(
                     "the grace period ended with work in flight; the journal resumes it at the next start"
                 );
             }
+        }
+    }
+    if let Some(pushing) = pushing {
+        // Uploads are idempotent (a key already holding the bytes is done):
+        // what does not finish in the grace period is pushed next time.
+        if tokio::time::timeout(service.grace, pushing).await.is_err() {
+            tracing::warn!(
+                "offsite pushes still running at the end of the grace period; they resume at the next start"
+            );
         }
     }
     if finished {

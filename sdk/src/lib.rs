@@ -45,7 +45,7 @@ pub use bindings::export_stage;
 pub use bindings::keepsake::stage::host;
 pub use bindings::keepsake::stage::types::{
     AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Description, Effect, Fact, Job,
-    LogLevel, MediaKind, OptionSpec, Placement, StageError, XmpTarget, XmpWrite,
+    LogLevel, MediaKind, OptionSpec, Placement, PushRequest, StageError, XmpTarget, XmpWrite,
 };
 
 /// The last component of the job's relative path.

@@ -8,4 +8,5 @@ mod corpus;
 mod crash;
 mod exif;
 mod hostile;
+mod offsite;
 mod service;

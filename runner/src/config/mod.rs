@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod offsite;
 mod service;
+pub use offsite::{Credentials, OffsiteTarget, TargetKind};
 pub use service::ServiceConfig;
 
 /// The commented default config, written by `keepsake init` and used when
@@ -15,7 +17,7 @@ pub use service::ServiceConfig;
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// Stages that ship inside the binary.
-pub const BUILTIN_STAGES: &[&str] = &["dedup", "exif", "library"];
+pub const BUILTIN_STAGES: &[&str] = &["dedup", "exif", "library", "offsite"];
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -48,6 +50,8 @@ struct RawConfig {
     stages: BTreeMap<String, RawStage>,
     #[serde(default)]
     service: service::RawService,
+    #[serde(default)]
+    offsite: BTreeMap<String, offsite::RawTarget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +107,7 @@ pub struct Config {
     pub inboxes: Vec<Inbox>,
     pub stages: BTreeMap<String, StageConfig>,
     pub service: ServiceConfig,
+    pub offsite: BTreeMap<String, OffsiteTarget>,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +299,27 @@ impl Config {
             .service
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
+        let mut offsite = BTreeMap::new();
+        for (name, raw_target) in &raw.offsite {
+            if !valid_name(name) {
+                return Err(invalid(
+                    format!("offsite.{name}"),
+                    "target names use a-z, 0-9, '-' and '_'".into(),
+                ));
+            }
+            let target = raw_target
+                .validate(name, &base)
+                .map_err(|(key, message)| invalid(key, message))?;
+            if let TargetKind::Dir { path } = &target.kind
+                && (path.starts_with(&library_root) || library_root.starts_with(path))
+            {
+                return Err(invalid(
+                    format!("offsite.{name}.path"),
+                    "must be outside the library (an offsite copy on the same disk protects nothing)".into(),
+                ));
+            }
+            offsite.insert(name.clone(), target);
+        }
 
         Ok(Config {
             origin: origin.to_string(),
@@ -302,6 +328,7 @@ impl Config {
             inboxes,
             stages,
             service,
+            offsite,
         })
     }
 

@@ -74,6 +74,9 @@ pub struct Finish {
     /// Deferred: when the job runs again (Unix seconds).
     #[serde(default)]
     pub wake_at: Option<i64>,
+    /// Offsite pushes, recorded when the job is done.
+    #[serde(default)]
+    pub pushes: Vec<ledger::NewPush>,
 }
 
 impl Finish {
@@ -478,6 +481,11 @@ fn finish_job(
                 library_path: path,
             },
         )?;
+    }
+    if finish.state() == JobState::Done {
+        for push in &finish.pushes {
+            ledger::insert_push(tx, job_id, push)?;
+        }
     }
     match finish.state() {
         JobState::Failed => {

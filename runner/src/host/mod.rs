@@ -21,7 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::keepsake::stage::types::{
     AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Effect, Fact, Job, LogLevel,
-    MediaKind as WitMediaKind, Placement, StageError, XmpTarget, XmpWrite,
+    MediaKind as WitMediaKind, Placement, PushRequest, StageError, XmpTarget, XmpWrite,
 };
 use bindings::{Stage, StagePre};
 pub use cache::CacheOutcome;
@@ -62,7 +62,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.2.0 for wasm32-wasip2): {message:#}"
+        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.3.0 for wasm32-wasip2): {message:#}"
     )]
     Invalid {
         stage: String,

@@ -4,6 +4,7 @@
 
 mod jobs;
 mod journal;
+mod pushes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -12,11 +13,13 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use jobs::*;
 pub use journal::*;
+pub use pushes::*;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_step_bytes.sql"),
     include_str!("migrations/0003_service.sql"),
+    include_str!("migrations/0004_pushes.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::host::{
-    CallFiles, CaptureTime, Datetime, Effect, Fact, Job, LoadedStage, Placement, Services,
-    StageCallError, StageError, StageRuntime, WitMediaKind, XmpTarget, XmpWrite,
+    CallFiles, CaptureTime, Datetime, Effect, Fact, Job, LoadedStage, Placement, PushRequest,
+    Services, StageCallError, StageError, StageRuntime, WitMediaKind, XmpTarget, XmpWrite,
 };
 use crate::ledger::JobRecord;
 use crate::media::MediaKind;
@@ -57,6 +57,8 @@ pub struct Decided {
     pub xmp: Vec<(String, String)>,
     /// A stage asked for them inside the file where the format allows.
     pub xmp_embed: bool,
+    /// Offsite pushes asked for: (target, key template with `{path}`).
+    pub pushes: Vec<(String, String)>,
     /// The staged copy of a large file.
     pub staged: Option<std::path::PathBuf>,
 }
@@ -158,6 +160,7 @@ fn effects_json(effects: &[Effect]) -> String {
             Effect::Defer(d) => {
                 serde_json::json!({"defer": {"seconds": d.seconds, "reason": d.reason}})
             }
+            Effect::Push(p) => serde_json::json!({"push": {"target": p.target, "key": p.key}}),
             Effect::WriteXmp(w) => serde_json::json!({"write-xmp": {
                 "name": w.name,
                 "value": w.value,
@@ -186,6 +189,7 @@ pub fn decide(
         facts: Vec::new(),
         xmp: Vec::new(),
         xmp_embed: false,
+        pushes: Vec::new(),
         staged: None,
     };
     let read = match read {
@@ -336,6 +340,14 @@ pub fn decide(
                         path: path.clone(),
                     });
                     decided.decision = Decision::Place(path);
+                }
+                Effect::Push(PushRequest { target, key }) => {
+                    if let Err(e) = validate_relative(&key.replace("{path}", "p")) {
+                        decided.decision = rejected(format!("push: key {key:?}: {e}"));
+                        return decided;
+                    }
+                    decided.pushes.retain(|(t, _)| *t != target);
+                    decided.pushes.push((target, key));
                 }
                 Effect::DuplicateOf(original) => {
                     decided.decision = Decision::Duplicate(original);

@@ -70,6 +70,8 @@ pub struct IngestReport {
     pub stage_calls: u64,
     /// Bytes stages read through the host's bounded `read`.
     pub stage_bytes_read: u64,
+    /// What the offsite push after the ingest did, when targets are set.
+    pub offsite: Option<crate::offsite::PushReport>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -148,6 +150,10 @@ impl Pipeline {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    pub fn ledger_arc(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
     }
 
     pub fn stages(&self) -> impl Iterator<Item = &LoadedStage> {

@@ -55,6 +55,7 @@ pub(super) fn plan(
         facts: serde_json::Value::Object(facts).to_string(),
         asset: None,
         wake_at: None,
+        pushes: Vec::new(),
     };
     let mut plan = JobPlan {
         job_id: job.id,
@@ -84,6 +85,16 @@ pub(super) fn plan(
         } else if let Some(other) = services.reserve(&blake3, job.id) {
             decision = Decision::Duplicate(other);
         }
+    }
+    if let Decision::Place(_) = decision
+        && let Some((target, _)) = decided
+            .pushes
+            .iter()
+            .find(|(target, _)| !config.offsite.contains_key(target))
+    {
+        decision = Decision::Fail(format!(
+            "a stage asked to push to offsite target `{target}`, which the config does not declare; add [offsite.{target}] or fix the stage's `targets`"
+        ));
     }
     match decision {
         Decision::Fail(reason) => {
@@ -215,11 +226,52 @@ pub(super) fn plan(
             if !decided.xmp.is_empty() && embedded.is_none() {
                 write_xmp(&mut plan.writes, job, &dest, &decided.xmp, services);
             }
+            finish.pushes = pushes(config, &chosen, &decided.pushes, &plan.writes);
             move_sources(&mut plan, job, remove_sources);
         }
     }
     plan.finish = finish;
     plan
+}
+
+/// The offsite pushes for a placed file and the sidecars written beside it:
+/// `{path}` in each key becomes the final library path; a sidecar's key is
+/// its name beside the file's key.
+fn pushes(
+    config: &Config,
+    chosen: &str,
+    asked: &[(String, String)],
+    writes: &[FileWrite],
+) -> Vec<crate::ledger::NewPush> {
+    let mut out = Vec::new();
+    for (target, template) in asked {
+        let key = template.replace("{path}", chosen);
+        let key_dir = Path::new(&key).parent().unwrap_or(Path::new(""));
+        for write in writes {
+            if !matches!(write.action, Action::Place | Action::Companion) {
+                continue;
+            }
+            let Ok(file) = write.dest.strip_prefix(&config.library_root) else {
+                continue;
+            };
+            let object = if write.action == Action::Place {
+                key.clone()
+            } else {
+                let Some(name) = write.dest.file_name() else {
+                    continue;
+                };
+                key_dir.join(name).to_string_lossy().into_owned()
+            };
+            out.push(crate::ledger::NewPush {
+                target: target.clone(),
+                key: object,
+                file: file.to_string_lossy().into_owned(),
+                blake3: write.blake3.clone(),
+                size: write.size,
+            });
+        }
+    }
+    out
 }
 
 /// In move mode, what leaves the inbox once the job is committed: its file
