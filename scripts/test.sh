@@ -18,10 +18,12 @@ if [ ! -x tools/bin/s3s-fs ]; then
   cargo install --locked --quiet s3s-fs@0.14.1 --features binary --root tools
 fi
 # exiftool generates and reads back test files; setpriv runs a test as an
-# unprivileged user. Both from Debian's packages.
+# unprivileged user. From Debian's packages, as is rclone below.
 missing=()
 command -v exiftool >/dev/null 2>&1 || missing+=(libimage-exiftool-perl)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+# rclone: the benchmark compares keepsake's offsite push with `rclone copy`.
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

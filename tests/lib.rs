@@ -527,8 +527,8 @@ pub struct S3Server {
 }
 
 pub const S3_BUCKET: &str = "photos";
-const S3_ACCESS: &str = "keepsake-test";
-const S3_SECRET: &str = "keepsake-test-secret";
+pub const S3_ACCESS: &str = "keepsake-test";
+pub const S3_SECRET: &str = "keepsake-test-secret";
 
 impl S3Server {
     pub fn start(root: &Path) -> S3Server {

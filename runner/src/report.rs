@@ -350,6 +350,24 @@ pub fn print_status(
         .map(|(s, n)| format!("{} {n}", s.as_str()))
         .collect();
     writeln!(out, "jobs     {}", line.join(" · "))?;
+    if !config.offsite.is_empty() {
+        let summary = ledger
+            .read(ledger::push_summary)
+            .map_err(io::Error::other)?;
+        for name in config.offsite.keys() {
+            let line: Vec<String> = summary
+                .iter()
+                .filter(|(target, _, _, _)| target == name)
+                .map(|(_, state, n, _)| format!("{state} {n}"))
+                .collect();
+            let line = if line.is_empty() {
+                "nothing yet".to_string()
+            } else {
+                line.join(" · ")
+            };
+            writeln!(out, "offsite  {name}: {line} (`keepsake offsite status`)")?;
+        }
+    }
     let mut names: Vec<&str> = config.inboxes.iter().map(|i| i.name.as_str()).collect();
     for (inbox, _, _) in &per_inbox {
         if !names.contains(&inbox.as_str()) {

@@ -1,6 +1,7 @@
 //! `keepsake-bench`: ingest throughput beside the floor measured in the same
 //! run on the same files (`cp -r` + `b3sum`), stage-call overhead, start-up
-//! with and without the component cache, and a rescan of an unchanged inbox.
+//! with and without the component cache, a rescan of an unchanged inbox, the
+//! service (`service.rs`) and offsite push against rclone (`offsite.rs`).
 //!
 //! cargo run -p keepsake-tests --bin keepsake-bench -- [--quick]
 #![allow(clippy::unwrap_used)]
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use keepsake_tests::{corpus_media, fake_jpeg, keepsake_bin, workspace_root};
 
+mod offsite;
 mod service;
 
 /// case, keepsake, floor, floor / keepsake, target.
@@ -193,6 +195,20 @@ fn main() {
         }
     };
     rows.extend(service::rows(&root, &service_sizes));
+
+    // 6. Offsite push, against rclone.
+    let offsite_sizes = if quick {
+        offsite::OffsiteSizes {
+            small_files: 200,
+            large_bytes: 256 << 20,
+        }
+    } else {
+        offsite::OffsiteSizes {
+            small_files: 2_000,
+            large_bytes: 2 << 30,
+        }
+    };
+    rows.extend(offsite::rows(&root, &offsite_sizes));
 
     println!(
         "\n| case | keepsake | floor: cp -r + b3sum (+ sync) | floor time / keepsake time | target |"

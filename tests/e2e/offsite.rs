@@ -327,3 +327,44 @@ fn kill_9_during_uploads_leaves_every_object_exactly_once() {
     let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn an_unmounted_disk_is_not_filled_in_its_place() {
+    let scratch = tempfile::tempdir().unwrap();
+    let usb = scratch.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let sandbox = sandbox_with(
+        "usb",
+        &format!(
+            "[offsite.usb]\ntype = \"dir\"\npath = {:?}\n",
+            usb.display().to_string()
+        ),
+    );
+    sandbox.add("a.jpg", &corpus_media().join("exiftool_Canon.jpg"));
+    let (code, report) = sandbox.ingest();
+    assert_eq!(
+        (code, report["offsite"]["pushed"].as_u64()),
+        (0, Some(1)),
+        "{report}"
+    );
+    // The disk is unplugged: an empty mount point is left behind.
+    std::fs::rename(&usb, scratch.path().join("usb-unplugged")).unwrap();
+    std::fs::create_dir_all(&usb).unwrap();
+    sandbox.add("b.jpg", &corpus_media().join("exiftool_Nikon.jpg"));
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["offsite"]["deferred"], 1, "{report}");
+    assert_eq!(
+        std::fs::read_dir(&usb).unwrap().count(),
+        0,
+        "nothing is written into the empty mount point"
+    );
+    let (_, status) = run(&sandbox, &["offsite", "status"]);
+    assert!(status.contains("is the disk mounted?"), "{status}");
+    // Plugged in again: the push completes.
+    std::fs::remove_dir(&usb).unwrap();
+    std::fs::rename(scratch.path().join("usb-unplugged"), &usb).unwrap();
+    let (code, out) = run(&sandbox, &["offsite", "push"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&sandbox, "state = 'done'"), 2);
+}

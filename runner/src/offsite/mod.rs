@@ -52,11 +52,23 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
 
 /// Open and check every target: a target that is down or refuses is known
 /// before any of its pushes is tried.
-async fn open_targets(config: &Config) -> HashMap<String, Result<Arc<Store>, StoreError>> {
+async fn open_targets(
+    ledger: &Arc<Ledger>,
+    config: &Config,
+) -> HashMap<String, Result<Arc<Store>, StoreError>> {
     let mut stores = HashMap::new();
     for (name, target) in &config.offsite {
+        let pushed_before = {
+            let ledger = Arc::clone(ledger);
+            let name = name.clone();
+            blocking(move || ledger.read(|c| ledger::last_push(c, &name)))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        };
         let opened = match Store::open(target) {
-            Ok(store) => match store.check().await {
+            Ok(store) => match store.check(pushed_before).await {
                 Ok(()) => Ok(Arc::new(store)),
                 Err(e) => Err(e),
             },
@@ -75,7 +87,7 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
     if config.offsite.is_empty() {
         return report;
     }
-    let stores = open_targets(config).await;
+    let stores = open_targets(&ledger, config).await;
     for (name, store) in &stores {
         if let Err(e) = store {
             tracing::warn!("offsite target {name} cannot take files now: {e}");

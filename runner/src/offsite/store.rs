@@ -18,6 +18,9 @@ use crate::config::{OffsiteTarget, TargetKind};
 use crate::effects::fsops;
 use crate::hashing::blake3_file;
 
+/// In a folder target, written at its first push.
+const MARKER: &str = ".keepsake-target";
+
 /// Files at least this large go up in parts (constant memory).
 const MULTIPART_FROM: u64 = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
@@ -129,18 +132,36 @@ impl Store {
     }
 
     /// Check that the target is there and usable (the folder exists, the
-    /// bucket answers with these credentials).
-    pub async fn check(&self) -> Result<(), StoreError> {
+    /// bucket answers with these credentials). A folder target carries a
+    /// marker file from its first push on: a disk that is not mounted leaves
+    /// an empty mount point, which must not be filled instead.
+    pub async fn check(&self, pushed_before: bool) -> Result<(), StoreError> {
         match self {
             Store::Dir { root, name } => {
-                if root.is_dir() {
-                    Ok(())
-                } else {
-                    Err(StoreError::Unavailable(format!(
+                let marker = root.join(MARKER);
+                if marker.is_file() {
+                    return Ok(());
+                }
+                if !root.is_dir() {
+                    return Err(StoreError::Unavailable(format!(
                         "offsite target {name}: folder {} is missing (not mounted?)",
                         root.display()
-                    )))
+                    )));
                 }
+                if pushed_before {
+                    return Err(StoreError::Unavailable(format!(
+                        "offsite target {name}: {} has no {MARKER} although keepsake pushed there before: is the disk mounted?",
+                        root.display()
+                    )));
+                }
+                let written = fsops::write_temp(&marker, b"keepsake offsite target\n")
+                    .and_then(|_| fsops::sync_files(&[marker.as_path(), root.as_path()]));
+                written.map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "offsite target {name}: cannot write {}: {e}",
+                        marker.display()
+                    ))
+                })
             }
             Store::S3 { s3, name, .. } => s3
                 .list_with_delimiter(Some(&ObjectPath::from("keepsake-check")))
@@ -407,7 +428,9 @@ async fn put_multipart(
             break;
         }
         hasher.update(&buf[..n]);
-        writer.wait_for_capacity(4).await?;
+        // Two parts in flight per upload: with four uploads at once, memory
+        // stays near 100 MiB whatever the file sizes.
+        writer.wait_for_capacity(2).await?;
         writer.write(&buf[..n]);
     }
     if hasher.finalize().to_hex().as_str() != blake3 {
