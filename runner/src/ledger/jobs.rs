@@ -295,34 +295,43 @@ impl Backoff {
     }
 }
 
+/// (job id, when it runs again) of every failed or deferred job that will:
+/// a deferred job at its wake time, a failed one after its backoff.
+fn wake_times(conn: &Connection, backoff: &Backoff) -> rusqlite::Result<Vec<(u64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, state, attempts, updated_at, wake_at FROM jobs WHERE state IN ('failed', 'deferred')",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u32>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    let mut times = Vec::new();
+    for row in rows {
+        let (id, state, attempts, updated_at, wake_at) = row?;
+        let at = match state.as_str() {
+            "deferred" => Some(wake_at.unwrap_or(updated_at)),
+            _ => backoff.next_run(attempts, updated_at),
+        };
+        if let Some(at) = at {
+            times.push((id, at));
+        }
+    }
+    Ok(times)
+}
+
 /// Queue again the failed jobs whose backoff has passed and the deferred
 /// jobs whose time has come. Returns how many.
 pub fn wake_due(conn: &Connection, now: i64, backoff: &Backoff) -> rusqlite::Result<usize> {
-    let mut due = Vec::new();
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, state, attempts, updated_at, wake_at FROM jobs WHERE state IN ('failed', 'deferred')",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, u64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, state, attempts, updated_at, wake_at) = row?;
-            let at = match state.as_str() {
-                "deferred" => wake_at.or(Some(updated_at)),
-                _ => backoff.next_run(attempts, updated_at),
-            };
-            if at.is_some_and(|at| at <= now) {
-                due.push(id);
-            }
-        }
-    }
+    let due: Vec<u64> = wake_times(conn, backoff)?
+        .into_iter()
+        .filter(|(_, at)| *at <= now)
+        .map(|(id, _)| id)
+        .collect();
     let mut update = conn.prepare_cached(
         "UPDATE jobs SET state = 'pending', wake_at = NULL, updated_at = ?2 WHERE id = ?1",
     )?;
@@ -334,29 +343,10 @@ pub fn wake_due(conn: &Connection, now: i64, backoff: &Backoff) -> rusqlite::Res
 
 /// The earliest time a failed or deferred job wakes, if any will.
 pub fn next_wake(conn: &Connection, backoff: &Backoff) -> rusqlite::Result<Option<i64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT state, attempts, updated_at, wake_at FROM jobs WHERE state IN ('failed', 'deferred')",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, u32>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<i64>>(3)?,
-        ))
-    })?;
-    let mut next: Option<i64> = None;
-    for row in rows {
-        let (state, attempts, updated_at, wake_at) = row?;
-        let at = match state.as_str() {
-            "deferred" => wake_at.or(Some(updated_at)),
-            _ => backoff.next_run(attempts, updated_at),
-        };
-        if let Some(at) = at {
-            next = Some(next.map_or(at, |n| n.min(at)));
-        }
-    }
-    Ok(next)
+    Ok(wake_times(conn, backoff)?
+        .into_iter()
+        .map(|(_, at)| at)
+        .min())
 }
 
 pub fn pending_count(conn: &Connection) -> rusqlite::Result<u64> {

@@ -107,17 +107,8 @@ impl Tracker {
                 tracked.whole |= whole;
                 tracked.due = tracked.due.min(due);
             }
-            Some(tracked) => {
-                *tracked = Tracked {
-                    inbox,
-                    look,
-                    since: now,
-                    whole,
-                    due,
-                    settled: false,
-                };
-            }
-            None => {
+            // New, or changed since it was last seen: its window starts now.
+            _ => {
                 self.files.insert(
                     path,
                     Tracked {
