@@ -380,29 +380,34 @@ fn ingest(dir: &Path, inbox: &Path) -> (Duration, serde_json::Value, u64) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "keepsake ingest failed");
-            break;
-        }
-        if let Ok(text) = std::fs::read_to_string(&status_path)
-            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            let kib: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            peak = peak.max(kib);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let peak = wait_watching_memory(&mut child, "keepsake ingest");
     let took = started.elapsed();
     let out = child.wait_with_output().unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (took, report, peak)
+}
+
+/// Wait for `child` to exit successfully; its peak resident memory in KiB,
+/// sampled every 2 ms (VmHWM).
+fn wait_watching_memory(child: &mut std::process::Child, what: &str) -> u64 {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{what} failed");
+            return peak;
+        }
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kib) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn write_large(path: &Path, len: u64) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use keepsake_tests::{S3Server, fake_jpeg, keepsake_bin};
 
-use super::{Row, settle, write_large};
+use super::{Row, settle, wait_watching_memory, write_large};
 
 pub struct OffsiteSizes {
     pub small_files: usize,
@@ -65,23 +65,7 @@ fn keepsake_push(dir: &Path, inbox: &Path, server: &mut S3Server) -> (Duration, 
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut peak = 0.0f64;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "keepsake offsite push failed");
-            break;
-        }
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            && let Some(kib) = text
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        {
-            peak = peak.max(kib / 1024.0);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let peak = wait_watching_memory(&mut child, "keepsake offsite push") as f64 / 1024.0;
     (started.elapsed(), peak)
 }
 
