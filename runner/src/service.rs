@@ -306,9 +306,10 @@ async fn serve(
                 poll_at = Instant::now() + POLL;
                 check_queue = queue_has_work(&pipeline, &config);
                 if !config.offsite.is_empty() && pushing.is_none() {
+                    let targets: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
                     push_now = pipeline
                         .ledger()
-                        .read(ledger::has_due_pushes)
+                        .read(|c| ledger::has_due_pushes(c, &targets))
                         .unwrap_or(false);
                 }
             }

@@ -53,12 +53,12 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushRow> {
     })
 }
 
-/// Record a push (once per target and key: a replayed job adds nothing).
+/// Record a push (once per target, key and bytes: a replayed job adds nothing).
 pub fn insert_push(conn: &Connection, job_id: u64, push: &NewPush) -> rusqlite::Result<()> {
     let now = now();
     conn.prepare_cached(
         "INSERT INTO pushes (job_id, target, key, file, blake3, size, state, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7) ON CONFLICT (target, key) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7) ON CONFLICT (target, key, blake3) DO NOTHING",
     )?
     .execute(params![
         job_id,
@@ -89,12 +89,20 @@ pub fn due_pushes(
     .collect()
 }
 
-pub fn has_due_pushes(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM pushes WHERE state = 'pending' \
-         OR (state = 'deferred' AND COALESCE(wake_at, 0) <= ?1))",
-    )?
-    .query_row([now()], |r| r.get(0))
+/// Whether any of `targets` has a push to run now (rows of targets no
+/// longer in the config wait, and do not wake the pusher).
+pub fn has_due_pushes(conn: &Connection, targets: &[&str]) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT target FROM pushes WHERE state = 'pending' \
+         OR (state = 'deferred' AND COALESCE(wake_at, 0) <= ?1)",
+    )?;
+    let due = stmt.query_map([now()], |r| r.get::<_, String>(0))?;
+    for target in due {
+        if targets.contains(&target?.as_str()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub fn pushes_of(

@@ -265,7 +265,8 @@ impl Store {
                 let dest = root.join(key);
                 let (local, blake3) = (local.to_path_buf(), blake3.to_string());
                 let name = name.clone();
-                tokio::task::spawn_blocking(move || put_dir(&name, &local, &dest, &blake3))
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || put_dir(&name, &root, &local, &dest, &blake3))
                     .await
                     .map_err(|e| StoreError::Local(e.to_string()))?
             }
@@ -277,7 +278,7 @@ impl Store {
                     })?;
                     if blake3::hash(&bytes).to_hex().as_str() != blake3 {
                         return Err(StoreError::Local(format!(
-                            "{} no longer has the bytes keepsake placed; `keepsake ledger rebuild` re-records it",
+                            "{} no longer has the bytes keepsake placed; restore it from another copy",
                             local.display()
                         )));
                     }
@@ -334,6 +335,7 @@ impl Store {
 /// then renamed without replacing.
 fn put_dir(
     name: &str,
+    root: &Path,
     local: &Path,
     dest: &Path,
     blake3: &str,
@@ -343,9 +345,12 @@ fn put_dir(
     };
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let gained = fsops::create_dirs(dir).map_err(unavailable)?;
+    // Unique per push: two pushes of the same bytes may run at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temp = dir.join(format!(
-        ".keepsake-push-{}.tmp",
-        &blake3[..16.min(blake3.len())]
+        ".keepsake-push-{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = fsops::remove_temp(&temp);
     fsops::copy_to_temp(local, &temp).map_err(|e| {
@@ -373,6 +378,15 @@ fn put_dir(
             let _ = fsops::remove_temp(&temp);
             return Err(e);
         }
+    }
+    // The disk may have been unplugged since the round began: never fill
+    // the empty mount point left behind.
+    if !root.join(MARKER).is_file() {
+        let _ = fsops::remove_temp(&temp);
+        return Err(StoreError::Unavailable(format!(
+            "offsite target {name}: {} lost its {MARKER}: is the disk still mounted?",
+            root.display()
+        )));
     }
     match fsops::rename_no_replace(&temp, dest) {
         Ok(()) => {
@@ -430,7 +444,10 @@ async fn put_multipart(
         hasher.update(&buf[..n]);
         // Two parts in flight per upload: with four uploads at once, memory
         // stays near 100 MiB whatever the file sizes.
-        writer.wait_for_capacity(2).await?;
+        if let Err(e) = writer.wait_for_capacity(2).await {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
         writer.write(&buf[..n]);
     }
     if hasher.finalize().to_hex().as_str() != blake3 {
@@ -439,6 +456,23 @@ async fn put_multipart(
             store: "local",
             source: format!("{} changed while it was pushed", local.display()).into(),
         });
+    }
+    // object_store completes a multipart upload without If-None-Match: look
+    // once more right before, so only a write in the last instant could be
+    // replaced (keepsake itself never writes a key twice).
+    match s3.head(object).await {
+        Ok(_) => {
+            let _ = writer.abort().await;
+            return Err(object_store::Error::AlreadyExists {
+                path: object.to_string(),
+                source: "written while keepsake uploaded it".into(),
+            });
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
     }
     writer.finish().await.map(|r| r.e_tag)
 }

@@ -77,15 +77,6 @@ pub(super) fn plan(
             Default::default()
         }
     };
-    // The host keeps the library free of duplicates whatever the pipeline:
-    // bytes already placed (or being placed in this batch) are a duplicate.
-    if let Decision::Place(_) = decision {
-        if let Ok(Some(asset)) = ledger.read(|c| ledger::asset_by_hash(c, &blake3)) {
-            decision = Decision::Duplicate(asset.job_id);
-        } else if let Some(other) = services.reserve(&blake3, job.id) {
-            decision = Decision::Duplicate(other);
-        }
-    }
     if let Decision::Place(_) = decision
         && let Some((target, _)) = decided
             .pushes
@@ -95,6 +86,15 @@ pub(super) fn plan(
         decision = Decision::Fail(format!(
             "a stage asked to push to offsite target `{target}`, which the config does not declare; add [offsite.{target}] or fix the stage's `targets`"
         ));
+    }
+    // The host keeps the library free of duplicates whatever the pipeline:
+    // bytes already placed (or being placed in this batch) are a duplicate.
+    if let Decision::Place(_) = decision {
+        if let Ok(Some(asset)) = ledger.read(|c| ledger::asset_by_hash(c, &blake3)) {
+            decision = Decision::Duplicate(asset.job_id);
+        } else if let Some(other) = services.reserve(&blake3, job.id) {
+            decision = Decision::Duplicate(other);
+        }
     }
     match decision {
         Decision::Fail(reason) => {

@@ -189,11 +189,17 @@ impl Tracker {
             .filter(|(_, t)| !t.settled)
             .filter_map(|(path, _)| sibling_key(path))
             .collect();
+        // A settled file waits for its siblings at most a few windows: a
+        // sibling that keeps changing must not hold it forever.
+        let now = Instant::now();
+        let patience = self.window * 3;
         let release: Vec<PathBuf> = self
             .files
             .iter()
             .filter(|(path, t)| {
-                t.settled && sibling_key(path).is_none_or(|key| !unsettled.contains(&key))
+                t.settled
+                    && (sibling_key(path).is_none_or(|key| !unsettled.contains(&key))
+                        || now.duration_since(t.since) >= patience + self.window)
             })
             .map(|(path, _)| path.clone())
             .collect();

@@ -1,4 +1,4 @@
--- Offsite pushes: one row per (target, key), for each library file (and
+-- Offsite pushes: one row per (target, key, bytes), for each library file (and
 -- sidecar) a stage asked to push. Never deleted; `state` tells where it is:
 -- pending | done | deferred (target down, wakes at wake_at) | conflict (the
 -- key holds other bytes; never overwritten).
@@ -18,6 +18,8 @@ CREATE TABLE pushes (
     pushed_at   INTEGER,
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
-    UNIQUE (target, key)
+    -- Other bytes under a key already used make a second row: its push
+    -- finds the key taken and becomes a conflict, reported, never lost.
+    UNIQUE (target, key, blake3)
 );
 CREATE INDEX pushes_state ON pushes(state, wake_at);
