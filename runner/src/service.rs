@@ -30,6 +30,8 @@ const POLL: Duration = Duration::from_secs(2);
 /// After a cycle failed on the ledger itself (e.g. a full disk), wait this
 /// long before the next.
 const CYCLE_RETRY: Duration = Duration::from_secs(30);
+/// After a new folder appears in an inbox, a rescan this much later.
+const NEW_FOLDER_RESCAN: Duration = Duration::from_secs(1);
 /// `keepsake status` is updated at most this often.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
@@ -399,6 +401,12 @@ fn handle_event(
                         for file in watch::files_under(&path, &inboxes[inbox].ignore) {
                             tracker.observe(inbox, file, whole, now);
                         }
+                        // notify reports a new folder before it watches it:
+                        // a file created in between has no event and was not
+                        // there for this walk yet. A rescan a moment later
+                        // finds it (unchanged files cost a stat each).
+                        let soon = now + NEW_FOLDER_RESCAN;
+                        *rescan_at = Some(rescan_at.map_or(soon, |at| at.min(soon)));
                     }
                     Ok(_) => tracker.observe(inbox, path, whole, now),
                     Err(_) => tracker.forget(&path),
