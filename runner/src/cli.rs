@@ -132,6 +132,32 @@ pub enum OffsiteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy a target's objects back into a folder (after a disk died or the
+    /// house burned): decrypts `.age` objects with --identity, checks each
+    /// file against the ledger when there is one, never replaces a file.
+    Restore {
+        /// The target to restore from (may be left out when there is one).
+        #[arg(long)]
+        target: Option<String>,
+        /// The folder to restore into (created when missing).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// The age identity file for an encrypted target.
+        #[arg(long)]
+        identity: Option<std::path::PathBuf>,
+        /// Only keys that start with this (like `2019/`).
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new age key for an encrypted target: writes the secret
+    /// identity to FILE (keep it off this machine, and keep a copy) and
+    /// prints the public recipient for `age_recipients`.
+    Keygen {
+        /// Where to write the identity (never replaced).
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +331,67 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Offsite {
+            command: OffsiteCommand::Keygen { file },
+        } => {
+            let recipient = crate::offsite::seal::keygen(&file)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "wrote the secret identity to {}: keep it off this machine, and keep a copy\npublic key (put it in age_recipients):\n{recipient}",
+                file.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Offsite {
+            command:
+                OffsiteCommand::Restore {
+                    target,
+                    to,
+                    identity,
+                    prefix,
+                    json,
+                },
+        } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let target = match target {
+                Some(name) if config.offsite.contains_key(&name) => name,
+                Some(name) => bail!("no offsite target {name:?} in {}", config.origin),
+                None if config.offsite.len() == 1 => {
+                    config.offsite.keys().next().cloned().unwrap_or_default()
+                }
+                None => bail!(
+                    "config {} has {} offsite targets: name one with --target",
+                    config.origin,
+                    config.offsite.len()
+                ),
+            };
+            // After a loss there may be no ledger: restore works without.
+            let ledger = open_existing(&config).ok().map(std::sync::Arc::new);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let restored = runtime.block_on(crate::offsite::restore(
+                &config,
+                ledger,
+                &target,
+                &to,
+                identity.as_deref(),
+                prefix.as_deref(),
+            ));
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&restored)?)?;
+            } else {
+                report::print_restore(&mut out, &target, &to, &restored)?;
+            }
+            Ok(if restored.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Offsite { command } => {
             let (config, _) = load_config(cli.config.as_deref())?;
             if config.offsite.is_empty() {
@@ -363,6 +450,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     } else {
                         ExitCode::SUCCESS
                     })
+                }
+                OffsiteCommand::Restore { .. } | OffsiteCommand::Keygen { .. } => {
+                    bail!("offsite restore and keygen are handled before the ledger opens")
                 }
             }
         }

@@ -550,6 +550,28 @@ pub fn print_verify(
     Ok(())
 }
 
+pub fn print_restore(
+    out: &mut impl Write,
+    target: &str,
+    to: &std::path::Path,
+    restored: &crate::offsite::RestoreReport,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "offsite restore from {target} into {}: {} files ({:.1} MiB), {} checked against the ledger, {} already there, {} errors",
+        to.display(),
+        restored.restored,
+        restored.bytes as f64 / (1 << 20) as f64,
+        restored.verified,
+        restored.skipped.len(),
+        restored.errors.len()
+    )?;
+    for error in &restored.errors {
+        writeln!(out, "  ! {error}")?;
+    }
+    Ok(())
+}
+
 pub fn print_offsite_status(
     out: &mut impl Write,
     config: &Config,

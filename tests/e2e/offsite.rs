@@ -368,3 +368,370 @@ fn an_unmounted_disk_is_not_filled_in_its_place() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(count(&sandbox, "state = 'done'"), 2);
 }
+
+/// An rclone wrapper that records each start, so a test can count them.
+fn rclone_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let starts = dir.join("rclone-starts.log");
+    let wrapper = dir.join("rclone-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$$ $*\" >> {:?}\nexec rclone \"$@\"\n",
+            starts.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, starts)
+}
+
+fn rcd_processes(marker: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn an_rclone_remote_takes_the_corpus_through_one_rcd() {
+    let scratch = tempfile::tempdir().unwrap();
+    let remote_dir = scratch.path().join("nas-share");
+    let rclone_conf = scratch.path().join("rclone.conf");
+    std::fs::write(&rclone_conf, "[nas]\ntype = local\n").unwrap();
+    let (wrapper, starts) = rclone_wrapper(scratch.path());
+    let sandbox = sandbox_with(
+        "nas",
+        &format!(
+            "[offsite.nas]\ntype = \"rclone\"\nremote = \"nas:{}\"\nrclone = {:?}\nrclone_config = {:?}\n",
+            remote_dir.display(),
+            wrapper.display().to_string(),
+            rclone_conf.display().to_string()
+        ),
+    );
+    copy_tree(&corpus_media(), &sandbox.inbox());
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    let pushed = report["offsite"]["pushed"].as_u64().unwrap();
+    assert!(pushed >= 70, "{report}");
+    assert_eq!(report["offsite"]["deferred"], 0, "{report}");
+    let started = std::fs::read_to_string(&starts).unwrap();
+    assert_eq!(
+        started.lines().count(),
+        1,
+        "one rclone rcd for {pushed} files: {started}"
+    );
+    assert!(started.contains("rcd"), "{started}");
+    // It does not outlive keepsake.
+    keepsake_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "rclone rcd to exit with keepsake",
+        || rcd_processes(&rclone_conf.display().to_string()) == 0,
+    );
+    let pushes = done_pushes(&sandbox);
+    assert_eq!(pushes.len() as u64, pushed);
+    for (_, key, file) in &pushes {
+        assert_eq!(blake3_of(&remote_dir.join(key)), blake3_of(file), "{key}");
+    }
+    let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{pushed} checked, {pushed} as pushed")),
+        "{out}"
+    );
+
+    // Tampering on the remote is found, through rclone.
+    let media: Vec<&(String, String, PathBuf)> = pushes
+        .iter()
+        .filter(|(_, key, _)| !key.ends_with(".xmp"))
+        .collect();
+    let (_, deleted, _) = media[0];
+    let (_, corrupted, _) = media[1];
+    std::fs::remove_file(remote_dir.join(deleted)).unwrap();
+    let mut bytes = std::fs::read(remote_dir.join(corrupted)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(remote_dir.join(corrupted), bytes).unwrap();
+    let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 missing, 1 damaged"), "{out}");
+    assert!(out.contains(&format!("missing  nas: {deleted}")), "{out}");
+    assert!(out.contains(&format!("damaged  nas: {corrupted}")), "{out}");
+
+    // A remote rclone does not know is a refusal naming the target.
+    let other = sandbox_with(
+        "nas",
+        &format!(
+            "[offsite.nas]\ntype = \"rclone\"\nremote = \"nosuch:photos\"\nrclone_config = {:?}\n",
+            rclone_conf.display().to_string()
+        ),
+    );
+    other.add("a.jpg", &corpus_media().join("exiftool_Canon.jpg"));
+    let (code, report) = other.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["offsite"]["pushed"], 0, "{report}");
+    let (_, status) = run(&other, &["offsite", "status"]);
+    assert!(
+        status.contains("offsite target nas") && status.contains("rclone config"),
+        "{status}"
+    );
+    assert_eq!(count(&other, "state = 'done'"), 0);
+}
+
+#[test]
+fn a_manifest_lists_library_files_for_restic() {
+    let scratch = tempfile::tempdir().unwrap();
+    let manifest = scratch.path().join("restic-files.txt");
+    let sandbox = sandbox_with(
+        "restic",
+        &format!(
+            "[offsite.restic]\ntype = \"manifest\"\npath = {:?}\n",
+            manifest.display().to_string()
+        ),
+    );
+    for name in ["exiftool_Canon.jpg", "mde_with-gps.mov"] {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    let pushes = done_pushes(&sandbox);
+    assert!(pushes.len() >= 2, "{report}");
+    let listed = std::fs::read_to_string(&manifest).unwrap();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), pushes.len(), "{listed}");
+    for (_, _, file) in &pushes {
+        assert!(lines.contains(&file.to_str().unwrap()), "{listed}");
+    }
+    let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
+    assert_eq!(code, 0, "{out}");
+    // Once listed, never twice.
+    sandbox
+        .ledger()
+        .execute("UPDATE pushes SET state = 'pending'", [])
+        .unwrap();
+    let (code, out) = run(&sandbox, &["offsite", "push"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), listed);
+}
+
+#[test]
+fn encrypted_pushes_verify_and_restore_only_with_the_identity() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&scratch.path().join("s3"));
+    let identity = scratch.path().join("offsite-key.txt");
+    let keygen = std::process::Command::new(keepsake_tests::keepsake_bin())
+        .args(["offsite", "keygen"])
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let printed = String::from_utf8_lossy(&keygen.stdout);
+    let recipient = printed
+        .lines()
+        .find(|l| l.starts_with("age1"))
+        .expect("the public key is printed")
+        .to_string();
+    let recipients_file = scratch.path().join("recipients.txt");
+    std::fs::write(
+        &recipients_file,
+        format!("# family offsite key\n{recipient}\n"),
+    )
+    .unwrap();
+    let sandbox = sandbox_with(
+        "s3",
+        &format!(
+            "{}age_recipients_file = {:?}\n",
+            server.target("s3", scratch.path()),
+            recipients_file.display().to_string()
+        ),
+    );
+    for name in [
+        "exiftool_Canon.jpg",
+        "mde_with-gps.mov",
+        "exifsamples_IMG_5195.HEIC",
+    ] {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    write_large(&sandbox.inbox().join("VID_0002.MOV"), 20);
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["offsite"]["deferred"], 0, "{report}");
+    let pushes = done_pushes(&sandbox);
+    assert!(pushes.len() >= 4);
+    for (_, key, file) in &pushes {
+        assert!(!server.object(key).exists(), "no plaintext object {key}");
+        let sealed = std::fs::read(server.object(&format!("{key}.age"))).unwrap();
+        assert!(
+            sealed.starts_with(b"age-encryption.org/v1\n"),
+            "{key} is an age file"
+        );
+        assert_ne!(blake3::hash(&sealed).to_hex().to_string(), blake3_of(file));
+    }
+    let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A crash between the upload and its record: the object is recognised
+    // by the ciphertext noted before it was sent, not uploaded again.
+    let (_, first_key, _) = &pushes[0];
+    let before = blake3_of(&server.object(&format!("{first_key}.age")));
+    sandbox
+        .ledger()
+        .execute(
+            "UPDATE pushes SET state = 'pending' WHERE id = (SELECT MIN(id) FROM pushes)",
+            [],
+        )
+        .unwrap();
+    let (code, out) = run(&sandbox, &["offsite", "push"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&sandbox, "state = 'done'"), pushes.len() as i64);
+    assert_eq!(
+        blake3_of(&server.object(&format!("{first_key}.age"))),
+        before
+    );
+
+    // Without the identity nothing is restored; with it, every file is
+    // back, byte for byte, and checked against the ledger.
+    let restored = scratch.path().join("restored");
+    let (code, out) = run(
+        &sandbox,
+        &["offsite", "restore", "--to", restored.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--identity"), "{out}");
+    let (code, out) = run(
+        &sandbox,
+        &[
+            "offsite",
+            "restore",
+            "--to",
+            restored.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{} files", pushes.len()))
+            && out.contains(&format!("{} checked against the ledger", pushes.len())),
+        "{out}"
+    );
+    for (_, key, file) in &pushes {
+        assert_eq!(blake3_of(&restored.join(key)), blake3_of(file), "{key}");
+    }
+    // After the house burned: no ledger, a new folder; the identity alone
+    // brings everything back.
+    std::fs::remove_file(sandbox.config().ledger_path()).unwrap();
+    let again = scratch.path().join("restored-without-ledger");
+    let (code, out) = run(
+        &sandbox,
+        &[
+            "offsite",
+            "restore",
+            "--target",
+            "s3",
+            "--to",
+            again.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    for (_, key, file) in &pushes {
+        assert_eq!(blake3_of(&again.join(key)), blake3_of(file), "{key}");
+    }
+}
+
+#[test]
+fn a_bandwidth_limit_holds_and_an_outage_mid_upload_leaves_no_parts() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut server = S3Server::start(&scratch.path().join("s3"));
+    let sandbox = sandbox_with(
+        "s3",
+        &format!("{}bwlimit = \"8M\"\n", server.target("s3", scratch.path())),
+    );
+    write_large(&sandbox.inbox().join("VID_0003.MOV"), 48);
+    server.stop();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["offsite"]["deferred"], 1, "{report}");
+    server.restart();
+
+    // The server goes away while the parts go up.
+    let mut push = sandbox
+        .command(&["offsite", "push"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    keepsake_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "the first parts to reach the server",
+        || {
+            std::fs::read_dir(&server.root)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+        },
+    );
+    server.stop();
+    let status = push.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the push waits for the server");
+    assert_eq!(count(&sandbox, "state = 'deferred'"), 1);
+    assert_eq!(
+        count(&sandbox, "upload_id IS NOT NULL"),
+        1,
+        "the unfinished upload is remembered"
+    );
+    let (_, status) = run(&sandbox, &["offsite", "status"]);
+    assert!(status.contains("offsite target s3"), "{status}");
+
+    server.restart();
+    let started = std::time::Instant::now();
+    let (code, out) = run(&sandbox, &["offsite", "push"]);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(count(&sandbox, "state = 'done' AND upload_id IS NULL"), 1);
+    // 48 MiB at 8 MiB/s: the limit holds (the first piece goes at once).
+    assert!(
+        took >= std::time::Duration::from_secs(4),
+        "48 MiB took {took:?} under an 8 MiB/s limit"
+    );
+    let (_, key, file) = &done_pushes(&sandbox)[0];
+    assert_eq!(blake3_of(&server.object(key)), blake3_of(file));
+    let leftovers: Vec<String> = std::fs::read_dir(&server.root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".upload"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "parts left on the server: {leftovers:?}"
+    );
+    let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_folder_target_keeps_to_its_bandwidth_limit() {
+    let scratch = tempfile::tempdir().unwrap();
+    let usb = scratch.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let sandbox = sandbox_with(
+        "usb",
+        &format!(
+            "[offsite.usb]\ntype = \"dir\"\npath = {:?}\nbwlimit = \"4M\"\n",
+            usb.display().to_string()
+        ),
+    );
+    write_large(&sandbox.inbox().join("VID_0004.MOV"), 12);
+    let started = std::time::Instant::now();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["offsite"]["pushed"], 1, "{report}");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(2),
+        "12 MiB took {took:?} under a 4 MiB/s limit"
+    );
+}

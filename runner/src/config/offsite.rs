@@ -25,6 +25,20 @@ pub(super) struct RawTarget {
     secret_key_env: Option<String>,
     /// Or a file of `AWS_ACCESS_KEY_ID=…` / `AWS_SECRET_ACCESS_KEY=…` lines.
     credentials_file: Option<PathBuf>,
+    /// `rclone`: any rclone remote and path (`b2:family/photos`, `nas:/backup`).
+    remote: Option<String>,
+    /// `rclone`: the program (default `rclone` on the PATH).
+    rclone: Option<PathBuf>,
+    /// `rclone`: its config file (default: rclone's own default).
+    rclone_config: Option<PathBuf>,
+    /// Bytes per second at most for this target: `8M`, `512K`, `2MiB`.
+    bwlimit: Option<String>,
+    /// Client-side encryption to these age recipients (`age1…` public keys;
+    /// the secret identity never goes in the config).
+    #[serde(default)]
+    age_recipients: Vec<String>,
+    /// Or a file of recipients, one per line (`#` comments).
+    age_recipients_file: Option<PathBuf>,
 }
 
 /// A validated offsite target.
@@ -32,6 +46,10 @@ pub(super) struct RawTarget {
 pub struct OffsiteTarget {
     pub name: String,
     pub kind: TargetKind,
+    /// Bytes per second at most.
+    pub bwlimit: Option<u64>,
+    /// age recipients (`age1…`): objects are encrypted before they leave.
+    pub age_recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +64,16 @@ pub enum TargetKind {
         prefix: String,
         path_style: bool,
         credentials: Credentials,
+    },
+    /// Any rclone remote, through one `rclone rcd` per target.
+    Rclone {
+        remote: String,
+        program: PathBuf,
+        config: Option<PathBuf>,
+    },
+    /// A `--files-from` list of library paths for restic and friends.
+    Manifest {
+        path: PathBuf,
     },
 }
 
@@ -137,18 +165,128 @@ impl RawTarget {
                     credentials,
                 }
             }
+            "rclone" => {
+                let Some(remote) = self.remote.clone().filter(|r| !r.trim().is_empty()) else {
+                    return Err((
+                        key("remote"),
+                        "an `rclone` target needs `remote` (like \"b2:bucket/photos\")".into(),
+                    ));
+                };
+                TargetKind::Rclone {
+                    remote,
+                    program: self.rclone.clone().unwrap_or_else(|| "rclone".into()),
+                    config: self
+                        .rclone_config
+                        .as_ref()
+                        .map(|path| super::resolve(base, path)),
+                }
+            }
+            "manifest" => {
+                let Some(path) = &self.path else {
+                    return Err((key("path"), "a `manifest` target needs `path`".into()));
+                };
+                TargetKind::Manifest {
+                    path: super::resolve(base, path),
+                }
+            }
             other => {
                 return Err((
                     key("type"),
                     format!(
-                        "{other:?}: one of \"s3\" (any S3-compatible server) or \"dir\" (a folder)"
+                        "{other:?}: one of \"s3\" (any S3-compatible server), \"dir\" (a folder), \"rclone\" (any rclone remote) or \"manifest\" (a file list for restic)"
                     ),
                 ));
             }
         };
+        let bwlimit = match &self.bwlimit {
+            None => None,
+            Some(text) => Some(parse_rate(text).ok_or_else(|| {
+                (
+                    key("bwlimit"),
+                    format!(
+                        "{text:?}: a rate like \"8M\", \"512K\" or \"2MiB\" (bytes per second)"
+                    ),
+                )
+            })?),
+        };
+        let mut age_recipients = self.age_recipients.clone();
+        if let Some(file) = &self.age_recipients_file {
+            let file = super::resolve(base, file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                (
+                    key("age_recipients_file"),
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            age_recipients.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        if let Err(e) = crate::offsite::seal::recipients(&age_recipients) {
+            return Err((
+                key("age_recipients"),
+                format!("{e}; make a key with `keepsake offsite keygen FILE`"),
+            ));
+        }
+        if !age_recipients.is_empty() && matches!(kind, TargetKind::Manifest { .. }) {
+            return Err((
+                key("age_recipients"),
+                "a manifest target copies nothing, so there is nothing to encrypt".into(),
+            ));
+        }
+        if (self.age_recipients_file.is_some() || !self.age_recipients.is_empty())
+            && age_recipients.is_empty()
+        {
+            return Err((
+                key("age_recipients_file"),
+                "holds no recipient: encryption was asked for but has no key".into(),
+            ));
+        }
         Ok(OffsiteTarget {
             name: name.to_string(),
             kind,
+            bwlimit,
+            age_recipients,
         })
+    }
+}
+
+/// `8M`, `8MB`, `8MiB`, `8M/s`, `512k`, `1G`, or plain bytes: bytes per
+/// second (K, M, G are powers of 1024, as rclone reads them).
+pub fn parse_rate(text: &str) -> Option<u64> {
+    let text = text.trim().trim_end_matches("/s").trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let rate = (number * scale).round();
+    (1.0..1e15).contains(&rate).then_some(rate as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("8M"), Some(8 << 20));
+        assert_eq!(parse_rate("8 MiB/s"), Some(8 << 20));
+        assert_eq!(parse_rate("512k"), Some(512 << 10));
+        assert_eq!(parse_rate("1.5G"), Some(3 << 29));
+        assert_eq!(parse_rate("1000"), Some(1000));
+        assert_eq!(parse_rate("fast"), None);
+        assert_eq!(parse_rate("0"), None);
+        assert_eq!(parse_rate("-1M"), None);
     }
 }

@@ -196,3 +196,69 @@ pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
     Ok(gained)
 }
+
+/// Write a secret (a key) to `path`, which must not exist, readable by its
+/// owner only, and make it durable.
+pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// [`copy_to_temp`] in 1 MiB pieces, calling `pace` before each (a
+/// bandwidth limit).
+pub fn copy_to_temp_paced(source: &Path, temp: &Path, pace: &dyn Fn(u64)) -> io::Result<u64> {
+    use std::io::{Read, Write};
+    let mut from = File::open(source)?;
+    let modified = from.metadata()?.modified()?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(temp)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    let result = (|| loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(copied);
+        }
+        pace(n as u64);
+        to.write_all(&buf[..n])?;
+        copied += n as u64;
+    })();
+    if result.is_err() {
+        drop(to);
+        let _ = std::fs::remove_file(temp);
+        return result;
+    }
+    to.set_modified(modified)?;
+    result
+}
+
+/// Append to a file keepsake keeps (an offsite manifest) and make it
+/// durable; the file and its folder are created when missing.
+pub fn append_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let existed = path.exists();
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    if !existed && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}

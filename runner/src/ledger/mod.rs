@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_step_bytes.sql"),
     include_str!("migrations/0003_service.sql"),
     include_str!("migrations/0004_pushes.sql"),
+    include_str!("migrations/0005_push_resume.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -31,9 +31,32 @@ pub struct PushRow {
     pub etag: Option<String>,
     pub pushed_at: Option<i64>,
     pub wake_at: Option<i64>,
+    /// An S3 multipart upload begun and not finished.
+    pub upload_id: Option<String>,
+    /// For an encrypted target: (BLAKE3, size) of the ciphertext sent.
+    pub sealed: Option<(String, u64)>,
 }
 
-const COLUMNS: &str = "id, job_id, target, key, file, blake3, size, state, attempts, last_error, etag, pushed_at, wake_at";
+impl PushRow {
+    /// The key the target holds: encrypted objects carry `.age`.
+    pub fn remote_key(&self) -> String {
+        if self.sealed.is_some() {
+            format!("{}.age", self.key)
+        } else {
+            self.key.clone()
+        }
+    }
+
+    /// (BLAKE3, size) of the object the target holds.
+    pub fn remote_content(&self) -> (&str, u64) {
+        match &self.sealed {
+            Some((blake3, size)) => (blake3, *size),
+            None => (&self.blake3, self.size),
+        }
+    }
+}
+
+const COLUMNS: &str = "id, job_id, target, key, file, blake3, size, state, attempts, last_error, etag, pushed_at, wake_at, upload_id, sealed_blake3, sealed_size";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushRow> {
     Ok(PushRow {
@@ -50,7 +73,30 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PushRow> {
         etag: r.get(10)?,
         pushed_at: r.get(11)?,
         wake_at: r.get(12)?,
+        upload_id: r.get(13)?,
+        sealed: match (
+            r.get::<_, Option<String>>(14)?,
+            r.get::<_, Option<u64>>(15)?,
+        ) {
+            (Some(blake3), Some(size)) => Some((blake3, size)),
+            _ => None,
+        },
     })
+}
+
+/// Note the multipart upload now in progress for push `id` (None: finished
+/// or aborted).
+pub fn set_upload_id(conn: &Connection, id: u64, upload_id: Option<&str>) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE pushes SET upload_id = ?2 WHERE id = ?1")?
+        .execute(params![id, upload_id])?;
+    Ok(())
+}
+
+/// Note the ciphertext about to be sent for push `id`.
+pub fn set_sealed(conn: &Connection, id: u64, blake3: &str, size: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE pushes SET sealed_blake3 = ?2, sealed_size = ?3 WHERE id = ?1")?
+        .execute(params![id, blake3, size])?;
+    Ok(())
 }
 
 /// Record a push (once per target, key and bytes: a replayed job adds nothing).
@@ -138,7 +184,7 @@ pub fn record_push(conn: &Connection, id: u64, outcome: &PushOutcome) -> rusqlit
         PushOutcome::Done { etag } => conn
             .prepare_cached(
                 "UPDATE pushes SET state = 'done', etag = ?2, pushed_at = ?3, last_error = NULL, \
-                 wake_at = NULL, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1",
+                 wake_at = NULL, upload_id = NULL, attempts = attempts + 1, updated_at = ?3 WHERE id = ?1",
             )?
             .execute(params![id, etag, now])?,
         PushOutcome::Deferred { error, wake_at } => conn

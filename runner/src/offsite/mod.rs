@@ -2,6 +2,9 @@
 //! the `offsite` stage asked for to its targets, records each push in the
 //! ledger, defers what a target cannot take now, and verifies on demand.
 
+mod pace;
+pub mod rclone;
+pub mod seal;
 pub mod store;
 
 use std::collections::HashMap;
@@ -12,7 +15,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::ledger::{self, Ledger, PushOutcome, PushRow};
-use store::{Store, StoreError};
+use store::{Attempt, Store, StoreError};
 
 /// Uploads in flight at once.
 const CONCURRENT: usize = 4;
@@ -67,7 +70,7 @@ async fn open_targets(
                 .flatten()
                 .is_some()
         };
-        let opened = match Store::open(target) {
+        let opened = match Store::open(target).await {
             Ok(store) => match store.check(pushed_before).await {
                 Ok(()) => Ok(Arc::new(store)),
                 Err(e) => Err(e),
@@ -94,6 +97,8 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
         }
     }
     let library = config.library_root.clone();
+    let spool = config.state_dir.join("spool");
+    clear_spool(&spool);
     let mut after = 0u64;
     loop {
         if crate::shutdown::requested() {
@@ -115,18 +120,29 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
         let outcomes: Vec<(PushRow, Option<PushOutcome>)> = futures::stream::iter(rows)
             .map(|row| {
                 let store = stores.get(&row.target).cloned();
-                let local = library.join(&row.file);
+                let target = config.offsite.get(&row.target);
+                let ledger = Arc::clone(&ledger);
+                let (library, spool) = (&library, &spool);
                 async move {
-                    let outcome = match store {
+                    let outcome = match (store, target) {
                         // A target no longer in the config: left as it is.
-                        None => None,
-                        Some(Err(e)) => Some(outcome_of(&e, row.attempts)),
-                        Some(Ok(store)) => Some(
-                            match store.put(&local, &row.key, &row.blake3, row.size).await {
+                        (None, _) | (_, None) => None,
+                        (Some(Err(e)), _) => Some(outcome_of(&e, row.attempts)),
+                        (Some(Ok(store)), Some(target)) => {
+                            let pushed = push_one(
+                                &store,
+                                &ledger,
+                                &row,
+                                library,
+                                spool,
+                                &target.age_recipients,
+                            )
+                            .await;
+                            Some(match pushed {
                                 Ok(etag) => PushOutcome::Done { etag },
                                 Err(e) => outcome_of(&e, row.attempts),
-                            },
-                        ),
+                            })
+                        }
                     };
                     (row, outcome)
                 }
@@ -181,6 +197,99 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
         );
     }
     report
+}
+
+/// Push one row: the library file itself, or (for an encrypted target) its
+/// age ciphertext, spooled to the state folder and recorded in the ledger
+/// before it is sent.
+async fn push_one(
+    store: &Store,
+    ledger: &Arc<Ledger>,
+    row: &PushRow,
+    library: &std::path::Path,
+    spool: &std::path::Path,
+    age_recipients: &[String],
+) -> Result<Option<String>, StoreError> {
+    let local = library.join(&row.file);
+    let note = {
+        let ledger = Arc::clone(ledger);
+        let id = row.id;
+        move |upload: Option<&str>| {
+            ledger
+                .write(|tx| ledger::set_upload_id(tx, id, upload))
+                .map_err(|e| e.to_string())
+        }
+    };
+    let attempt = Attempt {
+        begun: row.upload_id.clone(),
+        note: &note,
+    };
+    if age_recipients.is_empty() {
+        let key = store.key_for(&row.key, &local);
+        return store
+            .put(&local, &key, &row.blake3, row.size, &attempt)
+            .await;
+    }
+    let key = format!("{}.age", row.key);
+    // A crash may have come between the upload and its record: the
+    // ciphertext noted before it was sent is recognised.
+    if let Some((sealed_blake3, sealed_size)) = &row.sealed
+        && let Some(remote) = store.head(&key).await?
+        && remote.size == *sealed_size
+        && store.hash(&key).await?.as_deref() == Some(sealed_blake3.as_str())
+    {
+        return Ok(remote.etag);
+    }
+    let recipients = seal::recipients(age_recipients).map_err(StoreError::Refused)?;
+    let sealed = spool.join(format!("{}-{}.age", std::process::id(), row.id));
+    let blake3 = row.blake3.clone();
+    let (from, to) = (local.clone(), sealed.clone());
+    let made = blocking(move || seal::seal(&from, &blake3, &to, &recipients)).await;
+    let (sealed_blake3, sealed_size) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            let _ = crate::effects::fsops::remove_temp(&sealed);
+            return Err(StoreError::Local(format!(
+                "cannot encrypt {}: {e}",
+                local.display()
+            )));
+        }
+    };
+    let noted = {
+        let (ledger, id, hash) = (Arc::clone(ledger), row.id, sealed_blake3.clone());
+        blocking(move || ledger.write(|tx| ledger::set_sealed(tx, id, &hash, sealed_size))).await
+    };
+    let pushed = match noted {
+        Ok(()) => {
+            store
+                .put(&sealed, &key, &sealed_blake3, sealed_size, &attempt)
+                .await
+        }
+        Err(e) => Err(StoreError::Local(e.to_string())),
+    };
+    let _ = crate::effects::fsops::remove_temp(&sealed);
+    pushed
+}
+
+/// Remove ciphertexts an earlier keepsake process left in the spool.
+fn clear_spool(spool: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_string_lossy()
+            .split('-')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let ours = pid == std::process::id().to_string();
+        let running = std::path::Path::new("/proc").join(&pid).exists();
+        if !ours && !running {
+            let _ = crate::effects::fsops::remove_temp(&entry.path());
+        }
+    }
 }
 
 /// What `offsite verify` found.
@@ -239,6 +348,7 @@ pub async fn verify(
         }
     }
     rows.retain(|row| stores.contains_key(&row.target));
+    let library = config.library_root.as_path();
     let results: Vec<(PushRow, Result<Option<String>, StoreError>)> = futures::stream::iter(rows)
         .map(|row| {
             let store = stores.get(&row.target).cloned();
@@ -250,7 +360,7 @@ pub async fn verify(
                     ));
                     return (row, Err(error));
                 };
-                let checked = check_one(&store, &row, deep).await;
+                let checked = check_one(&store, &row, library, deep).await;
                 (row, checked)
             }
         })
@@ -262,9 +372,13 @@ pub async fn verify(
         match result {
             Ok(None) => report.ok += 1,
             Ok(Some(problem)) if problem == "missing" => {
-                report.missing.push((row.target, row.key));
+                report.missing.push((row.target.clone(), row.remote_key()));
             }
-            Ok(Some(problem)) => report.damaged.push((row.target, row.key, problem)),
+            Ok(Some(problem)) => {
+                report
+                    .damaged
+                    .push((row.target.clone(), row.remote_key(), problem))
+            }
             Err(e) => report.errors.push(e.to_string()),
         }
     }
@@ -274,15 +388,19 @@ pub async fn verify(
 }
 
 /// None when the object is as pushed; else what is wrong.
-async fn check_one(store: &Store, row: &PushRow, deep: bool) -> Result<Option<String>, StoreError> {
-    let Some(remote) = store.head(&row.key).await? else {
+async fn check_one(
+    store: &Store,
+    row: &PushRow,
+    library: &std::path::Path,
+    deep: bool,
+) -> Result<Option<String>, StoreError> {
+    let key = store.key_for(&row.remote_key(), &library.join(&row.file));
+    let (blake3, size) = row.remote_content();
+    let Some(remote) = store.head(&key).await? else {
         return Ok(Some("missing".into()));
     };
-    if remote.size != row.size {
-        return Ok(Some(format!(
-            "{} bytes, {} expected",
-            remote.size, row.size
-        )));
+    if remote.size != size {
+        return Ok(Some(format!("{} bytes, {size} expected", remote.size)));
     }
     if let (Some(pushed), Some(now)) = (&row.etag, &remote.etag)
         && pushed != now
@@ -290,11 +408,189 @@ async fn check_one(store: &Store, row: &PushRow, deep: bool) -> Result<Option<St
         return Ok(Some(format!("ETag {now}, {pushed} when pushed")));
     }
     if deep {
-        match store.hash(&row.key).await? {
-            Some(hash) if hash == row.blake3 => {}
+        match store.hash(&key).await? {
+            Some(hash) if hash == blake3 => {}
             Some(_) => return Ok(Some("content differs (BLAKE3)".into())),
             None => return Ok(Some("missing".into())),
         }
     }
     Ok(None)
+}
+
+/// What `offsite restore` did.
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub restored: usize,
+    pub bytes: u64,
+    /// Restored files whose BLAKE3 matched the ledger's record.
+    pub verified: usize,
+    /// Files already in the destination: left as they are.
+    pub skipped: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Copy every object of `target` (under `prefix`) back into the folder
+/// `to`, decrypting `.age` objects with the identities in `identity`. Works
+/// without a ledger (after the house burned); with one, every restored file
+/// is checked against the BLAKE3 recorded when it was pushed. Never
+/// replaces a file in `to`.
+pub async fn restore(
+    config: &Config,
+    ledger: Option<Arc<Ledger>>,
+    target: &str,
+    to: &std::path::Path,
+    identity: Option<&std::path::Path>,
+    prefix: Option<&str>,
+) -> RestoreReport {
+    let mut report = RestoreReport::default();
+    let Some(settings) = config.offsite.get(target) else {
+        report
+            .errors
+            .push(format!("no offsite target {target:?} in {}", config.origin));
+        return report;
+    };
+    let store = match Store::open(settings).await {
+        Ok(store) => store,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    let identities = match identity.map(seal::identities).transpose() {
+        Ok(identities) => identities.map(Arc::new),
+        Err(e) => {
+            report.errors.push(e);
+            return report;
+        }
+    };
+    let recorded: HashMap<String, String> = match &ledger {
+        Some(ledger) => {
+            let ledger = Arc::clone(ledger);
+            let target = target.to_string();
+            blocking(move || ledger.read(|c| ledger::pushes_of(c, Some(&target), Some("done"))))
+                .await
+                .map(|rows| {
+                    rows.into_iter()
+                        .map(|row| (row.remote_key(), row.blake3))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        None => HashMap::new(),
+    };
+    let objects = match store.list().await {
+        Ok(objects) => objects,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    if let Err(e) = crate::effects::fsops::create_dirs(to) {
+        report
+            .errors
+            .push(format!("cannot create {}: {e}", to.display()));
+        return report;
+    }
+    let wanted = objects.into_iter().filter(|(key, _)| {
+        prefix.is_none_or(|p| key.starts_with(p))
+            && !key.split('/').any(|part| part == ".." || part.is_empty())
+    });
+    let results: Vec<(String, Restored)> = futures::stream::iter(wanted.enumerate())
+        .map(|(n, (key, _))| {
+            let (store, identities, recorded) = (&store, identities.clone(), &recorded);
+            async move {
+                let restored =
+                    restore_one(store, &key, n, to, identities, recorded.get(&key)).await;
+                (key, restored)
+            }
+        })
+        .buffer_unordered(CONCURRENT)
+        .collect()
+        .await;
+    for (key, result) in results {
+        match result {
+            Ok(Some((bytes, verified))) => {
+                report.restored += 1;
+                report.bytes += bytes;
+                report.verified += usize::from(verified);
+            }
+            Ok(None) => report.skipped.push(key),
+            Err(e) => report.errors.push(format!("{key}: {e}")),
+        }
+    }
+    report.skipped.sort();
+    report.errors.sort();
+    report
+}
+
+/// What restoring one object gave: Some((bytes, checked against the
+/// ledger)), or None when the file was already there.
+type Restored = Result<Option<(u64, bool)>, String>;
+
+/// Some((bytes, checked against the ledger)), or None when the file is
+/// already there.
+async fn restore_one(
+    store: &Store,
+    key: &str,
+    n: usize,
+    to: &std::path::Path,
+    identities: Option<Arc<Vec<Box<dyn age::Identity + Send + Sync>>>>,
+    recorded: Option<&String>,
+) -> Restored {
+    use crate::effects::fsops;
+    let plain_key = key.strip_suffix(".age").filter(|_| identities.is_some());
+    if key.ends_with(".age") && identities.is_none() {
+        return Err(
+            "encrypted: pass --identity FILE (the key from `keepsake offsite keygen`)".into(),
+        );
+    }
+    let dest = to.join(plain_key.unwrap_or(key));
+    if dest.exists() {
+        return Ok(None);
+    }
+    let temp = to.join(format!(".keepsake-restore-{}-{n}", std::process::id()));
+    let fetched = to.join(format!(".keepsake-restore-{}-{n}.age", std::process::id()));
+    let download_to = if identities.is_some() && plain_key.is_some() {
+        &fetched
+    } else {
+        &temp
+    };
+    if let Err(e) = store.download(key, download_to).await {
+        let _ = fsops::remove_temp(download_to);
+        return Err(e.to_string());
+    }
+    let (temp2, fetched2, dest2) = (temp.clone(), fetched.clone(), dest.clone());
+    let sealed = download_to == &fetched;
+    let expected = recorded.cloned();
+    blocking(move || {
+        let finish = || -> Result<(u64, bool), String> {
+            let hash = if let (true, Some(ids)) = (sealed, identities.as_deref()) {
+                let hash = seal::open(&fetched2, &temp2, ids)
+                    .map_err(|e| format!("cannot decrypt: {e}"))?;
+                let _ = fsops::remove_temp(&fetched2);
+                hash
+            } else {
+                crate::hashing::blake3_file(&temp2).map_err(|e| e.to_string())?
+            };
+            if let Some(expected) = &expected
+                && *expected != hash
+            {
+                return Err("its BLAKE3 differs from the one recorded when it was pushed: the copy is damaged".into());
+            }
+            let size = std::fs::metadata(&temp2).map_err(|e| e.to_string())?.len();
+            if let Some(dir) = dest2.parent() {
+                fsops::create_dirs(dir).map_err(|e| e.to_string())?;
+            }
+            fsops::sync_files(&[temp2.as_path()]).map_err(|e| e.to_string())?;
+            fsops::rename_no_replace(&temp2, &dest2).map_err(|e| e.to_string())?;
+            Ok((size, expected.is_some()))
+        };
+        let result = finish();
+        if result.is_err() {
+            let _ = fsops::remove_temp(&temp2);
+            let _ = fsops::remove_temp(&fetched2);
+        }
+        result.map(Some)
+    })
+    .await
 }

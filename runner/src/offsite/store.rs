@@ -1,19 +1,25 @@
-//! The two kinds of offsite target: a folder (a mounted NAS share, a USB
-//! disk) and any S3-compatible server (through `object_store`, which does the
-//! SigV4 signing, retries and multipart uploads). Neither ever deletes or
+//! The kinds of offsite target: a folder (a mounted NAS share, a USB disk),
+//! any S3-compatible server (through `object_store`, which does the SigV4
+//! signing and retries), any rclone remote (through `rclone rcd`), and a
+//! manifest (a `--files-from` list for restic). None ever deletes or
 //! overwrites an object: a key that exists is compared, never replaced.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
 };
+use serde_json::json;
 
+use super::pace::Pace;
+use super::rclone::{self, RcError, Rcd};
 use crate::config::{OffsiteTarget, TargetKind};
 use crate::effects::fsops;
 use crate::hashing::blake3_file;
@@ -24,6 +30,9 @@ const MARKER: &str = ".keepsake-target";
 /// Files at least this large go up in parts (constant memory).
 const MULTIPART_FROM: u64 = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
+/// Parts in flight per upload: with four uploads at once, memory stays near
+/// 100 MiB whatever the file sizes.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Why a push (or a check) did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,26 +68,50 @@ pub struct Remote {
     pub etag: Option<String>,
 }
 
-pub enum Store {
+/// One target, ready to take files.
+pub struct Store {
+    name: String,
+    backend: Backend,
+    pace: Option<Pace>,
+}
+
+enum Backend {
     Dir {
-        name: String,
         root: PathBuf,
     },
     S3 {
-        name: String,
         s3: AmazonS3,
         prefix: String,
     },
+    Rclone {
+        rcd: Arc<Rcd>,
+        remote: String,
+    },
+    Manifest {
+        path: PathBuf,
+        /// The lines it holds.
+        listed: Mutex<Option<HashSet<String>>>,
+    },
 }
 
+/// What a push knows beyond the file: a multipart upload (or an rclone
+/// copy) an earlier try began, and how to note the one this try begins.
+pub struct Attempt<'a> {
+    pub begun: Option<String>,
+    pub note: &'a (dyn Fn(Option<&str>) -> Result<(), String> + Sync),
+}
+
+/// Marks a push that began an rclone copy: a partial object at its key is
+/// keepsake's own and may be replaced.
+const RCLONE_BEGUN: &str = "rclone";
+
 impl Store {
-    /// Connect to a target (no request yet for S3: the first one tells).
-    pub fn open(target: &OffsiteTarget) -> Result<Store, StoreError> {
-        match &target.kind {
-            TargetKind::Dir { path } => Ok(Store::Dir {
-                name: target.name.clone(),
-                root: path.clone(),
-            }),
+    /// Connect to a target (no request yet for S3: the first one tells;
+    /// rclone targets start their `rclone rcd`).
+    pub async fn open(target: &OffsiteTarget) -> Result<Store, StoreError> {
+        let name = target.name.clone();
+        let backend = match &target.kind {
+            TargetKind::Dir { path } => Backend::Dir { root: path.clone() },
             TargetKind::S3 {
                 endpoint,
                 region,
@@ -87,9 +120,9 @@ impl Store {
                 path_style,
                 credentials,
             } => {
-                let (access, secret) = credentials.read().map_err(|e| {
-                    StoreError::Refused(format!("offsite target {}: {e}", target.name))
-                })?;
+                let (access, secret) = credentials
+                    .read()
+                    .map_err(|e| StoreError::Refused(format!("offsite target {name}: {e}")))?;
                 let mut builder = AmazonS3Builder::new()
                     .with_client_options(
                         ClientOptions::new()
@@ -113,31 +146,61 @@ impl Store {
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
-                let s3 = builder.build().map_err(|e| {
-                    StoreError::Refused(format!("offsite target {}: {e}", target.name))
-                })?;
-                Ok(Store::S3 {
-                    name: target.name.clone(),
+                let s3 = builder
+                    .build()
+                    .map_err(|e| StoreError::Refused(format!("offsite target {name}: {e}")))?;
+                Backend::S3 {
                     s3,
                     prefix: prefix.trim_end_matches('/').to_string(),
-                })
+                }
             }
-        }
+            TargetKind::Rclone {
+                remote,
+                program,
+                config,
+            } => Backend::Rclone {
+                rcd: rclone::daemon(&name, program, config.as_deref(), target.bwlimit).await?,
+                remote: remote.clone(),
+            },
+            TargetKind::Manifest { path } => Backend::Manifest {
+                path: path.clone(),
+                listed: Mutex::new(None),
+            },
+        };
+        // rclone paces itself (`--bwlimit`), smoother than keepsake could.
+        let pace = match backend {
+            Backend::Rclone { .. } | Backend::Manifest { .. } => None,
+            _ => target.bwlimit.map(Pace::new),
+        };
+        Ok(Store {
+            name,
+            backend,
+            pace,
+        })
     }
 
     pub fn name(&self) -> &str {
-        match self {
-            Store::Dir { name, .. } | Store::S3 { name, .. } => name,
+        &self.name
+    }
+
+    /// The key under which the target knows a library file: a manifest
+    /// lists absolute paths.
+    pub fn key_for(&self, key: &str, local: &Path) -> String {
+        match self.backend {
+            Backend::Manifest { .. } => local.to_string_lossy().into_owned(),
+            _ => key.to_string(),
         }
     }
 
     /// Check that the target is there and usable (the folder exists, the
-    /// bucket answers with these credentials). A folder target carries a
-    /// marker file from its first push on: a disk that is not mounted leaves
-    /// an empty mount point, which must not be filled instead.
+    /// bucket answers with these credentials, the rclone remote is known).
+    /// A folder target carries a marker file from its first push on: a disk
+    /// that is not mounted leaves an empty mount point, which must not be
+    /// filled instead.
     pub async fn check(&self, pushed_before: bool) -> Result<(), StoreError> {
-        match self {
-            Store::Dir { root, name } => {
+        let name = &self.name;
+        match &self.backend {
+            Backend::Dir { root } => {
                 let marker = root.join(MARKER);
                 if marker.is_file() {
                     return Ok(());
@@ -163,11 +226,29 @@ impl Store {
                     ))
                 })
             }
-            Store::S3 { s3, name, .. } => s3
+            Backend::S3 { s3, .. } => s3
                 .list_with_delimiter(Some(&ObjectPath::from("keepsake-check")))
                 .await
                 .map(drop)
                 .map_err(|e| classify(name, "checking the bucket", e)),
+            Backend::Rclone { rcd, remote } => rcd
+                .call(
+                    "operations/fsinfo",
+                    json!({ "fs": remote }),
+                    Some(Duration::from_secs(60)),
+                )
+                .await
+                .map(drop)
+                .map_err(|e| rc_error(name, "checking the remote", e)),
+            Backend::Manifest { path, listed } => {
+                let path = path.clone();
+                let lines = tokio::task::spawn_blocking(move || read_manifest(&path))
+                    .await
+                    .map_err(|e| StoreError::Local(e.to_string()))?
+                    .map_err(|e| StoreError::Unavailable(format!("offsite target {name}: {e}")))?;
+                *lock(listed) = Some(lines);
+                Ok(())
+            }
         }
     }
 
@@ -181,8 +262,9 @@ impl Store {
 
     /// What the target holds under `key`, if anything.
     pub async fn head(&self, key: &str) -> Result<Option<Remote>, StoreError> {
-        match self {
-            Store::Dir { root, name } => {
+        let name = &self.name;
+        match &self.backend {
+            Backend::Dir { root } => {
                 let path = root.join(key);
                 match tokio::fs::symlink_metadata(&path).await {
                     Ok(meta) => Ok(Some(Remote {
@@ -205,7 +287,7 @@ impl Store {
                     ))),
                 }
             }
-            Store::S3 { s3, name, prefix } => match s3.head(&Self::object(prefix, key)).await {
+            Backend::S3 { s3, prefix } => match s3.head(&Self::object(prefix, key)).await {
                 Ok(meta) => Ok(Some(Remote {
                     size: meta.size,
                     etag: meta.e_tag,
@@ -213,24 +295,53 @@ impl Store {
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(classify(name, key, e)),
             },
+            Backend::Rclone { rcd, remote } => {
+                let found = rcd
+                    .call(
+                        "operations/stat",
+                        json!({ "fs": remote, "remote": key, "opt": { "noModTime": true, "noMimeType": true } }),
+                        Some(Duration::from_secs(120)),
+                    )
+                    .await
+                    .map_err(|e| rc_error(name, key, e))?;
+                Ok(found
+                    .get("item")
+                    .filter(|item| !item.is_null())
+                    .map(|item| Remote {
+                        size: item.get("Size").and_then(|s| s.as_u64()).unwrap_or(0),
+                        etag: None,
+                    }))
+            }
+            Backend::Manifest { listed, .. } => {
+                if !lock(listed).as_ref().is_some_and(|l| l.contains(key)) {
+                    return Ok(None);
+                }
+                match tokio::fs::metadata(key).await {
+                    Ok(meta) => Ok(Some(Remote {
+                        size: meta.len(),
+                        etag: None,
+                    })),
+                    Err(_) => Ok(Some(Remote {
+                        size: 0,
+                        etag: None,
+                    })),
+                }
+            }
         }
     }
 
     /// BLAKE3 of what the target holds under `key` (downloads it).
     pub async fn hash(&self, key: &str) -> Result<Option<String>, StoreError> {
-        match self {
-            Store::Dir { root, name } => {
-                let path = root.join(key);
-                if !path.exists() {
+        let name = &self.name;
+        match &self.backend {
+            Backend::Dir { root } => hash_file(name, root.join(key)).await,
+            Backend::Manifest { listed, .. } => {
+                if !lock(listed).as_ref().is_some_and(|l| l.contains(key)) {
                     return Ok(None);
                 }
-                tokio::task::spawn_blocking(move || blake3_file(&path))
-                    .await
-                    .map_err(|e| StoreError::Local(e.to_string()))?
-                    .map(Some)
-                    .map_err(|e| StoreError::Unavailable(format!("offsite target {name}: {e}")))
+                hash_file(name, PathBuf::from(key)).await
             }
-            Store::S3 { s3, name, prefix } => {
+            Backend::S3 { s3, prefix } => {
                 let got = match s3.get(&Self::object(prefix, key)).await {
                     Ok(got) => got,
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -244,43 +355,62 @@ impl Store {
                 }
                 Ok(Some(hasher.finalize().to_hex().to_string()))
             }
+            Backend::Rclone { rcd, remote } => rcd
+                .hash(remote, key)
+                .await
+                .map_err(|e| rc_error(name, key, e)),
         }
     }
 
-    /// Copy the library file `local` (BLAKE3 `blake3`, `size` bytes) to
-    /// `key`. A key that already holds the same bytes is done (a push a
-    /// crash interrupted after the upload); other bytes are a conflict.
+    /// Copy the file `local` (BLAKE3 `blake3`, `size` bytes) to `key`. A key
+    /// that already holds the same bytes is done (a push a crash interrupted
+    /// after the upload); other bytes are a conflict.
     pub async fn put(
         &self,
         local: &Path,
         key: &str,
         blake3: &str,
         size: u64,
+        attempt: &Attempt<'_>,
     ) -> Result<Option<String>, StoreError> {
-        if let Some(remote) = self.head(key).await? {
-            return self.compare_existing(key, blake3, size, remote).await;
+        let name = &self.name;
+        if let Some(begun) = &attempt.begun {
+            self.abort(key, begun).await?;
+            (attempt.note)(None).map_err(StoreError::Local)?;
         }
-        match self {
-            Store::Dir { root, name } => {
+        if let Some(remote) = self.head(key).await? {
+            let ours = attempt.begun.as_deref() == Some(RCLONE_BEGUN);
+            match self.compare_existing(key, blake3, size, remote).await {
+                // A copy rclone began and never finished (a local or SFTP
+                // remote writes in place): keepsake's own, replaced below.
+                Err(StoreError::Conflict(_)) if ours => self.remove_partial(key).await?,
+                other => return other,
+            }
+        }
+        match &self.backend {
+            Backend::Dir { root } => {
                 let dest = root.join(key);
                 let (local, blake3) = (local.to_path_buf(), blake3.to_string());
                 let name = name.clone();
                 let root = root.clone();
-                tokio::task::spawn_blocking(move || put_dir(&name, &root, &local, &dest, &blake3))
-                    .await
-                    .map_err(|e| StoreError::Local(e.to_string()))?
+                let pace = self.pace.clone();
+                tokio::task::spawn_blocking(move || {
+                    put_dir(&name, &root, &local, &dest, &blake3, pace.as_ref())
+                })
+                .await
+                .map_err(|e| StoreError::Local(e.to_string()))?
             }
-            Store::S3 { s3, name, prefix } => {
+            Backend::S3 { s3, prefix } => {
                 let object = Self::object(prefix, key);
                 let result = if size < MULTIPART_FROM {
                     let bytes = tokio::fs::read(local).await.map_err(|e| {
                         StoreError::Local(format!("cannot read {}: {e}", local.display()))
                     })?;
                     if blake3::hash(&bytes).to_hex().as_str() != blake3 {
-                        return Err(StoreError::Local(format!(
-                            "{} no longer has the bytes keepsake placed; restore it from another copy",
-                            local.display()
-                        )));
+                        return Err(changed(local));
+                    }
+                    if let Some(pace) = &self.pace {
+                        pace.take(bytes.len() as u64).await;
                     }
                     let options = PutOptions {
                         mode: PutMode::Create,
@@ -290,7 +420,8 @@ impl Store {
                         .await
                         .map(|r| r.e_tag)
                 } else {
-                    put_multipart(s3, &object, local, blake3).await
+                    self.put_multipart(s3, &object, local, blake3, attempt)
+                        .await?
                 };
                 match result {
                     Ok(etag) => Ok(etag),
@@ -308,7 +439,102 @@ impl Store {
                     Err(e) => Err(classify(name, key, e)),
                 }
             }
+            Backend::Rclone { rcd, remote } => {
+                (attempt.note)(Some(RCLONE_BEGUN)).map_err(StoreError::Local)?;
+                let (src_fs, src_remote) = rclone::local_source(local);
+                rcd.call(
+                    "operations/copyfile",
+                    json!({
+                        "srcFs": src_fs,
+                        "srcRemote": src_remote,
+                        "dstFs": remote,
+                        "dstRemote": key,
+                    }),
+                    None,
+                )
+                .await
+                .map_err(|e| rc_error(name, key, e))?;
+                // rclone compares a checksum both ends support after the
+                // copy; keepsake checks the size it now holds, and the
+                // library file is unchanged (rclone read it as it is now).
+                let held = self.head(key).await?;
+                if held.as_ref().map(|r| r.size) != Some(size)
+                    || blake3_of(local).await?.as_str() != blake3
+                {
+                    return Err(StoreError::Unavailable(format!(
+                        "offsite target {name}: {key} does not hold {size} bytes after the copy, or {} changed; tried again later",
+                        local.display()
+                    )));
+                }
+                Ok(None)
+            }
+            Backend::Manifest { path, listed } => {
+                let line = local.to_string_lossy().into_owned();
+                if line.contains(['\n', '\r']) {
+                    return Err(StoreError::Conflict(format!(
+                        "offsite target {name}: {} has a line break in its name, which a manifest cannot list; rename it",
+                        local.display()
+                    )));
+                }
+                let meta = tokio::fs::metadata(local)
+                    .await
+                    .map_err(|e| StoreError::Local(format!("{}: {e}", local.display())))?;
+                if meta.len() != size {
+                    return Err(changed(local));
+                }
+                let (path, entry) = (path.clone(), line.clone());
+                tokio::task::spawn_blocking(move || append_line(&path, &entry))
+                    .await
+                    .map_err(|e| StoreError::Local(e.to_string()))?
+                    .map_err(|e| StoreError::Unavailable(format!("offsite target {name}: {e}")))?;
+                if let Some(lines) = lock(listed).as_mut() {
+                    lines.insert(line);
+                }
+                Ok(None)
+            }
         }
+    }
+
+    /// Abort an S3 multipart upload an earlier try left (so no parts stay
+    /// on the server); an rclone copy needs nothing here.
+    async fn abort(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let Backend::S3 { s3, prefix } = &self.backend else {
+            return Ok(());
+        };
+        let object = Self::object(prefix, key);
+        match s3.abort_multipart(&object, &upload_id.to_string()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => match classify(&self.name, key, e) {
+                StoreError::Unavailable(m) if !m.contains("NoSuchUpload") => {
+                    Err(StoreError::Unavailable(m))
+                }
+                // Already completed or aborted, so the server forgot it
+                // (some answer AccessDenied for an unknown upload); real
+                // refusals show on the next request.
+                other => {
+                    tracing::debug!("aborting upload {upload_id} of {key}: {other}");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    async fn remove_partial(&self, key: &str) -> Result<(), StoreError> {
+        let Backend::Rclone { rcd, remote } = &self.backend else {
+            return Ok(());
+        };
+        tracing::warn!(
+            "offsite target {}: removing the partial copy of {key} an interrupted push left",
+            self.name
+        );
+        rcd.call(
+            "operations/deletefile",
+            json!({ "fs": remote, "remote": key }),
+            Some(Duration::from_secs(120)),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| rc_error(&self.name, key, e))
     }
 
     async fn compare_existing(
@@ -324,9 +550,326 @@ impl Store {
         } else {
             Err(StoreError::Conflict(format!(
                 "offsite target {}: {key} already holds other bytes ({} bytes); keepsake never overwrites it",
-                self.name(),
-                remote.size
+                self.name, remote.size
             )))
+        }
+    }
+
+    /// A large file in parts: constant memory, a few parts in flight,
+    /// hashed as it is read so a file changed underneath is not pushed. The
+    /// upload's id is noted in the ledger first, so a crash or an outage
+    /// leaves no parts behind: the next try aborts it.
+    async fn put_multipart(
+        &self,
+        s3: &AmazonS3,
+        object: &ObjectPath,
+        local: &Path,
+        blake3: &str,
+        attempt: &Attempt<'_>,
+    ) -> Result<object_store::Result<Option<String>>, StoreError> {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(local)
+            .await
+            .map_err(|e| StoreError::Local(format!("cannot read {}: {e}", local.display())))?;
+        let id = match s3.create_multipart(object).await {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        (attempt.note)(Some(&id)).map_err(StoreError::Local)?;
+        let uploaded = async {
+            let mut hasher = blake3::Hasher::new();
+            let mut parts: Vec<Option<object_store::multipart::PartId>> = Vec::new();
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut index = 0usize;
+            loop {
+                let mut part = Vec::with_capacity(PART_SIZE);
+                while part.len() < PART_SIZE {
+                    let n = (&mut file)
+                        .take((PART_SIZE - part.len()) as u64)
+                        .read_to_end(&mut part)
+                        .await
+                        .map_err(|e| {
+                            StoreError::Local(format!("cannot read {}: {e}", local.display()))
+                        })?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if part.is_empty() && index > 0 {
+                    break;
+                }
+                hasher.update(&part);
+                if let Some(pace) = &self.pace {
+                    pace.take(part.len() as u64).await;
+                }
+                while in_flight.len() >= PARTS_IN_FLIGHT {
+                    if let Some((i, done)) = in_flight.next().await {
+                        let done: object_store::Result<_> = done;
+                        parts[i] = Some(done.map_err(|e| classify(&self.name, "a part", e))?);
+                    }
+                }
+                let last = part.len() < PART_SIZE;
+                parts.push(None);
+                let payload = PutPayload::from(part);
+                let i = index;
+                let id = &id;
+                in_flight.push(async move { (i, s3.put_part(object, id, i, payload).await) });
+                index += 1;
+                if last {
+                    break;
+                }
+            }
+            while let Some((i, done)) = in_flight.next().await {
+                parts[i] = Some(done.map_err(|e| classify(&self.name, "a part", e))?);
+            }
+            if hasher.finalize().to_hex().as_str() != blake3 {
+                return Err(changed(local));
+            }
+            Ok(parts.into_iter().flatten().collect::<Vec<_>>())
+        }
+        .await;
+        let parts = match uploaded {
+            Ok(parts) => parts,
+            Err(e) => {
+                if s3.abort_multipart(object, &id).await.is_ok() {
+                    let _ = (attempt.note)(None);
+                }
+                return Err(e);
+            }
+        };
+        // Completing a multipart upload does not take If-None-Match here:
+        // look once more right before, so only a write in the last instant
+        // could be replaced (keepsake itself never writes a key twice).
+        match s3.head(object).await {
+            Ok(_) => {
+                if s3.abort_multipart(object, &id).await.is_ok() {
+                    let _ = (attempt.note)(None);
+                }
+                return Ok(Err(object_store::Error::AlreadyExists {
+                    path: object.to_string(),
+                    source: "written while keepsake uploaded it".into(),
+                }));
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        Ok(s3
+            .complete_multipart(object, &id, parts)
+            .await
+            .map(|r| r.e_tag))
+    }
+
+    /// Every object under the target (for `restore`): (key, size).
+    pub async fn list(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let name = &self.name;
+        match &self.backend {
+            Backend::Dir { root } => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || list_dir(&root))
+                    .await
+                    .map_err(|e| StoreError::Local(e.to_string()))?
+                    .map_err(|e| StoreError::Unavailable(format!("offsite target {name}: {e}")))
+            }
+            Backend::S3 { s3, prefix } => {
+                let base = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+                let mut stream = s3.list(base.as_ref());
+                let mut out = Vec::new();
+                while let Some(meta) = stream.next().await {
+                    let meta = meta.map_err(|e| classify(name, "listing", e))?;
+                    let key = meta.location.as_ref();
+                    let key = if prefix.is_empty() {
+                        key
+                    } else {
+                        key.strip_prefix(prefix.as_str())
+                            .map_or(key, |k| k.trim_start_matches('/'))
+                    };
+                    out.push((key.to_string(), meta.size));
+                }
+                Ok(out)
+            }
+            Backend::Rclone { rcd, remote } => {
+                let listed = rcd
+                    .call(
+                        "operations/list",
+                        json!({ "fs": remote, "remote": "", "opt": { "recurse": true, "filesOnly": true, "noModTime": true, "noMimeType": true } }),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| rc_error(name, "listing", e))?;
+                Ok(listed
+                    .get("list")
+                    .and_then(|l| l.as_array())
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|item| {
+                                Some((
+                                    item.get("Path")?.as_str()?.to_string(),
+                                    item.get("Size")?.as_u64()?,
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            }
+            Backend::Manifest { .. } => Err(StoreError::Refused(format!(
+                "offsite target {name} is a manifest: restore with the tool that read it (restic restore)"
+            ))),
+        }
+    }
+
+    /// Download `key` into the new file `dest`.
+    pub async fn download(&self, key: &str, dest: &Path) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let name = &self.name;
+        let local = |e: std::io::Error| StoreError::Local(format!("{}: {e}", dest.display()));
+        if let Backend::Dir { root } = &self.backend {
+            let (from, to) = (root.join(key), dest.to_path_buf());
+            return tokio::task::spawn_blocking(move || fsops::copy_to_temp(&from, &to))
+                .await
+                .map_err(|e| StoreError::Local(e.to_string()))?
+                .map(drop)
+                .map_err(local);
+        }
+        let mut out = tokio::fs::File::from_std(fsops::create_staging(dest).map_err(local)?);
+        match &self.backend {
+            Backend::S3 { s3, prefix } => {
+                let got = s3
+                    .get(&Self::object(prefix, key))
+                    .await
+                    .map_err(|e| classify(name, key, e))?;
+                let mut stream = got.into_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| classify(name, key, e))?;
+                    out.write_all(&chunk).await.map_err(local)?;
+                }
+            }
+            Backend::Rclone { rcd, remote } => {
+                let Some(mut stream) = rcd
+                    .get(remote, key)
+                    .await
+                    .map_err(|e| rc_error(name, key, e))?
+                else {
+                    return Err(StoreError::Unavailable(format!(
+                        "offsite target {name}: {key} is gone"
+                    )));
+                };
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        StoreError::Unavailable(format!("offsite target {name}: {key}: {e}"))
+                    })?;
+                    out.write_all(&chunk).await.map_err(local)?;
+                }
+            }
+            Backend::Dir { .. } | Backend::Manifest { .. } => {}
+        }
+        out.flush().await.map_err(local)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn changed(local: &Path) -> StoreError {
+    StoreError::Local(format!(
+        "{} no longer has the bytes keepsake placed; restore it from another copy",
+        local.display()
+    ))
+}
+
+async fn hash_file(name: &str, path: PathBuf) -> Result<Option<String>, StoreError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let name = name.to_string();
+    tokio::task::spawn_blocking(move || blake3_file(&path))
+        .await
+        .map_err(|e| StoreError::Local(e.to_string()))?
+        .map(Some)
+        .map_err(|e| StoreError::Unavailable(format!("offsite target {name}: {e}")))
+}
+
+async fn blake3_of(local: &Path) -> Result<String, StoreError> {
+    let path = local.to_path_buf();
+    tokio::task::spawn_blocking(move || blake3_file(&path))
+        .await
+        .map_err(|e| StoreError::Local(e.to_string()))?
+        .map_err(|e| StoreError::Local(format!("cannot read {}: {e}", local.display())))
+}
+
+fn read_manifest(path: &Path) -> std::io::Result<HashSet<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if path.parent().is_some_and(Path::is_dir) {
+                Ok(HashSet::new())
+            } else {
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!("the folder of {} is missing", path.display()),
+                ))
+            }
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Append one line to a manifest, durably.
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    fsops::append_durably(path, format!("{line}\n").as_bytes())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn list_dir(root: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name == MARKER || name.starts_with(".keepsake-push-") {
+                    continue;
+                }
+                if let Ok(key) = path.strip_prefix(root) {
+                    out.push((key.to_string_lossy().into_owned(), entry.metadata()?.len()));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn rc_error(target: &str, what: &str, error: RcError) -> StoreError {
+    match error {
+        RcError::Down(m) => StoreError::Unavailable(format!("offsite target {target}: {m}")),
+        RcError::Failed(m) => {
+            let message = format!("offsite target {target}: {what}: {m}");
+            let lower = m.to_lowercase();
+            if lower.contains("didn't find section in config")
+                || lower.contains("config file")
+                || lower.contains("permission denied")
+                || lower.contains("accessdenied")
+                || lower.contains("unauthorized")
+            {
+                StoreError::Refused(format!(
+                    "{message} (check `remote` and the rclone config of [offsite.{target}])"
+                ))
+            } else {
+                StoreError::Unavailable(message)
+            }
         }
     }
 }
@@ -339,6 +882,7 @@ fn put_dir(
     local: &Path,
     dest: &Path,
     blake3: &str,
+    pace: Option<&Pace>,
 ) -> Result<Option<String>, StoreError> {
     let unavailable = |e: std::io::Error| {
         StoreError::Unavailable(format!("offsite target {name}: {}: {e}", dest.display()))
@@ -353,7 +897,11 @@ fn put_dir(
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = fsops::remove_temp(&temp);
-    fsops::copy_to_temp(local, &temp).map_err(|e| {
+    let copied = match pace {
+        None => fsops::copy_to_temp(local, &temp),
+        Some(pace) => fsops::copy_to_temp_paced(local, &temp, &|n| pace.take_blocking(n)),
+    };
+    copied.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound && !local.exists() {
             StoreError::Local(format!("{} is missing from the library", local.display()))
         } else {
@@ -405,76 +953,6 @@ fn put_dir(
             }
         }
     }
-}
-
-/// A large file in parts: constant memory, at most a few parts in flight,
-/// hashed as it is read so a file changed underneath is not pushed.
-async fn put_multipart(
-    s3: &AmazonS3,
-    object: &ObjectPath,
-    local: &Path,
-    blake3: &str,
-) -> object_store::Result<Option<String>> {
-    use tokio::io::AsyncReadExt;
-    let mut file =
-        tokio::fs::File::open(local)
-            .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "local",
-                source: Box::new(e),
-            })?;
-    let upload = s3.put_multipart(object).await?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match file.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = writer.abort().await;
-                return Err(object_store::Error::Generic {
-                    store: "local",
-                    source: Box::new(e),
-                });
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        // Two parts in flight per upload: with four uploads at once, memory
-        // stays near 100 MiB whatever the file sizes.
-        if let Err(e) = writer.wait_for_capacity(2).await {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-        writer.write(&buf[..n]);
-    }
-    if hasher.finalize().to_hex().as_str() != blake3 {
-        let _ = writer.abort().await;
-        return Err(object_store::Error::Generic {
-            store: "local",
-            source: format!("{} changed while it was pushed", local.display()).into(),
-        });
-    }
-    // object_store completes a multipart upload without If-None-Match: look
-    // once more right before, so only a write in the last instant could be
-    // replaced (keepsake itself never writes a key twice).
-    match s3.head(object).await {
-        Ok(_) => {
-            let _ = writer.abort().await;
-            return Err(object_store::Error::AlreadyExists {
-                path: object.to_string(),
-                source: "written while keepsake uploaded it".into(),
-            });
-        }
-        Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
-    }
-    writer.finish().await.map(|r| r.e_tag)
 }
 
 /// An `object_store` error as keepsake acts on it.
