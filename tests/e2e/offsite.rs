@@ -553,12 +553,21 @@ fn encrypted_pushes_verify_and_restore_only_with_the_identity() {
     ] {
         sandbox.add(name, &corpus_media().join(name));
     }
+    // Names S3 clients like to percent-encode: the object keeps the name.
+    sandbox.add(
+        "Beach [1] #2 50%.jpg",
+        &corpus_media().join("exiftool_Nikon.jpg"),
+    );
     write_large(&sandbox.inbox().join("VID_0002.MOV"), 20);
     let (code, report) = sandbox.ingest();
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["offsite"]["deferred"], 0, "{report}");
     let pushes = done_pushes(&sandbox);
-    assert!(pushes.len() >= 4);
+    assert!(pushes.len() >= 5);
+    assert!(
+        pushes.iter().any(|(_, key, _)| key.contains("[1] #2 50%")),
+        "{pushes:?}"
+    );
     for (_, key, file) in &pushes {
         assert!(!server.object(key).exists(), "no plaintext object {key}");
         let sealed = std::fs::read(server.object(&format!("{key}.age"))).unwrap();
@@ -734,4 +743,71 @@ fn a_folder_target_keeps_to_its_bandwidth_limit() {
         took >= std::time::Duration::from_secs(2),
         "12 MiB took {took:?} under a 4 MiB/s limit"
     );
+}
+
+#[test]
+fn an_interrupted_rclone_copy_is_replaced_but_a_stranger_object_never_is() {
+    let scratch = tempfile::tempdir().unwrap();
+    let remote_dir = scratch.path().join("sftp-like");
+    let table = |program: &str| {
+        format!(
+            "[offsite.nas]\ntype = \"rclone\"\nremote = {:?}\nrclone = {program:?}\n",
+            remote_dir.display().to_string()
+        )
+    };
+    // rclone missing at first: every push waits, naming the fix.
+    let sandbox = sandbox_with("nas", &table("/nonexistent/rclone"));
+    for name in ["exiftool_Canon.jpg", "exiftool_Nikon.jpg"] {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["offsite"]["pushed"], 0, "{report}");
+    let (_, status) = run(&sandbox, &["offsite", "status"]);
+    assert!(status.contains("install rclone"), "{status}");
+    let keys: Vec<(i64, String)> = {
+        let conn = sandbox.ledger();
+        let mut stmt = conn
+            .prepare("SELECT id, key FROM pushes WHERE key NOT LIKE '%.xmp' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(keys.len(), 2);
+    // A copy keepsake began and a crash cut short: half the bytes, and the
+    // ledger's note that keepsake began it.
+    let (ours_id, ours) = &keys[0];
+    let library_file = sandbox.library().join(ours);
+    let partial = std::fs::read(&library_file).unwrap();
+    std::fs::create_dir_all(remote_dir.join(ours).parent().unwrap()).unwrap();
+    std::fs::write(remote_dir.join(ours), &partial[..partial.len() / 2]).unwrap();
+    sandbox
+        .ledger()
+        .execute(
+            "UPDATE pushes SET upload_id = 'rclone' WHERE id = ?1",
+            [ours_id],
+        )
+        .unwrap();
+    // Someone else's object at the other key.
+    let (_, theirs) = &keys[1];
+    std::fs::create_dir_all(remote_dir.join(theirs).parent().unwrap()).unwrap();
+    std::fs::write(remote_dir.join(theirs), b"not keepsake's").unwrap();
+
+    std::fs::write(sandbox.config_path(), {
+        let config = std::fs::read_to_string(sandbox.config_path()).unwrap();
+        config.replace("/nonexistent/rclone", "rclone")
+    })
+    .unwrap();
+    let (code, out) = run(&sandbox, &["offsite", "push"]);
+    assert_eq!(code, 1, "a conflict is reported: {out}");
+    assert_eq!(blake3_of(&remote_dir.join(ours)), blake3_of(&library_file));
+    assert_eq!(
+        std::fs::read(remote_dir.join(theirs)).unwrap(),
+        b"not keepsake's"
+    );
+    assert_eq!(count(&sandbox, "state = 'conflict'"), 1);
+    let (_, status) = run(&sandbox, &["offsite", "status"]);
+    assert!(status.contains("never overwrites"), "{status}");
 }

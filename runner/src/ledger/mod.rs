@@ -175,11 +175,21 @@ pub struct StateLock {
 
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, LedgerError> {
+        Self::acquire_named(state_dir, "lock")
+    }
+
+    /// The lock held while offsite pushes run: `keepsake offsite push` and
+    /// a running service never push at the same time.
+    pub fn acquire_push(state_dir: &Path) -> Result<StateLock, LedgerError> {
+        Self::acquire_named(state_dir, "push.lock")
+    }
+
+    fn acquire_named(state_dir: &Path, name: &str) -> Result<StateLock, LedgerError> {
         std::fs::create_dir_all(state_dir).map_err(|source| LedgerError::CreateDir {
             path: state_dir.to_path_buf(),
             source,
         })?;
-        let path = state_dir.join("lock");
+        let path = state_dir.join(name);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

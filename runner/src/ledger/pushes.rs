@@ -92,8 +92,10 @@ pub fn set_upload_id(conn: &Connection, id: u64, upload_id: Option<&str>) -> rus
     Ok(())
 }
 
-/// Note the ciphertext about to be sent for push `id`.
-pub fn set_sealed(conn: &Connection, id: u64, blake3: &str, size: u64) -> rusqlite::Result<()> {
+/// Note the ciphertext (BLAKE3, size) about to be sent for push `id`, or
+/// that the push is no longer encrypted.
+pub fn set_sealed(conn: &Connection, id: u64, sealed: Option<(&str, u64)>) -> rusqlite::Result<()> {
+    let (blake3, size) = sealed.unzip();
     conn.prepare_cached("UPDATE pushes SET sealed_blake3 = ?2, sealed_size = ?3 WHERE id = ?1")?
         .execute(params![id, blake3, size])?;
     Ok(())

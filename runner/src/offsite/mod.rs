@@ -90,6 +90,20 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
     if config.offsite.is_empty() {
         return report;
     }
+    // One pusher per ledger: a second would abort the first one's uploads.
+    let _lock = match ledger::StateLock::acquire_push(&config.state_dir) {
+        Ok(lock) => lock,
+        Err(ledger::LedgerError::Locked { .. }) => {
+            report.errors.push(
+                "another keepsake process (`keepsake run`?) is pushing now; it pushes what waits on its own".into(),
+            );
+            return report;
+        }
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
     let stores = open_targets(&ledger, config).await;
     for (name, store) in &stores {
         if let Err(e) = store {
@@ -225,6 +239,13 @@ async fn push_one(
         note: &note,
     };
     if age_recipients.is_empty() {
+        if row.sealed.is_some() {
+            // Encryption was turned off since an earlier try.
+            let (ledger, id) = (Arc::clone(ledger), row.id);
+            blocking(move || ledger.write(|tx| ledger::set_sealed(tx, id, None)))
+                .await
+                .map_err(|e| StoreError::Local(e.to_string()))?;
+        }
         let key = store.key_for(&row.key, &local);
         return store
             .put(&local, &key, &row.blake3, row.size, &attempt)
@@ -257,7 +278,8 @@ async fn push_one(
     };
     let noted = {
         let (ledger, id, hash) = (Arc::clone(ledger), row.id, sealed_blake3.clone());
-        blocking(move || ledger.write(|tx| ledger::set_sealed(tx, id, &hash, sealed_size))).await
+        blocking(move || ledger.write(|tx| ledger::set_sealed(tx, id, Some((&hash, sealed_size)))))
+            .await
     };
     let pushed = match noted {
         Ok(()) => {

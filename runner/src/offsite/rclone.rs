@@ -30,6 +30,7 @@ pub struct Rcd {
     alive: Arc<AtomicBool>,
     /// Its last words on stderr, for errors.
     said: Arc<Mutex<String>>,
+    pid: u32,
 }
 
 /// What an API call can end in.
@@ -60,7 +61,13 @@ pub async fn daemon(
         return Ok(rcd);
     }
     let rcd = Arc::new(start(target, program, config, bwlimit)?);
-    rcd.ready(target, program).await?;
+    if let Err(e) = rcd.ready(target, program).await {
+        // Never leave one behind that did not come up in time.
+        if let Some(pid) = rustix::process::Pid::from_raw(rcd.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        return Err(e);
+    }
     lock(&DAEMONS).insert(fingerprint, Arc::clone(&rcd));
     Ok(rcd)
 }
@@ -120,7 +127,7 @@ fn start(
         .spawn(move || {
             let mut child = match command.spawn() {
                 Ok(child) => {
-                    let _ = started_tx.send(Ok(()));
+                    let _ = started_tx.send(Ok(child.id()));
                     child
                 }
                 Err(e) => {
@@ -142,8 +149,8 @@ fn start(
             keeper_alive.store(false, Ordering::SeqCst);
         })
         .map_err(|e| refused(format!("cannot start a thread for rclone: {e}")))?;
-    match started_rx.recv() {
-        Ok(Ok(())) => {}
+    let pid = match started_rx.recv() {
+        Ok(Ok(pid)) => pid,
         Ok(Err(e)) => {
             return Err(refused(format!(
                 "cannot start {} ({e}): install rclone or set `rclone = \"/path/to/rclone\"` in [offsite.{target}]",
@@ -151,7 +158,7 @@ fn start(
             )));
         }
         Err(_) => return Err(refused("rclone did not start".into())),
-    }
+    };
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .no_proxy()
@@ -163,6 +170,7 @@ fn start(
         client,
         alive,
         said,
+        pid,
     })
 }
 

@@ -30,6 +30,7 @@ const MARKER: &str = ".keepsake-target";
 /// Files at least this large go up in parts (constant memory).
 const MULTIPART_FROM: u64 = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
+const MAX_PARTS: u64 = 10_000;
 /// Parts in flight per upload: with four uploads at once, memory stays near
 /// 100 MiB whatever the file sizes.
 const PARTS_IN_FLIGHT: usize = 2;
@@ -226,8 +227,8 @@ impl Store {
                     ))
                 })
             }
-            Backend::S3 { s3, .. } => s3
-                .list_with_delimiter(Some(&ObjectPath::from("keepsake-check")))
+            Backend::S3 { s3, prefix } => s3
+                .list_with_delimiter(Some(&Self::object(prefix, "keepsake-check")?))
                 .await
                 .map(drop)
                 .map_err(|e| classify(name, "checking the bucket", e)),
@@ -252,12 +253,16 @@ impl Store {
         }
     }
 
-    fn object(prefix: &str, key: &str) -> ObjectPath {
-        if prefix.is_empty() {
-            ObjectPath::from(key)
+    /// The object for a key, byte for byte (`ObjectPath::from` would
+    /// percent-encode `[`, `#`, `%` and friends, which are common in names).
+    fn object(prefix: &str, key: &str) -> Result<ObjectPath, StoreError> {
+        let raw = if prefix.is_empty() {
+            key.to_string()
         } else {
-            ObjectPath::from(format!("{prefix}/{key}"))
-        }
+            format!("{prefix}/{key}")
+        };
+        ObjectPath::parse(&raw)
+            .map_err(|e| StoreError::Conflict(format!("{raw:?} cannot be an object key: {e}")))
     }
 
     /// What the target holds under `key`, if anything.
@@ -287,7 +292,7 @@ impl Store {
                     ))),
                 }
             }
-            Backend::S3 { s3, prefix } => match s3.head(&Self::object(prefix, key)).await {
+            Backend::S3 { s3, prefix } => match s3.head(&Self::object(prefix, key)?).await {
                 Ok(meta) => Ok(Some(Remote {
                     size: meta.size,
                     etag: meta.e_tag,
@@ -342,7 +347,7 @@ impl Store {
                 hash_file(name, PathBuf::from(key)).await
             }
             Backend::S3 { s3, prefix } => {
-                let got = match s3.get(&Self::object(prefix, key)).await {
+                let got = match s3.get(&Self::object(prefix, key)?).await {
                     Ok(got) => got,
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(classify(name, key, e)),
@@ -374,7 +379,9 @@ impl Store {
         attempt: &Attempt<'_>,
     ) -> Result<Option<String>, StoreError> {
         let name = &self.name;
-        if let Some(begun) = &attempt.begun {
+        // An rclone marker stays until the push is recorded done: the
+        // partial object it vouches for may still be there.
+        if let Some(begun) = attempt.begun.as_deref().filter(|b| *b != RCLONE_BEGUN) {
             self.abort(key, begun).await?;
             (attempt.note)(None).map_err(StoreError::Local)?;
         }
@@ -401,7 +408,7 @@ impl Store {
                 .map_err(|e| StoreError::Local(e.to_string()))?
             }
             Backend::S3 { s3, prefix } => {
-                let object = Self::object(prefix, key);
+                let object = Self::object(prefix, key)?;
                 let result = if size < MULTIPART_FROM {
                     let bytes = tokio::fs::read(local).await.map_err(|e| {
                         StoreError::Local(format!("cannot read {}: {e}", local.display()))
@@ -501,7 +508,7 @@ impl Store {
         let Backend::S3 { s3, prefix } = &self.backend else {
             return Ok(());
         };
-        let object = Self::object(prefix, key);
+        let object = Self::object(prefix, key)?;
         match s3.abort_multipart(&object, &upload_id.to_string()).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => match classify(&self.name, key, e) {
@@ -512,7 +519,10 @@ impl Store {
                 // (some answer AccessDenied for an unknown upload); real
                 // refusals show on the next request.
                 other => {
-                    tracing::debug!("aborting upload {upload_id} of {key}: {other}");
+                    tracing::warn!(
+                        "offsite target {}: could not abort the unfinished upload {upload_id} of {key} ({other}); if its parts remain, a lifecycle rule (AbortIncompleteMultipartUpload) frees them",
+                        self.name
+                    );
                     Ok(())
                 }
             },
@@ -544,7 +554,16 @@ impl Store {
         size: u64,
         remote: Remote,
     ) -> Result<Option<String>, StoreError> {
-        let same = remote.size == size && self.hash(key).await?.as_deref() == Some(blake3);
+        let same = remote.size == size
+            && match self.hash(key).await? {
+                Some(hash) => hash == blake3,
+                None => {
+                    return Err(StoreError::Unavailable(format!(
+                        "offsite target {}: {key} vanished while it was read; tried again later",
+                        self.name
+                    )));
+                }
+            };
         if same {
             Ok(remote.etag)
         } else {
@@ -575,17 +594,23 @@ impl Store {
             Ok(id) => id,
             Err(e) => return Ok(Err(e)),
         };
-        (attempt.note)(Some(&id)).map_err(StoreError::Local)?;
+        if let Err(e) = (attempt.note)(Some(&id)) {
+            let _ = s3.abort_multipart(object, &id).await;
+            return Err(StoreError::Local(e));
+        }
+        // S3 takes at most 10 000 parts: larger files get larger parts.
+        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let part_size = PART_SIZE.max(size.div_ceil(MAX_PARTS) as usize);
         let uploaded = async {
             let mut hasher = blake3::Hasher::new();
             let mut parts: Vec<Option<object_store::multipart::PartId>> = Vec::new();
             let mut in_flight = futures::stream::FuturesUnordered::new();
             let mut index = 0usize;
             loop {
-                let mut part = Vec::with_capacity(PART_SIZE);
-                while part.len() < PART_SIZE {
+                let mut part = Vec::with_capacity(part_size);
+                while part.len() < part_size {
                     let n = (&mut file)
-                        .take((PART_SIZE - part.len()) as u64)
+                        .take((part_size - part.len()) as u64)
                         .read_to_end(&mut part)
                         .await
                         .map_err(|e| {
@@ -608,7 +633,7 @@ impl Store {
                         parts[i] = Some(done.map_err(|e| classify(&self.name, "a part", e))?);
                     }
                 }
-                let last = part.len() < PART_SIZE;
+                let last = part.len() < part_size;
                 parts.push(None);
                 let payload = PutPayload::from(part);
                 let i = index;
@@ -671,7 +696,15 @@ impl Store {
                     .map_err(|e| StoreError::Unavailable(format!("offsite target {name}: {e}")))
             }
             Backend::S3 { s3, prefix } => {
-                let base = (!prefix.is_empty()).then(|| ObjectPath::from(prefix.as_str()));
+                let base = if prefix.is_empty() {
+                    None
+                } else {
+                    Some(ObjectPath::parse(prefix).map_err(|e| {
+                        StoreError::Refused(format!(
+                            "offsite target {name}: prefix {prefix:?}: {e}"
+                        ))
+                    })?)
+                };
                 let mut stream = s3.list(base.as_ref());
                 let mut out = Vec::new();
                 while let Some(meta) = stream.next().await {
@@ -735,7 +768,7 @@ impl Store {
         match &self.backend {
             Backend::S3 { s3, prefix } => {
                 let got = s3
-                    .get(&Self::object(prefix, key))
+                    .get(&Self::object(prefix, key)?)
                     .await
                     .map_err(|e| classify(name, key, e))?;
                 let mut stream = got.into_stream();
@@ -891,12 +924,16 @@ fn put_dir(
     let gained = fsops::create_dirs(dir).map_err(unavailable)?;
     // Unique per push: two pushes of the same bytes may run at once.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // The name is new: another machine writing to the same share, or an
+    // earlier crash, may have left one like it, never removed here.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let temp = dir.join(format!(
-        ".keepsake-push-{}-{}.tmp",
+        ".keepsake-push-{}-{}-{nanos}.tmp",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let _ = fsops::remove_temp(&temp);
     let copied = match pace {
         None => fsops::copy_to_temp(local, &temp),
         Some(pace) => fsops::copy_to_temp_paced(local, &temp, &|n| pace.take_blocking(n)),
