@@ -94,6 +94,23 @@ pub enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Rehash every file the ledger holds (library and archive) and report
+    /// bit rot, missing and unexpected files. Exit 1 when one is found.
+    Verify {
+        /// Only files captured in this year.
+        #[arg(long)]
+        year: Option<i32>,
+        /// Only this root: library or archive.
+        #[arg(long, value_parser = ["library", "archive"])]
+        root: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Archival by year and the rolling iCloud archive.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
     /// Offsite copies: what is pushed where, push now, verify.
     Offsite {
         #[command(subcommand)]
@@ -157,6 +174,39 @@ pub enum OffsiteCommand {
     Keygen {
         /// Where to write the identity (never replaced).
         file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Prove (or not) that a year is safe to delete from iCloud: every item
+    /// of it from the iCloud inboxes is in the library or archive, its bytes
+    /// verify, and every offsite target holds a verified copy. Writes the
+    /// plan as JSON and, when safe, the list of iCloud names. Exit 1 when
+    /// not safe.
+    Plan {
+        /// The year.
+        #[arg(long, required_unless_present = "older_than_years")]
+        year: Option<i32>,
+        /// The rolling policy: every year older than N years.
+        #[arg(long, conflicts_with = "year")]
+        older_than_years: Option<u32>,
+        /// Download every offsite copy and rehash it.
+        #[arg(long)]
+        deep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a year's files and sidecars from the library root to the
+    /// archive root, journaled (stop `keepsake run` first).
+    Run {
+        #[arg(long)]
+        year: i32,
+        /// Show what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -331,6 +381,90 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Verify { year, root, json } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let ledger = open_existing(&config)?;
+            recover_archive_moves(&config, &ledger)?;
+            let root = root.as_deref().and_then(crate::archive::Root::parse);
+            let result = crate::archive::verify(&config, &ledger, year, root)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&result)?)?;
+            } else {
+                report::print_library_verify(&mut out, &result)?;
+            }
+            let bad = !(result.missing.is_empty()
+                && result.damaged.is_empty()
+                && result.unexpected.is_empty()
+                && result.errors.is_empty());
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Archive {
+            command:
+                ArchiveCommand::Plan {
+                    year,
+                    older_than_years,
+                    deep,
+                    json,
+                },
+        } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let ledger = std::sync::Arc::new(open_existing(&config)?);
+            recover_archive_moves(&config, &ledger)?;
+            let years = match (year, older_than_years) {
+                (Some(year), _) => vec![year],
+                (None, Some(keep)) => crate::archive::years_older_than(&ledger, keep)?,
+                (None, None) => bail!("name a year (--year 2019) or --older-than-years N"),
+            };
+            let mut out = std::io::stdout().lock();
+            if years.is_empty() {
+                writeln!(out, "no year older than that holds anything")?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut all_safe = true;
+            for year in years {
+                let plan = crate::archive::plan(&config, &ledger, year, deep)?;
+                all_safe &= plan.safe;
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&plan)?)?;
+                } else {
+                    report::print_plan(&mut out, &plan)?;
+                }
+            }
+            Ok(if all_safe {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Archive {
+            command:
+                ArchiveCommand::Run {
+                    year,
+                    dry_run,
+                    json,
+                },
+        } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let _lock = ledger::StateLock::acquire(&config.state_dir)?;
+            let ledger = std::sync::Arc::new(open_existing(&config)?);
+            let result = crate::archive::run(&config, &ledger, year, dry_run)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&result)?)?;
+            } else {
+                report::print_archive_run(&mut out, &result)?;
+            }
+            Ok(if result.errors.is_empty() && result.stopped.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Offsite {
             command: OffsiteCommand::Keygen { file },
         } => {
@@ -497,6 +631,15 @@ fn check_inboxes(config: &Config, is_default: bool) -> anyhow::Result<()> {
                 inbox.name
             );
         }
+    }
+    Ok(())
+}
+
+/// Finish archive moves a crash interrupted, unless another keepsake (the
+/// service) holds the state folder: it does that itself when it starts.
+fn recover_archive_moves(config: &Config, ledger: &Ledger) -> anyhow::Result<()> {
+    if let Ok(_lock) = ledger::StateLock::acquire(&config.state_dir) {
+        crate::archive::recover(ledger)?;
     }
     Ok(())
 }

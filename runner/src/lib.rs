@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses the command line and calls
 //! [`cli::run`]; everything else lives here so tests drive it directly.
 
+pub mod archive;
 pub mod builtin;
 pub mod cli;
 pub mod config;

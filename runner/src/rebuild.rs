@@ -10,6 +10,7 @@ use std::path::Path;
 
 use rusqlite::params;
 
+use crate::archive::Root;
 use crate::config::Config;
 use crate::discover::{is_ignored, is_sidecar};
 use crate::hashing::hash_reader;
@@ -39,7 +40,39 @@ pub struct RebuildReport {
 pub fn rebuild(config: &Config, ledger: &Ledger) -> Result<RebuildReport, LedgerError> {
     let mut report = RebuildReport::default();
     let mut found = std::collections::HashSet::new();
-    let mut stack = vec![config.library_root.clone()];
+    for root in [Root::Library, Root::Archive] {
+        if let Some(base) = root.path(config) {
+            walk_root(config, ledger, root, base, &mut found, &mut report);
+        }
+    }
+    // Rows whose file is in neither root.
+    let recorded: Vec<(u64, String, String)> = ledger.read(|c| {
+        c.prepare("SELECT job_id, library_path, root FROM assets")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect()
+    })?;
+    for (job_id, path, root) in recorded {
+        if !found.contains(&(root.clone(), path.clone())) {
+            ledger.write(|tx| tx.execute("DELETE FROM assets WHERE job_id = ?1", [job_id]))?;
+            report.missing.push(if root == "library" {
+                path
+            } else {
+                format!("{root}:{path}")
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn walk_root(
+    config: &Config,
+    ledger: &Ledger,
+    root: Root,
+    base: &Path,
+    found: &mut std::collections::HashSet<(String, String)>,
+    report: &mut RebuildReport,
+) {
+    let mut stack = vec![base.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -63,34 +96,22 @@ pub fn rebuild(config: &Config, ledger: &Ledger) -> Result<RebuildReport, Ledger
                 stack.push(path);
             } else if meta.is_file() && !is_sidecar(name.as_bytes()) {
                 report.files += 1;
-                let Ok(rel) = path.strip_prefix(&config.library_root) else {
+                let Ok(rel) = path.strip_prefix(base) else {
                     continue;
                 };
                 let rel = rel.to_string_lossy().into_owned();
-                found.insert(rel.clone());
-                if let Err(e) = record(ledger, &path, &rel, &meta, &mut report) {
+                found.insert((root.as_str().to_string(), rel.clone()));
+                if let Err(e) = record(ledger, root, &path, &rel, &meta, report) {
                     report.errors.push(format!("{}: {e}", path.display()));
                 }
             }
         }
     }
-    // Rows whose file is no longer in the library.
-    let recorded: Vec<(u64, String)> = ledger.read(|c| {
-        c.prepare("SELECT job_id, library_path FROM assets")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect()
-    })?;
-    for (job_id, path) in recorded {
-        if !found.contains(&path) {
-            ledger.write(|tx| tx.execute("DELETE FROM assets WHERE job_id = ?1", [job_id]))?;
-            report.missing.push(path);
-        }
-    }
-    Ok(report)
 }
 
 fn record(
     ledger: &Ledger,
+    root: Root,
     path: &Path,
     rel: &str,
     meta: &std::fs::Metadata,
@@ -105,6 +126,13 @@ fn record(
     let kind = media::refine_tiff(media::sniff(&hashes.head), &name);
     if let Some(asset) = ledger.read(|c| ledger::asset_by_path(c, rel))? {
         if asset.blake3 == hashes.blake3 {
+            // The file may have moved between the roots behind our back.
+            ledger.write(|tx| {
+                tx.execute(
+                    "UPDATE assets SET root = ?2 WHERE library_path = ?1",
+                    params![rel, root.as_str()],
+                )
+            })?;
             report.unchanged += 1;
             return Ok(());
         }
@@ -148,7 +176,12 @@ fn record(
                 capture_source: None,
                 library_path: rel,
             },
-        )
+        )?;
+        tx.execute(
+            "UPDATE assets SET root = ?2 WHERE library_path = ?1",
+            params![rel, root.as_str()],
+        )?;
+        Ok(())
     })?;
     Ok(())
 }

@@ -550,6 +550,114 @@ pub fn print_verify(
     Ok(())
 }
 
+pub fn print_library_verify(
+    out: &mut impl Write,
+    verified: &crate::archive::VerifyReport,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "verify: {} files checked ({:.1} MiB), {} as recorded, {} missing, {} damaged, {} unexpected",
+        verified.checked,
+        verified.bytes as f64 / (1 << 20) as f64,
+        verified.ok,
+        verified.missing.len(),
+        verified.damaged.len(),
+        verified.unexpected.len()
+    )?;
+    for path in &verified.missing {
+        writeln!(out, "  missing     {path}")?;
+    }
+    for path in &verified.damaged {
+        writeln!(
+            out,
+            "  damaged     {path}: its bytes changed since keepsake placed it (restore it from offsite)"
+        )?;
+    }
+    for path in &verified.unexpected {
+        writeln!(
+            out,
+            "  unexpected  {path}: no ledger row (`keepsake ledger rebuild` records it)"
+        )?;
+    }
+    for error in &verified.errors {
+        writeln!(out, "  ! {error}")?;
+    }
+    Ok(())
+}
+
+pub fn print_plan(out: &mut impl Write, plan: &crate::archive::Plan) -> io::Result<()> {
+    writeln!(
+        out,
+        "archive plan {}: {} items from the iCloud inboxes ({})",
+        plan.year,
+        plan.items.len(),
+        plan.icloud_inboxes.join(", ")
+    )?;
+    for item in plan.blocked().take(200) {
+        writeln!(
+            out,
+            "  blocked  {} ({}): {}",
+            item.icloud_name,
+            item.held_at.as_deref().unwrap_or("not held"),
+            item.blockers.join("; ")
+        )?;
+    }
+    let blocked = plan.blocked().count();
+    if blocked > 200 {
+        writeln!(out, "  … and {} more (see the JSON plan)", blocked - 200)?;
+    }
+    if let Some(file) = &plan.plan_file {
+        writeln!(out, "plan written to {}", file.display())?;
+    }
+    if let Some(list) = &plan.safe_list {
+        writeln!(
+            out,
+            "safe-to-delete list (iCloud names): {}
+before deleting these in iCloud, stop icloudpd from downloading {} again: run it with --skip-created-before {}-01-01 (it then skips everything created before that day)",
+            list.display(),
+            plan.year,
+            plan.year + 1
+        )?;
+    }
+    writeln!(out, "{}", plan.verdict())
+}
+
+pub fn print_archive_run(out: &mut impl Write, run: &crate::archive::RunReport) -> io::Result<()> {
+    writeln!(
+        out,
+        "archive run {}{}: {} files ({:.1} MiB) and {} sidecars {}, {} already archived",
+        run.year,
+        if run.dry_run { " --dry-run" } else { "" },
+        run.moved,
+        run.bytes as f64 / (1 << 20) as f64,
+        run.sidecars,
+        if run.dry_run { "would move" } else { "moved" },
+        run.already
+    )?;
+    if run.dry_run {
+        for file in &run.files {
+            writeln!(out, "  {file}")?;
+        }
+    }
+    if let Some(why) = &run.stopped {
+        writeln!(out, "  stopped: {why}")?;
+    }
+    if run.icloud_removed > 0 {
+        writeln!(
+            out,
+            "  removed {} files of {} from the icloudpd download folder (archived and verified)",
+            run.icloud_removed, run.year
+        )?;
+    }
+    if let Some(why) = &run.icloud_kept {
+        writeln!(out, "  {why}")?;
+    }
+    for error in &run.errors {
+        writeln!(out, "  ! {error}")?;
+    }
+    Ok(())
+}
+
 pub fn print_restore(
     out: &mut impl Write,
     target: &str,

@@ -171,6 +171,11 @@ async fn serve(
     // Offsite pushes run beside the cycles, on this thread (async uploads).
     let mut pushing: Option<JoinHandle<crate::offsite::PushReport>> = None;
     let mut push_now = !config.offsite.is_empty();
+    // The rolling archive: plans (and, with auto_run, moves) on a schedule,
+    // between cycles, never beside one.
+    let sweep_every = config.archive.sweep_every;
+    let mut sweep_at = sweep_every.map(|every| Instant::now() + every.min(SWEEP_FIRST));
+    let mut sweeping: Option<tokio::sync::oneshot::Receiver<()>> = None;
     let mut rescan_at = Some(Instant::now());
     let mut last_rescan: Option<(i64, Duration, usize)> = None;
     // Jobs left pending by the last run go first.
@@ -190,7 +195,29 @@ async fn serve(
 
     loop {
         let now = Instant::now();
-        if work.is_none() && (!ready.is_empty() || check_queue) {
+        if work.is_none()
+            && sweeping.is_none()
+            && let (Some(at), Some(every)) = (sweep_at, sweep_every)
+            && at <= now
+        {
+            sweep_at = Some(now + every);
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let pipeline = Arc::clone(&pipeline);
+            let config = config.clone();
+            // Its own thread: the plan checks offsite copies on a runtime
+            // of its own.
+            let started = std::thread::Builder::new()
+                .name("archive-sweep".into())
+                .spawn(move || {
+                    sweep(&config, &pipeline);
+                    let _ = done.send(());
+                });
+            match started {
+                Ok(_) => sweeping = Some(wait),
+                Err(e) => tracing::error!("cannot start the archive sweep: {e}"),
+            }
+        }
+        if work.is_none() && sweeping.is_none() && (!ready.is_empty() || check_queue) {
             let batch = std::mem::take(&mut ready);
             let pipeline = Arc::clone(&pipeline);
             let inboxes = Arc::clone(&inboxes);
@@ -274,6 +301,11 @@ async fn serve(
             _ = async { pushing.as_mut().expect("guarded by the if").await }, if pushing.is_some() => {
                 pushing = None;
             }
+            _ = async { sweeping.as_mut().expect("guarded by the if").await }, if sweeping.is_some() => {
+                sweeping = None;
+                check_queue = true;
+            }
+            _ = sleep_until(sweep_at), if sweep_at.is_some() && sweeping.is_none() && work.is_none() => {}
             done = async { rescan.as_mut().expect("guarded by the if").await }, if rescan.is_some() => {
                 rescan = None;
                 // A rescan asked for while this one ran (lost events) stays.
@@ -360,6 +392,58 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The first sweep comes a little after start, once the queue left by the
+/// last run is taken.
+const SWEEP_FIRST: Duration = Duration::from_secs(60);
+
+/// The rolling archive: a plan for every year older than `keep_years`;
+/// with `auto_run`, a year proven safe is moved to the archive root.
+fn sweep(config: &Config, pipeline: &Pipeline) {
+    let ledger = pipeline.ledger_arc();
+    let years = match crate::archive::years_older_than(&ledger, config.archive.keep_years) {
+        Ok(years) => years,
+        Err(e) => {
+            tracing::error!("archive sweep: {e}");
+            return;
+        }
+    };
+    for year in years {
+        if crate::shutdown::requested() {
+            return;
+        }
+        let plan = match crate::archive::plan(config, &ledger, year, false) {
+            Ok(plan) => plan,
+            Err(e) => {
+                tracing::error!("archive sweep, plan {year}: {e}");
+                continue;
+            }
+        };
+        tracing::info!("archive sweep: {}", plan.verdict());
+        if !(plan.safe && config.archive.auto_run) {
+            continue;
+        }
+        match crate::archive::run(config, &ledger, year, false) {
+            Ok(run) => {
+                tracing::info!(
+                    year,
+                    moved = run.moved,
+                    sidecars = run.sidecars,
+                    already = run.already,
+                    "archive sweep: moved the year to the archive root"
+                );
+                for error in &run.errors {
+                    tracing::error!("archive sweep {year}: {error}");
+                }
+                if let Some(why) = run.stopped {
+                    tracing::error!("archive sweep {year}: {why}");
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("archive sweep, run {year}: {e}"),
+        }
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -2,6 +2,7 @@
 //! SQLite ledger and real wasm components. One test binary, one link.
 #![allow(clippy::unwrap_used)]
 
+mod archive;
 mod bad_input;
 mod cli;
 mod corpus;

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod archive;
 mod offsite;
 mod service;
+pub use archive::ArchiveConfig;
 pub use offsite::{Credentials, OffsiteTarget, TargetKind};
 pub use service::ServiceConfig;
 
@@ -52,6 +54,8 @@ struct RawConfig {
     service: service::RawService,
     #[serde(default)]
     offsite: BTreeMap<String, offsite::RawTarget>,
+    #[serde(default)]
+    archive: archive::RawArchive,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +112,7 @@ pub struct Config {
     pub stages: BTreeMap<String, StageConfig>,
     pub service: ServiceConfig,
     pub offsite: BTreeMap<String, OffsiteTarget>,
+    pub archive: ArchiveConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +326,11 @@ impl Config {
             offsite.insert(name.clone(), target);
         }
 
+        let archive = raw
+            .archive
+            .validate(&base, &library_root, &inboxes)
+            .map_err(|(key, message)| invalid(key, message))?;
+
         Ok(Config {
             origin: origin.to_string(),
             library_root,
@@ -329,6 +339,7 @@ impl Config {
             stages,
             service,
             offsite,
+            archive,
         })
     }
 

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_service.sql"),
     include_str!("migrations/0004_pushes.sql"),
     include_str!("migrations/0005_push_resume.sql"),
+    include_str!("migrations/0006_archive.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,11 @@ pub enum LedgerError {
     Locked { path: PathBuf },
     #[error("cannot lock {path}: {source}")]
     Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
         path: PathBuf,
         source: std::io::Error,
     },

@@ -359,36 +359,8 @@ pub async fn verify(
             .filter_map(|i| rows.get((i as f64 * step) as usize).cloned())
             .collect();
     }
-    // A target that is down is reported as down, not as every object missing.
-    let mut stores: HashMap<String, Arc<Store>> = HashMap::new();
-    for (name, opened) in open_targets(&ledger, config).await {
-        match opened {
-            Ok(store) => {
-                stores.insert(name, store);
-            }
-            Err(e) => report.errors.push(e.to_string()),
-        }
-    }
-    rows.retain(|row| stores.contains_key(&row.target));
-    let library = config.library_root.as_path();
-    let results: Vec<(PushRow, Result<Option<String>, StoreError>)> = futures::stream::iter(rows)
-        .map(|row| {
-            let store = stores.get(&row.target).cloned();
-            async move {
-                let Some(store) = store else {
-                    let error = StoreError::Refused(format!(
-                        "offsite target {} cannot be checked",
-                        row.target
-                    ));
-                    return (row, Err(error));
-                };
-                let checked = check_one(&store, &row, library, deep).await;
-                (row, checked)
-            }
-        })
-        .buffer_unordered(CONCURRENT)
-        .collect()
-        .await;
+    let (results, down) = check_rows(&ledger, config, rows, deep).await;
+    report.errors.extend(down);
     for (row, result) in results {
         report.checked += 1;
         match result {
@@ -407,6 +379,76 @@ pub async fn verify(
     report.missing.sort();
     report.damaged.sort();
     report
+}
+
+type Checked = Vec<(PushRow, Result<Option<String>, StoreError>)>;
+
+/// Check each row on its target (None: as pushed; Some: what is wrong).
+/// Rows of a target that is down are left out, and the target's error is
+/// returned instead: a target that is down is not every object missing.
+async fn check_rows(
+    ledger: &Arc<Ledger>,
+    config: &Config,
+    mut rows: Vec<PushRow>,
+    deep: bool,
+) -> (Checked, Vec<String>) {
+    let mut down = Vec::new();
+    let mut stores: HashMap<String, Arc<Store>> = HashMap::new();
+    for (name, opened) in open_targets(ledger, config).await {
+        match opened {
+            Ok(store) => {
+                stores.insert(name, store);
+            }
+            Err(e) => down.push(e.to_string()),
+        }
+    }
+    rows.retain(|row| stores.contains_key(&row.target));
+    let library = config.library_root.as_path();
+    let results = futures::stream::iter(rows)
+        .map(|row| {
+            let store = stores.get(&row.target).cloned();
+            async move {
+                let Some(store) = store else {
+                    let error = StoreError::Refused(format!(
+                        "offsite target {} cannot be checked",
+                        row.target
+                    ));
+                    return (row, Err(error));
+                };
+                let checked = check_one(&store, &row, library, deep).await;
+                (row, checked)
+            }
+        })
+        .buffer_unordered(CONCURRENT)
+        .collect()
+        .await;
+    (results, down)
+}
+
+/// For `archive plan`: each done push row checked on its target, by id.
+/// A row whose target is down maps to an error naming it.
+pub async fn verify_rows(
+    ledger: Arc<Ledger>,
+    config: &Config,
+    rows: Vec<PushRow>,
+    deep: bool,
+) -> HashMap<u64, Result<Option<String>, String>> {
+    let ids: Vec<(u64, String)> = rows.iter().map(|r| (r.id, r.target.clone())).collect();
+    let (results, down) = check_rows(&ledger, config, rows, deep).await;
+    let mut out: HashMap<u64, Result<Option<String>, String>> = results
+        .into_iter()
+        .map(|(row, result)| (row.id, result.map_err(|e| e.to_string())))
+        .collect();
+    for (id, target) in ids {
+        out.entry(id).or_insert_with(|| {
+            Err(down
+                .iter()
+                .find(|e| e.contains(&format!("offsite target {target}")))
+                .cloned()
+                .unwrap_or_else(|| format!("offsite target {target} cannot be checked")))
+        });
+    }
+    out
 }
 
 /// None when the object is as pushed; else what is wrong.

@@ -115,6 +115,13 @@ impl Pipeline {
         let lock = StateLock::acquire(&config.state_dir)?;
         let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
         let recovery = effects::recover(&ledger)?;
+        let moves = crate::archive::recover(&ledger)?;
+        if moves > 0 {
+            tracing::info!(
+                moves,
+                "finished the archive moves an unclean stop interrupted"
+            );
+        }
         // Staging copies are never journaled: whatever a crash left is scratch.
         let _ = effects::fsops::clear_staging(&config.state_dir.join("staging"));
         if recovery.finished + recovery.requeued > 0 {

@@ -1,0 +1,1093 @@
+//! Archival by year, and the proof that a year may leave iCloud.
+//!
+//! - `verify`: rehash every file the ledger holds (library and archive)
+//!   and report bit rot, missing and unexpected files.
+//! - `plan`: for every item of a year that came from iCloud: in the library
+//!   (or archive)? bytes still right? a verified copy on every offsite
+//!   target? The last line says whether the year is safe to delete from
+//!   iCloud, or exactly which items block that.
+//! - `run`: move a year's files and sidecars from the library root to the
+//!   archive root, journaled in the `moves` table like every write:
+//!   intent → (rename | copy, sync, verify, rename) → placed → source
+//!   removed → done. `recover` finishes or rolls back what a crash left.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::params;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::discover::{is_ignored, is_sidecar};
+use crate::effects::{fault_point, fsops};
+use crate::hashing::blake3_file;
+use crate::ledger::{self, Ledger, LedgerError};
+
+/// Which root a file lives under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Root {
+    Library,
+    Archive,
+}
+
+impl Root {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Root::Library => "library",
+            Root::Archive => "archive",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Root> {
+        match text {
+            "library" => Some(Root::Library),
+            "archive" => Some(Root::Archive),
+            _ => None,
+        }
+    }
+
+    pub fn path(self, config: &Config) -> Option<&Path> {
+        match self {
+            Root::Library => Some(&config.library_root),
+            Root::Archive => config.archive.root.as_deref(),
+        }
+    }
+}
+
+/// One asset as the ledger holds it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub asset_id: u64,
+    pub job_id: u64,
+    pub blake3: String,
+    pub size: u64,
+    pub rel: String,
+    pub root: Root,
+    pub capture_time: Option<String>,
+}
+
+impl Held {
+    pub fn year(&self) -> Option<i32> {
+        year_of(self.capture_time.as_deref())
+    }
+}
+
+fn year_of(capture_time: Option<&str>) -> Option<i32> {
+    capture_time?.get(..4)?.parse().ok()
+}
+
+pub fn held(ledger: &Ledger) -> Result<Vec<Held>, LedgerError> {
+    ledger.read(|c| {
+        c.prepare(
+            "SELECT a.id, a.job_id, a.blake3, a.size, a.library_path, a.root, \
+             COALESCE(a.capture_time, j.capture_time) FROM assets a JOIN jobs j ON j.id = a.job_id \
+             ORDER BY a.library_path",
+        )?
+        .query_map([], |r| {
+            Ok(Held {
+                asset_id: r.get(0)?,
+                job_id: r.get(1)?,
+                blake3: r.get(2)?,
+                size: r.get(3)?,
+                rel: r.get(4)?,
+                root: Root::parse(&r.get::<_, String>(5)?).unwrap_or(Root::Library),
+                capture_time: r.get(6)?,
+            })
+        })?
+        .collect()
+    })
+}
+
+// ---------------------------------------------------------------- verify
+
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub checked: usize,
+    pub ok: usize,
+    pub bytes: u64,
+    /// `root:path` of files the ledger holds that are gone.
+    pub missing: Vec<String>,
+    /// `root:path` of files whose bytes changed (bit rot, an editor).
+    pub damaged: Vec<String>,
+    /// `root:path` of files no ledger row accounts for.
+    pub unexpected: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Rehash what the ledger holds (of `year`, under `root`) and walk the roots
+/// for files it does not know (only when no year is given).
+pub fn verify(
+    config: &Config,
+    ledger: &Ledger,
+    year: Option<i32>,
+    root: Option<Root>,
+) -> Result<VerifyReport, LedgerError> {
+    let mut report = VerifyReport::default();
+    let all = held(ledger)?;
+    let chosen: Vec<&Held> = all
+        .iter()
+        .filter(|h| year.is_none_or(|y| h.year() == Some(y)))
+        .filter(|h| root.is_none_or(|r| h.root == r))
+        .collect();
+    if root == Some(Root::Archive) && config.archive.root.is_none() {
+        report
+            .errors
+            .push("no [archive] root in the config: nothing is archived".into());
+        return Ok(report);
+    }
+    let results = crate::par::map(&chosen, |h| {
+        let Some(base) = h.root.path(config) else {
+            return Err(format!(
+                "{}: recorded as archived, but the config has no [archive] root",
+                h.rel
+            ));
+        };
+        let path = base.join(&h.rel);
+        match blake3_file(&path) {
+            Ok(hash) => Ok(Some(hash == h.blake3)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    });
+    for (h, result) in chosen.iter().zip(results) {
+        report.checked += 1;
+        let name = format!("{}:{}", h.root.as_str(), h.rel);
+        match result {
+            Ok(Some(true)) => {
+                report.ok += 1;
+                report.bytes += h.size;
+            }
+            Ok(Some(false)) => report.damaged.push(name),
+            Ok(None) => report.missing.push(name),
+            Err(e) => report.errors.push(e),
+        }
+    }
+    if year.is_none() {
+        let known: HashSet<(Root, &str)> = all.iter().map(|h| (h.root, h.rel.as_str())).collect();
+        for which in [Root::Library, Root::Archive] {
+            if root.is_some_and(|r| r != which) {
+                continue;
+            }
+            let Some(base) = which.path(config) else {
+                continue;
+            };
+            for rel in walk(base, &config.state_dir, &mut report.errors) {
+                if !known.contains(&(which, rel.as_str())) {
+                    report.unexpected.push(format!("{}:{rel}", which.as_str()));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Relative paths of the media files under `base` (sidecars, keepsake's
+/// state and temp files aside).
+fn walk(base: &Path, state_dir: &Path, errors: &mut Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if !base.is_dir() {
+        return out;
+    }
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                errors.push(format!("cannot read folder {}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.starts_with(state_dir) || is_ignored(name.as_bytes(), &[]) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file()
+                && !is_sidecar(name.as_bytes())
+                && let Ok(rel) = path.strip_prefix(base)
+            {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------- plan
+
+/// One iCloud item of the year, and what stands between it and deletion.
+#[derive(Debug, Serialize)]
+pub struct PlanItem {
+    /// The name icloudpd gave it (what the family sees in iCloud).
+    pub icloud_name: String,
+    pub capture_time: Option<String>,
+    /// `root:path`, when keepsake holds it.
+    pub held_at: Option<String>,
+    pub bytes_verified: bool,
+    /// Per offsite target: "verified" or what is wrong.
+    pub offsite: BTreeMap<String, String>,
+    pub blockers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub year: i32,
+    pub icloud_inboxes: Vec<String>,
+    pub items: Vec<PlanItem>,
+    pub safe: bool,
+    /// Blockers that concern no single item (no offsite target, ...).
+    pub general: Vec<String>,
+    /// Where the plan and the safe-to-delete list were written.
+    pub plan_file: Option<PathBuf>,
+    pub safe_list: Option<PathBuf>,
+}
+
+impl Plan {
+    pub fn blocked(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.blockers.is_empty())
+    }
+
+    pub fn verdict(&self) -> String {
+        let n = self.items.len();
+        if self.safe {
+            format!(
+                "{}: {n} items, all verified — safe to delete from iCloud",
+                self.year
+            )
+        } else {
+            let blocked = self.blocked().count();
+            let mut why = self.general.clone();
+            if blocked > 0 {
+                why.push(format!(
+                    "{blocked} of {n} items are not proven safe (listed above)"
+                ));
+            }
+            format!(
+                "{}: {n} items — NOT safe to delete from iCloud: {}",
+                self.year,
+                why.join("; ")
+            )
+        }
+    }
+}
+
+/// What a job of an iCloud inbox is, as far as the plan cares.
+struct Source {
+    job_id: u64,
+    name: String,
+    state: String,
+    error: Option<String>,
+    capture_time: Option<String>,
+    duplicate_of: Option<u64>,
+}
+
+fn icloud_sources(ledger: &Ledger, inboxes: &[String]) -> Result<Vec<Source>, LedgerError> {
+    let rows: Vec<Source> = ledger.read(|c| {
+        c.prepare(
+            "SELECT id, inbox, rel_path, state, COALESCE(last_error, reason), capture_time, duplicate_of \
+             FROM jobs ORDER BY id",
+        )?
+        .query_map([], |r| {
+            let inbox: String = r.get(1)?;
+            let rel: Vec<u8> = r.get(2)?;
+            let name = Path::new(std::ffi::OsStr::from_bytes(&rel))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((
+                inbox,
+                Source {
+                    job_id: r.get(0)?,
+                    name,
+                    state: r.get(3)?,
+                    error: r.get(4)?,
+                    capture_time: r.get(5)?,
+                    duplicate_of: r.get(6)?,
+                },
+            ))
+        })?
+        .filter_map(|row| match row {
+            Ok((inbox, source)) if inboxes.contains(&inbox) => Some(Ok(source)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
+    })?;
+    Ok(rows)
+}
+
+/// Prove (or not) that `year` is safe to delete from iCloud. `deep`
+/// downloads every offsite copy and rehashes it.
+pub fn plan(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    year: i32,
+    deep: bool,
+) -> Result<Plan, LedgerError> {
+    let inboxes = config.archive.icloud_inboxes.clone();
+    let mut general = Vec::new();
+    if inboxes.is_empty() {
+        general.push(
+            "no iCloud inbox: name it in [archive] icloud_inboxes (or give an inbox a name with \"icloud\")"
+                .to_string(),
+        );
+    }
+    if config.offsite.is_empty() {
+        general.push(
+            "no offsite target: a year is safe to delete only with a verified copy off this machine ([offsite.NAME])"
+                .to_string(),
+        );
+    }
+    let assets: HashMap<u64, Held> = held(ledger)?.into_iter().map(|h| (h.job_id, h)).collect();
+    let sources = icloud_sources(ledger, &inboxes)?;
+    // Items of the year, and failures whose date is unknown: they might be
+    // of this year too, so they block it.
+    let mut items: Vec<(Source, Option<&Held>)> = Vec::new();
+    for source in sources {
+        let asset = match source.state.as_str() {
+            "done" => assets.get(&source.job_id),
+            "duplicate" => source.duplicate_of.and_then(|d| assets.get(&d)),
+            _ => None,
+        };
+        let time = asset
+            .and_then(|a| a.capture_time.clone())
+            .or_else(|| source.capture_time.clone());
+        let of_year = match year_of(time.as_deref()) {
+            Some(y) => y == year,
+            None => asset.is_none() && source.state != "skipped",
+        };
+        if of_year {
+            items.push((source, asset));
+        }
+    }
+    // Bytes: rehash each held file once.
+    let held_items: Vec<&Held> = items.iter().filter_map(|(_, a)| *a).collect();
+    let hashed = crate::par::map(&held_items, |h| {
+        h.root
+            .path(config)
+            .map(|base| blake3_file(&base.join(&h.rel)).ok() == Some(h.blake3.clone()))
+            .unwrap_or(false)
+    });
+    let verified: HashMap<u64, bool> = held_items
+        .iter()
+        .zip(hashed)
+        .map(|(h, ok)| (h.asset_id, ok))
+        .collect();
+    // Offsite: every done push of these files, checked on its target.
+    let wanted: HashSet<(String, String)> = held_items
+        .iter()
+        .map(|h| (h.rel.clone(), h.blake3.clone()))
+        .collect();
+    let rows: Vec<ledger::PushRow> = ledger
+        .read(|c| ledger::pushes_of(c, None, None))?
+        .into_iter()
+        .filter(|row| wanted.contains(&(row.file.clone(), row.blake3.clone())))
+        .collect();
+    let done: Vec<ledger::PushRow> = rows.iter().filter(|r| r.state == "done").cloned().collect();
+    let checked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LedgerError::Io {
+            path: config.state_dir.clone(),
+            source: e,
+        })?
+        .block_on(crate::offsite::verify_rows(
+            Arc::clone(ledger),
+            config,
+            done,
+            deep,
+        ));
+    let mut offsite: HashMap<(String, String), String> = HashMap::new();
+    for row in &rows {
+        let state = match row.state.as_str() {
+            "done" => match checked.get(&row.id) {
+                Some(Ok(None)) => "verified".to_string(),
+                Some(Ok(Some(problem))) => problem.clone(),
+                Some(Err(e)) => format!("cannot check: {e}"),
+                None => "not checked".to_string(),
+            },
+            "deferred" => format!(
+                "not pushed yet: {}",
+                row.last_error.clone().unwrap_or_default()
+            ),
+            other => format!("not pushed ({other})"),
+        };
+        offsite.insert((row.target.clone(), row.file.clone()), state);
+    }
+    let mut plan_items = Vec::new();
+    for (source, asset) in items {
+        let mut item = PlanItem {
+            icloud_name: source.name.clone(),
+            capture_time: asset
+                .and_then(|a| a.capture_time.clone())
+                .or(source.capture_time.clone()),
+            held_at: asset.map(|a| format!("{}:{}", a.root.as_str(), a.rel)),
+            bytes_verified: false,
+            offsite: BTreeMap::new(),
+            blockers: Vec::new(),
+        };
+        match asset {
+            None => item.blockers.push(format!(
+                "not in the library: its job is {}{}",
+                source.state,
+                source
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )),
+            Some(asset) => {
+                item.bytes_verified = verified.get(&asset.asset_id).copied().unwrap_or(false);
+                if !item.bytes_verified {
+                    item.blockers.push(format!(
+                        "{}:{} is missing or its bytes changed (run `keepsake verify`)",
+                        asset.root.as_str(),
+                        asset.rel
+                    ));
+                }
+                for target in config.offsite.keys() {
+                    let state = offsite
+                        .get(&(target.clone(), asset.rel.clone()))
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            "never pushed (add \"offsite\" to this inbox's pipeline)".into()
+                        });
+                    if state != "verified" {
+                        item.blockers.push(format!("offsite {target}: {state}"));
+                    }
+                    item.offsite.insert(target.clone(), state);
+                }
+            }
+        }
+        plan_items.push(item);
+    }
+    plan_items.sort_by(|a, b| {
+        a.capture_time
+            .cmp(&b.capture_time)
+            .then(a.icloud_name.cmp(&b.icloud_name))
+    });
+    let safe = general.is_empty() && plan_items.iter().all(|i| i.blockers.is_empty());
+    let mut plan = Plan {
+        year,
+        icloud_inboxes: inboxes,
+        items: plan_items,
+        safe,
+        general,
+        plan_file: None,
+        safe_list: None,
+    };
+    write_plan(config, &mut plan).map_err(|source| LedgerError::Io {
+        path: config.state_dir.join("archive"),
+        source,
+    })?;
+    Ok(plan)
+}
+
+/// `state_dir/archive/plan-YEAR.json` and, when the year is safe,
+/// `safe-to-delete-YEAR.txt` (icloudpd's file names with capture times).
+fn write_plan(config: &Config, plan: &mut Plan) -> std::io::Result<()> {
+    let dir = config.state_dir.join("archive");
+    std::fs::create_dir_all(&dir)?;
+    let plan_file = dir.join(format!("plan-{}.json", plan.year));
+    let json = serde_json::to_vec_pretty(&plan).map_err(std::io::Error::other)?;
+    write_replacing(&plan_file, &json)?;
+    plan.plan_file = Some(plan_file);
+    let safe_list = dir.join(format!("safe-to-delete-{}.txt", plan.year));
+    if plan.safe {
+        let mut text = format!("# {}\n# iCloud name\tcapture time\n", plan.verdict());
+        for item in &plan.items {
+            text.push_str(&format!(
+                "{}\t{}\n",
+                item.icloud_name,
+                item.capture_time.as_deref().unwrap_or("")
+            ));
+        }
+        write_replacing(&safe_list, text.as_bytes())?;
+        plan.safe_list = Some(safe_list);
+    } else {
+        // A list from an earlier, safe plan must not outlive the proof.
+        fsops::remove_temp(&safe_list)?;
+    }
+    Ok(())
+}
+
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    let _ = fsops::remove_temp(&temp);
+    fsops::write_temp(&temp, bytes)?;
+    fsops::sync_files(&[temp.as_path()])?;
+    fsops::rename_over(&temp, path)
+}
+
+/// The years `--older-than-years N` means: every year with items that is
+/// more than N years before this one.
+pub fn years_older_than(ledger: &Ledger, keep: u32) -> Result<Vec<i32>, LedgerError> {
+    let this_year = i32::from(
+        jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::system())
+            .datetime()
+            .year(),
+    );
+    let mut years: Vec<i32> = held(ledger)?
+        .iter()
+        .filter_map(Held::year)
+        .filter(|y| *y < this_year - keep as i32)
+        .collect();
+    years.sort();
+    years.dedup();
+    Ok(years)
+}
+
+// ---------------------------------------------------------------- run
+
+#[derive(Debug, Default, Serialize)]
+pub struct RunReport {
+    pub year: i32,
+    pub dry_run: bool,
+    /// Media files moved (or, with --dry-run, to move).
+    pub moved: usize,
+    pub sidecars: usize,
+    pub bytes: u64,
+    /// Already in the archive.
+    pub already: usize,
+    /// `rel` of each file moved (or to move).
+    pub files: Vec<String>,
+    pub errors: Vec<String>,
+    /// Why the run stopped early (a full disk), if it did.
+    pub stopped: Option<String>,
+    /// Files removed from the icloudpd download tree
+    /// (`remove_icloud_copies`), or why none were.
+    pub icloud_removed: usize,
+    pub icloud_kept: Option<String>,
+}
+
+struct Move {
+    asset_id: Option<u64>,
+    rel: String,
+    blake3: String,
+    size: u64,
+}
+
+/// Sidecars beside a library file: `IMG_1.jpg.xmp`, `IMG_1.xmp`, `IMG_1.AAE`,
+/// `IMG_1.jpg.json`, `IMG_1.jpg.supplemental-metadata.json`.
+fn sidecars_of(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let name = name.to_string_lossy();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let other = e.file_name();
+            let other_text = other.to_string_lossy();
+            is_sidecar(other.as_bytes())
+                && (other_text.starts_with(&format!("{name}."))
+                    || other_text.rsplit_once('.').is_some_and(|(s, _)| s == stem))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+const BATCH: usize = 256;
+
+/// Move `year` from the library root to the archive root.
+pub fn run(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    year: i32,
+    dry_run: bool,
+) -> Result<RunReport, LedgerError> {
+    let mut report = move_year(config, ledger, year, dry_run)?;
+    if config.archive.remove_icloud_copies
+        && !dry_run
+        && report.errors.is_empty()
+        && report.stopped.is_none()
+    {
+        remove_icloud_copies(config, ledger, year, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// The year is in the archive: when every file of it verifies there and
+/// its plan is safe, the icloudpd download tree's copies go (only files
+/// still as keepsake took them).
+fn remove_icloud_copies(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    year: i32,
+    report: &mut RunReport,
+) -> Result<(), LedgerError> {
+    let checked = verify(config, ledger, Some(year), None)?;
+    if !(checked.missing.is_empty() && checked.damaged.is_empty() && checked.errors.is_empty()) {
+        report.icloud_kept = Some(format!(
+            "{year} does not verify ({} missing, {} damaged): the iCloud downloads stay",
+            checked.missing.len(),
+            checked.damaged.len()
+        ));
+        return Ok(());
+    }
+    let plan = plan(config, ledger, year, false)?;
+    if !plan.safe {
+        report.icloud_kept = Some(format!("the iCloud downloads stay: {}", plan.verdict()));
+        return Ok(());
+    }
+    let inboxes = config.archive.icloud_inboxes.clone();
+    let sources: Vec<(PathBuf, u64, i64, Option<String>)> = ledger.read(|c| {
+        c.prepare(
+            "SELECT j.inbox, j.source_path, j.size, j.mtime_ns, COALESCE(a.capture_time, d.capture_time, j.capture_time)              FROM jobs j LEFT JOIN assets a ON a.job_id = j.id LEFT JOIN assets d ON d.job_id = j.duplicate_of              WHERE j.state IN ('done', 'duplicate')",
+        )?
+        .query_map([], |r| {
+            let inbox: String = r.get(0)?;
+            let path: Vec<u8> = r.get(1)?;
+            Ok((
+                inbox,
+                PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
+                r.get::<_, u64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?
+        .filter_map(|row| match row {
+            Ok((inbox, path, size, mtime, time)) if inboxes.contains(&inbox) => {
+                Some(Ok((path, size, mtime, time)))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
+    })?;
+    for (path, size, mtime_ns, time) in sources {
+        if year_of(time.as_deref()) != Some(year) {
+            continue;
+        }
+        match fsops::fingerprint(&path) {
+            Some((now_size, now_mtime, _)) if now_size == size && now_mtime == mtime_ns => {
+                match fsops::remove_source(&path) {
+                    Ok(()) => report.icloud_removed += 1,
+                    Err(e) => report
+                        .errors
+                        .push(format!("cannot remove {}: {e}", path.display())),
+                }
+            }
+            // Gone already, or changed since keepsake took it: left alone.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn move_year(
+    config: &Config,
+    ledger: &Ledger,
+    year: i32,
+    dry_run: bool,
+) -> Result<RunReport, LedgerError> {
+    let mut report = RunReport {
+        year,
+        dry_run,
+        ..Default::default()
+    };
+    let Some(archive) = config.archive.root.clone() else {
+        report.errors.push(format!(
+            "no archive root: add `[archive]` with `root = \"/mnt/archive/photos\"` to {}",
+            config.origin
+        ));
+        return Ok(report);
+    };
+    recover(ledger)?;
+    let all = held(ledger)?;
+    let of_year: Vec<&Held> = all.iter().filter(|h| h.year() == Some(year)).collect();
+    report.already = of_year.iter().filter(|h| h.root == Root::Archive).count();
+    let todo: Vec<&Held> = of_year
+        .into_iter()
+        .filter(|h| h.root == Root::Library)
+        .collect();
+    if dry_run {
+        for h in &todo {
+            report.moved += 1;
+            report.bytes += h.size;
+            report.sidecars += sidecars_of(&config.library_root.join(&h.rel)).len();
+            report.files.push(h.rel.clone());
+        }
+        return Ok(report);
+    }
+    if !archive.is_dir() {
+        report.errors.push(format!(
+            "archive root {} is missing (not mounted?); create it or mount the disk",
+            archive.display()
+        ));
+        return Ok(report);
+    }
+    for chunk in todo.chunks(BATCH) {
+        let mut moves = Vec::new();
+        for h in chunk {
+            let source = config.library_root.join(&h.rel);
+            if !source.exists() {
+                report.errors.push(format!(
+                    "{} is missing from the library (run `keepsake verify`)",
+                    source.display()
+                ));
+                continue;
+            }
+            moves.push(Move {
+                asset_id: Some(h.asset_id),
+                rel: h.rel.clone(),
+                blake3: h.blake3.clone(),
+                size: h.size,
+            });
+            for sidecar in sidecars_of(&source) {
+                let Ok(rel) = sidecar.strip_prefix(&config.library_root) else {
+                    continue;
+                };
+                match blake3_file(&sidecar) {
+                    Ok(blake3) => moves.push(Move {
+                        asset_id: None,
+                        rel: rel.to_string_lossy().into_owned(),
+                        blake3,
+                        size: sidecar.metadata().map(|m| m.len()).unwrap_or(0),
+                    }),
+                    Err(e) => report.errors.push(format!("{}: {e}", sidecar.display())),
+                }
+            }
+        }
+        let stopped = move_batch(config, ledger, &archive, &moves, &mut report)?;
+        if stopped {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Journal, move, commit one batch. Returns true when the run must stop
+/// (the archive disk is full).
+fn move_batch(
+    config: &Config,
+    ledger: &Ledger,
+    archive: &Path,
+    moves: &[Move],
+    report: &mut RunReport,
+) -> Result<bool, LedgerError> {
+    // 1. Intents, before anything is touched.
+    let ids: Vec<u64> = ledger.write(|tx| {
+        let now = ledger::now();
+        let mut ids = Vec::new();
+        for m in moves {
+            let source = config.library_root.join(&m.rel);
+            let dest = archive.join(&m.rel);
+            tx.prepare_cached(
+                "INSERT INTO moves (asset_id, rel_path, source, dest, temp, blake3, size, state, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, 'intent', ?7, ?7)",
+            )?
+            .execute(params![
+                m.asset_id,
+                m.rel,
+                source.as_os_str().as_bytes(),
+                dest.as_os_str().as_bytes(),
+                m.blake3,
+                m.size,
+                now
+            ])?;
+            let id = tx.last_insert_rowid() as u64;
+            let temp = temp_for(&dest, id);
+            tx.execute(
+                "UPDATE moves SET temp = ?2 WHERE id = ?1",
+                params![id, temp.as_os_str().as_bytes()],
+            )?;
+            ids.push(id);
+        }
+        Ok(ids)
+    })?;
+    fault_point("archive: intents");
+    // 2. Each file: a rename on the same filesystem, else copy, sync,
+    //    verify, rename.
+    let mut placed = Vec::new();
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    let mut full = None;
+    for (m, id) in moves.iter().zip(&ids) {
+        let source = config.library_root.join(&m.rel);
+        let dest = archive.join(&m.rel);
+        match move_one(&source, &dest, &temp_for(&dest, *id), &m.blake3) {
+            Ok(gained) => {
+                dirs.extend(gained);
+                if let Some(dir) = dest.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
+                if let Some(dir) = source.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
+                placed.push((m, *id));
+                fault_point("archive: moved");
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) =>
+            {
+                full = Some(format!(
+                    "the archive disk is full ({} at {}): {} files moved, the rest stay in the library; free space and run again",
+                    e,
+                    dest.display(),
+                    report.moved
+                ));
+                break;
+            }
+            Err(e) => report.errors.push(format!("{}: {e}", source.display())),
+        }
+    }
+    // 3. Durable, then recorded: the asset now lives in the archive.
+    let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    if let Err(e) = fsops::sync_files(&dir_refs) {
+        report
+            .errors
+            .push(format!("cannot sync the moved files: {e}"));
+    }
+    fault_point("archive: synced");
+    ledger.write(|tx| {
+        let now = ledger::now();
+        for (m, id) in &placed {
+            tx.execute(
+                "UPDATE moves SET state = 'placed', updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            if let Some(asset_id) = m.asset_id {
+                tx.execute(
+                    "UPDATE assets SET root = 'archive' WHERE id = ?1",
+                    [asset_id],
+                )?;
+            }
+        }
+        let unplaced: Vec<u64> = ids
+            .iter()
+            .filter(|id| !placed.iter().any(|(_, p)| p == *id))
+            .copied()
+            .collect();
+        for id in unplaced {
+            tx.execute(
+                "UPDATE moves SET state = 'rolledback', updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    })?;
+    fault_point("archive: placed");
+    // 4. Sources left by a copy across filesystems go; then done.
+    for (m, _) in &placed {
+        let source = config.library_root.join(&m.rel);
+        if source.exists()
+            && let Err(e) = fsops::remove_source(&source)
+        {
+            report.errors.push(format!(
+                "{}: moved, but the library copy could not be removed: {e}",
+                source.display()
+            ));
+        }
+    }
+    fault_point("archive: sources removed");
+    ledger.write(|tx| {
+        let now = ledger::now();
+        for (_, id) in &placed {
+            tx.execute(
+                "UPDATE moves SET state = 'done', updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+        Ok(())
+    })?;
+    for (m, _) in &placed {
+        if m.asset_id.is_some() {
+            report.moved += 1;
+            report.bytes += m.size;
+            report.files.push(m.rel.clone());
+        } else {
+            report.sidecars += 1;
+        }
+    }
+    if let Some(why) = full {
+        report.stopped = Some(why);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn temp_for(dest: &Path, id: u64) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".keepsake-archive-{id}-{name}.tmp"))
+}
+
+/// Returns the folders that gained an entry.
+fn move_one(
+    source: &Path,
+    dest: &Path,
+    temp: &Path,
+    blake3: &str,
+) -> std::io::Result<Vec<PathBuf>> {
+    inject_full()?;
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let gained = fsops::create_dirs(dir)?;
+    if dest.symlink_metadata().is_ok() {
+        // Already there (an earlier run the journal lost track of): the
+        // same bytes are fine, other bytes are never replaced.
+        return if blake3_file(dest)? == blake3 {
+            Ok(gained)
+        } else {
+            Err(std::io::Error::other(format!(
+                "{} already holds other bytes; keepsake never replaces a file",
+                dest.display()
+            )))
+        };
+    }
+    match fsops::rename_no_replace(source, dest) {
+        Ok(()) => return Ok(gained),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::CrossesDevices || e.raw_os_error() == Some(18) => {}
+        Err(e) => return Err(e),
+    }
+    let copied = fsops::copy_to_temp(source, temp)
+        .and_then(|_| fsops::sync_files(&[temp]))
+        .and_then(|()| blake3_file(temp));
+    match copied {
+        Ok(hash) if hash == blake3 => {}
+        Ok(_) => {
+            let _ = fsops::remove_temp(temp);
+            return Err(std::io::Error::other(format!(
+                "{} changed while it was copied",
+                source.display()
+            )));
+        }
+        Err(e) => {
+            let _ = fsops::remove_temp(temp);
+            return Err(e);
+        }
+    }
+    fsops::rename_no_replace(temp, dest).inspect_err(|_| {
+        let _ = fsops::remove_temp(temp);
+    })?;
+    Ok(gained)
+}
+
+/// `KEEPSAKE_FAULT_FULL_AFTER=k`: the k-th copy to the archive finds the
+/// disk full (tests where no small filesystem can be mounted).
+fn inject_full() -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let Some(limit) = std::env::var("KEEPSAKE_FAULT_FULL_AFTER")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(());
+    };
+    if COUNT.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
+        return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+    }
+    Ok(())
+}
+
+/// Finish or roll back the moves a crash interrupted: afterwards every file
+/// is in exactly one root and the ledger says which.
+struct OpenMove {
+    id: u64,
+    asset_id: Option<u64>,
+    source: PathBuf,
+    dest: PathBuf,
+    temp: PathBuf,
+    blake3: String,
+}
+
+pub fn recover(ledger: &Ledger) -> Result<usize, LedgerError> {
+    let open: Vec<OpenMove> = ledger.read(|c| {
+        c.prepare(
+            "SELECT id, asset_id, source, dest, temp, blake3 FROM moves \
+             WHERE state IN ('intent', 'placed') ORDER BY id",
+        )?
+        .query_map([], |r| {
+            let path = |i| -> rusqlite::Result<PathBuf> {
+                let bytes: Vec<u8> = r.get(i)?;
+                Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
+            };
+            Ok(OpenMove {
+                id: r.get(0)?,
+                asset_id: r.get(1)?,
+                source: path(2)?,
+                dest: path(3)?,
+                temp: path(4)?,
+                blake3: r.get(5)?,
+            })
+        })?
+        .collect()
+    })?;
+    let mut finished = 0;
+    for OpenMove {
+        id,
+        asset_id,
+        source,
+        dest,
+        temp,
+        blake3,
+    } in open
+    {
+        let _ = fsops::remove_temp(&temp);
+        let dest_ok = dest.exists() && blake3_file(&dest).ok().as_deref() == Some(blake3.as_str());
+        let outcome = if dest_ok {
+            // The archive copy is there and verified: the library copy goes.
+            if source.exists() {
+                fsops::remove_source(&source).map_err(|e| LedgerError::Io {
+                    path: source.clone(),
+                    source: e,
+                })?;
+            }
+            "done"
+        } else if source.exists() {
+            // Not (durably) in the archive: it stays in the library.
+            "rolledback"
+        } else {
+            "lost"
+        };
+        ledger.write(|tx| {
+            tx.execute(
+                "UPDATE moves SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, outcome, ledger::now()],
+            )?;
+            if let Some(asset_id) = asset_id {
+                let root = if outcome == "done" {
+                    "archive"
+                } else {
+                    "library"
+                };
+                tx.execute(
+                    "UPDATE assets SET root = ?2 WHERE id = ?1",
+                    params![asset_id, root],
+                )?;
+            }
+            Ok(())
+        })?;
+        if outcome == "lost" {
+            tracing::error!(
+                "archive move of {} found neither a verified archive copy nor the library file; restore it from offsite",
+                source.display()
+            );
+        }
+        finished += 1;
+    }
+    Ok(finished)
+}
