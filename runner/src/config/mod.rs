@@ -216,11 +216,19 @@ impl Config {
                     "must be 1..=4096".into(),
                 ));
             }
-            let options = stage
+            let options: BTreeMap<String, String> = stage
                 .options
                 .iter()
                 .map(|(k, v)| (k.clone(), option_text(v)))
                 .collect();
+            if name == "library" && matches!(source, StageSource::Builtin) {
+                for (option, dated) in [("template", true), ("undated", false)] {
+                    if let Some(template) = options.get(option) {
+                        check_template(template, dated)
+                            .map_err(|message| invalid(format!("{key}.{option}"), message))?;
+                    }
+                }
+            }
             stages.insert(
                 name.clone(),
                 StageConfig {
@@ -417,6 +425,58 @@ pub fn absolute(path: &Path) -> PathBuf {
     out
 }
 
+/// The built-in `library` stage's templates, checked when the config loads
+/// rather than on the first file: known `{fields}` only, date fields only
+/// where there is a date, and a relative path that stays in the library.
+fn check_template(template: &str, dated: bool) -> Result<(), String> {
+    const ALWAYS: &[&str] = &["name", "stem", "ext", "inbox"];
+    const DATED: &[&str] = &[
+        "year", "yyyy", "month", "mm", "day", "dd", "HH", "MM", "SS", "HHMMSS",
+    ];
+    if template.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if template.starts_with('/') || template.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "{template:?} must be a relative path inside the library (no leading '/', no '..')"
+        ));
+    }
+    let mut rest = template;
+    let mut names_file = false;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("unclosed '{{' in {template:?}"));
+        };
+        let field = &after[..close];
+        if DATED.contains(&field) {
+            if !dated {
+                return Err(format!(
+                    "{{{field}}} needs a capture time, which an undated file does not have"
+                ));
+            }
+        } else if !ALWAYS.contains(&field) {
+            return Err(format!(
+                "unknown field {{{field}}} in {template:?}; known: {}",
+                ALWAYS
+                    .iter()
+                    .chain(DATED)
+                    .map(|f| format!("{{{f}}}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
+        }
+        names_file |= matches!(field, "name" | "stem");
+        rest = &after[close + 1..];
+    }
+    if !names_file {
+        return Err(format!(
+            "{template:?} has no {{name}} or {{stem}}: every file of a day would get the same name"
+        ));
+    }
+    Ok(())
+}
+
 fn resolve(base: &Path, path: &Path) -> PathBuf {
     absolute(&base.join(path))
 }
@@ -424,6 +484,29 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_templates_are_checked_at_load() {
+        let with = |option: &str| {
+            Config::parse(
+                &format!("library = \"lib\"\n[stages.library]\n{option}\n"),
+                "test",
+                Path::new("/srv"),
+            )
+        };
+        assert!(with("template = \"{year}/{mm}/{name}\"").is_ok());
+        for bad in [
+            "template = \"{yaer}/{name}\"",
+            "template = \"{year}/{name\"",
+            "template = \"/abs/{name}\"",
+            "template = \"../{name}\"",
+            "template = \"{year}/photo.jpg\"",
+            "undated = \"undated/{year}/{name}\"",
+        ] {
+            let error = with(bad).expect_err(bad).to_string();
+            assert!(error.contains("stages.library"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn default_config_is_valid() {
