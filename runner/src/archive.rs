@@ -817,16 +817,18 @@ fn move_batch(
         Ok(ids)
     })?;
     fault_point("archive: intents");
-    // 2. Each file: a rename on the same filesystem, else copy, sync,
-    //    verify, rename.
+    // 2. Each file: a rename on the same filesystem; else a copy to a
+    //    temp name, and then all temps synced at once, rehashed and renamed.
     let mut placed = Vec::new();
+    let mut copied = Vec::new();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
     let mut full = None;
     for (m, id) in moves.iter().zip(&ids) {
         let source = config.library_root.join(&m.rel);
         let dest = archive.join(&m.rel);
-        match move_one(&source, &dest, &temp_for(&dest, *id), &m.blake3) {
-            Ok(gained) => {
+        let temp = temp_for(&dest, *id);
+        match move_one(&source, &dest, &temp, &m.blake3) {
+            Ok((gained, step)) => {
                 dirs.extend(gained);
                 if let Some(dir) = dest.parent() {
                     dirs.insert(dir.to_path_buf());
@@ -834,21 +836,50 @@ fn move_batch(
                 if let Some(dir) = source.parent() {
                     dirs.insert(dir.to_path_buf());
                 }
-                placed.push((m, *id));
-                fault_point("archive: moved");
+                match step {
+                    Step::Done => {
+                        placed.push((m, *id));
+                        fault_point("archive: moved");
+                    }
+                    Step::Copied => copied.push((m, *id, temp, dest)),
+                }
             }
             Err(e)
                 if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) =>
             {
                 full = Some(format!(
-                    "the archive disk is full ({} at {}): {} files moved, the rest stay in the library; free space and run again",
+                    "the archive disk is full ({} at {}): the files before it are moved, the rest stay in the library; free space and run again",
                     e,
                     dest.display(),
-                    report.moved
                 ));
                 break;
             }
             Err(e) => report.errors.push(format!("{}: {e}", source.display())),
+        }
+    }
+    if !copied.is_empty() {
+        let temps: Vec<&Path> = copied.iter().map(|(_, _, t, _)| t.as_path()).collect();
+        let synced = fsops::sync_files(&temps);
+        let finished = crate::par::map(&copied, |(m, _, temp, dest)| {
+            synced
+                .as_ref()
+                .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+                .and_then(|()| finish_copy(temp, dest, &m.blake3))
+        });
+        for ((m, id, temp, _), result) in copied.iter().zip(finished) {
+            match result {
+                Ok(()) => {
+                    placed.push((m, *id));
+                    fault_point("archive: moved");
+                }
+                Err(e) => {
+                    let _ = fsops::remove_temp(temp);
+                    report.errors.push(format!(
+                        "{}: {e}",
+                        config.library_root.join(&m.rel).display()
+                    ));
+                }
+            }
         }
     }
     // 3. Durable, then recorded: the asset now lives in the archive.
@@ -936,12 +967,21 @@ fn temp_for(dest: &Path, id: u64) -> PathBuf {
 }
 
 /// Returns the folders that gained an entry.
+enum Step {
+    /// In place: renamed, or already there with the same bytes.
+    Done,
+    /// Copied to its temp name (another filesystem): not yet synced,
+    /// verified or renamed.
+    Copied,
+}
+
+/// Returns the folders that gained an entry, and how far the move got.
 fn move_one(
     source: &Path,
     dest: &Path,
     temp: &Path,
     blake3: &str,
-) -> std::io::Result<Vec<PathBuf>> {
+) -> std::io::Result<(Vec<PathBuf>, Step)> {
     inject_full()?;
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let gained = fsops::create_dirs(dir)?;
@@ -949,7 +989,7 @@ fn move_one(
         // Already there (an earlier run the journal lost track of): the
         // same bytes are fine, other bytes are never replaced.
         return if blake3_file(dest)? == blake3 {
-            Ok(gained)
+            Ok((gained, Step::Done))
         } else {
             Err(std::io::Error::other(format!(
                 "{} already holds other bytes; keepsake never replaces a file",
@@ -958,32 +998,27 @@ fn move_one(
         };
     }
     match fsops::rename_no_replace(source, dest) {
-        Ok(()) => return Ok(gained),
+        Ok(()) => return Ok((gained, Step::Done)),
         Err(e)
             if e.kind() == std::io::ErrorKind::CrossesDevices || e.raw_os_error() == Some(18) => {}
         Err(e) => return Err(e),
     }
-    let copied = fsops::copy_to_temp(source, temp)
-        .and_then(|_| fsops::sync_files(&[temp]))
-        .and_then(|()| blake3_file(temp));
-    match copied {
-        Ok(hash) if hash == blake3 => {}
-        Ok(_) => {
-            let _ = fsops::remove_temp(temp);
-            return Err(std::io::Error::other(format!(
-                "{} changed while it was copied",
-                source.display()
-            )));
-        }
-        Err(e) => {
-            let _ = fsops::remove_temp(temp);
-            return Err(e);
-        }
-    }
-    fsops::rename_no_replace(temp, dest).inspect_err(|_| {
+    if let Err(e) = fsops::copy_to_temp(source, temp) {
         let _ = fsops::remove_temp(temp);
-    })?;
-    Ok(gained)
+        return Err(e);
+    }
+    Ok((gained, Step::Copied))
+}
+
+/// A synced temp copy: rehashed, then renamed into place (never over a
+/// file).
+fn finish_copy(temp: &Path, dest: &Path, blake3: &str) -> std::io::Result<()> {
+    if blake3_file(temp)? != blake3 {
+        return Err(std::io::Error::other(
+            "the copy does not match the library file's recorded BLAKE3 (it changed, or the disk lies)",
+        ));
+    }
+    fsops::rename_no_replace(temp, dest)
 }
 
 /// `KEEPSAKE_FAULT_FULL_AFTER=k`: the k-th copy to the archive finds the
