@@ -580,7 +580,7 @@ struct Move {
 
 /// Sidecars beside a library file: `IMG_1.jpg.xmp`, `IMG_1.xmp`, `IMG_1.AAE`,
 /// `IMG_1.jpg.json`, `IMG_1.jpg.supplemental-metadata.json`.
-fn sidecars_of(path: &Path) -> Vec<PathBuf> {
+pub fn sidecars_of(path: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
     };

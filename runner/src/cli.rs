@@ -371,7 +371,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let (config, _) = load_config(cli.config.as_deref())?;
             let _lock = ledger::StateLock::acquire(&config.state_dir)?;
-            let ledger = Ledger::open(&config.ledger_path())?;
+            let ledger = std::sync::Arc::new(Ledger::open(&config.ledger_path())?);
             let result = crate::rebuild::rebuild(&config, &ledger)?;
             let mut out = std::io::stdout().lock();
             report::print_rebuild(&mut out, &config, &result, json)?;

@@ -39,18 +39,19 @@ pub fn hash_and_copy(
     let mut size = 0u64;
     let sha1 = if size_hint < PARALLEL_FROM && copy_to.is_none() {
         let mut sha1 = sha1::Sha1::new();
-        let mut buf = vec![0u8; CHUNK.min(size_hint as usize + 1).max(8192)];
-        loop {
-            let n = read_full(&mut reader, &mut buf)?;
-            if n == 0 {
-                break;
+        with_buffer(CHUNK.min(size_hint as usize + 1).max(8192), |buf| {
+            loop {
+                let n = read_full(&mut reader, buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                let chunk = &buf[..n];
+                keep_head(&mut head, chunk);
+                blake3.update(chunk);
+                sha1.update(chunk);
+                size += n as u64;
             }
-            let chunk = &buf[..n];
-            keep_head(&mut head, chunk);
-            blake3.update(chunk);
-            sha1.update(chunk);
-            size += n as u64;
-        }
+        })?;
         sha1.finalize()
     } else {
         std::thread::scope(|scope| -> std::io::Result<_> {
@@ -116,14 +117,15 @@ pub fn hash_and_copy(
 pub fn blake3_file(path: &std::path::Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = read_full(&mut file, &mut buf)?;
-        if n == 0 {
-            break;
+    with_buffer(CHUNK, |buf| {
+        loop {
+            let n = read_full(&mut file, buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
-    }
+    })?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
@@ -135,6 +137,27 @@ fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {
 }
 
 /// Fill `buf` unless the reader ends first; returns how many bytes it holds.
+/// A read buffer of at least `len` bytes, kept per thread: a fresh 1 MiB
+/// buffer per file costs more in page faults than hashing a small photo.
+fn with_buffer<R>(
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(&mut buf[..len])
+        }
+        // Re-entered on this thread: a buffer of its own.
+        Err(_) => f(&mut vec![0u8; len]),
+    })
+}
+
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {

@@ -6,7 +6,8 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::params;
 
@@ -37,13 +38,45 @@ pub struct RebuildReport {
     pub errors: Vec<String>,
 }
 
-pub fn rebuild(config: &Config, ledger: &Ledger) -> Result<RebuildReport, LedgerError> {
+pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, LedgerError> {
     let mut report = RebuildReport::default();
     let mut found = std::collections::HashSet::new();
+    let mut recorded = Vec::new();
     for root in [Root::Library, Root::Archive] {
         if let Some(base) = root.path(config) {
-            walk_root(config, ledger, root, base, &mut found, &mut report);
+            walk_root(
+                config,
+                ledger,
+                root,
+                base,
+                &mut found,
+                &mut recorded,
+                &mut report,
+            );
         }
+    }
+    // The files (and the sidecars beside them) date themselves: the real
+    // exif stage reads them as an ingest would.
+    match crate::pipeline::date_files(config, ledger, &recorded) {
+        Ok(dates) => ledger.write(|tx| {
+            for ((job_id, _, _), dated) in recorded.iter().zip(dates) {
+                let Some((time, source, confidence)) = dated else {
+                    continue;
+                };
+                tx.execute(
+                    "UPDATE jobs SET capture_time = ?2, capture_source = ?3, capture_confidence = ?4 WHERE id = ?1",
+                    params![job_id, time, source, confidence],
+                )?;
+                tx.execute(
+                    "UPDATE assets SET capture_time = ?2, capture_source = ?3 WHERE job_id = ?1",
+                    params![job_id, time, source],
+                )?;
+            }
+            Ok(())
+        })?,
+        Err(e) => report
+            .errors
+            .push(format!("cannot date the recorded files: {e}")),
     }
     // Rows whose file is in neither root.
     let recorded: Vec<(u64, String, String)> = ledger.read(|c| {
@@ -70,6 +103,7 @@ fn walk_root(
     root: Root,
     base: &Path,
     found: &mut std::collections::HashSet<(String, String)>,
+    recorded: &mut Vec<(u64, PathBuf, Vec<String>)>,
     report: &mut RebuildReport,
 ) {
     let mut stack = vec![base.to_path_buf()];
@@ -101,8 +135,17 @@ fn walk_root(
                 };
                 let rel = rel.to_string_lossy().into_owned();
                 found.insert((root.as_str().to_string(), rel.clone()));
-                if let Err(e) = record(ledger, root, &path, &rel, &meta, report) {
-                    report.errors.push(format!("{}: {e}", path.display()));
+                match record(ledger, root, &path, &rel, &meta, report) {
+                    Ok(Some(job_id)) => {
+                        let sidecars = crate::archive::sidecars_of(&path)
+                            .iter()
+                            .filter_map(|p| p.file_name())
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .collect();
+                        recorded.push((job_id, path.clone(), sidecars));
+                    }
+                    Ok(None) => {}
+                    Err(e) => report.errors.push(format!("{}: {e}", path.display())),
                 }
             }
         }
@@ -116,7 +159,7 @@ fn record(
     rel: &str,
     meta: &std::fs::Metadata,
     report: &mut RebuildReport,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<Option<u64>, Box<dyn std::error::Error>> {
     let file = std::fs::File::open(path)?;
     let hashes = hash_reader(&file, meta.len())?;
     let name = path
@@ -134,7 +177,7 @@ fn record(
                 )
             })?;
             report.unchanged += 1;
-            return Ok(());
+            return Ok(None);
         }
         ledger.write(|tx| tx.execute("DELETE FROM assets WHERE library_path = ?1", [rel]))?;
         report.changed += 1;
@@ -142,11 +185,11 @@ fn record(
         report
             .duplicates
             .push(format!("{rel} (same bytes as {})", other.library_path));
-        return Ok(());
+        return Ok(None);
     } else {
         report.added += 1;
     }
-    ledger.write(|tx| {
+    let job_id = ledger.write(|tx| {
         let job_id = ledger::insert_job(
             tx,
             &NewJob {
@@ -181,7 +224,7 @@ fn record(
             "UPDATE assets SET root = ?2 WHERE library_path = ?1",
             params![rel, root.as_str()],
         )?;
-        Ok(())
+        Ok(job_id)
     })?;
-    Ok(())
+    Ok(Some(job_id))
 }

@@ -58,22 +58,24 @@ fn run(sandbox: &Sandbox, args: &[&str]) -> (i32, String) {
     )
 }
 
-/// (root, path) → BLAKE3 of every asset the ledger holds.
-fn assets(sandbox: &Sandbox) -> BTreeMap<(String, String), (String, u64)> {
+/// (root, path) → (BLAKE3, size, capture time) of every asset the ledger holds.
+fn assets(sandbox: &Sandbox) -> BTreeMap<(String, String), (String, u64, Option<String>)> {
     let conn = sandbox.ledger();
     let mut stmt = conn
-        .prepare("SELECT root, library_path, blake3, size FROM assets")
+        .prepare("SELECT root, library_path, blake3, size, capture_time FROM assets")
         .unwrap();
-    stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    stmt.query_map([], |r| {
+        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
 
 /// Every asset is in exactly the root the ledger says, with its bytes,
 /// and in no other.
 fn assert_agrees(sandbox: &Sandbox, archive: &Path) {
-    for ((root, path), (blake3, _)) in assets(sandbox) {
+    for ((root, path), (blake3, _, _)) in assets(sandbox) {
         let (here, other) = if root == "archive" {
             (archive.join(&path), sandbox.library().join(&path))
         } else {
@@ -236,6 +238,11 @@ fn a_year_is_proven_safe_then_archived_and_verified() {
     let (code, out) = run(&sandbox, &["ledger", "rebuild"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(assets(&sandbox), before);
+    assert!(before.values().all(|(_, _, time)| time.is_some()));
+    // ... and the years can be verified and planned by year again.
+    let (code, out) = run(&sandbox, &["verify", "--year", "2019"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 files checked"), "{out}");
 }
 
 /// Every fault point of an archive run, on the same filesystem (renames)

@@ -18,7 +18,7 @@ use super::paths::numbered;
 /// The largest JPEG whose XMP keepsake embeds (it is rewritten in memory).
 const MAX_EMBED: u64 = 64 << 20;
 
-fn confidence_text(confidence: Confidence) -> &'static str {
+pub(super) fn confidence_text(confidence: Confidence) -> &'static str {
     match confidence {
         Confidence::Low => "low",
         Confidence::Medium => "medium",
