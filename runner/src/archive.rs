@@ -617,6 +617,17 @@ pub fn run(
     dry_run: bool,
 ) -> Result<RunReport, LedgerError> {
     let mut report = move_year(config, ledger, year, dry_run)?;
+    if !dry_run {
+        // `keepsake status` tells of a run that stopped (a full disk) until
+        // one completes.
+        let problem = report
+            .stopped
+            .clone()
+            .or_else(|| report.errors.first().cloned())
+            .map(|p| format!("{year}: {p}"))
+            .unwrap_or_default();
+        ledger.write(|tx| ledger::set_service_state(tx, "archive_problem", &problem))?;
+    }
     if config.archive.remove_icloud_copies
         && !dry_run
         && report.errors.is_empty()

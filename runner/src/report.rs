@@ -314,6 +314,15 @@ pub fn print_status(
         "library  {} ({assets} files)",
         config.library_root.display()
     )?;
+    if let Some(root) = &config.archive.root {
+        let state = ledger
+            .read(ledger::service_state)
+            .map_err(io::Error::other)?;
+        writeln!(out, "archive  {}", root.display())?;
+        if let Some(problem) = state.get("archive_problem").filter(|p| !p.is_empty()) {
+            writeln!(out, "  ! last archive run: {problem}")?;
+        }
+    }
     match (&service, service.running) {
         (s, true) => writeln!(
             out,

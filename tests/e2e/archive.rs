@@ -357,6 +357,11 @@ fn a_full_archive_disk_stops_the_move_cleanly() {
         assert_agrees(&sandbox, &archive);
         let (code, out) = run(&sandbox, &["verify"]);
         assert_eq!(code, 0, "{out}");
+        let (_, status) = run(&sandbox, &["status"]);
+        assert!(
+            status.contains("last archive run: 2019: the archive disk is full"),
+            "{status}"
+        );
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(checks));
     if mounted {
