@@ -578,33 +578,47 @@ struct Move {
     size: u64,
 }
 
-/// Sidecars beside a library file: `IMG_1.jpg.xmp`, `IMG_1.xmp`, `IMG_1.AAE`,
-/// `IMG_1.jpg.json`, `IMG_1.jpg.supplemental-metadata.json`.
-pub fn sidecars_of(path: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let name = name.to_string_lossy();
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| {
-            let other = e.file_name();
-            let other_text = other.to_string_lossy();
-            is_sidecar(other.as_bytes())
-                && (other_text.starts_with(&format!("{name}."))
-                    || other_text.rsplit_once('.').is_some_and(|(s, _)| s == stem))
-        })
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
+/// Sidecars beside library files: `IMG_1.jpg.xmp`, `IMG_1.xmp`, `IMG_1.AAE`,
+/// `IMG_1.jpg.json`, `IMG_1.jpg.supplemental-metadata.json`. Each folder is
+/// listed once, however many files it holds.
+#[derive(Default)]
+pub struct SidecarIndex {
+    folders: HashMap<PathBuf, Vec<String>>,
+}
+
+impl SidecarIndex {
+    pub fn of(&mut self, path: &Path) -> Vec<PathBuf> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Vec::new();
+        };
+        let name = name.to_string_lossy();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let listed = self.folders.entry(dir.to_path_buf()).or_insert_with(|| {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name())
+                        .filter(|n| is_sidecar(n.as_bytes()))
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        let prefix = format!("{name}.");
+        let mut out: Vec<PathBuf> = listed
+            .iter()
+            .filter(|other| {
+                other.starts_with(&prefix) || other.rsplit_once('.').is_some_and(|(s, _)| s == stem)
+            })
+            .map(|other| dir.join(other))
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 const BATCH: usize = 256;
@@ -732,11 +746,12 @@ fn move_year(
         .into_iter()
         .filter(|h| h.root == Root::Library)
         .collect();
+    let mut sidecars = SidecarIndex::default();
     if dry_run {
         for h in &todo {
             report.moved += 1;
             report.bytes += h.size;
-            report.sidecars += sidecars_of(&config.library_root.join(&h.rel)).len();
+            report.sidecars += sidecars.of(&config.library_root.join(&h.rel)).len();
             report.files.push(h.rel.clone());
         }
         return Ok(report);
@@ -765,7 +780,7 @@ fn move_year(
                 blake3: h.blake3.clone(),
                 size: h.size,
             });
-            for sidecar in sidecars_of(&source) {
+            for sidecar in sidecars.of(&source) {
                 let Ok(rel) = sidecar.strip_prefix(&config.library_root) else {
                     continue;
                 };

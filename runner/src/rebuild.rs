@@ -107,6 +107,7 @@ fn walk_root(
     report: &mut RebuildReport,
 ) {
     let mut stack = vec![base.to_path_buf()];
+    let mut sidecar_index = crate::archive::SidecarIndex::default();
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -137,7 +138,8 @@ fn walk_root(
                 found.insert((root.as_str().to_string(), rel.clone()));
                 match record(ledger, root, &path, &rel, &meta, report) {
                     Ok(Some(job_id)) => {
-                        let sidecars = crate::archive::sidecars_of(&path)
+                        let sidecars = sidecar_index
+                            .of(&path)
                             .iter()
                             .filter_map(|p| p.file_name())
                             .map(|n| n.to_string_lossy().into_owned())
