@@ -371,6 +371,14 @@ async fn serve(
             }
         }
     }
+    if let Some(sweeping) = sweeping {
+        // The sweep stops between years; a move in flight is journaled.
+        if tokio::time::timeout(service.grace, sweeping).await.is_err() {
+            tracing::warn!(
+                "the archive sweep was still running at the end of the grace period; its journal finishes it at the next start"
+            );
+        }
+    }
     if let Some(pushing) = pushing {
         // Uploads are idempotent (a key already holding the bytes is done):
         // what does not finish in the grace period is pushed next time.

@@ -396,15 +396,19 @@ fn the_sweep_archives_years_past_the_rolling_policy_when_allowed() {
         std::time::Duration::from_secs(60),
         "the sweep to archive the old years",
         || {
-            sandbox
+            let archived = sandbox
                 .ledger()
                 .query_row(
                     "SELECT COUNT(*) FROM assets WHERE root = 'archive'",
                     [],
                     |r| r.get::<_, i64>(0),
                 )
-                .unwrap()
-                == 2 * old_years.len() as i64
+                .unwrap();
+            let downloads_left: usize = old_years
+                .iter()
+                .map(|year| hash_tree(&sandbox.inbox().join(year.to_string())).len())
+                .sum();
+            archived == 2 * old_years.len() as i64 && downloads_left == 0
         },
     );
     let (status, _) = service.stop(std::time::Duration::from_secs(30));
