@@ -128,6 +128,19 @@ impl Sandbox {
         self.command(args).output().unwrap()
     }
 
+    /// Run the binary: (exit code, stdout followed by stderr).
+    pub fn run_text(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(keepsake_bin());
         cmd.current_dir(self.path())

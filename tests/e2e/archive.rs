@@ -47,15 +47,7 @@ fn years_sandbox(scratch: &Path, archive: &Path, per_year: u64) -> Sandbox {
 }
 
 fn run(sandbox: &Sandbox, args: &[&str]) -> (i32, String) {
-    let out = sandbox.run(args);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    sandbox.run_text(args)
 }
 
 /// (root, path) → (BLAKE3, size, capture time) of every asset the ledger holds.

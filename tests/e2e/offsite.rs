@@ -49,15 +49,7 @@ fn count(sandbox: &Sandbox, condition: &str) -> i64 {
 }
 
 fn run(sandbox: &Sandbox, args: &[&str]) -> (i32, String) {
-    let out = sandbox.run(args);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    sandbox.run_text(args)
 }
 
 #[test]

@@ -11,6 +11,18 @@ use std::path::{Path, PathBuf};
 /// Copy `source` to `temp` (which must not exist), keeping the source's
 /// modification time. Not yet synced: see [`sync_files`].
 pub fn copy_to_temp(source: &Path, temp: &Path) -> io::Result<u64> {
+    // std's copy uses copy_file_range on Linux: in-kernel, reflinks where the
+    // filesystem can.
+    copy_with(source, temp, io::copy)
+}
+
+/// Open `source` and the new file `temp`, copy with `copy`, keep the
+/// source's modification time; `temp` is removed when the copy fails.
+fn copy_with(
+    source: &Path,
+    temp: &Path,
+    copy: impl FnOnce(&mut File, &mut File) -> io::Result<u64>,
+) -> io::Result<u64> {
     let mut from = File::open(source)?;
     let modified = from.metadata()?.modified()?;
     let mut to = OpenOptions::new()
@@ -18,9 +30,7 @@ pub fn copy_to_temp(source: &Path, temp: &Path) -> io::Result<u64> {
         .create_new(true)
         .mode(0o644)
         .open(temp)?;
-    // std's copy uses copy_file_range on Linux: in-kernel, reflinks where the
-    // filesystem can.
-    let copied = match io::copy(&mut from, &mut to) {
+    let copied = match copy(&mut from, &mut to) {
         Ok(n) => n,
         Err(e) => {
             drop(to);
@@ -218,31 +228,19 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// bandwidth limit).
 pub fn copy_to_temp_paced(source: &Path, temp: &Path, pace: &dyn Fn(u64)) -> io::Result<u64> {
     use std::io::{Read, Write};
-    let mut from = File::open(source)?;
-    let modified = from.metadata()?.modified()?;
-    let mut to = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(temp)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut copied = 0u64;
-    let result = (|| loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            return Ok(copied);
+    copy_with(source, temp, |from, to| {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut copied = 0u64;
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                return Ok(copied);
+            }
+            pace(n as u64);
+            to.write_all(&buf[..n])?;
+            copied += n as u64;
         }
-        pace(n as u64);
-        to.write_all(&buf[..n])?;
-        copied += n as u64;
-    })();
-    if result.is_err() {
-        drop(to);
-        let _ = std::fs::remove_file(temp);
-        return result;
-    }
-    to.set_modified(modified)?;
-    result
+    })
 }
 
 /// Append to a file keepsake keeps (an offsite manifest) and make it
