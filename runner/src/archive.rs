@@ -362,9 +362,10 @@ pub fn plan(
         let time = asset
             .and_then(|a| a.capture_time.clone())
             .or_else(|| source.capture_time.clone());
+        // Without a date an item might be of any year: it blocks each.
         let of_year = match year_of(time.as_deref()) {
             Some(y) => y == year,
-            None => asset.is_none() && source.state != "skipped",
+            None => source.state != "skipped",
         };
         if of_year {
             items.push((source, asset));
@@ -447,6 +448,12 @@ pub fn plan(
                     .unwrap_or_default()
             )),
             Some(asset) => {
+                if year_of(item.capture_time.as_deref()).is_none() {
+                    item.blockers.push(
+                        "no capture time: keepsake cannot tell its year (date it, e.g. with an XMP sidecar, and ingest again)"
+                            .into(),
+                    );
+                }
                 item.bytes_verified = verified.get(&asset.asset_id).copied().unwrap_or(false);
                 if !item.bytes_verified {
                     item.blockers.push(format!(
@@ -476,6 +483,11 @@ pub fn plan(
             .cmp(&b.capture_time)
             .then(a.icloud_name.cmp(&b.icloud_name))
     });
+    if plan_items.is_empty() && general.is_empty() {
+        general.push(format!(
+            "no iCloud item of {year} is known to keepsake, so nothing proves iCloud's copies are kept"
+        ));
+    }
     let safe = general.is_empty() && plan_items.iter().all(|i| i.blockers.is_empty());
     let mut plan = Plan {
         year,
@@ -538,10 +550,11 @@ pub fn years_older_than(ledger: &Ledger, keep: u32) -> Result<Vec<i32>, LedgerEr
             .datetime()
             .year(),
     );
+    let keep = i32::try_from(keep).unwrap_or(i32::MAX);
     let mut years: Vec<i32> = held(ledger)?
         .iter()
         .filter_map(Held::year)
-        .filter(|y| *y < this_year - keep as i32)
+        .filter(|y| *y < this_year.saturating_sub(keep))
         .collect();
     years.sort();
     years.dedup();
@@ -622,6 +635,11 @@ impl SidecarIndex {
 }
 
 const BATCH: usize = 256;
+
+/// Held while files move between the roots, and by each ingest cycle of the
+/// service: the sweep's moves and new placements take turns, while plans
+/// (which only read) run beside cycles.
+pub static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Move `year` from the library root to the archive root.
 pub fn run(
@@ -738,7 +756,7 @@ fn move_year(
         ));
         return Ok(report);
     };
-    recover(ledger)?;
+    recover(config, ledger)?;
     let all = held(ledger)?;
     let of_year: Vec<&Held> = all.iter().filter(|h| h.year() == Some(year)).collect();
     report.already = of_year.iter().filter(|h| h.root == Root::Archive).count();
@@ -756,14 +774,23 @@ fn move_year(
         }
         return Ok(report);
     }
-    if !archive.is_dir() {
-        report.errors.push(format!(
-            "archive root {} is missing (not mounted?); create it or mount the disk",
-            archive.display()
-        ));
+    if let Err(why) = check_archive_root(&archive, ledger)? {
+        report.errors.push(why);
         return Ok(report);
     }
+    let mut queued: HashSet<PathBuf> = HashSet::new();
+    // Sidecars a crash left behind in the library, of files already moved.
+    let stragglers: Vec<String> = all
+        .iter()
+        .filter(|h| h.year() == Some(year) && h.root == Root::Archive)
+        .map(|h| h.rel.clone())
+        .collect();
+    let moves = sidecar_moves(config, &stragglers, &mut sidecars, &mut queued, &mut report);
+    move_batch(config, ledger, &archive, &moves, &mut report)?;
     for chunk in todo.chunks(BATCH) {
+        if crate::shutdown::requested() {
+            break;
+        }
         let mut moves = Vec::new();
         for h in chunk {
             let source = config.library_root.join(&h.rel);
@@ -780,27 +807,95 @@ fn move_year(
                 blake3: h.blake3.clone(),
                 size: h.size,
             });
-            for sidecar in sidecars.of(&source) {
-                let Ok(rel) = sidecar.strip_prefix(&config.library_root) else {
-                    continue;
-                };
-                match blake3_file(&sidecar) {
-                    Ok(blake3) => moves.push(Move {
-                        asset_id: None,
-                        rel: rel.to_string_lossy().into_owned(),
-                        blake3,
-                        size: sidecar.metadata().map(|m| m.len()).unwrap_or(0),
-                    }),
-                    Err(e) => report.errors.push(format!("{}: {e}", sidecar.display())),
-                }
-            }
         }
+        // The files first; then the sidecars of those that moved, so a
+        // sidecar never ends up in another root than its file.
+        let before = report.files.len();
         let stopped = move_batch(config, ledger, &archive, &moves, &mut report)?;
+        let placed = report.files[before..].to_vec();
+        let moves = sidecar_moves(config, &placed, &mut sidecars, &mut queued, &mut report);
+        let stopped = move_batch(config, ledger, &archive, &moves, &mut report)? || stopped;
         if stopped {
             break;
         }
     }
     Ok(report)
+}
+
+/// Marks an archive root keepsake has written to: a disk that is not
+/// mounted leaves an empty mount point, which must be neither filled nor
+/// taken as "the archive copies are gone".
+const ARCHIVE_MARKER: &str = ".keepsake-archive";
+
+fn has_marker(config: &Config) -> bool {
+    config
+        .archive
+        .root
+        .as_ref()
+        .is_some_and(|root| root.join(ARCHIVE_MARKER).is_file())
+}
+
+/// Ok(Ok) when the archive root can take files: it carries the marker, or
+/// nothing was ever archived and the marker is written now.
+fn check_archive_root(archive: &Path, ledger: &Ledger) -> Result<Result<(), String>, LedgerError> {
+    if archive.join(ARCHIVE_MARKER).is_file() {
+        return Ok(Ok(()));
+    }
+    if !archive.is_dir() {
+        return Ok(Err(format!(
+            "archive root {} is missing (not mounted?); create it or mount the disk",
+            archive.display()
+        )));
+    }
+    let archived_before: i64 = ledger.read(|c| {
+        c.query_row(
+            "SELECT (SELECT COUNT(*) FROM assets WHERE root = 'archive') + (SELECT COUNT(*) FROM moves)",
+            [],
+            |r| r.get(0),
+        )
+    })?;
+    if archived_before > 0 {
+        return Ok(Err(format!(
+            "archive root {} has no {ARCHIVE_MARKER} although keepsake archived there before: is the disk mounted?",
+            archive.display()
+        )));
+    }
+    let marker = archive.join(ARCHIVE_MARKER);
+    Ok(fsops::write_temp(&marker, b"keepsake archive root\n")
+        .and_then(|_| fsops::sync_files(&[marker.as_path(), archive]))
+        .map_err(|e| format!("cannot write {}: {e}", marker.display())))
+}
+
+/// Moves for the sidecars beside these library files that are still in the
+/// library and not yet queued (a sidecar two files share moves once).
+fn sidecar_moves(
+    config: &Config,
+    rels: &[String],
+    sidecars: &mut SidecarIndex,
+    queued: &mut HashSet<PathBuf>,
+    report: &mut RunReport,
+) -> Vec<Move> {
+    let mut moves = Vec::new();
+    for rel in rels {
+        for sidecar in sidecars.of(&config.library_root.join(rel)) {
+            if !sidecar.exists() || !queued.insert(sidecar.clone()) {
+                continue;
+            }
+            let Ok(rel) = sidecar.strip_prefix(&config.library_root) else {
+                continue;
+            };
+            match blake3_file(&sidecar) {
+                Ok(blake3) => moves.push(Move {
+                    asset_id: None,
+                    rel: rel.to_string_lossy().into_owned(),
+                    blake3,
+                    size: sidecar.metadata().map(|m| m.len()).unwrap_or(0),
+                }),
+                Err(e) => report.errors.push(format!("{}: {e}", sidecar.display())),
+            }
+        }
+    }
+    moves
 }
 
 /// Journal, move, commit one batch. Returns true when the run must stop
@@ -812,6 +907,12 @@ fn move_batch(
     moves: &[Move],
     report: &mut RunReport,
 ) -> Result<bool, LedgerError> {
+    if moves.is_empty() {
+        return Ok(false);
+    }
+    let _turn = MOVING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // 1. Intents, before anything is touched.
     let ids: Vec<u64> = ledger.write(|tx| {
         let now = ledger::now();
@@ -863,6 +964,15 @@ fn move_batch(
                     dirs.insert(dir.to_path_buf());
                 }
                 match step {
+                    Step::Present => {
+                        // Found there, maybe from a run that never synced it.
+                        if let Err(e) = fsops::sync_files(&[dest.as_path()]) {
+                            report.errors.push(format!("{}: {e}", dest.display()));
+                            continue;
+                        }
+                        placed.push((m, *id));
+                        fault_point("archive: moved");
+                    }
                     Step::Done => {
                         placed.push((m, *id));
                         fault_point("archive: moved");
@@ -912,9 +1022,12 @@ fn move_batch(
     let dirs: Vec<PathBuf> = dirs.into_iter().collect();
     let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
     if let Err(e) = fsops::sync_files(&dir_refs) {
-        report
-            .errors
-            .push(format!("cannot sync the moved files: {e}"));
+        // Not durable: nothing is recorded as moved and no library copy is
+        // removed; the journal settles these at the next start.
+        report.errors.push(format!(
+            "cannot sync the moved files ({e}); they are settled at the next start"
+        ));
+        return Ok(true);
     }
     fault_point("archive: synced");
     ledger.write(|tx| {
@@ -994,8 +1107,10 @@ fn temp_for(dest: &Path, id: u64) -> PathBuf {
 
 /// Returns the folders that gained an entry.
 enum Step {
-    /// In place: renamed, or already there with the same bytes.
+    /// Renamed into place (same filesystem).
     Done,
+    /// Already there with the same bytes.
+    Present,
     /// Copied to its temp name (another filesystem): not yet synced,
     /// verified or renamed.
     Copied,
@@ -1015,7 +1130,7 @@ fn move_one(
         // Already there (an earlier run the journal lost track of): the
         // same bytes are fine, other bytes are never replaced.
         return if blake3_file(dest)? == blake3 {
-            Ok((gained, Step::Done))
+            Ok((gained, Step::Present))
         } else {
             Err(std::io::Error::other(format!(
                 "{} already holds other bytes; keepsake never replaces a file",
@@ -1075,7 +1190,7 @@ struct OpenMove {
     blake3: String,
 }
 
-pub fn recover(ledger: &Ledger) -> Result<usize, LedgerError> {
+pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
     let open: Vec<OpenMove> = ledger.read(|c| {
         c.prepare(
             "SELECT id, asset_id, source, dest, temp, blake3 FROM moves \
@@ -1097,6 +1212,18 @@ pub fn recover(ledger: &Ledger) -> Result<usize, LedgerError> {
         })?
         .collect()
     })?;
+    if open.is_empty() {
+        return Ok(0);
+    }
+    if !has_marker(config) {
+        // The archive disk is not mounted (or no longer configured): its
+        // copies cannot be judged now. The moves stay open until it is.
+        tracing::warn!(
+            moves = open.len(),
+            "unfinished archive moves wait for the archive root (with its {ARCHIVE_MARKER}) to be mounted"
+        );
+        return Ok(0);
+    }
     let mut finished = 0;
     for OpenMove {
         id,
@@ -1110,12 +1237,23 @@ pub fn recover(ledger: &Ledger) -> Result<usize, LedgerError> {
         let _ = fsops::remove_temp(&temp);
         let dest_ok = dest.exists() && blake3_file(&dest).ok().as_deref() == Some(blake3.as_str());
         let outcome = if dest_ok {
-            // The archive copy is there and verified: the library copy goes.
-            if source.exists() {
-                fsops::remove_source(&source).map_err(|e| LedgerError::Io {
-                    path: source.clone(),
-                    source: e,
-                })?;
+            // The archive copy is there and verified: once it is durable,
+            // the library copy goes.
+            let durable = fsops::sync_files(&[dest.as_path()])
+                .and_then(|()| dest.parent().map_or(Ok(()), fsops::fsync_dir));
+            let removed = durable.and_then(|()| {
+                if source.exists() {
+                    fsops::remove_source(&source)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = removed {
+                tracing::error!(
+                    "archive move of {}: {e}; tried again at the next start",
+                    source.display()
+                );
+                continue;
             }
             "done"
         } else if source.exists() {

@@ -639,7 +639,7 @@ fn check_inboxes(config: &Config, is_default: bool) -> anyhow::Result<()> {
 /// service) holds the state folder: it does that itself when it starts.
 fn recover_archive_moves(config: &Config, ledger: &Ledger) -> anyhow::Result<()> {
     if let Ok(_lock) = ledger::StateLock::acquire(&config.state_dir) {
-        crate::archive::recover(ledger)?;
+        crate::archive::recover(config, ledger)?;
     }
     Ok(())
 }

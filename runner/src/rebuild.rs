@@ -42,8 +42,20 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
     let mut report = RebuildReport::default();
     let mut found = std::collections::HashSet::new();
     let mut recorded = Vec::new();
+    // A root that cannot be read now (an archive disk not mounted) is not
+    // taken as "every file in it is gone".
+    let mut unreadable: Vec<&str> = Vec::new();
     for root in [Root::Library, Root::Archive] {
         if let Some(base) = root.path(config) {
+            if std::fs::read_dir(base).is_err() {
+                report.errors.push(format!(
+                    "{} root {} cannot be read (not mounted?): its rows are kept",
+                    root.as_str(),
+                    base.display()
+                ));
+                unreadable.push(root.as_str());
+                continue;
+            }
             walk_root(
                 config,
                 ledger,
@@ -85,8 +97,13 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
             .collect()
     })?;
     for (job_id, path, root) in recorded {
+        if unreadable.contains(&root.as_str())
+            || (root == "archive" && config.archive.root.is_none())
+        {
+            continue;
+        }
         if !found.contains(&(root.clone(), path.clone())) {
-            ledger.write(|tx| tx.execute("DELETE FROM assets WHERE job_id = ?1", [job_id]))?;
+            drop_asset(ledger, "job_id = ?1", &job_id.to_string())?;
             report.missing.push(if root == "library" {
                 path
             } else {
@@ -181,7 +198,7 @@ fn record(
             report.unchanged += 1;
             return Ok(None);
         }
-        ledger.write(|tx| tx.execute("DELETE FROM assets WHERE library_path = ?1", [rel]))?;
+        drop_asset(ledger, "library_path = ?1", rel)?;
         report.changed += 1;
     } else if let Some(other) = ledger.read(|c| ledger::asset_by_hash(c, &hashes.blake3))? {
         report
@@ -229,4 +246,16 @@ fn record(
         Ok(job_id)
     })?;
     Ok(Some(job_id))
+}
+
+/// Drop an asset row, and the archive journal's references to it.
+fn drop_asset(ledger: &Ledger, condition: &str, value: &str) -> Result<(), LedgerError> {
+    ledger.write(|tx| {
+        tx.execute(
+            &format!("UPDATE moves SET asset_id = NULL WHERE asset_id IN (SELECT id FROM assets WHERE {condition})"),
+            [value],
+        )?;
+        tx.execute(&format!("DELETE FROM assets WHERE {condition}"), [value])
+    })?;
+    Ok(())
 }

@@ -217,12 +217,16 @@ async fn serve(
                 Err(e) => tracing::error!("cannot start the archive sweep: {e}"),
             }
         }
-        if work.is_none() && sweeping.is_none() && (!ready.is_empty() || check_queue) {
+        if work.is_none() && (!ready.is_empty() || check_queue) {
             let batch = std::mem::take(&mut ready);
             let pipeline = Arc::clone(&pipeline);
             let inboxes = Arc::clone(&inboxes);
             let backoff = service.backoff;
             work = Some(tokio::task::spawn_blocking(move || {
+                // Takes turns with the archive sweep's moves.
+                let _turn = crate::archive::MOVING
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 cycle(&pipeline, &inboxes, batch, &backoff)
             }));
             check_queue = false;
@@ -303,7 +307,6 @@ async fn serve(
             }
             _ = async { sweeping.as_mut().expect("guarded by the if").await }, if sweeping.is_some() => {
                 sweeping = None;
-                check_queue = true;
             }
             _ = sleep_until(sweep_at), if sweep_at.is_some() && sweeping.is_none() && work.is_none() => {}
             done = async { rescan.as_mut().expect("guarded by the if").await }, if rescan.is_some() => {

@@ -100,6 +100,13 @@ fn assert_agrees(sandbox: &Sandbox, archive: &Path) {
     }
 }
 
+/// The archive root's files, its marker aside.
+fn archive_tree(archive: &Path) -> BTreeMap<PathBuf, String> {
+    let mut tree = hash_tree(archive);
+    tree.remove(Path::new(".keepsake-archive"));
+    tree
+}
+
 fn media_of_year(tree: &BTreeMap<PathBuf, String>, year: &str) -> Vec<PathBuf> {
     tree.keys()
         .filter(|p| {
@@ -198,7 +205,7 @@ fn a_year_is_proven_safe_then_archived_and_verified() {
     let (code, out) = run(&sandbox, &["archive", "run", "--year", "2019"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("4 files"), "{out}");
-    let archived = hash_tree(&archive);
+    let archived = archive_tree(&archive);
     for path in &in_2019 {
         assert_eq!(archived.get(path), library.get(path), "{path:?}");
         assert!(!sandbox.library().join(path).exists());
@@ -246,6 +253,11 @@ fn a_year_is_proven_safe_then_archived_and_verified() {
     assert!(out.contains("unexpected  library:2020/stray.jpg"), "{out}");
     std::fs::remove_file(sandbox.library().join("2020/stray.jpg")).unwrap();
 
+    // A year keepsake knows nothing of is not "safe": nothing proves it.
+    let (code, out) = run(&sandbox, &["archive", "plan", "--year", "2012"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no iCloud item of 2012"), "{out}");
+
     // The rolling policy names every year older than it keeps.
     let (_, out) = run(&sandbox, &["archive", "plan", "--older-than-years", "8"]);
     assert!(out.contains("archive plan 2015"), "{out}");
@@ -290,7 +302,7 @@ fn a_crash_at_any_step_of_an_archive_run_loses_nothing() {
                 .status;
             // Nothing lost even before recovery: every file is in a root.
             let mut union = hash_tree(&sandbox.library());
-            for (path, hash) in hash_tree(&archive) {
+            for (path, hash) in archive_tree(&archive) {
                 if path
                     .file_name()
                     .unwrap()
@@ -308,7 +320,7 @@ fn a_crash_at_any_step_of_an_archive_run_loses_nothing() {
             let (code, out) = run(&sandbox, &["archive", "run", "--year", "2019"]);
             assert_eq!(code, 0, "k={k}: {out}");
             assert_agrees(&sandbox, &archive);
-            let archived = hash_tree(&archive);
+            let archived = archive_tree(&archive);
             assert!(
                 archived
                     .keys()
@@ -363,7 +375,7 @@ fn a_full_archive_disk_stops_the_move_cleanly() {
         assert!(text.contains("archive disk is full"), "{text}");
         assert!(text.contains("free space and run again"), "{text}");
         let mut union = hash_tree(&sandbox.library());
-        let archived = hash_tree(&archive);
+        let archived = archive_tree(&archive);
         assert!(
             archived
                 .keys()
@@ -400,17 +412,19 @@ fn the_sweep_archives_years_past_the_rolling_policy_when_allowed() {
     let sandbox = years_sandbox(scratch.path(), &archive, 2);
     // [archive] is the last table of the config: these keys land in it.
     let mut config = std::fs::read_to_string(sandbox.config_path()).unwrap();
-    config.push_str(
-        "keep_years = 8\nsweep_hours = 0.0005\nauto_run = true\nremove_icloud_copies = true\n",
-    );
-    std::fs::write(sandbox.config_path(), config).unwrap();
+    // Whatever the year is now, the policy lets 2015-2017 go and keeps 2018.
     let this_year = i32::from(
         jiff::Timestamp::now()
             .to_zoned_datetime(jiff::tz::TimeZone::system())
             .datetime()
             .year(),
     );
-    let old_years: Vec<i32> = (2015..this_year - 8).collect();
+    let keep = this_year - 2018;
+    config.push_str(&format!(
+        "keep_years = {keep}\nsweep_hours = 0.0005\nauto_run = true\nremove_icloud_copies = true\n"
+    ));
+    std::fs::write(sandbox.config_path(), config).unwrap();
+    let old_years: Vec<i32> = (2015..2018).collect();
     let mut service = sandbox.start();
     service.wait_for(
         std::time::Duration::from_secs(60),
@@ -443,7 +457,7 @@ fn the_sweep_archives_years_past_the_rolling_policy_when_allowed() {
             "plan of {year}"
         );
     }
-    let kept = this_year - 8;
+    let kept = 2018;
     assert!(
         !archive.join(kept.to_string()).exists(),
         "{kept} stays in the library"

@@ -44,15 +44,42 @@ impl RawArchive {
         &self,
         base: &Path,
         library_root: &Path,
+        state_dir: &Path,
         inboxes: &[super::Inbox],
+        offsite_dirs: &[(String, PathBuf)],
     ) -> Result<ArchiveConfig, (String, String)> {
         let root = self.root.as_ref().map(|p| super::resolve(base, p));
-        if let Some(root) = &root
-            && (root.starts_with(library_root) || library_root.starts_with(root))
+        let overlaps = |other: &Path| {
+            root.as_ref()
+                .is_some_and(|root| root.starts_with(other) || other.starts_with(root))
+        };
+        if overlaps(library_root) || overlaps(state_dir) {
+            return Err((
+                "archive.root".into(),
+                "must be outside the library and its state folder (and not contain them)".into(),
+            ));
+        }
+        // An archive inside an inbox would be taken in again (and, in move
+        // mode, removed from there): never.
+        if let Some(inbox) = inboxes.iter().find(|i| overlaps(&i.path)) {
+            return Err((
+                "archive.root".into(),
+                format!(
+                    "must be outside inbox {:?} (and not contain it)",
+                    inbox.name
+                ),
+            ));
+        }
+        if let Some(name) = offsite_dirs
+            .iter()
+            .find(|(_, path)| overlaps(path))
+            .map(|(n, _)| n)
         {
             return Err((
                 "archive.root".into(),
-                "must be outside the library (and not contain it)".into(),
+                format!(
+                    "must be outside offsite target {name:?} (an offsite copy on the same disk protects nothing)"
+                ),
             ));
         }
         let icloud_inboxes = match &self.icloud_inboxes {
@@ -85,6 +112,20 @@ impl RawArchive {
                 "hours between sweeps: 0 (none) or more".into(),
             ));
         }
+        // At most a year between sweeps; a fraction of an hour is fine.
+        let sweep_every = if self.sweep_hours > 0.0 {
+            match std::time::Duration::try_from_secs_f64(self.sweep_hours * 3600.0) {
+                Ok(every) if self.sweep_hours <= 24.0 * 366.0 => Some(every),
+                _ => {
+                    return Err(("archive.sweep_hours".into(), "at most 8784 (a year)".into()));
+                }
+            }
+        } else {
+            None
+        };
+        if self.keep_years.is_some_and(|k| k > 200) {
+            return Err(("archive.keep_years".into(), "at most 200".into()));
+        }
         if self.sweep_hours > 0.0 && self.keep_years.is_none() {
             return Err((
                 "archive.sweep_hours".into(),
@@ -95,8 +136,7 @@ impl RawArchive {
             root,
             icloud_inboxes,
             keep_years: self.keep_years.unwrap_or(2),
-            sweep_every: (self.sweep_hours > 0.0)
-                .then(|| std::time::Duration::from_secs_f64(self.sweep_hours * 3600.0)),
+            sweep_every,
             auto_run: self.auto_run,
             remove_icloud_copies: self.remove_icloud_copies,
         })

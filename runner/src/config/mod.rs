@@ -336,7 +336,19 @@ impl Config {
 
         let archive = raw
             .archive
-            .validate(&base, &library_root, &inboxes)
+            .validate(
+                &base,
+                &library_root,
+                &state_dir,
+                &inboxes,
+                &offsite
+                    .values()
+                    .filter_map(|t: &OffsiteTarget| match &t.kind {
+                        TargetKind::Dir { path } => Some((t.name.clone(), path.clone())),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            )
             .map_err(|(key, message)| invalid(key, message))?;
 
         Ok(Config {
@@ -484,6 +496,27 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_root_may_not_overlap_what_keepsake_reads_or_writes() {
+        let dir = std::env::temp_dir().join(format!("keepsake-archive-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("inbox/old")).expect("a scratch folder");
+        let with = |root: &str| {
+            Config::parse(
+                &format!(
+                    "library = \"lib\"\n[[inbox]]\nname = \"icloud\"\npath = \"inbox\"\n[offsite.usb]\ntype = \"dir\"\npath = \"usb\"\n[archive]\nroot = \"{root}\"\n"
+                ),
+                "test",
+                &dir,
+            )
+        };
+        assert!(with("archive").is_ok());
+        for bad in ["inbox/old", "lib/old", "usb", "lib/.keepsake", "."] {
+            let error = with(bad).expect_err(bad).to_string();
+            assert!(error.contains("archive.root"), "{bad}: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn library_templates_are_checked_at_load() {

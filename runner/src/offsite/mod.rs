@@ -112,6 +112,7 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
     }
     let library = config.library_root.clone();
     let spool = config.state_dir.join("spool");
+    let archive = &config.archive.root;
     clear_spool(&spool);
     let mut after = 0u64;
     loop {
@@ -148,6 +149,7 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
                                 &ledger,
                                 &row,
                                 library,
+                                archive.as_deref(),
                                 spool,
                                 &target.age_recipients,
                             )
@@ -221,10 +223,11 @@ async fn push_one(
     ledger: &Arc<Ledger>,
     row: &PushRow,
     library: &std::path::Path,
+    archive: Option<&std::path::Path>,
     spool: &std::path::Path,
     age_recipients: &[String],
 ) -> Result<Option<String>, StoreError> {
-    let local = library.join(&row.file);
+    let local = locate(library, archive, &row.file);
     let note = {
         let ledger = Arc::clone(ledger);
         let id = row.id;
@@ -291,6 +294,20 @@ async fn push_one(
     };
     let _ = crate::effects::fsops::remove_temp(&sealed);
     pushed
+}
+
+/// Where a library-relative file is now: the library, or the archive root
+/// once its year was archived (same relative path).
+fn locate(
+    library: &std::path::Path,
+    archive: Option<&std::path::Path>,
+    file: &str,
+) -> std::path::PathBuf {
+    let live = library.join(file);
+    match archive.map(|a| a.join(file)) {
+        Some(archived) if !live.exists() && archived.exists() => archived,
+        _ => live,
+    }
 }
 
 /// Remove ciphertexts an earlier keepsake process left in the spool.
@@ -404,6 +421,7 @@ async fn check_rows(
     }
     rows.retain(|row| stores.contains_key(&row.target));
     let library = config.library_root.as_path();
+    let archive = config.archive.root.as_deref();
     let results = futures::stream::iter(rows)
         .map(|row| {
             let store = stores.get(&row.target).cloned();
@@ -415,7 +433,7 @@ async fn check_rows(
                     ));
                     return (row, Err(error));
                 };
-                let checked = check_one(&store, &row, library, deep).await;
+                let checked = check_one(&store, &row, library, archive, deep).await;
                 (row, checked)
             }
         })
@@ -456,9 +474,10 @@ async fn check_one(
     store: &Store,
     row: &PushRow,
     library: &std::path::Path,
+    archive: Option<&std::path::Path>,
     deep: bool,
 ) -> Result<Option<String>, StoreError> {
-    let key = store.key_for(&row.remote_key(), &library.join(&row.file));
+    let key = store.key_for(&row.remote_key(), &locate(library, archive, &row.file));
     let (blake3, size) = row.remote_content();
     let Some(remote) = store.head(&key).await? else {
         return Ok(Some("missing".into()));

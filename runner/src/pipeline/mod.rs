@@ -115,7 +115,7 @@ impl Pipeline {
         let lock = StateLock::acquire(&config.state_dir)?;
         let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
         let recovery = effects::recover(&ledger)?;
-        let moves = crate::archive::recover(&ledger)?;
+        let moves = crate::archive::recover(&config, &ledger)?;
         if moves > 0 {
             tracing::info!(
                 moves,
