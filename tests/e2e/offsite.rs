@@ -19,6 +19,18 @@ fn sandbox_with(targets: &str, target_tables: &str) -> Sandbox {
     sandbox
 }
 
+/// A folder target `usb` under `dir` (created): its path and its
+/// `[offsite.usb]` table, with `extra` lines.
+fn usb_target(dir: &Path, extra: &str) -> (PathBuf, String) {
+    let usb = dir.join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let table = format!(
+        "[offsite.usb]\ntype = \"dir\"\npath = {:?}\n{extra}",
+        usb.display().to_string()
+    );
+    (usb, table)
+}
+
 /// (target, key, library file) of every push the ledger records as done.
 fn done_pushes(sandbox: &Sandbox) -> Vec<(String, String, PathBuf)> {
     let conn = sandbox.ledger();
@@ -56,15 +68,10 @@ fn run(sandbox: &Sandbox, args: &[&str]) -> (i32, String) {
 fn the_corpus_goes_to_s3_and_a_folder_and_verifies_deep() {
     let scratch = tempfile::tempdir().unwrap();
     let server = S3Server::start(&scratch.path().join("s3"));
-    let usb = scratch.path().join("usb");
-    std::fs::create_dir_all(&usb).unwrap();
+    let (usb, usb_table) = usb_target(scratch.path(), "");
     let sandbox = sandbox_with(
         "s3,usb",
-        &format!(
-            "{}\n[offsite.usb]\ntype = \"dir\"\npath = {:?}\n",
-            server.target("s3", scratch.path()),
-            usb.display().to_string()
-        ),
+        &format!("{}\n{usb_table}", server.target("s3", scratch.path())),
     );
     copy_tree(&corpus_media(), &sandbox.inbox());
     let (code, report) = sandbox.ingest();
@@ -323,15 +330,8 @@ fn kill_9_during_uploads_leaves_every_object_exactly_once() {
 #[test]
 fn an_unmounted_disk_is_not_filled_in_its_place() {
     let scratch = tempfile::tempdir().unwrap();
-    let usb = scratch.path().join("usb");
-    std::fs::create_dir_all(&usb).unwrap();
-    let sandbox = sandbox_with(
-        "usb",
-        &format!(
-            "[offsite.usb]\ntype = \"dir\"\npath = {:?}\n",
-            usb.display().to_string()
-        ),
-    );
+    let (usb, usb_table) = usb_target(scratch.path(), "");
+    let sandbox = sandbox_with("usb", &usb_table);
     sandbox.add("a.jpg", &corpus_media().join("exiftool_Canon.jpg"));
     let (code, report) = sandbox.ingest();
     assert_eq!(
@@ -716,15 +716,8 @@ fn a_bandwidth_limit_holds_and_an_outage_mid_upload_leaves_no_parts() {
 #[test]
 fn a_folder_target_keeps_to_its_bandwidth_limit() {
     let scratch = tempfile::tempdir().unwrap();
-    let usb = scratch.path().join("usb");
-    std::fs::create_dir_all(&usb).unwrap();
-    let sandbox = sandbox_with(
-        "usb",
-        &format!(
-            "[offsite.usb]\ntype = \"dir\"\npath = {:?}\nbwlimit = \"4M\"\n",
-            usb.display().to_string()
-        ),
-    );
+    let (_, usb_table) = usb_target(scratch.path(), "bwlimit = \"4M\"\n");
+    let sandbox = sandbox_with("usb", &usb_table);
     write_large(&sandbox.inbox().join("VID_0004.MOV"), 12);
     let started = std::time::Instant::now();
     let (code, report) = sandbox.ingest();
