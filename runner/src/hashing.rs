@@ -37,8 +37,9 @@ pub fn hash_and_copy(
     let mut blake3 = blake3::Hasher::new();
     let mut head = Vec::with_capacity(SNIFF_LEN);
     let mut size = 0u64;
-    let sha1 = if size_hint < PARALLEL_FROM && copy_to.is_none() {
+    let sha1 = if size_hint < PARALLEL_FROM {
         let mut sha1 = sha1::Sha1::new();
+        let mut copy_to = copy_to;
         with_buffer(CHUNK.min(size_hint as usize + 1).max(8192), |buf| {
             loop {
                 let n = read_full(&mut reader, buf)?;
@@ -49,6 +50,9 @@ pub fn hash_and_copy(
                 keep_head(&mut head, chunk);
                 blake3.update(chunk);
                 sha1.update(chunk);
+                if let Some(out) = copy_to.as_mut() {
+                    out.write_all(chunk)?;
+                }
                 size += n as u64;
             }
         })?;

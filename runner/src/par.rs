@@ -17,12 +17,15 @@ pub fn set_threads(n: usize) {
 /// Threads for `items` pieces of work.
 pub fn threads_for(items: usize) -> usize {
     let configured = THREADS.load(Ordering::Relaxed);
-    let threads = if configured == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        configured
-    };
+    let threads = if configured == 0 { cores() } else { configured };
     threads.min(MAX_THREADS).min(items).max(1)
+}
+
+/// The cores keepsake may use, asked once: the answer reads the cgroup's
+/// files each time.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 /// `f` over every item on up to one thread per core.

@@ -48,7 +48,7 @@ impl Default for ServiceConfig {
 }
 
 fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    crate::par::cores()
 }
 
 impl RawService {

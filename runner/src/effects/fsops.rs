@@ -59,18 +59,31 @@ pub fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<u64> {
     Ok(bytes.len() as u64)
 }
 
-/// A scratch file for copying a large file while it is hashed. Staging
+/// A scratch file for copying a file while it is hashed. Staging
 /// files are never journaled: keepsake removes any it finds at start.
 pub fn create_staging(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+    };
+    match create() {
+        Ok(file) => Ok(file),
+        // Left by an earlier attempt: scratch.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            create()
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            create()
+        }
+        Err(e) => Err(e),
     }
-    let _ = std::fs::remove_file(path);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)
 }
 
 /// Move a staged copy to its journaled temp name (same filesystem: a

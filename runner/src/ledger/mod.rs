@@ -162,14 +162,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
             known,
         });
     }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction().map_err(sql)?;
-        tx.execute_batch(migration).map_err(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(sql)?;
-        tx.commit().map_err(sql)?;
+    if version == known {
+        return Ok(());
     }
-    Ok(())
+    // Every pending step in one transaction: a new ledger costs one commit,
+    // and an upgrade cut off half-way leaves the old version whole.
+    let tx = conn.transaction().map_err(sql)?;
+    for migration in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(migration).map_err(sql)?;
+    }
+    tx.pragma_update(None, "user_version", known).map_err(sql)?;
+    tx.commit().map_err(sql)
 }
 
 /// An exclusive lock on the state folder, held while keepsake writes to it,

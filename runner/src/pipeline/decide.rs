@@ -59,7 +59,7 @@ pub struct Decided {
     pub xmp_embed: bool,
     /// Offsite pushes asked for: (target, key template with `{path}`).
     pub pushes: Vec<(String, String)>,
-    /// The staged copy of a large file.
+    /// The copy made while the file was hashed.
     pub staged: Option<std::path::PathBuf>,
 }
 

@@ -113,31 +113,26 @@ impl Pipeline {
     /// Lock the state folder, open the ledger, replay the journal, load stages.
     pub fn open(config: Config) -> Result<Pipeline, PipelineError> {
         let lock = StateLock::acquire(&config.state_dir)?;
-        let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
-        let recovery = effects::recover(&ledger)?;
-        let moves = crate::archive::recover(&config, &ledger)?;
-        if moves > 0 {
-            tracing::info!(
-                moves,
-                "finished the archive moves an unclean stop interrupted"
-            );
-        }
-        // Staging copies are never journaled: whatever a crash left is scratch.
-        let _ = effects::fsops::clear_staging(&config.state_dir.join("staging"));
-        if recovery.finished + recovery.requeued > 0 {
-            tracing::info!(
-                finished = recovery.finished,
-                requeued = recovery.requeued,
-                temps_removed = recovery.temps_removed,
-                "replayed the journal after an unclean stop"
-            );
-        }
-        let opened = Instant::now();
-        let (runtime, stages) = load_stages(&config)?;
-        tracing::debug!(
-            load_ms = opened.elapsed().as_millis() as u64,
-            "stages loaded"
-        );
+        // Stages load (mostly CPU) while the ledger opens and replays (mostly
+        // waiting on the disk).
+        let (opened, loaded) = std::thread::scope(|scope| {
+            let loading = scope.spawn(|| {
+                let started = Instant::now();
+                let loaded = load_stages(&config);
+                tracing::debug!(
+                    load_ms = started.elapsed().as_millis() as u64,
+                    "stages loaded"
+                );
+                loaded
+            });
+            let opened = open_ledger(&config);
+            let loaded = loading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (opened, loaded)
+        });
+        let (ledger, recovery) = opened?;
+        let (runtime, stages) = loaded?;
         Ok(Pipeline {
             config,
             ledger,
@@ -315,6 +310,16 @@ impl Pipeline {
                         .collect();
                     let started = Instant::now();
                     let files = plans.len();
+                    // Copies no write takes (duplicates, quarantines) go
+                    // before the batch's sync, which would write them out.
+                    let taken: HashSet<&PathBuf> = plans
+                        .iter()
+                        .flat_map(|p| p.writes.iter().filter_map(|w| w.staged.as_ref()))
+                        .collect();
+                    for path in staged.iter().filter(|path| !taken.contains(path)) {
+                        let _ = effects::fsops::remove_temp(path);
+                    }
+                    drop(taken);
                     let results = effects::apply(&ledger, plans);
                     tracing::debug!(
                         files,
@@ -383,6 +388,11 @@ impl Pipeline {
         };
         let stage_services: Arc<dyn Services> = Arc::clone(services) as Arc<dyn Services>;
         let mut after = 0u64;
+        // Files are copied while hashed only where the copy can then be
+        // renamed into the library: a state folder on another disk would
+        // cost every file a second copy.
+        let staging = Some(self.config.state_dir.join("staging"))
+            .filter(|_| same_filesystem(&self.config.state_dir, &self.config.library_root));
         // The first batches are small so the applier starts copying early;
         // then they double up to the full size, which amortizes each sync.
         let mut batch_files = FIRST_BATCH_FILES;
@@ -410,8 +420,7 @@ impl Pipeline {
                 }
             }
             let started = Instant::now();
-            let staging = self.config.state_dir.join("staging");
-            let read = read::read_all(&batch, Some(&staging));
+            let read = read::read_all(&batch, staging.as_deref());
             let read_ms = started.elapsed().as_millis() as u64;
             let staged: Vec<PathBuf> = read
                 .iter()
@@ -604,6 +613,40 @@ pub fn date_files(
         }));
     }
     Ok(out)
+}
+
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// Open the ledger and bring it and the folders back to a clean state:
+/// unfinished effects and archive moves are completed or rolled back, and
+/// staging scratch is cleared.
+fn open_ledger(config: &Config) -> Result<(Arc<Ledger>, Recovery), PipelineError> {
+    let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
+    let recovery = effects::recover(&ledger)?;
+    let moves = crate::archive::recover(config, &ledger)?;
+    if moves > 0 {
+        tracing::info!(
+            moves,
+            "finished the archive moves an unclean stop interrupted"
+        );
+    }
+    // Staging copies are never journaled: whatever a crash left is scratch.
+    let _ = effects::fsops::clear_staging(&config.state_dir.join("staging"));
+    if recovery.finished + recovery.requeued > 0 {
+        tracing::info!(
+            finished = recovery.finished,
+            requeued = recovery.requeued,
+            temps_removed = recovery.temps_removed,
+            "replayed the journal after an unclean stop"
+        );
+    }
+    Ok((ledger, recovery))
 }
 
 pub fn load_stages(

@@ -16,7 +16,7 @@ use crate::shutdown::Stoppable;
 /// read through.
 pub struct ReadFile {
     pub hashes: Hashes,
-    /// A large file copied into the staging folder while it was hashed.
+    /// The file copied into the staging folder while it was hashed.
     pub staged: Option<PathBuf>,
     pub kind: MediaKind,
     pub file: Arc<File>,
@@ -34,11 +34,13 @@ pub enum ReadError {
 }
 
 /// Hash every job's file, on as many threads as there are cores.
-/// Files at least this large are copied while they are hashed.
-const STAGE_FROM: u64 = 32 << 20;
-
-/// `staging`: where large files are copied while hashed (on the library's
-/// filesystem, so the copy later moves into place with a rename).
+///
+/// `staging`: where each file is copied in the same pass as it is hashed (on
+/// the library's filesystem, so the copy later moves into place with a
+/// rename). One read serves both, the bytes placed are the bytes hashed, and
+/// the copying happens here, beside the stage calls, instead of in the
+/// applier that every batch waits for. Copies no write takes (duplicates)
+/// are dropped before the batch's sync, so they never reach the disk.
 pub fn read_all(batch: &[JobRecord], staging: Option<&Path>) -> Vec<Result<ReadFile, ReadError>> {
     let threads = crate::par::threads_for(batch.len());
     let slots: Vec<Mutex<Option<Result<ReadFile, ReadError>>>> =
@@ -101,7 +103,7 @@ fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadErr
     if !as_found(&meta) {
         return Err(ReadError::Changed);
     }
-    let (hashes, staged) = match staging.filter(|_| meta.len() >= STAGE_FROM) {
+    let (hashes, staged) = match staging {
         Some(dir) => {
             let staged = dir.join(format!("{}.tmp", job.id));
             let copied = fsops::create_staging(&staged).and_then(|mut out| {
