@@ -21,9 +21,14 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "keepsake-stage-offsite",
         "keepsake_stage_offsite",
     ),
+    ("immich", "keepsake-stage-immich", "keepsake_stage_immich"),
 ];
 /// Built too, for the tests and the README's plugin example; not embedded.
-const EXTRA: &[&str] = &["screenshots-plugin", "keepsake-test-hostile"];
+const EXTRA: &[&str] = &[
+    "screenshots-plugin",
+    "keepsake-test-hostile",
+    "keepsake-test-snoop-http",
+];
 
 fn main() {
     let manifest_dir =

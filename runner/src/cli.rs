@@ -116,6 +116,30 @@ pub enum Command {
         #[command(subcommand)]
         command: OffsiteCommand,
     },
+    /// Immich: the connection, and what the `immich` stage uploaded and
+    /// albumed.
+    Immich {
+        #[command(subcommand)]
+        command: ImmichCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImmichCommand {
+    /// The server's version (with the API key checked), and the stage's
+    /// files: uploaded, albumed, pending, waiting (with why), failed.
+    /// Exit 1 when the server cannot be reached or refuses the key.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send what is waiting to Immich now (pending and waiting files,
+    /// whatever their next try), then exit. `keepsake run` does this on its
+    /// own. Exit 1 when something is still waiting or failed.
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +329,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pipeline.show_progress(bar);
             }
             let mut result = pipeline.ingest(&paths)?;
+            if !pipeline.placed_stages().is_empty() {
+                result.after_placed = Some(pipeline.run_placed()?);
+            }
             if !config.offsite.is_empty() {
                 let ledger = pipeline.ledger_arc();
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -525,6 +552,66 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Immich { command } => {
+            let (config, _) = load_config(cli.config.as_deref())?;
+            let Some(immich) = config.immich.clone() else {
+                bail!(
+                    "config {}: no [immich] table; add one with url and api_key_file (see the README)",
+                    config.origin
+                );
+            };
+            let mut out = std::io::stdout().lock();
+            match command {
+                ImmichCommand::Status { json } => {
+                    let ledger = open_existing(&config).ok();
+                    let status = crate::immich::status(&config, &immich, ledger.as_ref());
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(&status)?)?;
+                    } else {
+                        report::print_immich_status(&mut out, &status)?;
+                    }
+                    Ok(if status.connection_error.is_some() {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+                ImmichCommand::Sync { json } => {
+                    let pipeline = Pipeline::open(config.clone())?;
+                    // Whatever its next try: the person asked for now.
+                    pipeline.ledger().write(|tx| {
+                        tx.execute(
+                            "UPDATE placed_calls SET state = 'pending', wake_at = NULL \
+                             WHERE stage = 'immich' AND state IN ('deferred', 'failed')",
+                            [],
+                        )
+                    })?;
+                    let after = pipeline.run_placed()?;
+                    let counts = crate::immich::counts(pipeline.ledger())?;
+                    if json {
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({ "ran": after, "counts": counts })
+                        )?;
+                    } else {
+                        writeln!(
+                            out,
+                            "immich: {} sent, {} waiting, {} failed ({} requests)",
+                            after.done, after.deferred, after.failed, after.requests
+                        )?;
+                        for (stage, why) in &after.waiting {
+                            writeln!(out, "  ! {stage} is held back: {why}")?;
+                        }
+                    }
+                    Ok(if counts.deferred + counts.failed + counts.pending > 0 {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+            }
         }
         Command::Offsite { command } => {
             let (config, _) = load_config(cli.config.as_deref())?;

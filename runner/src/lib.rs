@@ -11,6 +11,7 @@ pub mod discover;
 pub mod effects;
 pub mod hashing;
 pub mod host;
+pub mod immich;
 pub mod ledger;
 pub mod media;
 pub mod offsite;

@@ -86,6 +86,16 @@ pub fn print_ingest(
             writeln!(out, "  ! {error}")?;
         }
     }
+    if let Some(after) = &report.after_placed {
+        writeln!(
+            out,
+            "  {:<12} {:>7}  sent to services such as Immich; {} waiting, {} failed (`keepsake immich status`)",
+            "services", after.done, after.deferred, after.failed
+        )?;
+        for (stage, why) in &after.waiting {
+            writeln!(out, "  ! {stage} is held back: {why}")?;
+        }
+    }
     for error in report.errors.iter().take(20) {
         writeln!(out, "  ! {error}")?;
     }
@@ -770,6 +780,35 @@ pub fn print_offsite_status(
                     .unwrap_or_default()
             )?;
         }
+    }
+    Ok(())
+}
+
+pub fn print_immich_status(out: &mut impl Write, status: &crate::immich::Status) -> io::Result<()> {
+    match (&status.server_version, &status.connection_error) {
+        (Some(version), _) => writeln!(
+            out,
+            "immich  {}: Immich {version}, API key accepted",
+            status.url
+        )?,
+        (None, Some(error)) => writeln!(out, "immich  {}: ! {error}", status.url)?,
+        (None, None) => writeln!(out, "immich  {}", status.url)?,
+    }
+    let c = &status.counts;
+    writeln!(
+        out,
+        "  uploaded {}  albumed {}  rejected {}  pending {}  waiting {}  failed {}  ({} requests)",
+        c.uploaded, c.albumed, c.rejected, c.pending, c.deferred, c.failed, c.requests
+    )?;
+    if let Some(at) = c.next_try_at {
+        writeln!(
+            out,
+            "  next try in {} s (`keepsake immich sync` tries now)",
+            (at - crate::ledger::now()).max(0)
+        )?;
+    }
+    if let Some(error) = &c.last_error {
+        writeln!(out, "  ! {error}")?;
     }
     Ok(())
 }

@@ -558,6 +558,24 @@ fn cycle(
     report.removed_from_inbox += processed.removed_from_inbox;
     report.errors.extend(processed.errors);
     report.elapsed = processed.elapsed;
+    // Files placed by now go to Immich and the like; what they defer wakes
+    // a later cycle (see `queue_has_work`).
+    match pipeline.run_placed() {
+        Ok(after) => {
+            if after.done + after.deferred + after.failed > 0 {
+                tracing::info!(
+                    done = after.done,
+                    deferred = after.deferred,
+                    failed = after.failed,
+                    "placed-phase stages ran"
+                );
+            }
+            for (stage, why) in &after.waiting {
+                tracing::warn!(stage, "held back: {why}");
+            }
+        }
+        Err(e) => tracing::warn!("placed-phase stages: {e}"),
+    }
     Ok(Cycle {
         report,
         woken,
@@ -697,7 +715,26 @@ fn queue_has_work(pipeline: &Pipeline, config: &Config) -> bool {
         .read(|c| ledger::next_wake(c, &config.service.backoff))
         .ok()
         .flatten();
-    pending > 0 || next_wake.is_some_and(|at| at <= ledger::now())
+    pending > 0 || next_wake.is_some_and(|at| at <= ledger::now()) || placed_due(pipeline)
+}
+
+/// A placed-phase call (Immich, ...) is due, or a placed file has none yet.
+fn placed_due(pipeline: &Pipeline) -> bool {
+    if pipeline.placed_stages().is_empty() {
+        return false;
+    }
+    let now = ledger::now();
+    pipeline
+        .ledger()
+        .read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM placed_calls WHERE state = 'pending' \
+                 OR (state = 'deferred' AND wake_at <= ?1))",
+                [now],
+                |r| r.get::<_, bool>(0),
+            )
+        })
+        .unwrap_or(false)
 }
 
 /// Record values for `keepsake status` (best effort, off the async loop).

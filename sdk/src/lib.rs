@@ -45,7 +45,8 @@ pub use bindings::export_stage;
 pub use bindings::keepsake::stage::host;
 pub use bindings::keepsake::stage::types::{
     AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Description, Effect, Fact, Job,
-    LogLevel, MediaKind, OptionSpec, Placement, PushRequest, StageError, XmpTarget, XmpWrite,
+    LogLevel, MediaKind, OptionSpec, Phase, Placement, PushRequest, StageError, XmpTarget,
+    XmpWrite,
 };
 
 /// The last component of the job's relative path.
@@ -90,6 +91,21 @@ pub fn describe(
                 default_value: default.map(str::to_string),
             })
             .collect(),
+        phase: Phase::Decide,
+    }
+}
+
+/// [`describe`] for a stage that runs once the file is placed
+/// ([`Phase::Placed`]).
+pub fn describe_placed(
+    name: &str,
+    version: &str,
+    summary: &str,
+    options: &[(&str, &str, Option<&str>)],
+) -> Description {
+    Description {
+        phase: Phase::Placed,
+        ..describe(name, version, summary, options)
     }
 }
 

@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod archive;
+mod immich;
 mod offsite;
 mod service;
 pub use archive::ArchiveConfig;
+pub use immich::{ImmichConfig, KeySource};
 pub use offsite::{Credentials, OffsiteTarget, TargetKind};
 pub use service::ServiceConfig;
 
@@ -19,7 +21,10 @@ pub use service::ServiceConfig;
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// Stages that ship inside the binary.
-pub const BUILTIN_STAGES: &[&str] = &["dedup", "exif", "library", "offsite"];
+pub const BUILTIN_STAGES: &[&str] = &["dedup", "exif", "library", "offsite", "immich"];
+/// An inbox's pipeline when the config names none (and `immich` after it
+/// when `[immich]` is set).
+const DEFAULT_PIPELINE: &[&str] = &["dedup", "exif", "library", "offsite"];
 
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -56,6 +61,8 @@ struct RawConfig {
     offsite: BTreeMap<String, offsite::RawTarget>,
     #[serde(default)]
     archive: archive::RawArchive,
+    #[serde(default)]
+    immich: immich::RawImmich,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,8 +72,7 @@ struct RawInbox {
     path: PathBuf,
     #[serde(default)]
     mode: InboxMode,
-    #[serde(default = "default_pipeline")]
-    pipeline: Vec<String>,
+    pipeline: Option<Vec<String>>,
     #[serde(default)]
     ignore: Vec<String>,
     #[serde(default = "yes")]
@@ -78,7 +84,7 @@ fn yes() -> bool {
 }
 
 fn default_pipeline() -> Vec<String> {
-    BUILTIN_STAGES.iter().map(|s| s.to_string()).collect()
+    DEFAULT_PIPELINE.iter().map(|s| s.to_string()).collect()
 }
 
 /// A stage table: a few keys keepsake reads, everything else is an option
@@ -88,6 +94,10 @@ struct RawStage {
     wasm: Option<PathBuf>,
     timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
+    /// Origins (`https://host:port`) a `placed`-phase stage may send HTTP
+    /// requests to.
+    #[serde(default)]
+    http: Vec<String>,
     #[serde(flatten)]
     options: BTreeMap<String, toml::Value>,
 }
@@ -113,6 +123,7 @@ pub struct Config {
     pub service: ServiceConfig,
     pub offsite: BTreeMap<String, OffsiteTarget>,
     pub archive: ArchiveConfig,
+    pub immich: Option<ImmichConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +150,8 @@ pub struct StageConfig {
     pub source: StageSource,
     pub timeout: Duration,
     pub memory_bytes: usize,
+    /// Origins it may reach over HTTP (`scheme://host:port`).
+    pub http_origins: Vec<String>,
     /// Options as text: strings as they are, other values as JSON.
     pub options: BTreeMap<String, String>,
 }
@@ -202,7 +215,7 @@ impl Config {
                     ));
                 }
             };
-            let timeout_ms = stage.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+            let timeout_ms = stage.timeout_ms.unwrap_or(default_timeout_ms(name));
             if timeout_ms == 0 || timeout_ms > 600_000 {
                 return Err(invalid(
                     format!("{key}.timeout_ms"),
@@ -229,6 +242,21 @@ impl Config {
                     }
                 }
             }
+            let mut http_origins = Vec::new();
+            for origin in &stage.http {
+                let granted = origin
+                    .parse::<http::Uri>()
+                    .ok()
+                    .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
+                    .and_then(|uri| crate::host::HttpGrant::origin_of(&uri))
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{key}.http"),
+                            format!("{origin:?}: give an origin such as \"https://example.org\""),
+                        )
+                    })?;
+                http_origins.push(granted);
+            }
             stages.insert(
                 name.clone(),
                 StageConfig {
@@ -236,6 +264,7 @@ impl Config {
                     source,
                     timeout: Duration::from_millis(timeout_ms),
                     memory_bytes: (memory_mib as usize) << 20,
+                    http_origins,
                     options,
                 },
             );
@@ -257,13 +286,20 @@ impl Config {
                     format!("two inboxes are named {:?}", inbox.name),
                 ));
             }
-            if inbox.pipeline.is_empty() {
+            let pipeline = inbox.pipeline.clone().unwrap_or_else(|| {
+                let mut stages = default_pipeline();
+                if raw.immich.is_set() {
+                    stages.push("immich".into());
+                }
+                stages
+            });
+            if pipeline.is_empty() {
                 return Err(invalid(
                     format!("{key}.pipeline"),
                     "needs at least one stage".into(),
                 ));
             }
-            for stage in &inbox.pipeline {
+            for stage in &pipeline {
                 if !stages.contains_key(stage) {
                     if BUILTIN_STAGES.contains(&stage.as_str()) {
                         stages.insert(stage.clone(), builtin_stage(stage));
@@ -281,7 +317,7 @@ impl Config {
                 name: inbox.name.clone(),
                 path: resolve(&base, &inbox.path),
                 mode: inbox.mode,
-                pipeline: inbox.pipeline.clone(),
+                pipeline,
                 ignore: inbox.ignore.clone(),
                 watch: inbox.watch,
             });
@@ -351,6 +387,28 @@ impl Config {
             )
             .map_err(|(key, message)| invalid(key, message))?;
 
+        let immich = raw
+            .immich
+            .validate(&base)
+            .map_err(|(key, message)| invalid(key, message))?;
+        if let Some(stage) = stages.get_mut("immich")
+            && matches!(stage.source, StageSource::Builtin)
+        {
+            let Some(immich) = &immich else {
+                return Err(invalid(
+                    "immich".into(),
+                    "the `immich` stage needs the server: add [immich] with url = \"http://immich.local:2283\" and api_key_file".into(),
+                ));
+            };
+            stage
+                .options
+                .entry("url".into())
+                .or_insert_with(|| immich.url.clone());
+            if !stage.http_origins.contains(&immich.origin) {
+                stage.http_origins.push(immich.origin.clone());
+            }
+        }
+
         Ok(Config {
             origin: origin.to_string(),
             library_root,
@@ -360,6 +418,7 @@ impl Config {
             service,
             offsite,
             archive,
+            immich,
         })
     }
 
@@ -393,9 +452,19 @@ fn builtin_stage(name: &str) -> StageConfig {
     StageConfig {
         name: name.to_string(),
         source: StageSource::Builtin,
-        timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+        timeout: Duration::from_millis(default_timeout_ms(name)),
         memory_bytes: (DEFAULT_MEMORY_MIB as usize) << 20,
+        http_origins: Vec::new(),
         options: BTreeMap::new(),
+    }
+}
+
+/// A stage's time per file: uploads of large videos take minutes.
+fn default_timeout_ms(name: &str) -> u64 {
+    if name == "immich" {
+        600_000
+    } else {
+        DEFAULT_TIMEOUT_MS
     }
 }
 

@@ -62,7 +62,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.3.0 for wasm32-wasip2): {message:#}"
+        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.4.0 for wasm32-wasip2): {message:#}"
     )]
     Invalid {
         stage: String,
@@ -101,6 +101,8 @@ pub struct StageInfo {
     pub version: String,
     pub summary: String,
     pub options: Vec<(String, String, Option<String>)>,
+    /// Runs once the file is placed (`phase: placed`), not while deciding.
+    pub placed: bool,
 }
 
 pub struct LoadedStage {
@@ -112,6 +114,111 @@ pub struct LoadedStage {
     timeout: Duration,
     memory_bytes: usize,
     options: Arc<BTreeMap<String, String>>,
+    grant: Arc<HttpGrant>,
+}
+
+/// How a stage runs: its limits, options and grants from the config.
+pub struct StageSetup {
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub options: BTreeMap<String, String>,
+    pub grant: HttpGrant,
+}
+
+/// What a stage may reach over HTTP: nothing unless its config grants origins.
+#[derive(Debug, Clone, Default)]
+pub struct HttpGrant {
+    /// `scheme://host:port`, lower case, the port always written.
+    pub origins: Vec<String>,
+    /// Added by the host to every request (an API key): the stage can
+    /// neither read nor set them.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl HttpGrant {
+    /// `scheme://host:port` of a URL, lower case, with the default port
+    /// written out; `None` when it has no scheme or host.
+    pub fn origin_of(uri: &http::Uri) -> Option<String> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let host = uri.host()?.to_ascii_lowercase();
+        let port = uri.port_u16().or(match scheme.as_str() {
+            "http" => Some(80),
+            "https" => Some(443),
+            _ => None,
+        })?;
+        Some(format!("{scheme}://{host}:{port}"))
+    }
+}
+
+/// The wasi:http hooks of one call: requests go only to granted origins,
+/// with the grant's secret headers added on the way out.
+struct HttpHooks {
+    grant: Arc<HttpGrant>,
+    /// Requests sent (granted ones), for the ledger's steps and benchmarks.
+    requests: u64,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
+    fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
+        let secret: Vec<http::HeaderName> =
+            self.grant.headers.iter().map(|(n, _)| n.clone()).collect();
+        Arc::new(move |name| {
+            wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+                || secret.contains(name)
+                || name == http::header::AUTHORIZATION
+                || name == http::header::COOKIE
+        })
+    }
+
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let granted = HttpGrant::origin_of(request.uri())
+            .is_some_and(|origin| self.grant.origins.contains(&origin));
+        if !granted {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        for (name, value) in &self.grant.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        self.requests += 1;
+        // A server that stops answering must not hold a stage for the
+        // default ten minutes per step.
+        let options = Some(wasmtime_wasi_http::RequestOptions {
+            connect_timeout: options
+                .and_then(|o| o.connect_timeout)
+                .or(Some(Duration::from_secs(10))),
+            first_byte_timeout: options
+                .and_then(|o| o.first_byte_timeout)
+                .or(Some(Duration::from_secs(120))),
+            between_bytes_timeout: options
+                .and_then(|o| o.between_bytes_timeout)
+                .or(Some(Duration::from_secs(60))),
+        });
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            ))
+        })
+    }
 }
 
 /// What a call cost, for the ledger's steps and the benchmarks.
@@ -119,6 +226,8 @@ pub struct LoadedStage {
 pub struct CallStats {
     pub micros: u64,
     pub bytes_read: u64,
+    /// HTTP requests the call sent.
+    pub requests: u64,
 }
 
 /// The file a call is about: the job's bytes and its companions', readable
@@ -139,6 +248,8 @@ struct StageState {
     options: Arc<BTreeMap<String, String>>,
     services: Arc<dyn Services>,
     bytes_read: u64,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    hooks: HttpHooks,
     /// Keeps the epoch ticker running while this call's store lives.
     _ticking: Ticking,
 }
@@ -148,6 +259,16 @@ impl WasiView for StageState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StageState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -276,6 +397,9 @@ impl StageRuntime {
         })?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(LoadError::Engine)?;
+        // Every stage links wasi:http; only granted origins answer.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(LoadError::Engine)?;
         Stage::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(LoadError::Engine)?;
         Ok(StageRuntime {
@@ -293,10 +417,14 @@ impl StageRuntime {
         name: &str,
         origin: &str,
         wasm: &[u8],
-        timeout: Duration,
-        memory_bytes: usize,
-        options: BTreeMap<String, String>,
+        setup: StageSetup,
     ) -> Result<LoadedStage, LoadError> {
+        let StageSetup {
+            timeout,
+            memory_bytes,
+            options,
+            grant,
+        } = setup;
         let invalid = |message| LoadError::Invalid {
             stage: name.to_string(),
             origin: origin.to_string(),
@@ -313,6 +441,7 @@ impl StageRuntime {
                 version: String::new(),
                 summary: String::new(),
                 options: Vec::new(),
+                placed: false,
             },
             cache,
             origin: origin.to_string(),
@@ -320,6 +449,7 @@ impl StageRuntime {
             timeout,
             memory_bytes,
             options: Arc::new(options),
+            grant: Arc::new(grant),
         };
         let description = self
             .describe(&stage)
@@ -336,7 +466,13 @@ impl StageRuntime {
                 .into_iter()
                 .map(|o| (o.name, o.description, o.default_value))
                 .collect(),
+            placed: description.phase == bindings::keepsake::stage::types::Phase::Placed,
         };
+        if !stage.grant.origins.is_empty() && !stage.info.placed {
+            return Err(invalid(wasmtime::Error::msg(
+                "it is granted HTTP origins but runs while deciding; only stages of the `placed` phase may make requests",
+            )));
+        }
         for option in stage.options.keys() {
             if !stage.info.options.iter().any(|(n, _, _)| n == option) {
                 return Err(LoadError::UnknownOption {
@@ -386,6 +522,11 @@ impl StageRuntime {
                 options: Arc::clone(&stage.options),
                 services,
                 bytes_read: 0,
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                hooks: HttpHooks {
+                    grant: Arc::clone(&stage.grant),
+                    requests: 0,
+                },
                 _ticking: Ticking::start(&self.ticker),
             },
         );
@@ -430,6 +571,7 @@ impl StageRuntime {
         let stats = CallStats {
             micros: started.elapsed().as_micros() as u64,
             bytes_read: store.data().bytes_read,
+            requests: store.data().hooks.requests,
         };
         let result = match result {
             Ok(Ok(effects)) => Ok(effects),

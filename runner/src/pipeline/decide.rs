@@ -79,7 +79,7 @@ fn wit_kind(kind: MediaKind) -> WitMediaKind {
 }
 
 /// The file's modification time in the host's local time zone.
-fn local_mtime(mtime_ns: i64) -> (Datetime, i16) {
+pub(super) fn local_mtime(mtime_ns: i64) -> (Datetime, i16) {
     let zoned = jiff::Timestamp::from_nanosecond(mtime_ns as i128)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .to_zoned_datetime(jiff::tz::TimeZone::system());
@@ -253,6 +253,10 @@ pub fn decide(
             decided.decision = Decision::Fail(format!("stage `{name}` is not loaded"));
             return decided;
         };
+        // Called once the file is placed, from the placed-phase queue.
+        if stage.info.placed {
+            continue;
+        }
         let files = CallFiles {
             file: Some(Arc::clone(&read.file)),
             companions: job

@@ -5,6 +5,7 @@
 mod decide;
 mod live;
 pub mod paths;
+pub mod placed;
 mod plan;
 mod queue;
 mod read;
@@ -72,6 +73,8 @@ pub struct IngestReport {
     pub stage_bytes_read: u64,
     /// What the offsite push after the ingest did, when targets are set.
     pub offsite: Option<crate::offsite::PushReport>,
+    /// What the placed-phase stages (Immich, ...) did, when a pipeline has one.
+    pub after_placed: Option<placed::PlacedReport>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -666,7 +669,7 @@ pub fn load_stages(
         let loads: Vec<_> = config
             .stages
             .iter()
-            .map(|(name, stage)| scope.spawn(move || load_stage(runtime, name, stage)))
+            .map(|(name, stage)| scope.spawn(move || load_stage(config, runtime, name, stage)))
             .collect();
         loads
             .into_iter()
@@ -685,6 +688,7 @@ pub fn load_stages(
 }
 
 fn load_stage(
+    config: &Config,
     runtime: &StageRuntime,
     name: &str,
     stage: &crate::config::StageConfig,
@@ -710,14 +714,44 @@ fn load_stage(
             }
         },
     };
+    let grant = http_grant(config, name, stage)?;
     Ok(runtime.load(
         name,
         &origin,
         &bytes,
-        stage.timeout,
-        stage.memory_bytes,
-        stage.options.clone(),
+        crate::host::StageSetup {
+            timeout: stage.timeout,
+            memory_bytes: stage.memory_bytes,
+            options: stage.options.clone(),
+            grant,
+        },
     )?)
+}
+
+/// The origins a stage may reach, and for the built-in `immich` stage the
+/// API key the host adds to its requests.
+fn http_grant(
+    config: &Config,
+    name: &str,
+    stage: &crate::config::StageConfig,
+) -> Result<crate::host::HttpGrant, PipelineError> {
+    let mut grant = crate::host::HttpGrant {
+        origins: stage.http_origins.clone(),
+        headers: Vec::new(),
+    };
+    if name == "immich"
+        && matches!(stage.source, StageSource::Builtin)
+        && let Some(immich) = &config.immich
+    {
+        let key = immich.api_key().map_err(PipelineError::Setup)?;
+        let value = http::HeaderValue::from_str(&key).map_err(|_| {
+            PipelineError::Setup("the Immich API key holds characters a header cannot".into())
+        })?;
+        grant
+            .headers
+            .push((http::HeaderName::from_static("x-api-key"), value));
+    }
+    Ok(grant)
 }
 
 /// A lossy, display-friendly form of a raw relative path.

@@ -1,0 +1,173 @@
+//! Which albums a file joins, from the config's rules, and adding it to them:
+//! a missing album is created once, and its id remembered.
+
+use keepsake_sdk::*;
+use serde_json::json;
+use wasip2::http::types::Method;
+
+use crate::check;
+use crate::http::Server;
+
+/// The albums the rules name for this job, in rule order, without repeats.
+pub fn names(job: &Job) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        let name = name.trim();
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    };
+    if let Some(map) = host::get_option("albums_by_inbox")
+        && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&map)
+        && let Some(name) = map.get(&job.inbox).and_then(|v| v.as_str())
+    {
+        add(name);
+    }
+    if option_or("album_from_folder", "false") == "true"
+        && let Some((folder, _)) = job.relative_path.rsplit_once('/')
+    {
+        add(folder.rsplit('/').next().unwrap_or(folder));
+    }
+    if let Some(template) = host::get_option("album_by_date")
+        && let Some(capture) = &job.capture_time
+    {
+        add(&date_name(&template, &capture.local));
+    }
+    for key in option_or("album_facts", "album").split(',') {
+        if let Some(value) = fact(job, key.trim()) {
+            add(value);
+        }
+    }
+    if let Some(list) = host::get_option("albums") {
+        for name in list.split(',') {
+            add(name);
+        }
+    }
+    names
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+fn date_name(template: &str, t: &Datetime) -> String {
+    template
+        .replace("{yyyy}", &format!("{:04}", t.year))
+        .replace("{year}", &format!("{:04}", t.year))
+        .replace("{mm}", &format!("{:02}", t.month))
+        .replace("{dd}", &format!("{:02}", t.day))
+        .replace(
+            "{month}",
+            MONTHS
+                .get(usize::from(t.month.max(1)) - 1)
+                .copied()
+                .unwrap_or(""),
+        )
+}
+
+fn album_key(name: &str) -> String {
+    format!("album:{name}")
+}
+
+/// Add `asset` to the album `name`, creating the album when Immich has none
+/// by that name.
+pub fn add(server: &Server, name: &str, asset: &str) -> Result<(), StageError> {
+    for attempt in 0..2 {
+        let id = album_id(server, name)?;
+        let body = json!({ "ids": [asset] });
+        let answer = check(
+            "album add",
+            server.json(Method::Put, &format!("/albums/{id}/assets"), Some(&body)),
+        )?;
+        match answer.status {
+            200 => {
+                let value = answer.json().map_err(StageError::Internal)?;
+                let result = &value[0];
+                if result["success"] == true || result["error"] == "duplicate" {
+                    return Ok(());
+                }
+                return Err(StageError::Internal(format!(
+                    "Immich would not add the asset to the album {name:?}: {}",
+                    result["error"].as_str().unwrap_or("unknown")
+                )));
+            }
+            // The album was deleted in Immich since: look it up again.
+            400 | 404 if attempt == 0 => {
+                host::kv_set(&album_key(name), b"");
+            }
+            status => {
+                return Err(StageError::Internal(format!(
+                    "adding to the album {name:?} answered {status}: {}",
+                    answer.message()
+                )));
+            }
+        }
+    }
+    Err(StageError::Internal(format!(
+        "the album {name:?} keeps vanishing"
+    )))
+}
+
+fn album_id(server: &Server, name: &str) -> Result<String, StageError> {
+    if let Some(id) = host::kv_get(&album_key(name)).and_then(|v| String::from_utf8(v).ok())
+        && !id.is_empty()
+    {
+        return Ok(id);
+    }
+    // Album names are not unique in Immich: take the oldest of that name.
+    let answer = check("albums", server.json(Method::Get, "/albums", None))?;
+    if answer.status != 200 {
+        return Err(StageError::Internal(format!(
+            "listing albums answered {}: {}",
+            answer.status,
+            answer.message()
+        )));
+    }
+    let value = answer.json().map_err(StageError::Internal)?;
+    let mut found: Option<(String, String)> = None;
+    for album in value.as_array().into_iter().flatten() {
+        let (Some(album_name), Some(id)) = (album["albumName"].as_str(), album["id"].as_str())
+        else {
+            continue;
+        };
+        let created = album["createdAt"].as_str().unwrap_or("").to_string();
+        if album_name == name && found.as_ref().is_none_or(|(c, _)| created < *c) {
+            found = Some((created, id.to_string()));
+        }
+    }
+    if let Some((_, id)) = found {
+        host::kv_set(&album_key(name), id.as_bytes());
+        return Ok(id);
+    }
+    let answer = check(
+        "album create",
+        server.json(Method::Post, "/albums", Some(&json!({ "albumName": name }))),
+    )?;
+    if answer.status != 201 && answer.status != 200 {
+        return Err(StageError::Internal(format!(
+            "creating the album {name:?} answered {}: {}",
+            answer.status,
+            answer.message()
+        )));
+    }
+    let value = answer.json().map_err(StageError::Internal)?;
+    let id = value["id"]
+        .as_str()
+        .ok_or_else(|| {
+            StageError::Internal(format!("album create answered without an id: {value}"))
+        })?
+        .to_string();
+    host::kv_set(&album_key(name), id.as_bytes());
+    Ok(id)
+}

@@ -1,0 +1,368 @@
+//! The built-in `immich` stage: once a file is in the library, upload it to
+//! Immich (`mode = "upload"`) and add it to the albums the config's rules
+//! name. It runs in the `placed` phase, sandboxed like every stage: it can
+//! reach the Immich origin the config grants and nothing else, and the host
+//! adds the API key to its requests, so the stage never holds the secret.
+//!
+//! Re-running is safe: the asset id Immich gave is remembered (stage KV), the
+//! upload is checked by SHA-1 first (`bulk-upload-check`), a "duplicate"
+//! answer counts as success, and adding an asset an album already holds is
+//! reported by Immich per id, not as an error.
+
+mod albums;
+mod http;
+
+use keepsake_sdk::*;
+use serde_json::json;
+use wasip2::http::types::Method;
+
+use crate::http::{Failure, Part, Response, Server};
+
+struct Immich;
+
+const OPTIONS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "url",
+        "The Immich server, e.g. http://immich.local:2283 (set from [immich] url)",
+        None,
+    ),
+    (
+        "mode",
+        "\"upload\": send each file to Immich (POST /assets)",
+        Some("upload"),
+    ),
+    (
+        "albums_by_inbox",
+        "Album per inbox, e.g. { anna = \"Anna's phone\" }",
+        None,
+    ),
+    (
+        "album_from_folder",
+        "true: the name of the folder the file came from is an album",
+        Some("false"),
+    ),
+    (
+        "album_by_date",
+        "An album named from the capture date, e.g. \"{yyyy}-{mm}\" ({yyyy} {mm} {dd} {month})",
+        None,
+    ),
+    (
+        "album_facts",
+        "Facts (set by earlier stages or family plugins) that name an album",
+        Some("album"),
+    ),
+    (
+        "albums",
+        "Albums every file of the pipeline joins, comma-separated",
+        None,
+    ),
+];
+
+impl Guest for Immich {
+    fn describe() -> Description {
+        describe_placed(
+            "immich",
+            env!("CARGO_PKG_VERSION"),
+            "uploads each placed file to Immich and adds it to albums",
+            OPTIONS,
+        )
+    }
+
+    fn run(job: Job) -> Result<Vec<Effect>, StageError> {
+        let url = host::get_option("url").ok_or_else(|| {
+            StageError::Internal("no Immich url: set `url` under [immich] in the config".into())
+        })?;
+        let server = Server::parse(&url).map_err(StageError::Internal)?;
+        let mode = option_or("mode", "upload");
+        if mode != "upload" {
+            return Err(StageError::Internal(format!(
+                "mode {mode:?} is not supported by this version; use \"upload\""
+            )));
+        }
+        let is_live_video = fact(&job, "live.still_job").is_some();
+        let asset_id = match remembered_asset(job.id) {
+            Some(id) => id,
+            None => match upload(&server, &job)? {
+                Uploaded::Asset(id) => {
+                    host::kv_set(&asset_key(job.id), id.as_bytes());
+                    id
+                }
+                Uploaded::Waiting(reason) => {
+                    return Ok(vec![Effect::Defer(DeferUntil {
+                        seconds: 10,
+                        reason,
+                    })]);
+                }
+                Uploaded::Rejected(reason) => {
+                    return Ok(vec![Effect::SetFact(Fact {
+                        key: "immich.rejected".into(),
+                        value: reason,
+                    })]);
+                }
+            },
+        };
+        let mut effects = vec![Effect::SetFact(Fact {
+            key: "immich.asset_id".into(),
+            value: asset_id.clone(),
+        })];
+        // A Live Photo's video is shown through its still, never on its own.
+        if !is_live_video {
+            let names = albums::names(&job);
+            if !names.is_empty() {
+                for name in &names {
+                    albums::add(&server, name, &asset_id)?;
+                }
+                effects.push(Effect::SetFact(Fact {
+                    key: "immich.albums".into(),
+                    value: names.join(", "),
+                }));
+            }
+        }
+        Ok(effects)
+    }
+}
+
+export_stage!(Immich);
+
+enum Uploaded {
+    Asset(String),
+    /// Not yet: e.g. a Live Photo still whose video is not in Immich yet.
+    Waiting(String),
+    /// Immich will not take the file (e.g. a format it does not support).
+    Rejected(String),
+}
+
+fn asset_key(job: u64) -> String {
+    format!("asset:{job}")
+}
+
+fn remembered_asset(job: u64) -> Option<String> {
+    host::kv_get(&asset_key(job)).and_then(|v| String::from_utf8(v).ok())
+}
+
+/// Immich's answer as a stage outcome: 5xx and auth errors are worth trying
+/// later (the host then holds every call of this stage back, so a bad key
+/// costs one request per retry, not one per file).
+pub(crate) fn check(
+    what: &str,
+    response: Result<Response, Failure>,
+) -> Result<Response, StageError> {
+    match response {
+        Err(Failure::Denied) => Err(StageError::Internal(format!(
+            "{what}: the host refused the request; the Immich url must match [immich] url"
+        ))),
+        Err(Failure::Unreachable(m)) => Err(StageError::Transient(format!(
+            "{what}: Immich is unreachable ({m})"
+        ))),
+        Ok(r) if r.status == 401 || r.status == 403 => Err(StageError::Transient(format!(
+            "{what}: Immich refused the API key (HTTP {}: {}); check [immich] api_key_file and the key's permissions",
+            r.status,
+            r.message()
+        ))),
+        Ok(r) if r.status >= 500 || r.status == 429 => Err(StageError::Transient(format!(
+            "{what}: Immich answered {}: {}",
+            r.status,
+            r.message()
+        ))),
+        Ok(r) => Ok(r),
+    }
+}
+
+fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
+    // 1. Does Immich hold these bytes already (by SHA-1)?
+    let check_body = json!({ "assets": [{ "id": job.id.to_string(), "checksum": job.sha1 }] });
+    let answer = check(
+        "bulk-upload-check",
+        server.json(Method::Post, "/assets/bulk-upload-check", Some(&check_body)),
+    )?;
+    if answer.status != 200 {
+        return Err(StageError::Internal(format!(
+            "bulk-upload-check answered {}: {}",
+            answer.status,
+            answer.message()
+        )));
+    }
+    let value = answer.json().map_err(StageError::Internal)?;
+    let result = &value["results"][0];
+    if result["action"] == "reject" {
+        if result["reason"] == "duplicate"
+            && let Some(id) = result["assetId"].as_str()
+        {
+            return Ok(Uploaded::Asset(id.to_string()));
+        }
+        return Ok(Uploaded::Rejected(format!(
+            "Immich rejects it: {}",
+            result["reason"].as_str().unwrap_or("no reason given")
+        )));
+    }
+
+    // 2. A Live Photo still goes up with its video's id.
+    let mut live_video = None;
+    if let Some(video_job) = fact(job, "live.video_job").and_then(|v| v.parse::<u64>().ok()) {
+        match remembered_asset(video_job) {
+            Some(id) => live_video = Some(id),
+            None => {
+                return Ok(Uploaded::Waiting(format!(
+                    "waiting for its Live Photo video (job {video_job}) to reach Immich"
+                )));
+            }
+        }
+    }
+
+    // 3. The upload: file parts first, then the fields.
+    let name = file_name_of(job);
+    let sidecar = sidecar_of(job, &name);
+    let boundary = format!("keepsake-{}", &job.blake3[..job.blake3.len().min(32)]);
+    let mut fields: Vec<(&str, String)> = vec![
+        (
+            "deviceAssetId",
+            format!("keepsake-{}", &job.blake3[..job.blake3.len().min(32)]),
+        ),
+        ("deviceId", "keepsake".into()),
+        ("fileCreatedAt", created_at(job)),
+        (
+            "fileModifiedAt",
+            iso(&job.mtime, Some(job.mtime_offset_minutes)),
+        ),
+        ("filename", name.clone()),
+    ];
+    if let Some(video) = &live_video {
+        fields.push(("livePhotoVideoId", video.clone()));
+    }
+    let read = |offset: u64, len: u32| host::read(offset, len);
+    let mut parts = vec![
+        Part::Bytes(file_header(&boundary, "assetData", &name)),
+        Part::Stream {
+            len: job.size,
+            read: &read,
+        },
+        Part::Bytes(b"\r\n".to_vec()),
+    ];
+    if let Some((sidecar_name, bytes)) = &sidecar {
+        parts.push(Part::Bytes(file_header(
+            &boundary,
+            "sidecarData",
+            sidecar_name,
+        )));
+        parts.push(Part::Bytes(bytes.clone()));
+        parts.push(Part::Bytes(b"\r\n".to_vec()));
+    }
+    let mut tail = String::new();
+    for (field, value) in &fields {
+        tail.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    tail.push_str(&format!("--{boundary}--\r\n"));
+    parts.push(Part::Bytes(tail.into_bytes()));
+    let headers = [
+        ("accept", "application/json".to_string()),
+        (
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        ),
+    ];
+    let answer = check(
+        "upload",
+        server.send(Method::Post, "/assets", &headers, &parts),
+    )?;
+    match answer.status {
+        // 201 created; 200 "duplicate": Immich already had these bytes.
+        200 | 201 => {
+            let value = answer.json().map_err(StageError::Internal)?;
+            value["id"]
+                .as_str()
+                .map(|id| Uploaded::Asset(id.to_string()))
+                .ok_or_else(|| {
+                    StageError::Internal(format!("upload answered without an id: {value}"))
+                })
+        }
+        400 => Ok(Uploaded::Rejected(format!(
+            "Immich refused the upload: {}",
+            answer.message()
+        ))),
+        status => Err(StageError::Internal(format!(
+            "upload answered {status}: {}",
+            answer.message()
+        ))),
+    }
+}
+
+fn file_name_of(job: &Job) -> String {
+    job.placement
+        .as_ref()
+        .and_then(|p| p.path.rsplit('/').next().map(str::to_string))
+        .unwrap_or_else(|| file_name(job).to_string())
+}
+
+/// The XMP sidecar beside the library copy, the name Immich reads first
+/// (`IMG.jpg.xmp`, else `IMG.xmp`).
+fn sidecar_of(job: &Job, name: &str) -> Option<(String, Vec<u8>)> {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    let wanted = [format!("{name}.xmp"), format!("{stem}.xmp")];
+    let found = wanted
+        .iter()
+        .find(|w| job.companions.iter().any(|c| c.eq_ignore_ascii_case(w)))?;
+    let companion = job
+        .companions
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(found))?
+        .clone();
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = host::read_companion(&companion, bytes.len() as u64, 1 << 20).ok()?;
+        if chunk.is_empty() || bytes.len() > 16 << 20 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Some((companion, bytes))
+}
+
+/// A file part's header; quotes and line breaks in names are escaped as
+/// browsers do.
+fn file_header(boundary: &str, field: &str, name: &str) -> Vec<u8> {
+    let escaped = name
+        .replace('"', "%22")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A");
+    format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{escaped}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The capture time as Immich's `fileCreatedAt`; its offset when the file
+/// knows it, else the host's (Immich reads the file's own dates anyway).
+fn created_at(job: &Job) -> String {
+    match &job.capture_time {
+        Some(c) => iso(
+            &c.local,
+            Some(c.offset_minutes.unwrap_or(job.mtime_offset_minutes)),
+        ),
+        None => iso(&job.mtime, Some(job.mtime_offset_minutes)),
+    }
+}
+
+fn iso(t: &Datetime, offset_minutes: Option<i16>) -> String {
+    let mut s = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        t.nanosecond / 1_000_000
+    );
+    match offset_minutes {
+        Some(0) => s.push('Z'),
+        Some(m) => {
+            let sign = if m < 0 { '-' } else { '+' };
+            let m = m.unsigned_abs();
+            s.push_str(&format!("{sign}{:02}:{:02}", m / 60, m % 60));
+        }
+        None => s.push('Z'),
+    }
+    s
+}

@@ -1,0 +1,101 @@
+//! `[immich]`: the Immich server the built-in `immich` stage talks to, and
+//! where its API key comes from. The key is read when stages load and handed
+//! to the host's HTTP layer only: the stage never sees it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImmich {
+    url: Option<String>,
+    /// A file holding the API key (one line), readable by keepsake only.
+    api_key_file: Option<PathBuf>,
+    /// Or the environment variable holding it.
+    api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeySource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImmichConfig {
+    /// As written, without a trailing `/` (may carry a path prefix).
+    pub url: String,
+    /// `scheme://host:port`: the one origin the stage may reach.
+    pub origin: String,
+    pub key: KeySource,
+}
+
+impl ImmichConfig {
+    /// The API key, read now (a rotated key is picked up at the next start).
+    pub fn api_key(&self) -> Result<String, String> {
+        let key = match &self.key {
+            KeySource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "cannot read the Immich API key from {}: {e}; create it (one line, the key from Immich → Account settings → API keys) or fix `[immich] api_key_file`",
+                    path.display()
+                )
+            })?,
+            KeySource::Env(name) => std::env::var(name).map_err(|_| {
+                format!(
+                    "the Immich API key is to come from the environment variable {name}, which is not set; set it or use `[immich] api_key_file`"
+                )
+            })?,
+        };
+        let key = key.trim().to_string();
+        if key.is_empty() || key.contains(['\r', '\n']) {
+            return Err("the Immich API key is empty or not one line".into());
+        }
+        Ok(key)
+    }
+}
+
+impl RawImmich {
+    pub(super) fn is_set(&self) -> bool {
+        self.url.is_some() || self.api_key_file.is_some() || self.api_key_env.is_some()
+    }
+
+    pub(super) fn validate(&self, base: &Path) -> Result<Option<ImmichConfig>, (String, String)> {
+        if !self.is_set() {
+            return Ok(None);
+        }
+        let Some(url) = &self.url else {
+            return Err((
+                "immich.url".into(),
+                "is missing: the Immich server, e.g. \"http://immich.local:2283\"".into(),
+            ));
+        };
+        let url = url.trim_end_matches('/').to_string();
+        let uri: http::Uri = url.parse().map_err(|e| {
+            (
+                "immich.url".to_string(),
+                format!("{url:?} is not a URL: {e}"),
+            )
+        })?;
+        let origin = crate::host::HttpGrant::origin_of(&uri)
+            .filter(|_| matches!(uri.scheme_str(), Some("http" | "https")))
+            .ok_or_else(|| {
+                (
+                    "immich.url".to_string(),
+                    format!("{url:?}: give http:// or https:// and the server, e.g. \"http://immich.local:2283\""),
+                )
+            })?;
+        let key = match (&self.api_key_file, &self.api_key_env) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "immich.api_key_file".into(),
+                    "give api_key_file or api_key_env, not both".into(),
+                ));
+            }
+            (Some(file), None) => KeySource::File(super::resolve(base, file)),
+            (None, Some(env)) => KeySource::Env(env.clone()),
+            (None, None) => KeySource::Env("IMMICH_API_KEY".into()),
+        };
+        Ok(Some(ImmichConfig { url, origin, key }))
+    }
+}

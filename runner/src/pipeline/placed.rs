@@ -1,0 +1,530 @@
+//! Stages of the `placed` phase (the built-in `immich`, family plugins that
+//! notify someone): called for each file once it is in the library, from a
+//! queue in the ledger (`placed_calls`), so an outage, a restart or a slow
+//! server never loses or repeats one.
+//!
+//! A stage that says "later" (a `defer` effect or a temporary error) speaks
+//! for its server, not for one file: every due call of that stage waits with
+//! it, with a growing backoff, so an Immich that is down or a wrong API key
+//! costs one request per retry instead of one per file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Pipeline, PipelineError};
+use crate::host::{
+    CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, Placement, Services,
+    StageCallError, StageError, WitMediaKind,
+};
+use crate::ledger::{self, Ledger, LedgerError};
+
+/// The longest a stage is held back after it said "later".
+const MAX_BACKOFF_SECS: i64 = 6 * 3600;
+/// Calls taken per pass; the rest wait for the next pass.
+const PASS_LIMIT: usize = 100_000;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct PlacedReport {
+    pub done: u64,
+    pub deferred: u64,
+    pub failed: u64,
+    /// HTTP requests the stages sent.
+    pub requests: u64,
+    /// Why a stage is held back, by stage.
+    pub waiting: BTreeMap<String, String>,
+}
+
+impl Pipeline {
+    /// The placed-phase stages some inbox's pipeline names.
+    pub fn placed_stages(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .config
+            .inboxes
+            .iter()
+            .flat_map(|i| i.pipeline.iter())
+            .filter(|name| self.stages.get(*name).is_some_and(|s| s.info.placed))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Queue a call for every library file whose inbox pipeline names a
+    /// placed-phase stage and has none yet: new files, and the whole
+    /// library when such a stage is added to a pipeline.
+    pub fn enqueue_placed(&self) -> Result<u64, LedgerError> {
+        let now = ledger::now();
+        let mut queued = 0;
+        for inbox in &self.config.inboxes {
+            for name in &inbox.pipeline {
+                if !self.stages.get(name).is_some_and(|s| s.info.placed) {
+                    continue;
+                }
+                queued += self.ledger.write(|tx| {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO placed_calls (job_id, stage, state, created_at, updated_at) \
+                         SELECT j.id, ?2, 'pending', ?3, ?3 FROM jobs j JOIN assets a ON a.job_id = j.id \
+                         WHERE j.inbox = ?1 AND j.state = 'done'",
+                        params![inbox.name, name, now],
+                    )
+                })? as u64;
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Queue what is new, then run every due call, stage by stage. Runs on
+    /// its own thread: wasi:http drives its requests on a runtime of its own.
+    pub fn run_placed(&self) -> Result<PlacedReport, PipelineError> {
+        if self.placed_stages().is_empty() {
+            return Ok(PlacedReport::default());
+        }
+        self.enqueue_placed()?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.run_placed_here())
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn run_placed_here(&self) -> Result<PlacedReport, PipelineError> {
+        let mut report = PlacedReport::default();
+        let services: Arc<dyn Services> = Arc::new(LedgerServices(Arc::clone(&self.ledger)));
+        for name in self.placed_stages() {
+            let Some(stage) = self.stages.get(&name) else {
+                continue;
+            };
+            let now = ledger::now();
+            let due = self.ledger.read(|c| due_calls(c, &name, now))?;
+            for (call_id, job_id, attempts) in due {
+                if crate::shutdown::requested() {
+                    return Ok(report);
+                }
+                let Some((job, files)) =
+                    self.ledger.read(|c| placed_job(c, &self.config, job_id))?
+                else {
+                    // The asset is gone (rebuilt ledger): nothing to call for.
+                    self.ledger.write(|tx| {
+                        finish(
+                            tx,
+                            call_id,
+                            "failed",
+                            Some("the file is no longer in the ledger"),
+                            &[],
+                            0,
+                        )
+                    })?;
+                    report.failed += 1;
+                    continue;
+                };
+                let (result, stats) = self.runtime.call(stage, &job, files, Arc::clone(&services));
+                report.requests += stats.requests;
+                let later = |reason: String, seconds: Option<i64>| -> Result<(), LedgerError> {
+                    let wait = seconds.unwrap_or_else(|| backoff(&self.config, attempts));
+                    let wake = ledger::now() + wait.clamp(1, MAX_BACKOFF_SECS);
+                    self.ledger.write(|tx| {
+                        tx.execute(
+                            "UPDATE placed_calls SET state = 'deferred', attempts = attempts + 1, \
+                             last_error = ?2, wake_at = ?3, requests = requests + ?4, updated_at = ?5 \
+                             WHERE id = ?1",
+                            params![call_id, reason, wake, stats.requests, ledger::now()],
+                        )?;
+                        // The server speaks for every file: all of this
+                        // stage's due calls wait as long.
+                        tx.execute(
+                            "UPDATE placed_calls SET state = 'deferred', wake_at = ?2, updated_at = ?3 \
+                             WHERE stage = ?1 AND (state = 'pending' OR (state = 'deferred' AND wake_at < ?2))",
+                            params![name, wake, ledger::now()],
+                        )?;
+                        Ok(())
+                    })
+                };
+                match result {
+                    Ok(effects) => {
+                        let mut facts = Vec::new();
+                        let mut defer = None;
+                        let mut rejected = None;
+                        for effect in effects {
+                            match effect {
+                                Effect::SetFact(Fact { key, value }) => {
+                                    if key.len() > 200 || value.len() > 4096 {
+                                        rejected =
+                                            Some("a fact longer than 200/4096 bytes".to_string());
+                                    } else {
+                                        facts.push((key, value));
+                                    }
+                                }
+                                Effect::Defer(d) => defer = Some(d),
+                                other => {
+                                    rejected = Some(format!(
+                                        "{} is not allowed once the file is placed",
+                                        effect_name(&other)
+                                    ));
+                                }
+                            }
+                        }
+                        if let Some(why) = rejected {
+                            let message = format!("stage `{name}`: rejected effect: {why}");
+                            self.ledger.write(|tx| {
+                                finish(tx, call_id, "failed", Some(&message), &[], stats.requests)
+                            })?;
+                            report.failed += 1;
+                        } else if let Some(d) = defer {
+                            // A defer for one file (a Live Photo waiting for
+                            // its video) holds back only that file.
+                            let wake =
+                                ledger::now() + i64::from(d.seconds).clamp(1, MAX_BACKOFF_SECS);
+                            self.ledger.write(|tx| {
+                                save_facts(tx, call_id, &facts)?;
+                                tx.execute(
+                                    "UPDATE placed_calls SET state = 'deferred', last_error = ?2, wake_at = ?3, \
+                                     requests = requests + ?4, updated_at = ?5 WHERE id = ?1",
+                                    params![call_id, d.reason, wake, stats.requests, ledger::now()],
+                                )?;
+                                Ok(())
+                            })?;
+                            report.deferred += 1;
+                        } else {
+                            self.ledger.write(|tx| {
+                                finish(tx, call_id, "done", None, &facts, stats.requests)
+                            })?;
+                            report.done += 1;
+                        }
+                    }
+                    Err(StageCallError::Stage {
+                        error: StageError::Transient(message),
+                        ..
+                    }) => {
+                        tracing::warn!(stage = name, job = job_id, "{message}");
+                        later(message.clone(), None)?;
+                        report.deferred += 1;
+                        report.waiting.insert(name.clone(), message);
+                        // The rest of this stage's calls wait with it.
+                        break;
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        tracing::warn!(stage = name, job = job_id, "{message}");
+                        self.ledger.write(|tx| {
+                            finish(tx, call_id, "failed", Some(&message), &[], stats.requests)
+                        })?;
+                        report.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The due calls of a stage: pending or woken, Live Photo videos before
+/// their stills (a still is uploaded with its video's id), then by job.
+fn due_calls(
+    conn: &rusqlite::Connection,
+    stage: &str,
+    now: i64,
+) -> rusqlite::Result<Vec<(i64, u64, u32)>> {
+    let mut stmt = conn.prepare(
+        "SELECT p.id, p.job_id, p.attempts FROM placed_calls p JOIN jobs j ON j.id = p.job_id \
+         WHERE p.stage = ?1 AND (p.state = 'pending' OR (p.state = 'deferred' AND p.wake_at <= ?2)) \
+         ORDER BY json_extract(j.facts, '$.\"live.still_job\"') IS NULL, p.job_id LIMIT ?3",
+    )?;
+    stmt.query_map(params![stage, now, PASS_LIMIT as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?
+    .collect()
+}
+
+fn backoff(config: &crate::config::Config, attempts: u32) -> i64 {
+    config
+        .service
+        .backoff
+        .delay(attempts + 1)
+        .min(MAX_BACKOFF_SECS)
+}
+
+fn save_facts(
+    tx: &rusqlite::Transaction<'_>,
+    call_id: i64,
+    facts: &[(String, String)],
+) -> rusqlite::Result<()> {
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let old: String = tx.query_row(
+        "SELECT facts FROM placed_calls WHERE id = ?1",
+        [call_id],
+        |r| r.get(0),
+    )?;
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&old).unwrap_or_default();
+    for (k, v) in facts {
+        map.insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    tx.execute(
+        "UPDATE placed_calls SET facts = ?2 WHERE id = ?1",
+        params![call_id, serde_json::Value::Object(map).to_string()],
+    )?;
+    Ok(())
+}
+
+fn finish(
+    tx: &rusqlite::Transaction<'_>,
+    call_id: i64,
+    state: &str,
+    error: Option<&str>,
+    facts: &[(String, String)],
+    requests: u64,
+) -> rusqlite::Result<()> {
+    save_facts(tx, call_id, facts)?;
+    let now = ledger::now();
+    tx.execute(
+        "UPDATE placed_calls SET state = ?2, last_error = ?3, attempts = attempts + 1, wake_at = NULL, \
+         requests = requests + ?4, done_at = CASE WHEN ?2 = 'done' THEN ?5 ELSE done_at END, updated_at = ?5 \
+         WHERE id = ?1",
+        params![call_id, state, error, requests, now],
+    )?;
+    Ok(())
+}
+
+fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::SetCaptureTime(_) => "set-capture-time",
+        Effect::SetFact(_) => "set-fact",
+        Effect::Place(_) => "place",
+        Effect::DuplicateOf(_) => "duplicate-of",
+        Effect::Quarantine(_) => "quarantine",
+        Effect::Skip(_) => "skip",
+        Effect::Defer(_) => "defer",
+        Effect::WriteXmp(_) => "write-xmp",
+        Effect::Push(_) => "push",
+    }
+}
+
+/// The job as a placed-phase stage sees it: its library copy to read, the
+/// sidecars beside it, what earlier stages decided.
+fn placed_job(
+    conn: &rusqlite::Connection,
+    config: &crate::config::Config,
+    job_id: u64,
+) -> rusqlite::Result<Option<(Job, CallFiles)>> {
+    let Some(job) = ledger::job(conn, job_id)? else {
+        return Ok(None);
+    };
+    let asset: Option<(String, String, String, Option<String>)> = conn
+        .query_row(
+            "SELECT library_path, root, sha1, capture_time FROM assets WHERE job_id = ?1",
+            [job_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((library_path, root, sha1, capture_text)) = asset else {
+        return Ok(None);
+    };
+    let root_dir = if root == "archive" {
+        match &config.archive.root {
+            Some(dir) => dir.clone(),
+            None => return Ok(None),
+        }
+    } else {
+        config.library_root.clone()
+    };
+    let path = root_dir.join(&library_path);
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(None);
+    };
+    let mut facts: Vec<Fact> =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&job.facts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, value)| Fact {
+                value: value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string),
+                key,
+            })
+            .collect();
+    // The still of a Live Photo learns which job is its video.
+    let video: Option<u64> = conn
+        .query_row(
+            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') = ?1 AND state = 'done' LIMIT 1",
+            [job_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(video) = video {
+        facts.push(Fact {
+            key: "live.video_job".into(),
+            value: video.to_string(),
+        });
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let companions = sidecars_beside(&path);
+    let (mtime, mtime_offset) = super::decide::local_mtime(job.mtime_ns);
+    let capture_source = job.capture_source.clone().unwrap_or_default();
+    let wit = Job {
+        id: job.id,
+        inbox: job.inbox.clone(),
+        relative_path: super::display_rel(&job.rel_path),
+        size: job.size,
+        mtime,
+        mtime_offset_minutes: mtime_offset,
+        blake3: job.blake3.clone().unwrap_or_default(),
+        sha1,
+        media_kind: kind_from(job.media_kind.as_deref().unwrap_or("unknown")),
+        companions: companions.clone(),
+        capture_time: capture_text
+            .as_deref()
+            .and_then(|t| parse_capture(t, &capture_source)),
+        placement: Some(Placement {
+            root,
+            path: library_path,
+        }),
+        facts,
+    };
+    let files = CallFiles {
+        file: Some(Arc::new(file)),
+        companions: companions
+            .into_iter()
+            .map(|name| {
+                let path: PathBuf = dir.join(&name);
+                (name, path)
+            })
+            .collect(),
+    };
+    Ok(Some((wit, files)))
+}
+
+/// `IMG.jpg.xmp` and `IMG.xmp` beside a library file, when they exist.
+fn sidecars_beside(path: &Path) -> Vec<String> {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    [format!("{name}.xmp"), format!("{stem}.xmp")]
+        .into_iter()
+        .filter(|n| dir.join(n).is_file())
+        .collect()
+}
+
+fn kind_from(text: &str) -> WitMediaKind {
+    match text {
+        "jpeg" => WitMediaKind::Jpeg,
+        "heic" => WitMediaKind::Heic,
+        "avif" => WitMediaKind::Avif,
+        "png" => WitMediaKind::Png,
+        "gif" => WitMediaKind::Gif,
+        "webp" => WitMediaKind::Webp,
+        "tiff" => WitMediaKind::Tiff,
+        "raw" => WitMediaKind::Raw,
+        "video" => WitMediaKind::Video,
+        _ => WitMediaKind::Unknown,
+    }
+}
+
+/// The ledger's capture time text (`2024-07-01T12:00:00[.fff][+02:00]`).
+fn parse_capture(text: &str, source: &str) -> Option<CaptureTime> {
+    let (datetime, offset) = match text.find(['+', 'Z']).or_else(|| {
+        // A `-` after the time part is an offset sign.
+        text.get(19..)
+            .and_then(|rest| rest.find('-'))
+            .map(|i| i + 19)
+    }) {
+        Some(i) => (&text[..i], Some(&text[i..])),
+        None => (text, None),
+    };
+    let num = |range: std::ops::Range<usize>| datetime.get(range)?.parse::<u32>().ok();
+    let nanosecond = match datetime.get(19..) {
+        Some(frac) if frac.starts_with('.') => {
+            let digits = &frac[1..];
+            let padded = format!("{digits:0<9}");
+            padded.get(..9)?.parse().ok()?
+        }
+        _ => 0,
+    };
+    let offset_minutes = match offset {
+        None => None,
+        Some("Z") => Some(0),
+        Some(o) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let hours: i16 = o.get(1..3)?.parse().ok()?;
+            let minutes: i16 = o.get(4..6)?.parse().ok()?;
+            Some(sign * (hours * 60 + minutes))
+        }
+    };
+    Some(CaptureTime {
+        local: Datetime {
+            year: num(0..4)? as u16,
+            month: num(5..7)? as u8,
+            day: num(8..10)? as u8,
+            hour: num(11..13)? as u8,
+            minute: num(14..16)? as u8,
+            second: num(17..19)? as u8,
+            nanosecond,
+        },
+        offset_minutes,
+        source: source.to_string(),
+        confidence: Confidence::Medium,
+    })
+}
+
+/// The ledger as the placed phase's stages see it (no batch in flight).
+struct LedgerServices(Arc<Ledger>);
+
+impl Services for LedgerServices {
+    fn find_by_hash(&self, blake3: &str) -> Option<crate::host::AssetRef> {
+        self.0
+            .read(|c| {
+                c.query_row(
+                    "SELECT job_id, library_path FROM assets WHERE blake3 = ?1",
+                    [blake3],
+                    |r| {
+                        Ok(crate::host::AssetRef {
+                            job_id: r.get(0)?,
+                            library_path: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .ok()
+            .flatten()
+    }
+    fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
+        self.0
+            .read(|c| ledger::kv_get(c, stage, key))
+            .ok()
+            .flatten()
+    }
+    fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
+        let _ = self.0.write(|tx| ledger::kv_set(tx, stage, key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_text_round_trips() {
+        let c = parse_capture("2024-07-01T12:30:05.250+02:00", "exif").expect("parses");
+        assert_eq!((c.local.year, c.local.month, c.local.day), (2024, 7, 1));
+        assert_eq!((c.local.hour, c.local.minute, c.local.second), (12, 30, 5));
+        assert_eq!(c.local.nanosecond, 250_000_000);
+        assert_eq!(c.offset_minutes, Some(120));
+        let c = parse_capture("2019-01-02T03:04:05-05:30", "exif").expect("parses");
+        assert_eq!(c.offset_minutes, Some(-330));
+        let c = parse_capture("2019-01-02T03:04:05", "name").expect("parses");
+        assert_eq!(c.offset_minutes, None);
+        assert!(parse_capture("junk", "x").is_none());
+    }
+}
