@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use keepsake_tests::{corpus_media, fake_jpeg, keepsake_bin, workspace_root};
 
 mod archive;
+mod immich;
 mod offsite;
 mod service;
 
@@ -63,6 +64,7 @@ fn main() {
                 },
                 &b3sum,
             )),
+            "immich" => rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 })),
             "corpus" => {
                 let (corpus, per_format) = corpus_rows(&root);
                 print_rows(&corpus);
@@ -71,7 +73,9 @@ fn main() {
                 return;
             }
             other => {
-                eprintln!("--only {other}: the sections that run alone are: archive, corpus");
+                eprintln!(
+                    "--only {other}: the sections that run alone are: archive, corpus, immich"
+                );
                 std::process::exit(2);
             }
         }
@@ -232,6 +236,7 @@ fn main() {
         }
     };
     rows.extend(archive::rows(&root, &archive_sizes, &b3sum));
+    rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 }));
 
     print_rows(&rows);
     print_per_format(&per_format);

@@ -296,7 +296,7 @@ fn exiftool() -> Option<std::path::PathBuf> {
 }
 
 /// Write tags into a copy of a corpus file with exiftool.
-fn generate(sandbox: &Sandbox, from: &str, name: &str, tags: &[&str]) {
+pub(crate) fn generate(sandbox: &Sandbox, from: &str, name: &str, tags: &[&str]) {
     let dest = sandbox.inbox().join(name);
     std::fs::write(&dest, std::fs::read(corpus_media().join(from)).unwrap()).unwrap();
     // A description makes every generated file's bytes unique (else dedup

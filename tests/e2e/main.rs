@@ -9,5 +9,6 @@ mod corpus;
 mod crash;
 mod exif;
 mod hostile;
+mod immich;
 mod offsite;
 mod service;

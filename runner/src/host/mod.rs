@@ -165,8 +165,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
         Arc::new(move |name| {
             wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
                 || secret.contains(name)
+                // Credentials are the host's to add, whatever the grant.
                 || name == http::header::AUTHORIZATION
                 || name == http::header::COOKIE
+                || name.as_str() == "x-api-key"
         })
     }
 

@@ -1,0 +1,374 @@
+//! The `immich` stage against a fake Immich that follows the v2.4.1 OpenAPI
+//! contract (`tests/fake-immich`, which validates every answer it sends
+//! against the schema): uploads, albums, Live Photos, outages, a wrong key,
+//! and a plugin that tries to leave its HTTP grant.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fake_immich::FakeImmich;
+use keepsake_tests::{Sandbox, copy_tree, corpus_media, guest};
+
+const PIPELINE: &str = "[\"dedup\", \"exif\", \"library\", \"immich\"]";
+
+/// A sandbox whose pipeline ends with `immich`, talking to `fake` with its
+/// key (or `key` instead), and `stage` lines under `[stages.immich]`.
+fn immich_sandbox(fake: &FakeImmich, key: Option<&str>, stage: &str) -> Sandbox {
+    let sandbox = Sandbox::new();
+    let key_file = sandbox.path().join("immich.key");
+    std::fs::write(&key_file, format!("{}\n", key.unwrap_or(fake.api_key()))).unwrap();
+    sandbox.write_config_with(
+        PIPELINE,
+        "copy",
+        &format!(
+            "[immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n[stages.immich]\n{stage}\n",
+            fake.url()
+        ),
+    );
+    sandbox
+}
+
+/// (job id → (state, facts)) of the immich stage's calls.
+fn calls(sandbox: &Sandbox) -> BTreeMap<u64, (String, serde_json::Value)> {
+    let conn = sandbox.ledger();
+    let mut stmt = conn
+        .prepare("SELECT job_id, state, facts FROM placed_calls WHERE stage = 'immich'")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u64>(0)?,
+            (
+                r.get::<_, String>(1)?,
+                serde_json::from_str(&r.get::<_, String>(2)?).unwrap(),
+            ),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// Base64 of a hex SHA-1, as Immich stores checksums.
+fn base64_of_hex(hex: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn upload_mode_puts_the_corpus_in_immich_once_in_its_albums() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(
+        &fake,
+        None,
+        "albums_by_inbox = { inbox = \"Family\" }\nalbum_from_folder = true\nalbum_by_date = \"{yyyy}\"",
+    );
+    copy_tree(&corpus_media(), &sandbox.inbox().join("anna"));
+    let (_, report) = sandbox.ingest();
+    let after = &report["after_placed"];
+    assert_eq!(after["failed"], 0, "{report}");
+    assert_eq!(after["deferred"], 0, "{report}");
+
+    // Every library file is in Immich exactly once, with its own bytes.
+    let conn = sandbox.ledger();
+    let assets: BTreeMap<u64, (String, Option<String>)> = conn
+        .prepare("SELECT job_id, sha1, capture_time FROM assets")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let calls = calls(&sandbox);
+    assert_eq!(calls.len(), assets.len());
+    let in_immich = fake.assets();
+    let uploaded: Vec<u64> = calls
+        .iter()
+        .filter(|(_, (state, facts))| state == "done" && facts.get("immich.rejected").is_none())
+        .map(|(job, _)| *job)
+        .collect();
+    assert_eq!(in_immich.len(), uploaded.len(), "one Immich asset per file");
+    assert!(uploaded.len() >= 60, "{} uploaded", uploaded.len());
+    let checksums: BTreeSet<String> = in_immich.iter().map(|a| a.checksum.clone()).collect();
+    assert_eq!(checksums.len(), in_immich.len(), "no asset twice");
+    for job in &uploaded {
+        let (sha1, _) = &assets[job];
+        assert!(
+            checksums.contains(&base64_of_hex(sha1)),
+            "job {job}: its bytes are not in Immich"
+        );
+        let id = calls[job].1["immich.asset_id"].as_str().unwrap();
+        assert!(in_immich.iter().any(|a| a.id == id));
+    }
+
+    // Albums: the inbox's, the folder's, the capture year's; a Live
+    // Photo's video is shown through its still, so only stills join.
+    let albums: BTreeMap<String, BTreeSet<String>> = fake
+        .albums()
+        .into_iter()
+        .map(|a| (a.name, a.asset_ids.into_iter().collect()))
+        .collect();
+    let live_videos: BTreeSet<u64> = conn
+        .prepare(
+            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') IS NOT NULL",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let all: BTreeSet<String> = uploaded
+        .iter()
+        .filter(|job| !live_videos.contains(job))
+        .map(|job| {
+            calls[job].1["immich.asset_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(albums["Family"], all);
+    assert_eq!(albums["anna"], all);
+    for job in uploaded.iter().filter(|job| !live_videos.contains(job)) {
+        let id = calls[job].1["immich.asset_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some(capture) = &assets[job].1 {
+            assert!(
+                albums[&capture[..4]].contains(&id),
+                "job {job} not in {capture}"
+            );
+        }
+    }
+    assert_eq!(fake.albums().len(), albums.len(), "each album made once");
+
+    // A second run sends nothing again.
+    let uploads = fake.request_count("POST", "/api/assets");
+    let album_writes = fake.request_count("PUT", "/api/albums");
+    let (_, again) = sandbox.ingest();
+    assert_eq!(again["after_placed"]["done"], 0, "{again}");
+    let (code, text) = sandbox.run_text(&["immich", "sync"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(fake.request_count("POST", "/api/assets"), uploads);
+    assert_eq!(fake.request_count("PUT", "/api/albums"), album_writes);
+    // One album write per album an asset joins (three rules here), and
+    // each album looked up or made once.
+    assert_eq!(album_writes, 3 * all.len());
+    assert!(fake.request_count("POST", "/api/albums") <= albums.len());
+
+    let (code, text) = sandbox.run_text(&["immich", "status"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Immich 2.4.1, API key accepted"), "{text}");
+    assert!(
+        text.contains(&format!("uploaded {}", uploaded.len())),
+        "{text}"
+    );
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}
+
+#[test]
+fn a_live_photo_video_goes_first_and_its_still_links_it() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, None, "albums = \"Phone\"");
+    super::exif::generate(
+        &sandbox,
+        "exiftool_Canon.jpg",
+        "IMG_0100.jpg",
+        &["-DateTimeOriginal=2020:01:01 10:00:00"],
+    );
+    super::exif::generate(
+        &sandbox,
+        "mde_with-gps.mov",
+        "IMG_0100.MOV",
+        &["-Keys:CreationDate=2020:01:01 10:00:02+00:00"],
+    );
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 2, "{report}");
+    let assets = fake.assets();
+    assert_eq!(assets.len(), 2);
+    let video = assets
+        .iter()
+        .find(|a| a.original_file_name.to_lowercase().ends_with(".mov"))
+        .unwrap();
+    let still = assets
+        .iter()
+        .find(|a| a.original_file_name.to_lowercase().ends_with(".jpg"))
+        .unwrap();
+    assert_eq!(
+        still.live_photo_video_id.as_deref(),
+        Some(video.id.as_str())
+    );
+    // Albums hold the still; Immich shows the video through it.
+    let phone = fake
+        .albums()
+        .into_iter()
+        .find(|a| a.name == "Phone")
+        .unwrap();
+    assert_eq!(phone.asset_ids, vec![still.id.clone()]);
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}
+
+#[test]
+fn an_outage_defers_with_one_request_per_try_and_nothing_is_lost() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, None, "albums = \"Family\"");
+    for name in [
+        "exiftool_Canon.jpg",
+        "exiftool_Nikon.jpg",
+        "immich_denali.webp",
+        "mde_with-gps.mp4",
+        "exifsamples_IMG_5195.HEIC",
+    ] {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    fake.set_down(true);
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["placed"], 5, "{report}");
+    assert_eq!(report["after_placed"]["done"], 0, "{report}");
+    assert!(
+        fake.requests().len() <= 1,
+        "a down server costs one request, not one per file: {:?}",
+        fake.requests()
+    );
+    let (code, text) = sandbox.run_text(&["immich", "status"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("waiting 5"), "{text}");
+    // Still waiting: a second ingest does not knock again before the backoff.
+    let seen = fake.requests().len();
+    sandbox.ingest();
+    assert_eq!(fake.requests().len(), seen);
+
+    // Back, but answering 500 twice: each try meets one and stops there;
+    // the third takes everything, each file once.
+    fake.set_down(false);
+    fake.fail_next(2);
+    for _ in 0..2 {
+        let (code, text) = sandbox.run_text(&["immich", "sync"]);
+        assert_eq!(code, 1, "a try meets a 500: {text}");
+        assert!(text.contains("500"), "{text}");
+    }
+    let (code, text) = sandbox.run_text(&["immich", "sync"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(fake.assets().len(), 5);
+    let family = fake
+        .albums()
+        .into_iter()
+        .find(|a| a.name == "Family")
+        .unwrap();
+    assert_eq!(family.asset_ids.len(), 5);
+    assert!(calls(&sandbox).values().all(|(state, _)| state == "done"));
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}
+
+#[test]
+fn a_wrong_key_is_a_clear_error_without_a_retry_storm() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, Some("not-the-key"), "");
+    for name in [
+        "exiftool_Canon.jpg",
+        "exiftool_Nikon.jpg",
+        "immich_denali.webp",
+        "orient_Landscape_0.jpg",
+    ] {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 0, "{report}");
+    assert!(fake.requests().len() <= 1, "{:?}", fake.requests());
+    let (code, text) = sandbox.run_text(&["immich", "status"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("refused the API key"), "{text}");
+    assert!(
+        !text.contains("not-the-key"),
+        "the key is never printed: {text}"
+    );
+    // Fixed: everything goes.
+    std::fs::write(sandbox.path().join("immich.key"), fake.api_key()).unwrap();
+    let (code, text) = sandbox.run_text(&["immich", "sync"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(fake.assets().len(), 4);
+}
+
+#[test]
+fn a_plugin_cannot_leave_its_grant_or_set_the_key() {
+    let fake = FakeImmich::start();
+    // An origin the plugin is not granted, watched for connections.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let granted = fake.url().trim_start_matches("http://").to_string();
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with(
+        "[\"dedup\", \"exif\", \"library\", \"snoop\"]",
+        "copy",
+        &format!(
+            "[stages.snoop]\nwasm = {:?}\nhttp = [{:?}]\ngranted = {granted:?}\nother = {:?}\n",
+            guest("keepsake_test_snoop_http").display().to_string(),
+            fake.url(),
+            other.local_addr().unwrap().to_string()
+        ),
+    );
+    sandbox.add("a.jpg", &corpus_media().join("exiftool_Canon.jpg"));
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 1, "{report}");
+    let facts: serde_json::Value = sandbox
+        .ledger()
+        .query_row(
+            "SELECT facts FROM placed_calls WHERE stage = 'snoop'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(facts["snoop.other"], "denied", "{facts}");
+    assert!(other.accept().is_err(), "nothing reached the other origin");
+    let set_key = facts["snoop.set_key"].as_str().unwrap();
+    assert!(set_key.starts_with("header refused"), "{facts}");
+    // It reaches its own origin, without any key (only the built-in immich
+    // stage gets one, added by the host).
+    assert_eq!(facts["snoop.granted"], "status 401", "{facts}");
+    assert_eq!(facts["snoop.env"], "", "no environment: {facts}");
+}
+
+#[test]
+fn immich_config_errors_name_the_key() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with(PIPELINE, "copy", "");
+    let (code, text) = sandbox.run_text(&["ingest"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("[immich]"), "{text}");
+    sandbox.write_config_with(PIPELINE, "copy", "[immich]\nurl = \"immich.local\"\n");
+    let (code, text) = sandbox.run_text(&["ingest"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("immich.url"), "{text}");
+    sandbox.write_config_with(
+        PIPELINE,
+        "copy",
+        "[immich]\nurl = \"http://127.0.0.1:9\"\napi_key_file = \"missing.key\"\n",
+    );
+    let (code, text) = sandbox.run_text(&["ingest"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("missing.key"), "{text}");
+    // A stage that decides may not be granted HTTP.
+    sandbox.write_config(&format!(
+        "[stages.hostile]\nwasm = {:?}\nhttp = [\"http://127.0.0.1:9\"]\n[[inbox]]\nname = \"b\"\npath = \"b\"\npipeline = [\"hostile\"]\n",
+        guest("keepsake_test_hostile").display().to_string()
+    ));
+    std::fs::create_dir_all(sandbox.path().join("b")).unwrap();
+    let (code, text) = sandbox.run_text(&["ingest"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("placed"), "{text}");
+}
