@@ -372,3 +372,89 @@ fn immich_config_errors_name_the_key() {
     assert_ne!(code, 0);
     assert!(text.contains("placed"), "{text}");
 }
+
+#[test]
+fn external_library_mode_finds_each_file_by_path_once_immich_has_scanned() {
+    let fake = FakeImmich::start();
+    let sandbox = Sandbox::new();
+    std::fs::create_dir_all(sandbox.library()).unwrap();
+    let library_id = fake.create_external_library(&sandbox.library().display().to_string());
+    // Immich indexes a scan's files a while after it was asked for.
+    fake.set_scan_delay(std::time::Duration::from_secs(2));
+    std::fs::write(sandbox.path().join("immich.key"), fake.api_key()).unwrap();
+    sandbox.write_config_with(
+        PIPELINE,
+        "copy",
+        &format!(
+            "[immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n[stages.immich]\nmode = \"external-library\"\nlibrary_id = {library_id:?}\nalbums = \"Trip\"\n",
+            fake.url()
+        ),
+    );
+    copy_tree(&corpus_media(), &sandbox.inbox().join("trip"));
+    let (_, report) = sandbox.ingest();
+    let placed = report["placed"].as_u64().unwrap();
+    assert!(placed >= 60, "{report}");
+    // Not indexed yet: every file waits, one scan was asked for, nothing
+    // was uploaded.
+    assert_eq!(report["after_placed"]["done"], 0, "{report}");
+    assert_eq!(report["after_placed"]["deferred"], placed, "{report}");
+    assert_eq!(fake.request_count("POST", "/api/libraries"), 1);
+    let (code, text) = sandbox.run_text(&["immich", "status"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("waiting for Immich to index"), "{text}");
+
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (code, text) = sandbox.run_text(&["immich", "sync"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(fake.request_count("POST", "/api/assets"), 0, "no upload");
+
+    // Each call found the asset whose path is the file's, exactly (the
+    // search matches substrings, with `_` as a wildcard).
+    let conn = sandbox.ledger();
+    let paths: BTreeMap<u64, String> = conn
+        .prepare("SELECT job_id, library_path FROM assets")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let in_immich: BTreeMap<String, String> = fake
+        .assets()
+        .into_iter()
+        .map(|a| (a.id, a.original_path))
+        .collect();
+    let calls = calls(&sandbox);
+    assert_eq!(calls.len() as u64, placed);
+    for (job, (state, facts)) in &calls {
+        assert_eq!(state, "done", "job {job}: {facts}");
+        let id = facts["immich.asset_id"].as_str().unwrap();
+        let expected = sandbox.library().join(&paths[job]);
+        assert_eq!(
+            in_immich[id],
+            expected.display().to_string(),
+            "job {job} is matched to its own file"
+        );
+    }
+    let live_videos: BTreeSet<u64> = conn
+        .prepare(
+            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') IS NOT NULL",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let trip = fake
+        .albums()
+        .into_iter()
+        .find(|a| a.name == "Trip")
+        .unwrap();
+    let albumed: BTreeSet<String> = trip.asset_ids.into_iter().collect();
+    let stills: BTreeSet<String> = calls
+        .iter()
+        .filter(|(job, _)| !live_videos.contains(job))
+        .map(|(_, (_, f))| f["immich.asset_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(albumed, stills);
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}

@@ -10,6 +10,7 @@
 //! reported by Immich per id, not as an error.
 
 mod albums;
+mod external;
 mod http;
 
 use keepsake_sdk::*;
@@ -20,6 +21,10 @@ use crate::http::{Failure, Part, Response, Server};
 
 struct Immich;
 
+/// Seconds a file waits for something Immich does not have yet (its Live
+/// Photo's video, or its index of an external library).
+const WAIT_SECS: u32 = 10;
+
 const OPTIONS: &[(&str, &str, Option<&str>)] = &[
     (
         "url",
@@ -28,9 +33,26 @@ const OPTIONS: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         "mode",
-        "\"upload\": send each file to Immich (POST /assets)",
+        "\"upload\": send each file to Immich (POST /assets); \"external-library\": the library is an Immich external library, scanned and then found by path",
         Some("upload"),
     ),
+    (
+        "library_id",
+        "external-library mode: the id of the Immich external library that holds the keepsake library",
+        None,
+    ),
+    (
+        "library_path",
+        "external-library mode: the library folder as Immich sees it (e.g. /mnt/photos/library inside its container); default: as keepsake sees it",
+        None,
+    ),
+    (
+        "archive_path",
+        "external-library mode: the archive root as Immich sees it; default: as keepsake sees it",
+        None,
+    ),
+    ("library_root", "set by keepsake: the library folder", None),
+    ("archive_root", "set by keepsake: the archive root", None),
     (
         "albums_by_inbox",
         "Album per inbox, e.g. { anna = \"Anna's phone\" }",
@@ -74,22 +96,25 @@ impl Guest for Immich {
         })?;
         let server = Server::parse(&url).map_err(StageError::Internal)?;
         let mode = option_or("mode", "upload");
-        if mode != "upload" {
-            return Err(StageError::Internal(format!(
-                "mode {mode:?} is not supported by this version; use \"upload\""
-            )));
-        }
         let is_live_video = fact(&job, "live.still_job").is_some();
         let asset_id = match remembered_asset(job.id) {
             Some(id) => id,
-            None => match upload(&server, &job)? {
+            None => match match mode.as_str() {
+                "upload" => upload(&server, &job)?,
+                "external-library" => external::find(&server, &job)?,
+                other => {
+                    return Err(StageError::Internal(format!(
+                        "mode {other:?}: use \"upload\" or \"external-library\""
+                    )));
+                }
+            } {
                 Uploaded::Asset(id) => {
                     host::kv_set(&asset_key(job.id), id.as_bytes());
                     id
                 }
                 Uploaded::Waiting(reason) => {
                     return Ok(vec![Effect::Defer(DeferUntil {
-                        seconds: 10,
+                        seconds: WAIT_SECS,
                         reason,
                     })]);
                 }
@@ -124,7 +149,7 @@ impl Guest for Immich {
 
 export_stage!(Immich);
 
-enum Uploaded {
+pub(crate) enum Uploaded {
     Asset(String),
     /// Not yet: e.g. a Live Photo still whose video is not in Immich yet.
     Waiting(String),
@@ -132,7 +157,7 @@ enum Uploaded {
     Rejected(String),
 }
 
-fn asset_key(job: u64) -> String {
+pub(crate) fn asset_key(job: u64) -> String {
     format!("asset:{job}")
 }
 

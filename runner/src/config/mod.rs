@@ -404,6 +404,15 @@ impl Config {
                 .options
                 .entry("url".into())
                 .or_insert_with(|| immich.url.clone());
+            // Where files are, for the external-library mode's paths.
+            stage
+                .options
+                .insert("library_root".into(), library_root.display().to_string());
+            if let Some(root) = &archive.root {
+                stage
+                    .options
+                    .insert("archive_root".into(), root.display().to_string());
+            }
             if !stage.http_origins.contains(&immich.origin) {
                 stage.http_origins.push(immich.origin.clone());
             }

@@ -94,7 +94,12 @@ impl Pipeline {
 
     fn run_placed_here(&self) -> Result<PlacedReport, PipelineError> {
         let mut report = PlacedReport::default();
-        let services: Arc<dyn Services> = Arc::new(LedgerServices(Arc::clone(&self.ledger)));
+        let services = Arc::new(LedgerServices {
+            ledger: Arc::clone(&self.ledger),
+            held: std::sync::Mutex::new(BTreeMap::new()),
+        });
+        let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
+        let mut batch: Vec<Outcome> = Vec::new();
         for name in self.placed_stages() {
             let Some(stage) = self.stages.get(&name) else {
                 continue;
@@ -103,47 +108,25 @@ impl Pipeline {
             let due = self.ledger.read(|c| due_calls(c, &name, now))?;
             for (call_id, job_id, attempts) in due {
                 if crate::shutdown::requested() {
-                    return Ok(report);
+                    break;
+                }
+                if batch.len() >= COMMIT_EVERY {
+                    self.commit(&services, &mut batch)?;
                 }
                 let Some((job, files)) =
                     self.ledger.read(|c| placed_job(c, &self.config, job_id))?
                 else {
-                    // The asset is gone (rebuilt ledger): nothing to call for.
-                    self.ledger.write(|tx| {
-                        finish(
-                            tx,
-                            call_id,
-                            "failed",
-                            Some("the file is no longer in the ledger"),
-                            &[],
-                            0,
-                        )
-                    })?;
+                    // The file is gone from the ledger or the disk.
+                    batch.push(Outcome::failed(
+                        call_id,
+                        "the file is no longer in the library; `keepsake verify` lists what is missing".into(),
+                        0,
+                    ));
                     report.failed += 1;
                     continue;
                 };
-                let (result, stats) = self.runtime.call(stage, &job, files, Arc::clone(&services));
+                let (result, stats) = self.runtime.call(stage, &job, files, Arc::clone(&shared));
                 report.requests += stats.requests;
-                let later = |reason: String, seconds: Option<i64>| -> Result<(), LedgerError> {
-                    let wait = seconds.unwrap_or_else(|| backoff(&self.config, attempts));
-                    let wake = ledger::now() + wait.clamp(1, MAX_BACKOFF_SECS);
-                    self.ledger.write(|tx| {
-                        tx.execute(
-                            "UPDATE placed_calls SET state = 'deferred', attempts = attempts + 1, \
-                             last_error = ?2, wake_at = ?3, requests = requests + ?4, updated_at = ?5 \
-                             WHERE id = ?1",
-                            params![call_id, reason, wake, stats.requests, ledger::now()],
-                        )?;
-                        // The server speaks for every file: all of this
-                        // stage's due calls wait as long.
-                        tx.execute(
-                            "UPDATE placed_calls SET state = 'deferred', wake_at = ?2, updated_at = ?3 \
-                             WHERE stage = ?1 AND (state = 'pending' OR (state = 'deferred' AND wake_at < ?2))",
-                            params![name, wake, ledger::now()],
-                        )?;
-                        Ok(())
-                    })
-                };
                 match result {
                     Ok(effects) => {
                         let mut facts = Vec::new();
@@ -169,30 +152,35 @@ impl Pipeline {
                             }
                         }
                         if let Some(why) = rejected {
-                            let message = format!("stage `{name}`: rejected effect: {why}");
-                            self.ledger.write(|tx| {
-                                finish(tx, call_id, "failed", Some(&message), &[], stats.requests)
-                            })?;
+                            batch.push(Outcome::failed(
+                                call_id,
+                                format!("stage `{name}`: rejected effect: {why}"),
+                                stats.requests,
+                            ));
                             report.failed += 1;
                         } else if let Some(d) = defer {
-                            // A defer for one file (a Live Photo waiting for
-                            // its video) holds back only that file.
-                            let wake =
-                                ledger::now() + i64::from(d.seconds).clamp(1, MAX_BACKOFF_SECS);
-                            self.ledger.write(|tx| {
-                                save_facts(tx, call_id, &facts)?;
-                                tx.execute(
-                                    "UPDATE placed_calls SET state = 'deferred', last_error = ?2, wake_at = ?3, \
-                                     requests = requests + ?4, updated_at = ?5 WHERE id = ?1",
-                                    params![call_id, d.reason, wake, stats.requests, ledger::now()],
-                                )?;
-                                Ok(())
-                            })?;
+                            // A defer for one file (a Live Photo still
+                            // waiting for its video) holds back that file.
+                            batch.push(Outcome {
+                                call_id,
+                                state: "deferred",
+                                error: Some(d.reason),
+                                wake_at: Some(
+                                    ledger::now() + i64::from(d.seconds).clamp(1, MAX_BACKOFF_SECS),
+                                ),
+                                facts,
+                                requests: stats.requests,
+                            });
                             report.deferred += 1;
                         } else {
-                            self.ledger.write(|tx| {
-                                finish(tx, call_id, "done", None, &facts, stats.requests)
-                            })?;
+                            batch.push(Outcome {
+                                call_id,
+                                state: "done",
+                                error: None,
+                                wake_at: None,
+                                facts,
+                                requests: stats.requests,
+                            });
                             report.done += 1;
                         }
                     }
@@ -200,25 +188,107 @@ impl Pipeline {
                         error: StageError::Transient(message),
                         ..
                     }) => {
+                        // The server speaks for every file: this stage's due
+                        // calls all wait as long, and the pass moves on.
                         tracing::warn!(stage = name, job = job_id, "{message}");
-                        later(message.clone(), None)?;
+                        let wait = backoff(&self.config, attempts).clamp(1, MAX_BACKOFF_SECS);
+                        let wake = ledger::now() + wait;
+                        batch.push(Outcome {
+                            call_id,
+                            state: "deferred",
+                            error: Some(message.clone()),
+                            wake_at: Some(wake),
+                            facts: Vec::new(),
+                            requests: stats.requests,
+                        });
+                        self.commit(&services, &mut batch)?;
+                        self.ledger.write(|tx| {
+                            tx.execute(
+                                "UPDATE placed_calls SET state = 'deferred', wake_at = ?2, updated_at = ?3 \
+                                 WHERE stage = ?1 AND (state = 'pending' OR (state = 'deferred' AND wake_at < ?2))",
+                                params![name, wake, ledger::now()],
+                            )
+                        })?;
                         report.deferred += 1;
                         report.waiting.insert(name.clone(), message);
-                        // The rest of this stage's calls wait with it.
                         break;
                     }
                     Err(e) => {
                         let message = e.to_string();
                         tracing::warn!(stage = name, job = job_id, "{message}");
-                        self.ledger.write(|tx| {
-                            finish(tx, call_id, "failed", Some(&message), &[], stats.requests)
-                        })?;
+                        batch.push(Outcome::failed(call_id, message, stats.requests));
                         report.failed += 1;
                     }
                 }
             }
+            self.commit(&services, &mut batch)?;
         }
+        self.commit(&services, &mut batch)?;
         Ok(report)
+    }
+
+    /// Write the batch's outcomes and the stages' key-value writes in one
+    /// commit. A crash before it repeats those calls, which is harmless:
+    /// the stages are idempotent (Immich answers "duplicate").
+    fn commit(
+        &self,
+        services: &LedgerServices,
+        batch: &mut Vec<Outcome>,
+    ) -> Result<(), LedgerError> {
+        let held = std::mem::take(&mut *services.held());
+        if batch.is_empty() && held.is_empty() {
+            return Ok(());
+        }
+        let outcomes = std::mem::take(batch);
+        self.ledger.write(|tx| {
+            for ((stage, key), value) in &held {
+                ledger::kv_set(tx, stage, key, value)?;
+            }
+            for outcome in &outcomes {
+                save_facts(tx, outcome.call_id, &outcome.facts)?;
+                tx.execute(
+                    "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
+                     attempts = attempts + 1, requests = requests + ?5, \
+                     done_at = CASE WHEN ?2 = 'done' THEN ?6 ELSE done_at END, updated_at = ?6 \
+                     WHERE id = ?1",
+                    params![
+                        outcome.call_id,
+                        outcome.state,
+                        outcome.error,
+                        outcome.wake_at,
+                        outcome.requests,
+                        ledger::now()
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Results committed a batch at a time.
+const COMMIT_EVERY: usize = 64;
+
+/// What one call came to, waiting for the batch's commit.
+struct Outcome {
+    call_id: i64,
+    state: &'static str,
+    error: Option<String>,
+    wake_at: Option<i64>,
+    facts: Vec<(String, String)>,
+    requests: u64,
+}
+
+impl Outcome {
+    fn failed(call_id: i64, error: String, requests: u64) -> Outcome {
+        Outcome {
+            call_id,
+            state: "failed",
+            error: Some(error),
+            wake_at: None,
+            facts: Vec::new(),
+            requests,
+        }
     }
 }
 
@@ -269,25 +339,6 @@ fn save_facts(
     tx.execute(
         "UPDATE placed_calls SET facts = ?2 WHERE id = ?1",
         params![call_id, serde_json::Value::Object(map).to_string()],
-    )?;
-    Ok(())
-}
-
-fn finish(
-    tx: &rusqlite::Transaction<'_>,
-    call_id: i64,
-    state: &str,
-    error: Option<&str>,
-    facts: &[(String, String)],
-    requests: u64,
-) -> rusqlite::Result<()> {
-    save_facts(tx, call_id, facts)?;
-    let now = ledger::now();
-    tx.execute(
-        "UPDATE placed_calls SET state = ?2, last_error = ?3, attempts = attempts + 1, wake_at = NULL, \
-         requests = requests + ?4, done_at = CASE WHEN ?2 = 'done' THEN ?5 ELSE done_at END, updated_at = ?5 \
-         WHERE id = ?1",
-        params![call_id, state, error, requests, now],
     )?;
     Ok(())
 }
@@ -477,12 +528,25 @@ fn parse_capture(text: &str, source: &str) -> Option<CaptureTime> {
     })
 }
 
-/// The ledger as the placed phase's stages see it (no batch in flight).
-struct LedgerServices(Arc<Ledger>);
+/// The ledger as the placed phase's stages see it. Their key-value writes
+/// are held here and committed with the calls' results, a batch at a time
+/// (one commit, not one per write); reads see them at once.
+struct LedgerServices {
+    ledger: Arc<Ledger>,
+    held: std::sync::Mutex<BTreeMap<(String, String), Vec<u8>>>,
+}
+
+impl LedgerServices {
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 impl Services for LedgerServices {
     fn find_by_hash(&self, blake3: &str) -> Option<crate::host::AssetRef> {
-        self.0
+        self.ledger
             .read(|c| {
                 c.query_row(
                     "SELECT job_id, library_path FROM assets WHERE blake3 = ?1",
@@ -500,13 +564,17 @@ impl Services for LedgerServices {
             .flatten()
     }
     fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
-        self.0
+        if let Some(value) = self.held().get(&(stage.to_string(), key.to_string())) {
+            return Some(value.clone());
+        }
+        self.ledger
             .read(|c| ledger::kv_get(c, stage, key))
             .ok()
             .flatten()
     }
     fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
-        let _ = self.0.write(|tx| ledger::kv_set(tx, stage, key, value));
+        self.held()
+            .insert((stage.to_string(), key.to_string()), value.to_vec());
     }
 }
 
