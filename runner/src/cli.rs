@@ -582,7 +582,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // Whatever its next try: the person asked for now.
                     pipeline.ledger().write(|tx| {
                         tx.execute(
-                            "UPDATE placed_calls SET state = 'pending', wake_at = NULL \
+                            "UPDATE placed_calls SET state = 'pending', wake_at = NULL, attempts = 0 \
                              WHERE stage = 'immich' AND state IN ('deferred', 'failed')",
                             [],
                         )

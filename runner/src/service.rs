@@ -560,7 +560,7 @@ fn cycle(
     report.elapsed = processed.elapsed;
     // Files placed by now go to Immich and the like; what they defer wakes
     // a later cycle (see `queue_has_work`).
-    match pipeline.run_placed() {
+    match pipeline.run_placed_for(Some(std::time::Duration::from_secs(60))) {
         Ok(after) => {
             if after.done + after.deferred + after.failed > 0 {
                 tracing::info!(
@@ -724,17 +724,19 @@ fn placed_due(pipeline: &Pipeline) -> bool {
         return false;
     }
     let now = ledger::now();
-    pipeline
-        .ledger()
-        .read(|c| {
-            c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM placed_calls WHERE state = 'pending' \
-                 OR (state = 'deferred' AND wake_at <= ?1))",
-                [now],
-                |r| r.get::<_, bool>(0),
-            )
-        })
-        .unwrap_or(false)
+    pipeline.placed_stages().iter().any(|stage| {
+        pipeline
+            .ledger()
+            .read(|c| {
+                c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM placed_calls WHERE stage = ?1 AND state = 'pending') \
+                     OR EXISTS (SELECT 1 FROM placed_calls WHERE stage = ?1 AND state = 'deferred' AND wake_at <= ?2)",
+                    rusqlite::params![stage, now],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// Record values for `keepsake status` (best effort, off the async loop).

@@ -350,10 +350,25 @@ fn immich_config_errors_name_the_key() {
     let (code, text) = sandbox.run_text(&["ingest"]);
     assert_ne!(code, 0);
     assert!(text.contains("[immich]"), "{text}");
-    sandbox.write_config_with(PIPELINE, "copy", "[immich]\nurl = \"immich.local\"\n");
+    for bad in [
+        "immich.local",
+        "http://user:secret@immich.local",
+        "http://immich.local/?x=1",
+    ] {
+        sandbox.write_config_with(PIPELINE, "copy", &format!("[immich]\nurl = {bad:?}\n"));
+        let (code, text) = sandbox.run_text(&["ingest"]);
+        assert_ne!(code, 0);
+        assert!(text.contains("immich.url"), "{text}");
+    }
+    // The key is for the [immich] server only: no second url for the stage.
+    sandbox.write_config_with(
+        PIPELINE,
+        "copy",
+        "[immich]\nurl = \"http://127.0.0.1:9/api\"\n[stages.immich]\nurl = \"http://elsewhere:80\"\n",
+    );
     let (code, text) = sandbox.run_text(&["ingest"]);
     assert_ne!(code, 0);
-    assert!(text.contains("immich.url"), "{text}");
+    assert!(text.contains("stages.immich.url"), "{text}");
     sandbox.write_config_with(
         PIPELINE,
         "copy",
@@ -456,5 +471,45 @@ fn external_library_mode_finds_each_file_by_path_once_immich_has_scanned() {
         .map(|(_, (_, f))| f["immich.asset_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(albumed, stills);
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}
+
+#[test]
+fn an_embedded_date_uploads_the_library_copy_as_it_is() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, None, "");
+    let config = std::fs::read_to_string(sandbox.config_path()).unwrap();
+    std::fs::write(
+        sandbox.config_path(),
+        format!("{config}\n[stages.exif]\nwrite = \"embed\"\n"),
+    )
+    .unwrap();
+    // Dated by its name only: the date is embedded into the library copy.
+    sandbox.add(
+        "IMG_20190704_120000.jpg",
+        &corpus_media().join("elodie_no-exif.jpg"),
+    );
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 1, "{report}");
+    let library_path: String = sandbox
+        .ledger()
+        .query_row("SELECT library_path FROM assets", [], |r| r.get(0))
+        .unwrap();
+    let bytes = std::fs::read(sandbox.library().join(&library_path)).unwrap();
+    let original = std::fs::read(sandbox.inbox().join("IMG_20190704_120000.jpg")).unwrap();
+    assert_ne!(bytes.len(), original.len(), "the copy carries the date");
+    let assets = fake.assets();
+    assert_eq!(assets.len(), 1);
+    assert_eq!(assets[0].bytes_len, bytes.len() as u64);
+    let sha1 = std::process::Command::new("sha1sum")
+        .arg(sandbox.library().join(&library_path))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sha1.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(assets[0].checksum, base64_of_hex(&hex));
     assert_eq!(fake.schema_violations(), Vec::<String>::new());
 }

@@ -58,9 +58,12 @@ pub fn find(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
         .find(|a| a["originalPath"].as_str() == Some(path.as_str()))
         .and_then(|a| a["id"].as_str());
     if let Some(id) = found {
+        host::kv_set(&looks_key, b"");
         return Ok(Uploaded::Asset(id.to_string()));
     }
     if looks + 1 >= MAX_LOOKS {
+        // A later `immich sync` starts over, with a scan.
+        host::kv_set(&looks_key, b"");
         return Err(StageError::Internal(format!(
             "Immich has not indexed {path} after {MAX_LOOKS} looks; check that the external library {library} imports the keepsake library at this path (option library_path)"
         )));

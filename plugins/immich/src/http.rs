@@ -57,6 +57,9 @@ impl Response {
 pub enum Failure {
     /// The host refused the origin: a config error, never retried.
     Denied,
+    /// Reading the file to send failed: this file's problem, not the
+    /// server's.
+    Local(String),
     /// Connection refused, timeout, reset: the server may come back.
     Unreachable(String),
 }
@@ -65,6 +68,7 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Denied => write!(f, "the host refused the request (origin not granted)"),
+            Failure::Local(m) => write!(f, "{m}"),
             Failure::Unreachable(m) => write!(f, "{m}"),
         }
     }
@@ -177,9 +181,9 @@ impl Server {
                         let mut offset = 0u64;
                         while offset < *len {
                             let want = (*len - offset).min(1 << 20) as u32;
-                            let chunk = read(offset, want).map_err(Failure::Unreachable)?;
+                            let chunk = read(offset, want).map_err(Failure::Local)?;
                             if chunk.is_empty() {
-                                return Err(Failure::Unreachable(format!(
+                                return Err(Failure::Local(format!(
                                     "the file ended at {offset} of {len} bytes while it was sent"
                                 )));
                             }

@@ -24,6 +24,8 @@ struct Immich;
 /// Seconds a file waits for something Immich does not have yet (its Live
 /// Photo's video, or its index of an external library).
 const WAIT_SECS: u32 = 10;
+/// Waits of a Live Photo still for its video before it goes alone.
+const MAX_LIVE_WAITS: u32 = 30;
 
 const OPTIONS: &[(&str, &str, Option<&str>)] = &[
     (
@@ -176,6 +178,9 @@ pub(crate) fn check(
         Err(Failure::Denied) => Err(StageError::Internal(format!(
             "{what}: the host refused the request; the Immich url must match [immich] url"
         ))),
+        Err(Failure::Local(m)) => Err(StageError::Internal(format!(
+            "{what}: cannot read the library file: {m}"
+        ))),
         Err(Failure::Unreachable(m)) => Err(StageError::Transient(format!(
             "{what}: Immich is unreachable ({m})"
         ))),
@@ -194,7 +199,36 @@ pub(crate) fn check(
 }
 
 fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
-    // 1. Does Immich hold these bytes already (by SHA-1)?
+    // 1. A Live Photo still goes up with its video's id: the video first.
+    let mut live_video = None;
+    if let Some(video_job) = fact(job, "live.video_job").and_then(|v| v.parse::<u64>().ok()) {
+        match remembered_asset(video_job) {
+            Some(id) => live_video = Some(id),
+            None => {
+                // The video goes first; if it cannot (failed, rejected),
+                // the still goes alone after a while.
+                let key = format!("live-waits:{}", job.id);
+                let waits: u32 = host::kv_get(&key)
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if waits < MAX_LIVE_WAITS {
+                    host::kv_set(&key, (waits + 1).to_string().as_bytes());
+                    return Ok(Uploaded::Waiting(format!(
+                        "waiting for its Live Photo video (job {video_job}) to reach Immich"
+                    )));
+                }
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "its Live Photo video (job {video_job}) is not in Immich: the still goes alone"
+                    ),
+                );
+            }
+        }
+    }
+
+    // 2. Does Immich hold these bytes already (by SHA-1)?
     let check_body = json!({ "assets": [{ "id": job.id.to_string(), "checksum": job.sha1 }] });
     let answer = check(
         "bulk-upload-check",
@@ -221,23 +255,10 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
         )));
     }
 
-    // 2. A Live Photo still goes up with its video's id.
-    let mut live_video = None;
-    if let Some(video_job) = fact(job, "live.video_job").and_then(|v| v.parse::<u64>().ok()) {
-        match remembered_asset(video_job) {
-            Some(id) => live_video = Some(id),
-            None => {
-                return Ok(Uploaded::Waiting(format!(
-                    "waiting for its Live Photo video (job {video_job}) to reach Immich"
-                )));
-            }
-        }
-    }
-
     // 3. The upload: file parts first, then the fields.
     let name = file_name_of(job);
     let sidecar = sidecar_of(job, &name);
-    let boundary = format!("keepsake-{}", &job.blake3[..job.blake3.len().min(32)]);
+    let boundary = format!("keepsake-part-{}", &job.blake3[..job.blake3.len().min(32)]);
     let mut fields: Vec<(&str, String)> = vec![
         (
             "deviceAssetId",
@@ -271,6 +292,18 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
         )));
         parts.push(Part::Bytes(bytes.clone()));
         parts.push(Part::Bytes(b"\r\n".to_vec()));
+    }
+    // The boundary must not occur in anything sent (the file's own bytes
+    // would have to contain their hash; the sidecar and names are checked).
+    let in_sidecar = sidecar.as_ref().is_some_and(|(_, bytes)| {
+        bytes
+            .windows(boundary.len())
+            .any(|w| w == boundary.as_bytes())
+    });
+    if in_sidecar || fields.iter().any(|(_, v)| v.contains(&boundary)) {
+        return Ok(Uploaded::Rejected(
+            "its sidecar or name holds the multipart boundary keepsake derives from the file's hash; rename it".into(),
+        ));
     }
     let mut tail = String::new();
     for (field, value) in &fields {

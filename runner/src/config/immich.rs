@@ -70,7 +70,17 @@ impl RawImmich {
                 "is missing: the Immich server, e.g. \"http://immich.local:2283\"".into(),
             ));
         };
-        let url = url.trim_end_matches('/').to_string();
+        // The form Immich's own CLI takes ends in /api; keepsake adds it.
+        let url = url.trim_end_matches('/');
+        let url = url.strip_suffix("/api").unwrap_or(url).to_string();
+        if url.contains(['@', '?', '#']) {
+            return Err((
+                "immich.url".into(),
+                format!(
+                    "{url:?}: give the server alone, without a user, query or fragment (the key goes in api_key_file)"
+                ),
+            ));
+        }
         let uri: http::Uri = url.parse().map_err(|e| {
             (
                 "immich.url".to_string(),

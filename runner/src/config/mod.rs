@@ -216,10 +216,10 @@ impl Config {
                 }
             };
             let timeout_ms = stage.timeout_ms.unwrap_or(default_timeout_ms(name));
-            if timeout_ms == 0 || timeout_ms > 600_000 {
+            if timeout_ms == 0 || timeout_ms > 86_400_000 {
                 return Err(invalid(
                     format!("{key}.timeout_ms"),
-                    "must be 1..=600000".into(),
+                    "must be 1..=86400000 (a day)".into(),
                 ));
             }
             let memory_mib = stage.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
@@ -400,10 +400,13 @@ impl Config {
                     "the `immich` stage needs the server: add [immich] with url = \"http://immich.local:2283\" and api_key_file".into(),
                 ));
             };
-            stage
-                .options
-                .entry("url".into())
-                .or_insert_with(|| immich.url.clone());
+            if stage.options.contains_key("url") {
+                return Err(invalid(
+                    "stages.immich.url".into(),
+                    "the server is set once, as [immich] url".into(),
+                ));
+            }
+            stage.options.insert("url".into(), immich.url.clone());
             // Where files are, for the external-library mode's paths.
             stage
                 .options
@@ -468,10 +471,11 @@ fn builtin_stage(name: &str) -> StageConfig {
     }
 }
 
-/// A stage's time per file: uploads of large videos take minutes.
+/// A stage's time per file: an upload of a large video over a home uplink
+/// takes hours.
 fn default_timeout_ms(name: &str) -> u64 {
     if name == "immich" {
-        600_000
+        6 * 3_600_000
     } else {
         DEFAULT_TIMEOUT_MS
     }

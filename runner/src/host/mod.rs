@@ -130,9 +130,9 @@ pub struct StageSetup {
 pub struct HttpGrant {
     /// `scheme://host:port`, lower case, the port always written.
     pub origins: Vec<String>,
-    /// Added by the host to every request (an API key): the stage can
-    /// neither read nor set them.
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Added by the host to requests to one origin (an API key to its
+    /// server, never elsewhere): the stage can neither read nor set them.
+    pub headers: Vec<(String, http::HeaderName, http::HeaderValue)>,
 }
 
 impl HttpGrant {
@@ -160,8 +160,12 @@ struct HttpHooks {
 
 impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
     fn forbidden_header_filter(&mut self) -> wasmtime_wasi_http::ForbiddenHeaderFilter {
-        let secret: Vec<http::HeaderName> =
-            self.grant.headers.iter().map(|(n, _)| n.clone()).collect();
+        let secret: Vec<http::HeaderName> = self
+            .grant
+            .headers
+            .iter()
+            .map(|(_, n, _)| n.clone())
+            .collect();
         Arc::new(move |name| {
             wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
                 || secret.contains(name)
@@ -189,24 +193,33 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
             > + Send,
     > {
         drop(fut);
-        let granted = HttpGrant::origin_of(request.uri())
-            .is_some_and(|origin| self.grant.origins.contains(&origin));
-        if !granted {
+        let origin = HttpGrant::origin_of(request.uri());
+        let Some(origin) = origin.filter(|o| self.grant.origins.contains(o)) else {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        for (name, value) in &self.grant.headers {
-            request.headers_mut().insert(name.clone(), value.clone());
+        };
+        for (for_origin, name, value) in &self.grant.headers {
+            if *for_origin == origin {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
         }
         self.requests += 1;
         // A server that stops answering must not hold a stage for the
-        // default ten minutes per step.
+        // default ten minutes per step. The first byte of the answer comes
+        // after the whole body is sent, so its wait grows with the body (at
+        // 1 MB/s, a slow home uplink).
+        let body_bytes = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
         let options = Some(wasmtime_wasi_http::RequestOptions {
             connect_timeout: options
                 .and_then(|o| o.connect_timeout)
                 .or(Some(Duration::from_secs(10))),
             first_byte_timeout: options
                 .and_then(|o| o.first_byte_timeout)
-                .or(Some(Duration::from_secs(120))),
+                .or(Some(Duration::from_secs(120 + body_bytes / 1_000_000))),
             between_bytes_timeout: options
                 .and_then(|o| o.between_bytes_timeout)
                 .or(Some(Duration::from_secs(60))),

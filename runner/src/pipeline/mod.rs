@@ -109,6 +109,10 @@ pub struct Pipeline {
     pub recovery: Recovery,
     /// Shown while jobs are decided (the CLI sets it when stderr is a terminal).
     progress: Option<indicatif::ProgressBar>,
+    /// Placed-phase stages' temporary failures in a row, for their backoff.
+    placed_failures: Mutex<HashMap<String, u32>>,
+    /// Assets up to this id have their placed-phase calls queued.
+    placed_queued_to: std::sync::atomic::AtomicI64,
     _lock: StateLock,
 }
 
@@ -143,6 +147,8 @@ impl Pipeline {
             stages,
             recovery,
             progress: None,
+            placed_failures: Mutex::new(HashMap::new()),
+            placed_queued_to: std::sync::atomic::AtomicI64::new(0),
             _lock: lock,
         })
     }
@@ -294,6 +300,9 @@ impl Pipeline {
         inboxes: &HashMap<String, InboxPlan>,
         report: &mut IngestReport,
     ) -> Result<(), PipelineError> {
+        // Copies an earlier run left (it stopped on an error before its
+        // applier took them) are scratch: no batch is in flight now.
+        let _ = effects::fsops::clear_staging(&self.config.state_dir.join("staging"));
         let services = Arc::new(IngestServices {
             ledger: Arc::clone(&self.ledger),
             reserved: Mutex::new(HashMap::new()),
@@ -747,9 +756,11 @@ fn http_grant(
         let value = http::HeaderValue::from_str(&key).map_err(|_| {
             PipelineError::Setup("the Immich API key holds characters a header cannot".into())
         })?;
-        grant
-            .headers
-            .push((http::HeaderName::from_static("x-api-key"), value));
+        grant.headers.push((
+            immich.origin.clone(),
+            http::HeaderName::from_static("x-api-key"),
+            value,
+        ));
     }
     Ok(grant)
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -55,9 +56,18 @@ impl Pipeline {
 
     /// Queue a call for every library file whose inbox pipeline names a
     /// placed-phase stage and has none yet: new files, and the whole
-    /// library when such a stage is added to a pipeline.
+    /// library when such a stage is added to a pipeline (the first time in
+    /// a process; then only assets recorded since, by their ids).
     pub fn enqueue_placed(&self) -> Result<u64, LedgerError> {
+        use std::sync::atomic::Ordering;
         let now = ledger::now();
+        let from = self.placed_queued_to.load(Ordering::Relaxed);
+        let to: i64 = self
+            .ledger
+            .read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM assets", [], |r| r.get(0)))?;
+        if to <= from {
+            return Ok(0);
+        }
         let mut queued = 0;
         for inbox in &self.config.inboxes {
             for name in &inbox.pipeline {
@@ -67,32 +77,56 @@ impl Pipeline {
                 queued += self.ledger.write(|tx| {
                     tx.execute(
                         "INSERT OR IGNORE INTO placed_calls (job_id, stage, state, created_at, updated_at) \
-                         SELECT j.id, ?2, 'pending', ?3, ?3 FROM jobs j JOIN assets a ON a.job_id = j.id \
-                         WHERE j.inbox = ?1 AND j.state = 'done'",
-                        params![inbox.name, name, now],
+                         SELECT j.id, ?2, 'pending', ?3, ?3 FROM assets a JOIN jobs j ON j.id = a.job_id \
+                         WHERE a.id > ?4 AND a.id <= ?5 AND j.inbox = ?1 AND j.state = 'done'",
+                        params![inbox.name, name, now, from, to],
                     )
                 })? as u64;
             }
         }
+        self.placed_queued_to.store(to, Ordering::Relaxed);
         Ok(queued)
     }
 
     /// Queue what is new, then run every due call, stage by stage. Runs on
     /// its own thread: wasi:http drives its requests on a runtime of its own.
     pub fn run_placed(&self) -> Result<PlacedReport, PipelineError> {
+        self.run_placed_for(None)
+    }
+
+    /// [`Self::run_placed`], stopping after `budget` (the service's cycles:
+    /// a first upload of a whole library must not keep new files waiting;
+    /// the rest goes in the next cycles).
+    pub fn run_placed_for(&self, budget: Option<Duration>) -> Result<PlacedReport, PipelineError> {
         if self.placed_stages().is_empty() {
             return Ok(PlacedReport::default());
         }
         self.enqueue_placed()?;
+        let until = budget.map(|b| std::time::Instant::now() + b);
         std::thread::scope(|scope| {
             scope
-                .spawn(|| self.run_placed_here())
+                .spawn(|| self.run_placed_here(until))
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
-    fn run_placed_here(&self) -> Result<PlacedReport, PipelineError> {
+    /// The stage's temporary failures in a row (after counting this one,
+    /// or reset by a success).
+    fn placed_streak(&self, stage: &str, failed: bool) -> u32 {
+        let mut streaks = self
+            .placed_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let streak = streaks.entry(stage.to_string()).or_insert(0);
+        *streak = if failed { *streak + 1 } else { 0 };
+        *streak
+    }
+
+    fn run_placed_here(
+        &self,
+        until: Option<std::time::Instant>,
+    ) -> Result<PlacedReport, PipelineError> {
         let mut report = PlacedReport::default();
         let services = Arc::new(LedgerServices {
             ledger: Arc::clone(&self.ledger),
@@ -107,7 +141,9 @@ impl Pipeline {
             let now = ledger::now();
             let due = self.ledger.read(|c| due_calls(c, &name, now))?;
             for (call_id, job_id, attempts) in due {
-                if crate::shutdown::requested() {
+                if crate::shutdown::requested()
+                    || until.is_some_and(|t| std::time::Instant::now() >= t)
+                {
                     break;
                 }
                 if batch.len() >= COMMIT_EVERY {
@@ -116,13 +152,22 @@ impl Pipeline {
                 let Some((job, files)) =
                     self.ledger.read(|c| placed_job(c, &self.config, job_id))?
                 else {
-                    // The file is gone from the ledger or the disk.
-                    batch.push(Outcome::failed(
-                        call_id,
-                        "the file is no longer in the library; `keepsake verify` lists what is missing".into(),
-                        0,
-                    ));
-                    report.failed += 1;
+                    // Not readable now (an unmounted disk?), or gone: it
+                    // waits, and fails after as many tries as a job.
+                    let message = "the library file cannot be opened (is its disk mounted? `keepsake verify` lists missing files)".to_string();
+                    if attempts + 1 >= self.config.service.backoff.max_attempts {
+                        batch.push(Outcome::failed(call_id, message, 0));
+                        report.failed += 1;
+                    } else {
+                        batch.push(Outcome::deferred(
+                            call_id,
+                            message,
+                            ledger::now() + backoff(&self.config, attempts),
+                            Vec::new(),
+                            0,
+                        ));
+                        report.deferred += 1;
+                    }
                     continue;
                 };
                 let (result, stats) = self.runtime.call(stage, &job, files, Arc::clone(&shared));
@@ -164,6 +209,7 @@ impl Pipeline {
                             batch.push(Outcome {
                                 call_id,
                                 state: "deferred",
+                                attempt: false,
                                 error: Some(d.reason),
                                 wake_at: Some(
                                     ledger::now() + i64::from(d.seconds).clamp(1, MAX_BACKOFF_SECS),
@@ -173,9 +219,11 @@ impl Pipeline {
                             });
                             report.deferred += 1;
                         } else {
+                            self.placed_streak(&name, false);
                             batch.push(Outcome {
                                 call_id,
                                 state: "done",
+                                attempt: true,
                                 error: None,
                                 wake_at: None,
                                 facts,
@@ -187,20 +235,37 @@ impl Pipeline {
                     Err(StageCallError::Stage {
                         error: StageError::Transient(message),
                         ..
+                    }) if attempts + 1 >= MAX_TRANSIENT_TRIES => {
+                        // Tried so often while others went through: this
+                        // file, not the server, is the problem.
+                        tracing::warn!(stage = name, job = job_id, "{message}");
+                        batch.push(Outcome::failed(
+                            call_id,
+                            format!("{message} (after {MAX_TRANSIENT_TRIES} tries; `keepsake immich sync` tries again)"),
+                            stats.requests,
+                        ));
+                        report.failed += 1;
+                    }
+                    Err(StageCallError::Stage {
+                        error: StageError::Transient(message),
+                        ..
                     }) => {
                         // The server speaks for every file: this stage's due
-                        // calls all wait as long, and the pass moves on.
+                        // calls all wait as long, and the pass moves on. The
+                        // wait grows with the stage's failures in a row; the
+                        // next try starts with another file (fewest tries
+                        // first), so one bad file cannot hold the rest.
                         tracing::warn!(stage = name, job = job_id, "{message}");
-                        let wait = backoff(&self.config, attempts).clamp(1, MAX_BACKOFF_SECS);
+                        let streak = self.placed_streak(&name, true);
+                        let wait = backoff(&self.config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
                         let wake = ledger::now() + wait;
-                        batch.push(Outcome {
+                        batch.push(Outcome::deferred(
                             call_id,
-                            state: "deferred",
-                            error: Some(message.clone()),
-                            wake_at: Some(wake),
-                            facts: Vec::new(),
-                            requests: stats.requests,
-                        });
+                            message.clone(),
+                            wake,
+                            Vec::new(),
+                            stats.requests,
+                        ));
                         self.commit(&services, &mut batch)?;
                         self.ledger.write(|tx| {
                             tx.execute(
@@ -248,7 +313,7 @@ impl Pipeline {
                 save_facts(tx, outcome.call_id, &outcome.facts)?;
                 tx.execute(
                     "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
-                     attempts = attempts + 1, requests = requests + ?5, \
+                     attempts = attempts + ?7, requests = requests + ?5, \
                      done_at = CASE WHEN ?2 = 'done' THEN ?6 ELSE done_at END, updated_at = ?6 \
                      WHERE id = ?1",
                     params![
@@ -257,7 +322,8 @@ impl Pipeline {
                         outcome.error,
                         outcome.wake_at,
                         outcome.requests,
-                        ledger::now()
+                        ledger::now(),
+                        u32::from(outcome.attempt)
                     ],
                 )?;
             }
@@ -268,11 +334,16 @@ impl Pipeline {
 
 /// Results committed a batch at a time.
 const COMMIT_EVERY: usize = 64;
+/// A file that met a temporary error this often fails (others went
+/// through in between, as the probe rotates).
+const MAX_TRANSIENT_TRIES: u32 = 12;
 
 /// What one call came to, waiting for the batch's commit.
 struct Outcome {
     call_id: i64,
     state: &'static str,
+    /// Counts as a try (a wait the stage asked for does not).
+    attempt: bool,
     error: Option<String>,
     wake_at: Option<i64>,
     facts: Vec<(String, String)>,
@@ -280,10 +351,29 @@ struct Outcome {
 }
 
 impl Outcome {
+    fn deferred(
+        call_id: i64,
+        error: String,
+        wake_at: i64,
+        facts: Vec<(String, String)>,
+        requests: u64,
+    ) -> Outcome {
+        Outcome {
+            call_id,
+            state: "deferred",
+            attempt: true,
+            error: Some(error),
+            wake_at: Some(wake_at),
+            facts,
+            requests,
+        }
+    }
+
     fn failed(call_id: i64, error: String, requests: u64) -> Outcome {
         Outcome {
             call_id,
             state: "failed",
+            attempt: true,
             error: Some(error),
             wake_at: None,
             facts: Vec::new(),
@@ -302,7 +392,7 @@ fn due_calls(
     let mut stmt = conn.prepare(
         "SELECT p.id, p.job_id, p.attempts FROM placed_calls p JOIN jobs j ON j.id = p.job_id \
          WHERE p.stage = ?1 AND (p.state = 'pending' OR (p.state = 'deferred' AND p.wake_at <= ?2)) \
-         ORDER BY json_extract(j.facts, '$.\"live.still_job\"') IS NULL, p.job_id LIMIT ?3",
+         ORDER BY json_extract(j.facts, '$.\"live.still_job\"') IS NULL, p.attempts, p.job_id LIMIT ?3",
     )?;
     stmt.query_map(params![stage, now, PASS_LIMIT as i64], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -389,6 +479,13 @@ fn placed_job(
     let Ok(file) = std::fs::File::open(&path) else {
         return Ok(None);
     };
+    // The library copy's own size and SHA-1 (an embedded XMP makes it
+    // differ from the original's).
+    let size = file.metadata().map(|m| m.len()).unwrap_or(job.size);
+    let library_sha1 = serde_json::from_str::<serde_json::Value>(&job.facts)
+        .ok()
+        .and_then(|f| f["library.sha1"].as_str().map(str::to_string));
+    let sha1 = library_sha1.unwrap_or(sha1);
     let mut facts: Vec<Fact> =
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&job.facts)
             .unwrap_or_default()
@@ -422,7 +519,7 @@ fn placed_job(
         id: job.id,
         inbox: job.inbox.clone(),
         relative_path: super::display_rel(&job.rel_path),
-        size: job.size,
+        size,
         mtime,
         mtime_offset_minutes: mtime_offset,
         blake3: job.blake3.clone().unwrap_or_default(),

@@ -193,6 +193,19 @@ pub(super) fn plan(
                         },
                     );
             }
+            // The library copy is not the original's bytes: services that
+            // check by checksum (Immich) need the copy's.
+            if let Some(bytes) = &embedded
+                && let Ok(mut facts) = serde_json::from_str::<
+                    serde_json::Map<String, serde_json::Value>,
+                >(&finish.facts)
+            {
+                use sha1::Digest;
+                let digest = sha1::Sha1::digest(bytes.as_slice());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                facts.insert("library.sha1".into(), serde_json::json!(hex));
+                finish.facts = serde_json::Value::Object(facts).to_string();
+            }
             if let Some(still) = paired_with
                 && let Ok(mut facts) = serde_json::from_str::<
                     serde_json::Map<String, serde_json::Value>,

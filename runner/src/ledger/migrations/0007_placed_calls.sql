@@ -1,7 +1,8 @@
 -- Calls of `placed`-phase stages (Immich, ...): one row per file and stage,
 -- made once the file is in the library, and kept: `state` tells where it is.
 -- pending | done | deferred (the stage or its server said "later"; wakes at
--- wake_at) | failed (needs a person: `keepsake retry` queues it again).
+-- wake_at) | failed (needs a person: `keepsake immich sync` queues the
+-- immich stage's again).
 CREATE TABLE placed_calls (
     id          INTEGER PRIMARY KEY,
     job_id      INTEGER NOT NULL REFERENCES jobs(id),
@@ -19,3 +20,7 @@ CREATE TABLE placed_calls (
     UNIQUE (job_id, stage)
 );
 CREATE INDEX placed_calls_due ON placed_calls(stage, state, wake_at);
+-- A Live Photo's still finds its video (`live.still_job` fact) without
+-- reading every job.
+CREATE INDEX jobs_live_still ON jobs (json_extract(facts, '$."live.still_job"'))
+    WHERE json_extract(facts, '$."live.still_job"') IS NOT NULL;
