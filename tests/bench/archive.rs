@@ -55,7 +55,7 @@ fn library(dir: &Path, archive: &Path, sizes: &ArchiveSizes) -> (PathBuf, u64) {
     (config, bytes)
 }
 
-fn keepsake(config: &Path, args: &[&str]) -> std::process::Output {
+pub(super) fn keepsake(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(keepsake_bin())
         .arg("--config")
         .arg(config)

@@ -5,13 +5,13 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fake_immich::FakeImmich;
-use keepsake_tests::{fake_jpeg, keepsake_bin};
+use keepsake_tests::fake_jpeg;
 
 use super::Row;
+use super::archive::keepsake;
 
 pub fn rows(root: &Path, files: usize) -> Vec<Row> {
     let dir = root.join("immich");
@@ -86,15 +86,6 @@ pub fn rows(root: &Path, files: usize) -> Vec<Row> {
             "album writes ≤ 2".into(),
         ],
     ]
-}
-
-fn keepsake(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(keepsake_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// One multipart POST per file on a fresh connection, waiting for each

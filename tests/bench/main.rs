@@ -555,6 +555,10 @@ fn median(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
 }
 
 /// Move everything in `library` but the component cache into `aside`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the benchmark's own scratch library, not a user's files"
+)]
 fn set_aside(library: &Path, aside: &Path) {
     std::fs::create_dir_all(aside.join(".keepsake")).unwrap();
     for entry in std::fs::read_dir(library).into_iter().flatten().flatten() {

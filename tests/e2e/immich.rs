@@ -47,6 +47,18 @@ fn calls(sandbox: &Sandbox) -> BTreeMap<u64, (String, serde_json::Value)> {
     .collect()
 }
 
+/// Jobs that are a Live Photo's video (shown through their still).
+fn live_videos(conn: &rusqlite::Connection) -> BTreeSet<u64> {
+    conn.prepare(
+        "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') IS NOT NULL",
+    )
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 /// Base64 of a hex SHA-1, as Immich stores checksums.
 fn base64_of_hex(hex: &str) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -121,15 +133,7 @@ fn upload_mode_puts_the_corpus_in_immich_once_in_its_albums() {
         .into_iter()
         .map(|a| (a.name, a.asset_ids.into_iter().collect()))
         .collect();
-    let live_videos: BTreeSet<u64> = conn
-        .prepare(
-            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') IS NOT NULL",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let live_videos = live_videos(&conn);
     let all: BTreeSet<String> = uploaded
         .iter()
         .filter(|job| !live_videos.contains(job))
@@ -350,33 +354,31 @@ fn immich_config_errors_name_the_key() {
     let (code, text) = sandbox.run_text(&["ingest"]);
     assert_ne!(code, 0);
     assert!(text.contains("[immich]"), "{text}");
-    for bad in [
-        "immich.local",
-        "http://user:secret@immich.local",
-        "http://immich.local/?x=1",
+    for (table, names) in [
+        ("[immich]\nurl = \"immich.local\"\n", "immich.url"),
+        (
+            "[immich]\nurl = \"http://user:secret@immich.local\"\n",
+            "immich.url",
+        ),
+        (
+            "[immich]\nurl = \"http://immich.local/?x=1\"\n",
+            "immich.url",
+        ),
+        // The key is for the [immich] server only: no second url.
+        (
+            "[immich]\nurl = \"http://127.0.0.1:9/api\"\n[stages.immich]\nurl = \"http://elsewhere:80\"\n",
+            "stages.immich.url",
+        ),
+        (
+            "[immich]\nurl = \"http://127.0.0.1:9\"\napi_key_file = \"missing.key\"\n",
+            "missing.key",
+        ),
     ] {
-        sandbox.write_config_with(PIPELINE, "copy", &format!("[immich]\nurl = {bad:?}\n"));
+        sandbox.write_config_with(PIPELINE, "copy", table);
         let (code, text) = sandbox.run_text(&["ingest"]);
-        assert_ne!(code, 0);
-        assert!(text.contains("immich.url"), "{text}");
+        assert_ne!(code, 0, "{table}");
+        assert!(text.contains(names), "{table}: {text}");
     }
-    // The key is for the [immich] server only: no second url for the stage.
-    sandbox.write_config_with(
-        PIPELINE,
-        "copy",
-        "[immich]\nurl = \"http://127.0.0.1:9/api\"\n[stages.immich]\nurl = \"http://elsewhere:80\"\n",
-    );
-    let (code, text) = sandbox.run_text(&["ingest"]);
-    assert_ne!(code, 0);
-    assert!(text.contains("stages.immich.url"), "{text}");
-    sandbox.write_config_with(
-        PIPELINE,
-        "copy",
-        "[immich]\nurl = \"http://127.0.0.1:9\"\napi_key_file = \"missing.key\"\n",
-    );
-    let (code, text) = sandbox.run_text(&["ingest"]);
-    assert_ne!(code, 0);
-    assert!(text.contains("missing.key"), "{text}");
     // A stage that decides may not be granted HTTP.
     sandbox.write_config(&format!(
         "[stages.hostile]\nwasm = {:?}\nhttp = [\"http://127.0.0.1:9\"]\n[[inbox]]\nname = \"b\"\npath = \"b\"\npipeline = [\"hostile\"]\n",
@@ -450,15 +452,7 @@ fn external_library_mode_finds_each_file_by_path_once_immich_has_scanned() {
             "job {job} is matched to its own file"
         );
     }
-    let live_videos: BTreeSet<u64> = conn
-        .prepare(
-            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') IS NOT NULL",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let live_videos = live_videos(&conn);
     let trip = fake
         .albums()
         .into_iter()

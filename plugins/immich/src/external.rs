@@ -69,7 +69,7 @@ pub fn find(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
         )));
     }
     host::kv_set(&looks_key, (looks + 1).to_string().as_bytes());
-    if looks > 0 && looks % 8 == 0 {
+    if looks > 0 && looks.is_multiple_of(8) {
         request_scan(server, &library)?;
     }
     Ok(Uploaded::Waiting(format!(

@@ -391,11 +391,10 @@ impl Spec {
                     _ => {}
                 }
             }
-            Some("boolean") => {
-                if !value.is_boolean() {
-                    out.push(format!("{name} must be a boolean value"));
-                }
+            Some("boolean") if !value.is_boolean() => {
+                out.push(format!("{name} must be a boolean value"));
             }
+            Some("boolean") => {}
             Some(kind @ ("integer" | "number")) => {
                 let Some(number) = value.as_f64() else {
                     out.push(format!(

@@ -611,7 +611,7 @@ fn albums_create_list_get_and_add() {
         .filter(|album| album.name == "Favourites")
         .collect();
     assert_eq!(favourites.len(), 1);
-    assert_eq!(favourites[0].asset_ids, [a.clone()]);
+    assert_eq!(favourites[0].asset_ids, std::slice::from_ref(&a));
     assert_eq!(api.fake.asset(&a).expect("a").updated_at, a_before);
 
     let (status, with_a) = api.get(&format!("/api/albums?assetId={a}"));
