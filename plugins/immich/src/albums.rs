@@ -5,8 +5,8 @@ use keepsake_sdk::*;
 use serde_json::json;
 use wasip2::http::types::Method;
 
-use crate::check;
 use crate::http::Server;
+use crate::{check, json_answer};
 
 /// The albums the rules name for this job, in rule order, without repeats.
 pub fn names(job: &Job) -> Vec<String> {
@@ -126,15 +126,7 @@ fn album_id(server: &Server, name: &str) -> Result<String, StageError> {
         return Ok(id);
     }
     // Album names are not unique in Immich: take the oldest of that name.
-    let answer = check("albums", server.json(Method::Get, "/albums", None))?;
-    if answer.status != 200 {
-        return Err(StageError::Internal(format!(
-            "listing albums answered {}: {}",
-            answer.status,
-            answer.message()
-        )));
-    }
-    let value = answer.json().map_err(StageError::Internal)?;
+    let value = json_answer("listing albums", server.json(Method::Get, "/albums", None))?;
     let mut found: Option<(String, String)> = None;
     for album in value.as_array().into_iter().flatten() {
         let (Some(album_name), Some(id)) = (album["albumName"].as_str(), album["id"].as_str())
@@ -150,18 +142,10 @@ fn album_id(server: &Server, name: &str) -> Result<String, StageError> {
         host::kv_set(&album_key(name), id.as_bytes());
         return Ok(id);
     }
-    let answer = check(
-        "album create",
+    let value = json_answer(
+        &format!("creating the album {name:?}"),
         server.json(Method::Post, "/albums", Some(&json!({ "albumName": name }))),
     )?;
-    if answer.status != 201 && answer.status != 200 {
-        return Err(StageError::Internal(format!(
-            "creating the album {name:?} answered {}: {}",
-            answer.status,
-            answer.message()
-        )));
-    }
-    let value = answer.json().map_err(StageError::Internal)?;
     let id = value["id"]
         .as_str()
         .ok_or_else(|| {

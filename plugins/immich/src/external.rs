@@ -14,7 +14,7 @@ use serde_json::json;
 use wasip2::http::types::Method;
 
 use crate::http::Server;
-use crate::{Uploaded, check};
+use crate::{Uploaded, check, json_answer, kv_count};
 
 /// Looks (10 s apart, longer when the host backs off) before giving up on
 /// one file.
@@ -30,27 +30,16 @@ pub fn find(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
     })?;
     let path = immich_path(job)?;
     let looks_key = format!("looks:{}", job.id);
-    let looks: u32 = host::kv_get(&looks_key)
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let looks = kv_count(&looks_key);
     if looks == 0 {
         request_scan(server, &library)?;
     }
     let body =
         json!({ "originalPath": path, "libraryId": library, "size": 100, "withDeleted": false });
-    let answer = check(
-        "search",
+    let value = json_answer(
+        &format!("searching {path}"),
         server.json(Method::Post, "/search/metadata", Some(&body)),
     )?;
-    if answer.status != 200 {
-        return Err(StageError::Internal(format!(
-            "searching {path} answered {}: {}",
-            answer.status,
-            answer.message()
-        )));
-    }
-    let value = answer.json().map_err(StageError::Internal)?;
     let found = value["assets"]["items"]
         .as_array()
         .into_iter()

@@ -198,6 +198,31 @@ pub(crate) fn check(
     }
 }
 
+/// [`check`], then an answer of 200 or 201 as JSON; any other status is
+/// this file's failure, named by `what`.
+pub(crate) fn json_answer(
+    what: &str,
+    response: Result<Response, Failure>,
+) -> Result<serde_json::Value, StageError> {
+    let answer = check(what, response)?;
+    if answer.status != 200 && answer.status != 201 {
+        return Err(StageError::Internal(format!(
+            "{what} answered {}: {}",
+            answer.status,
+            answer.message()
+        )));
+    }
+    answer.json().map_err(StageError::Internal)
+}
+
+/// A counter kept in the stage's KV (0 when unset or emptied).
+pub(crate) fn kv_count(key: &str) -> u32 {
+    host::kv_get(key)
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
     // 1. A Live Photo still goes up with its video's id: the video first.
     let mut live_video = None;
@@ -208,10 +233,7 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
                 // The video goes first; if it cannot (failed, rejected),
                 // the still goes alone after a while.
                 let key = format!("live-waits:{}", job.id);
-                let waits: u32 = host::kv_get(&key)
-                    .and_then(|v| String::from_utf8(v).ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let waits = kv_count(&key);
                 if waits < MAX_LIVE_WAITS {
                     host::kv_set(&key, (waits + 1).to_string().as_bytes());
                     return Ok(Uploaded::Waiting(format!(
@@ -230,18 +252,10 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
 
     // 2. Does Immich hold these bytes already (by SHA-1)?
     let check_body = json!({ "assets": [{ "id": job.id.to_string(), "checksum": job.sha1 }] });
-    let answer = check(
+    let value = json_answer(
         "bulk-upload-check",
         server.json(Method::Post, "/assets/bulk-upload-check", Some(&check_body)),
     )?;
-    if answer.status != 200 {
-        return Err(StageError::Internal(format!(
-            "bulk-upload-check answered {}: {}",
-            answer.status,
-            answer.message()
-        )));
-    }
-    let value = answer.json().map_err(StageError::Internal)?;
     let result = &value["results"][0];
     if result["action"] == "reject" {
         if result["reason"] == "duplicate"
