@@ -28,7 +28,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+step() { printf '\n== %s (%s, %ss since the start)\n' "$1" "$(date +%T)" "$SECONDS"; }
+
+step "cargo fmt"
 cargo fmt --all --check
+step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# One build of everything, the keepsake binary and the benchmark included:
+# the tests and the benchmark use these instead of building their own
+# (`cargo build -p keepsake` alone resolves dependency features differently
+# and would build wasmtime again).
+step "cargo build"
+cargo build --workspace --all-targets
+export KEEPSAKE_BIN="$PWD/target/debug/keepsake"
+step "cargo test"
 cargo test --workspace
-cargo run --quiet -p keepsake-tests --bin keepsake-bench -- --quick
+step "benchmark (quick)"
+(cd tests && ../target/debug/keepsake-bench --quick)
+step "done"
+

@@ -36,9 +36,22 @@ pub fn corpus_media() -> PathBuf {
 }
 
 /// The `keepsake` binary, built once per test process so it is never stale.
+/// `KEEPSAKE_BIN` names one built already: the test command builds the
+/// whole workspace first and sets it, because `cargo build -p keepsake`
+/// alone resolves dependency features differently from the workspace and
+/// would build wasmtime a second time.
 pub fn keepsake_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("KEEPSAKE_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(
+                bin.is_file(),
+                "KEEPSAKE_BIN={} is not a file",
+                bin.display()
+            );
+            return bin;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace_root())

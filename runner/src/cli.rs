@@ -139,6 +139,23 @@ pub enum ImmichCommand {
     Sync {
         #[arg(long)]
         json: bool,
+        /// Immich was rebuilt or replaced: forget what keepsake knew it
+        /// held and send every file again. Albums and favorites come back
+        /// from the sidecars (`keepsake immich pull` wrote them there).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Write what the family did in Immich into the sidecars now: albums,
+    /// favorites, descriptions, ratings, edited dates and places. `keepsake
+    /// run` does this every `[immich] pull_minutes`. Exit 1 on errors.
+    Pull {
+        #[arg(long)]
+        json: bool,
+        /// Only what Immich reports changed since the last pull (albums and
+        /// favorites; Immich 2.4.1 reports no change for an edited
+        /// description, rating, date or place, which a full pull finds).
+        #[arg(long)]
+        changes: bool,
     },
 }
 
@@ -577,8 +594,47 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ExitCode::SUCCESS
                     })
                 }
-                ImmichCommand::Sync { json } => {
+                ImmichCommand::Pull { json, changes } => {
                     let pipeline = Pipeline::open(config.clone())?;
+                    let swept = pipeline.sweep(!changes)?;
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(&swept)?)?;
+                    } else {
+                        writeln!(
+                            out,
+                            "immich: read {} albums and {} assets ({}), {} changed, {} sidecars written ({} requests)",
+                            swept.albums_read,
+                            swept.assets_read,
+                            if swept.full { "all" } else { "changes only" },
+                            swept.changed,
+                            swept.sidecars_written,
+                            swept.requests
+                        )?;
+                        for error in &swept.errors {
+                            writeln!(out, "  ! {error}")?;
+                        }
+                    }
+                    Ok(if swept.errors.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+                ImmichCommand::Sync { json, all } => {
+                    let pipeline = Pipeline::open(config.clone())?;
+                    let forgotten = if all {
+                        Some(crate::immich::forget(pipeline.ledger())?)
+                    } else {
+                        None
+                    };
+                    if let Some(forgotten) = forgotten
+                        && !json
+                    {
+                        writeln!(
+                            out,
+                            "immich: forgot what Immich held for {forgotten} files; sending them again"
+                        )?;
+                    }
                     // Whatever its next try: the person asked for now.
                     pipeline.ledger().write(|tx| {
                         tx.execute(
@@ -593,7 +649,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         writeln!(
                             out,
                             "{}",
-                            serde_json::json!({ "ran": after, "counts": counts })
+                            serde_json::json!({ "ran": after, "counts": counts, "forgotten": forgotten })
                         )?;
                     } else {
                         writeln!(

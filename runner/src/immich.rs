@@ -91,6 +91,31 @@ pub fn counts(ledger: &Ledger) -> Result<Counts, LedgerError> {
     })
 }
 
+/// Immich was rebuilt: forget the asset and album ids the stage kept (its
+/// KV) and what the sweeps read of albums, and queue every file again.
+/// The sidecars, and what keepsake wrote into them, stay: the next upload
+/// reads albums and favorites back from them. Returns the files queued.
+pub fn forget(ledger: &Ledger) -> Result<usize, LedgerError> {
+    ledger.write(|tx| {
+        tx.execute("DELETE FROM kv WHERE stage = 'immich'", [])?;
+        tx.execute(
+            "DELETE FROM remote_album_members WHERE stage = 'immich'",
+            [],
+        )?;
+        tx.execute("DELETE FROM remote_albums WHERE stage = 'immich'", [])?;
+        tx.execute(
+            "UPDATE remote_assets SET state = NULL WHERE stage = 'immich'",
+            [],
+        )?;
+        tx.execute("DELETE FROM sweeps WHERE stage = 'immich'", [])?;
+        tx.execute(
+            "UPDATE placed_calls SET state = 'pending', wake_at = NULL, attempts = 0, \
+             last_error = NULL, facts = '{}' WHERE stage = 'immich'",
+            [],
+        )
+    })
+}
+
 pub fn status(config: &Config, immich: &ImmichConfig, ledger: Option<&Ledger>) -> Status {
     let counts = ledger
         .map(|l| counts(l).unwrap_or_default())

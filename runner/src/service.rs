@@ -576,6 +576,22 @@ fn cycle(
         }
         Err(e) => tracing::warn!("placed-phase stages: {e}"),
     }
+    // What the family did in Immich goes into the sidecars, on schedule.
+    if let Some(full) = pipeline.sweep_due() {
+        match pipeline.sweep(full) {
+            Ok(swept) => {
+                if swept.sidecars_written > 0 || !swept.errors.is_empty() {
+                    tracing::info!(
+                        changed = swept.changed,
+                        sidecars = swept.sidecars_written,
+                        errors = swept.errors.len(),
+                        "write-back sweep"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("write-back sweep: {e}"),
+        }
+    }
     Ok(Cycle {
         report,
         woken,
@@ -715,7 +731,10 @@ fn queue_has_work(pipeline: &Pipeline, config: &Config) -> bool {
         .read(|c| ledger::next_wake(c, &config.service.backoff))
         .ok()
         .flatten();
-    pending > 0 || next_wake.is_some_and(|at| at <= ledger::now()) || placed_due(pipeline)
+    pending > 0
+        || next_wake.is_some_and(|at| at <= ledger::now())
+        || placed_due(pipeline)
+        || pipeline.sweep_due().is_some()
 }
 
 /// A placed-phase call (Immich, ...) is due, or a placed file has none yet.

@@ -11,9 +11,13 @@ const NAMESPACES: &[(&str, &str)] = &[
     ("xmp", "http://ns.adobe.com/xap/1.0/"),
     ("dc", "http://purl.org/dc/elements/1.1/"),
     ("tiff", "http://ns.adobe.com/tiff/1.0/"),
+    ("xmpDM", "http://ns.adobe.com/xmp/1.0/DynamicMedia/"),
+    ("lr", "http://ns.adobe.com/lightroom/1.0/"),
 ];
 /// Language alternatives (`rdf:Alt` with `x-default`), not simple text.
 const LANG_ALT: &[&str] = &["dc:title", "dc:description"];
+/// Unordered lists (`rdf:Bag`): the value holds one item per line.
+const BAGS: &[&str] = &["dc:subject", "lr:hierarchicalSubject"];
 
 /// Check a property a stage asked to write.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
@@ -69,7 +73,13 @@ fn description(properties: &[(String, String)]) -> String {
     }
     out.push_str(">\n");
     for (name, value) in properties {
-        if LANG_ALT.contains(&name.as_str()) {
+        if BAGS.contains(&name.as_str()) {
+            out.push_str(&format!("   <{name}>\n    <rdf:Bag>\n"));
+            for item in value.lines().filter(|i| !i.is_empty()) {
+                out.push_str(&format!("     <rdf:li>{}</rdf:li>\n", escape(item)));
+            }
+            out.push_str(&format!("    </rdf:Bag>\n   </{name}>\n"));
+        } else if LANG_ALT.contains(&name.as_str()) {
             out.push_str(&format!(
                 "   <{name}>\n    <rdf:Alt>\n     <rdf:li xml:lang=\"x-default\">{}</rdf:li>\n    </rdf:Alt>\n   </{name}>\n",
                 escape(value)
@@ -96,16 +106,70 @@ pub fn fresh(properties: &[(String, String)]) -> String {
 /// `existing` with `properties` set, or `None` when `existing` is not an
 /// XMP packet keepsake can merge into (then it must be kept as it is).
 pub fn merge(existing: &str, properties: &[(String, String)]) -> Option<String> {
+    merge_removing(existing, properties, &[])
+}
+
+/// [`merge`], also removing the properties named in `remove`. Descriptions
+/// left empty by the removals (keepsake's own, from earlier writes) go too,
+/// so rewriting a sidecar again and again does not grow it.
+pub fn merge_removing(
+    existing: &str,
+    properties: &[(String, String)],
+    remove: &[String],
+) -> Option<String> {
     let close = existing.rfind("</rdf:RDF>")?;
     let mut head = existing[..close].to_string();
-    for (name, _) in properties {
+    for name in properties.iter().map(|(n, _)| n).chain(remove) {
         head = remove_property(&head, name);
     }
-    Some(format!(
-        "{head}{}{}",
-        description(properties),
-        &existing[close..]
-    ))
+    let head = drop_empty_descriptions(&head);
+    let added = if properties.is_empty() {
+        String::new()
+    } else {
+        description(properties)
+    };
+    Some(format!("{head}{added}{}", &existing[close..]))
+}
+
+/// Removes `rdf:Description` elements with nothing left in them: only
+/// `xmlns:` and `rdf:about` attributes, and whitespace inside.
+fn drop_empty_descriptions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("<rdf:Description") {
+        let Some(open_len) = rest[at..].find('>') else {
+            break;
+        };
+        let open = &rest[at..at + open_len + 1];
+        let attributes_only_namespaces = open
+            .trim_start_matches("<rdf:Description")
+            .trim_end_matches('>')
+            .trim_end_matches('/')
+            .split_whitespace()
+            .all(|a| a.starts_with("xmlns:") || a.starts_with("rdf:about="));
+        let after = &rest[at + open.len()..];
+        let end = if open.ends_with("/>") {
+            Some(0)
+        } else {
+            let inner = after.len() - after.trim_start().len();
+            after[inner..]
+                .starts_with("</rdf:Description>")
+                .then_some(inner + "</rdf:Description>".len())
+        };
+        match end {
+            Some(end) if attributes_only_namespaces => {
+                out.push_str(rest[..at].trim_end_matches([' ', '\t']));
+                rest = &after[end..];
+                rest = rest.strip_prefix('\n').unwrap_or(rest);
+            }
+            _ => {
+                out.push_str(&rest[..at + open.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 const XMP_APP1: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
@@ -288,6 +352,37 @@ mod tests {
             merge("not xmp at all", &props(&[("exif:DateTimeOriginal", "x")])),
             None
         );
+    }
+
+    #[test]
+    fn rewrites_lists_and_drops_what_it_emptied() {
+        let first = fresh(&props(&[
+            ("xmpDM:Album", "Summer"),
+            ("lr:hierarchicalSubject", "People|Anna\nAlbums|Summer"),
+        ]));
+        assert_eq!(
+            keepsake_xmp::items(&first, "lr:hierarchicalSubject"),
+            ["People|Anna", "Albums|Summer"]
+        );
+        let mut text = first.clone();
+        for _ in 0..3 {
+            text = merge_removing(
+                &text,
+                &props(&[("xmp:Rating", "5")]),
+                &[
+                    "xmpDM:Album".to_string(),
+                    "lr:hierarchicalSubject".to_string(),
+                ],
+            )
+            .unwrap();
+        }
+        assert_eq!(text.matches("<rdf:Description").count(), 1, "{text}");
+        assert_eq!(
+            keepsake_xmp::property(&text, "xmp:Rating").as_deref(),
+            Some("5")
+        );
+        assert!(keepsake_xmp::items(&text, "lr:hierarchicalSubject").is_empty());
+        assert!(!text.contains("xmpDM:Album"), "{text}");
     }
 
     #[test]

@@ -45,9 +45,10 @@ pub use bindings::export_stage;
 pub use bindings::keepsake::stage::host;
 pub use bindings::keepsake::stage::types::{
     AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Description, Effect, Fact, Job,
-    LogLevel, MediaKind, OptionSpec, Phase, Placement, PushRequest, StageError, XmpTarget,
-    XmpWrite,
+    Location, LogLevel, MediaKind, OptionSpec, Phase, Placement, PushRequest, RemoteAlbum,
+    RemoteAsset, RemoteChange, StageError, SweepRequest, XmpTarget, XmpWrite,
 };
+pub use keepsake_xmp as xmp;
 
 /// The last component of the job's relative path.
 pub fn file_name(job: &Job) -> &str {

@@ -88,6 +88,86 @@ pub fn rows(root: &Path, files: usize) -> Vec<Row> {
     ]
 }
 
+/// The write-back sweep over `files` assets keepsake uploaded: a sweep of
+/// what changed when nothing did (the service's, every few minutes), a
+/// full one (`keepsake immich pull`), and one after the family changed 1 %.
+pub fn sweep_rows(root: &Path, files: usize) -> Vec<Row> {
+    let dir = root.join("immich-sweep");
+    for i in 0..files {
+        let path = dir.join(format!("inbox/{:02}/IMG_{i:05}.jpg", i % 50));
+        fake_jpeg(&path, 0x5_0000 + i as u64, 2_000 + i % 1000);
+    }
+    let fake = FakeImmich::start();
+    std::fs::write(dir.join("immich.key"), fake.api_key()).unwrap();
+    let config = dir.join("keepsake.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "library = \"library\"\n[[inbox]]\nname = \"bench\"\npath = \"inbox\"\npipeline = [\"dedup\", \"exif\", \"library\", \"immich\"]\n\n[immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n[stages.immich]\nalbum_from_folder = true\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let out = keepsake(&config, &["ingest"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fake.assets().len(), files);
+    let pull = |args: &[&str]| -> (Duration, serde_json::Value) {
+        let mut all = vec!["immich", "pull", "--json"];
+        all.extend_from_slice(args);
+        let started = Instant::now();
+        let out = keepsake(&config, &all);
+        let took = started.elapsed();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
+        (took, report)
+    };
+    // The first sweep writes every file's albums (its folder's).
+    let (first, report) = pull(&[]);
+    assert_eq!(report["sidecars_written"], files, "{report}");
+    let before = fake.requests().len();
+    let (unchanged, report) = pull(&["--changes"]);
+    assert_eq!(report["sidecars_written"], 0, "{report}");
+    let unchanged_requests = fake.requests().len() - before;
+    let (full, report) = pull(&[]);
+    assert_eq!(report["sidecars_written"], 0, "{report}");
+    // The family favorites 1 % and puts them in an album.
+    let assets = fake.assets();
+    let edited = (files / 100).max(1);
+    for asset in assets.iter().take(edited) {
+        fake.edit_asset(&asset.id, Some(true), None, None);
+        fake.add_to_album_as_user("Best of", &asset.id);
+    }
+    let (changed, report) = pull(&["--changes"]);
+    assert_eq!(report["sidecars_written"], edited, "{report}");
+    let violations = fake.schema_violations();
+    assert!(violations.is_empty(), "{violations:?}");
+    let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+    vec![
+        [
+            format!("write-back sweep, {files} unchanged assets (`pull --changes`)"),
+            format!("{} ({unchanged_requests} requests)", secs(unchanged)),
+            "-".into(),
+            "-".into(),
+            "< 5 s".into(),
+        ],
+        [
+            format!("write-back sweep, {files} assets, full (`pull`): unchanged / first"),
+            format!("{} / {}", secs(full), secs(first)),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ],
+        [
+            format!("write-back sweep, {edited} of {files} assets changed (`pull --changes`)"),
+            secs(changed),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ],
+    ]
+}
+
 /// One multipart POST per file on a fresh connection, waiting for each
 /// answer: what `for f in *; do curl -F assetData=@$f …; done` does,
 /// without curl's own start-up.

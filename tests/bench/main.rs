@@ -64,7 +64,11 @@ fn main() {
                 },
                 &b3sum,
             )),
-            "immich" => rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 })),
+            "immich" => {
+                rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 }));
+    rows.extend(immich::sweep_rows(&root, if quick { 1_000 } else { 10_000 }));
+                rows.extend(immich::sweep_rows(&root, if quick { 1_000 } else { 10_000 }));
+            }
             "corpus" => {
                 let (corpus, per_format) = corpus_rows(&root);
                 print_rows(&corpus);

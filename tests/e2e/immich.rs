@@ -507,3 +507,197 @@ fn an_embedded_date_uploads_the_library_copy_as_it_is() {
     assert_eq!(assets[0].checksum, base64_of_hex(&hex));
     assert_eq!(fake.schema_violations(), Vec::<String>::new());
 }
+
+/// The library copy of each job and its Immich asset id.
+fn placed_assets(sandbox: &Sandbox) -> BTreeMap<u64, (std::path::PathBuf, String)> {
+    let conn = sandbox.ledger();
+    let paths: BTreeMap<u64, String> = conn
+        .prepare("SELECT job_id, library_path FROM assets")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    calls(sandbox)
+        .into_iter()
+        .filter_map(|(job, (_, facts))| {
+            let id = facts["immich.asset_id"].as_str()?.to_string();
+            Some((job, (sandbox.library().join(&paths[&job]), id)))
+        })
+        .collect()
+}
+
+fn sidecar_text(media: &std::path::Path) -> String {
+    let path = media.with_file_name(format!(
+        "{}.xmp",
+        media.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// exiftool's reading of a sidecar.
+fn exiftool_reads(media: &std::path::Path) -> serde_json::Value {
+    let path = media.with_file_name(format!(
+        "{}.xmp",
+        media.file_name().unwrap().to_string_lossy()
+    ));
+    let out = std::process::Command::new("exiftool")
+        .args(["-j", "-n", "-XMP:all"])
+        .arg(&path)
+        .output()
+        .expect("exiftool (the test command installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+}
+
+fn pull(sandbox: &Sandbox, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["immich", "pull", "--json"];
+    all.extend_from_slice(args);
+    let (code, text) = sandbox.run_text(&all);
+    assert_eq!(code, 0, "{text}");
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, None, "");
+    let names = [
+        "exiftool_Canon.jpg",
+        "exiftool_Nikon.jpg",
+        "orient_Landscape_0.jpg",
+        "immich_denali.webp",
+        "exifsamples_IMG_5195.HEIC",
+    ];
+    for name in names {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 5, "{report}");
+    let placed: Vec<(u64, (std::path::PathBuf, String))> =
+        placed_assets(&sandbox).into_iter().collect();
+    let [a, b, c, d, e] = [0, 1, 2, 3, 4].map(|i| placed[i].1.clone());
+    // The service's first sweep after the upload sees the files as Immich
+    // read them: nothing to write yet.
+    let swept = pull(&sandbox, &[]);
+    assert_eq!(swept["assets_read"], 5, "{swept}");
+    assert_eq!(swept["sidecars_written"], 0, "{swept}");
+
+    // What the family does in Immich's web UI.
+    fake.add_to_album_as_user("Summer 2024", &a.1);
+    fake.add_to_album_as_user("Trips & Tours", &a.1);
+    fake.add_to_album_as_user("Trips & Tours", &e.1);
+    fake.edit_asset(&b.1, Some(true), None, None);
+    fake.edit_asset(&c.1, None, Some("Grandma's 90th <3".into()), Some(3));
+    let taken = "2001-02-03T04:05:06Z".parse().unwrap();
+    fake.edit_place(&d.1, Some(taken), Some((48.8584, -2.2945)));
+
+    let swept = pull(&sandbox, &[]);
+    assert_eq!(swept["sidecars_written"], 5, "{swept}");
+    assert_eq!(swept["errors"], serde_json::json!([]), "{swept}");
+
+    // keepsake's own XMP reader (the one the exif stage uses) ...
+    let text = sidecar_text(&a.0);
+    assert_eq!(
+        keepsake_xmp::albums(&text),
+        ["Summer 2024", "Trips & Tours"]
+    );
+    assert_eq!(
+        keepsake_xmp::property(&text, "xmpDM:Album").as_deref(),
+        Some("Summer 2024")
+    );
+    let text = sidecar_text(&b.0);
+    assert_eq!(
+        keepsake_xmp::property(&text, "xmp:Rating").as_deref(),
+        Some("5")
+    );
+    let text = sidecar_text(&c.0);
+    assert_eq!(
+        keepsake_xmp::property(&text, "dc:description").as_deref(),
+        Some("Grandma's 90th <3")
+    );
+    assert_eq!(
+        keepsake_xmp::property(&text, "xmp:Rating").as_deref(),
+        Some("3")
+    );
+    let text = sidecar_text(&d.0);
+    assert_eq!(
+        keepsake_xmp::property(&text, "exif:DateTimeOriginal").as_deref(),
+        Some("2001-02-03T04:05:06")
+    );
+    // ... and exiftool read the same.
+    let tool = exiftool_reads(&a.0);
+    assert_eq!(tool["Album"], "Summer 2024", "{tool}");
+    assert_eq!(
+        tool["HierarchicalSubject"],
+        serde_json::json!(["Albums|Summer 2024", "Albums|Trips & Tours"]),
+        "{tool}"
+    );
+    assert_eq!(exiftool_reads(&b.0)["Rating"], 5);
+    let tool = exiftool_reads(&c.0);
+    assert_eq!(tool["Description"], "Grandma's 90th <3", "{tool}");
+    assert_eq!(tool["Rating"], 3, "{tool}");
+    let tool = exiftool_reads(&d.0);
+    assert_eq!(tool["DateTimeOriginal"], "2001:02:03 04:05:06", "{tool}");
+    let lat = tool["GPSLatitude"].as_f64().unwrap();
+    let lon = tool["GPSLongitude"].as_f64().unwrap();
+    assert!(
+        (lat - 48.8584).abs() < 1e-5 && (lon + 2.2945).abs() < 1e-5,
+        "{tool}"
+    );
+
+    // Nothing changed: nothing is read twice or written again.
+    let albums_read = fake.request_count("GET", "/api/albums/");
+    let swept = pull(&sandbox, &["--changes"]);
+    assert_eq!(swept["sidecars_written"], 0, "{swept}");
+    assert_eq!(fake.request_count("GET", "/api/albums/"), albums_read);
+    // A removal shows through the album's own `updatedAt`.
+    fake.remove_from_album_as_user("Trips & Tours", &a.1);
+    let swept = pull(&sandbox, &["--changes"]);
+    assert_eq!(swept["sidecars_written"], 1, "{swept}");
+    assert_eq!(keepsake_xmp::albums(&sidecar_text(&a.0)), ["Summer 2024"]);
+    assert_eq!(keepsake_xmp::albums(&sidecar_text(&e.0)), ["Trips & Tours"]);
+
+    // Immich is rebuilt, empty; everything goes again and the albums and
+    // favorites come back from the sidecars.
+    fake.reset();
+    let (code, text) = sandbox.run_text(&["immich", "sync", "--all"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(fake.assets().len(), 5, "{text}");
+    let again = placed_assets(&sandbox);
+    let new_id = |media: &std::path::Path| {
+        again
+            .values()
+            .find(|(path, _)| path == media)
+            .map(|(_, id)| id.clone())
+            .unwrap()
+    };
+    let albums = fake.albums();
+    let members = |name: &str| -> BTreeSet<String> {
+        albums
+            .iter()
+            .filter(|al| al.name == name)
+            .flat_map(|al| al.asset_ids.clone())
+            .collect()
+    };
+    assert_eq!(members("Summer 2024"), BTreeSet::from([new_id(&a.0)]));
+    assert_eq!(members("Trips & Tours"), BTreeSet::from([new_id(&e.0)]));
+    assert!(fake.asset(&new_id(&b.0)).unwrap().is_favorite);
+    let c_again = fake.asset(&new_id(&c.0)).unwrap();
+    assert_eq!(c_again.description, "Grandma's 90th <3");
+    assert_eq!(c_again.rating, Some(3));
+    // The next pull agrees with the sidecars: nothing to write, and the
+    // edited date stays although the rebuilt Immich shows the file's own.
+    let swept = pull(&sandbox, &[]);
+    assert_eq!(swept["errors"], serde_json::json!([]), "{swept}");
+    assert_eq!(
+        keepsake_xmp::property(&sidecar_text(&d.0), "exif:DateTimeOriginal").as_deref(),
+        Some("2001-02-03T04:05:06")
+    );
+    assert_eq!(keepsake_xmp::albums(&sidecar_text(&a.0)), ["Summer 2024"]);
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}

@@ -12,6 +12,7 @@
 mod albums;
 mod external;
 mod http;
+mod sweep;
 
 use keepsake_sdk::*;
 use serde_json::json;
@@ -92,17 +93,21 @@ impl Guest for Immich {
         )
     }
 
+    fn sweep(request: SweepRequest) -> Result<Vec<RemoteChange>, StageError> {
+        sweep::sweep(&server()?, &request)
+    }
+
     fn run(job: Job) -> Result<Vec<Effect>, StageError> {
-        let url = host::get_option("url").ok_or_else(|| {
-            StageError::Internal("no Immich url: set `url` under [immich] in the config".into())
-        })?;
-        let server = Server::parse(&url).map_err(StageError::Internal)?;
+        let server = server()?;
         let mode = option_or("mode", "upload");
         let is_live_video = fact(&job, "live.still_job").is_some();
-        let asset_id = match remembered_asset(job.id) {
+        let sidecar = sidecar_of(&job, &file_name_of(&job));
+        let remembered = remembered_asset(job.id);
+        let is_new = remembered.is_none();
+        let asset_id = match remembered {
             Some(id) => id,
             None => match match mode.as_str() {
-                "upload" => upload(&server, &job)?,
+                "upload" => upload(&server, &job, sidecar.as_ref())?,
                 "external-library" => external::find(&server, &job)?,
                 other => {
                     return Err(StageError::Internal(format!(
@@ -132,9 +137,34 @@ impl Guest for Immich {
             key: "immich.asset_id".into(),
             value: asset_id.clone(),
         })];
+        // The sweep names assets by job.
+        host::kv_set(&sweep::job_of_key(&asset_id), job.id.to_string().as_bytes());
+        // What the sidecar keeps from an earlier Immich (keepsake's
+        // write-back): its albums, and a favorite as rating 5.
+        let kept = sidecar
+            .as_ref()
+            .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned());
+        if is_new
+            && !is_live_video
+            && kept
+                .as_deref()
+                .and_then(|x| xmp::property(x, "xmp:Rating"))
+                .is_some_and(|r| r.trim() == "5")
+        {
+            let body = json!({ "isFavorite": true });
+            json_answer(
+                "mark the asset a favorite",
+                server.json(Method::Put, &format!("/assets/{asset_id}"), Some(&body)),
+            )?;
+        }
         // A Live Photo's video is shown through its still, never on its own.
         if !is_live_video {
-            let names = albums::names(&job);
+            let mut names = albums::names(&job);
+            for name in kept.as_deref().map(xmp::albums).unwrap_or_default() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
             if !names.is_empty() {
                 for name in &names {
                     albums::add(&server, name, &asset_id)?;
@@ -150,6 +180,13 @@ impl Guest for Immich {
 }
 
 export_stage!(Immich);
+
+fn server() -> Result<Server, StageError> {
+    let url = host::get_option("url").ok_or_else(|| {
+        StageError::Internal("no Immich url: set `url` under [immich] in the config".into())
+    })?;
+    Server::parse(&url).map_err(StageError::Internal)
+}
 
 pub(crate) enum Uploaded {
     Asset(String),
@@ -223,7 +260,11 @@ pub(crate) fn kv_count(key: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
+fn upload(
+    server: &Server,
+    job: &Job,
+    sidecar: Option<&(String, Vec<u8>)>,
+) -> Result<Uploaded, StageError> {
     // 1. A Live Photo still goes up with its video's id: the video first.
     let mut live_video = None;
     if let Some(video_job) = fact(job, "live.video_job").and_then(|v| v.parse::<u64>().ok()) {
@@ -271,7 +312,6 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
 
     // 3. The upload: file parts first, then the fields.
     let name = file_name_of(job);
-    let sidecar = sidecar_of(job, &name);
     let boundary = format!("keepsake-part-{}", &job.blake3[..job.blake3.len().min(32)]);
     let mut fields: Vec<(&str, String)> = vec![
         (
@@ -298,7 +338,7 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
         },
         Part::Bytes(b"\r\n".to_vec()),
     ];
-    if let Some((sidecar_name, bytes)) = &sidecar {
+    if let Some((sidecar_name, bytes)) = sidecar {
         parts.push(Part::Bytes(file_header(
             &boundary,
             "sidecarData",
@@ -309,7 +349,7 @@ fn upload(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
     }
     // The boundary must not occur in anything sent (the file's own bytes
     // would have to contain their hash; the sidecar and names are checked).
-    let in_sidecar = sidecar.as_ref().is_some_and(|(_, bytes)| {
+    let in_sidecar = sidecar.is_some_and(|(_, bytes)| {
         bytes
             .windows(boundary.len())
             .any(|w| w == boundary.as_bytes())

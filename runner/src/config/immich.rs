@@ -14,6 +14,8 @@ pub(super) struct RawImmich {
     api_key_file: Option<PathBuf>,
     /// Or the environment variable holding it.
     api_key_env: Option<String>,
+    /// Minutes between write-back sweeps in `run` (0: only `keepsake immich pull`).
+    pull_minutes: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,8 @@ pub struct ImmichConfig {
     /// `scheme://host:port`: the one origin the stage may reach.
     pub origin: String,
     pub key: KeySource,
+    /// Minutes between the service's write-back sweeps; 0 turns them off.
+    pub pull_minutes: u32,
 }
 
 impl ImmichConfig {
@@ -57,7 +61,10 @@ impl ImmichConfig {
 
 impl RawImmich {
     pub(super) fn is_set(&self) -> bool {
-        self.url.is_some() || self.api_key_file.is_some() || self.api_key_env.is_some()
+        self.url.is_some()
+            || self.api_key_file.is_some()
+            || self.api_key_env.is_some()
+            || self.pull_minutes.is_some()
     }
 
     pub(super) fn validate(&self, base: &Path) -> Result<Option<ImmichConfig>, (String, String)> {
@@ -106,6 +113,18 @@ impl RawImmich {
             (None, Some(env)) => KeySource::Env(env.clone()),
             (None, None) => KeySource::Env("IMMICH_API_KEY".into()),
         };
-        Ok(Some(ImmichConfig { url, origin, key }))
+        let pull_minutes = self.pull_minutes.unwrap_or(15);
+        if pull_minutes > 7 * 24 * 60 {
+            return Err((
+                "immich.pull_minutes".into(),
+                format!("{pull_minutes} is more than a week; give 0 to turn the sweeps off"),
+            ));
+        }
+        Ok(Some(ImmichConfig {
+            url,
+            origin,
+            key,
+            pull_minutes,
+        }))
     }
 }

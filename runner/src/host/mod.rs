@@ -20,8 +20,9 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use bindings::keepsake::stage::types::{
-    AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Effect, Fact, Job, LogLevel,
-    MediaKind as WitMediaKind, Placement, PushRequest, StageError, XmpTarget, XmpWrite,
+    AssetRef, CaptureTime, Confidence, Datetime, DeferUntil, Effect, Fact, Job, Location, LogLevel,
+    MediaKind as WitMediaKind, Placement, PushRequest, RemoteAlbum, RemoteAsset, RemoteChange,
+    StageError, SweepRequest, XmpTarget, XmpWrite,
 };
 use bindings::{Stage, StagePre};
 pub use cache::CacheOutcome;
@@ -62,7 +63,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.4.0 for wasm32-wasip2): {message:#}"
+        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.5.0 for wasm32-wasip2): {message:#}"
     )]
     Invalid {
         stage: String,
@@ -583,21 +584,53 @@ impl StageRuntime {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_run(&mut store, job));
-        let stats = CallStats {
-            micros: started.elapsed().as_micros() as u64,
-            bytes_read: store.data().bytes_read,
-            requests: store.data().hooks.requests,
-        };
-        let result = match result {
-            Ok(Ok(effects)) => Ok(effects),
-            Ok(Err(error)) => Err(StageCallError::Stage {
-                stage: stage.name.clone(),
-                error,
-            }),
-            Err(trap) => Err(classify_trap(stage, trap, &stderr)),
-        };
-        (result, stats)
+        finish(stage, started, &store, &stderr, result)
     }
+
+    /// Ask a stage what its remote service holds (the write-back sweep):
+    /// no file, the stage's KV and granted origins as in [`Self::call`].
+    pub fn sweep(
+        &self,
+        stage: &LoadedStage,
+        full: bool,
+        services: Arc<dyn Services>,
+    ) -> (Result<Vec<RemoteChange>, StageCallError>, CallStats) {
+        let started = Instant::now();
+        let files = CallFiles {
+            file: None,
+            companions: Vec::new(),
+        };
+        let (mut store, stderr) = self.store(stage, 0, files, services);
+        let result = stage
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_sweep(&mut store, SweepRequest { full }));
+        finish(stage, started, &store, &stderr, result)
+    }
+}
+
+/// A call's outcome and what it cost.
+fn finish<T>(
+    stage: &LoadedStage,
+    started: Instant,
+    store: &Store<StageState>,
+    stderr: &MemoryOutputPipe,
+    result: wasmtime::Result<Result<T, StageError>>,
+) -> (Result<T, StageCallError>, CallStats) {
+    let stats = CallStats {
+        micros: started.elapsed().as_micros() as u64,
+        bytes_read: store.data().bytes_read,
+        requests: store.data().hooks.requests,
+    };
+    let result = match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(StageCallError::Stage {
+            stage: stage.name.clone(),
+            error,
+        }),
+        Err(trap) => Err(classify_trap(stage, trap, stderr)),
+    };
+    (result, stats)
 }
 
 struct NoServices;

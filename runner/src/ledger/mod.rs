@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_push_resume.sql"),
     include_str!("migrations/0006_archive.sql"),
     include_str!("migrations/0007_placed_calls.sql"),
+    include_str!("migrations/0008_writeback.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

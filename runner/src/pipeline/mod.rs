@@ -11,6 +11,7 @@ mod queue;
 mod read;
 mod register;
 mod services;
+pub mod writeback;
 
 use services::IngestServices;
 

@@ -128,10 +128,7 @@ impl Pipeline {
         until: Option<std::time::Instant>,
     ) -> Result<PlacedReport, PipelineError> {
         let mut report = PlacedReport::default();
-        let services = Arc::new(LedgerServices {
-            ledger: Arc::clone(&self.ledger),
-            held: std::sync::Mutex::new(BTreeMap::new()),
-        });
+        let services = Arc::new(LedgerServices::new(&self.ledger));
         let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
         let mut batch: Vec<Outcome> = Vec::new();
         for name in self.placed_stages() {
@@ -549,7 +546,7 @@ fn placed_job(
 }
 
 /// `IMG.jpg.xmp` and `IMG.xmp` beside a library file, when they exist.
-fn sidecars_beside(path: &Path) -> Vec<String> {
+pub(super) fn sidecars_beside(path: &Path) -> Vec<String> {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Vec::new();
     };
@@ -628,13 +625,20 @@ fn parse_capture(text: &str, source: &str) -> Option<CaptureTime> {
 /// The ledger as the placed phase's stages see it. Their key-value writes
 /// are held here and committed with the calls' results, a batch at a time
 /// (one commit, not one per write); reads see them at once.
-struct LedgerServices {
+pub(super) struct LedgerServices {
     ledger: Arc<Ledger>,
     held: std::sync::Mutex<BTreeMap<(String, String), Vec<u8>>>,
 }
 
 impl LedgerServices {
-    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
+    pub(super) fn new(ledger: &Arc<Ledger>) -> LedgerServices {
+        LedgerServices {
+            ledger: Arc::clone(ledger),
+            held: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub(super) fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Vec<u8>>> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

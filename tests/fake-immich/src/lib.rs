@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 use crate::state::Shared;
 
 /// An asset as the fake stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Asset {
     pub id: String,
     pub owner_id: String,
@@ -73,6 +73,8 @@ pub struct Asset {
     pub description: String,
     /// The exif rating (from a sidecar, or an edit).
     pub rating: Option<i32>,
+    /// The exif latitude and longitude (an edit; the fake reads none from files).
+    pub location: Option<(f64, f64)>,
     pub library_id: Option<String>,
     pub is_offline: bool,
     pub live_photo_video_id: Option<String>,
@@ -284,6 +286,38 @@ impl FakeImmich {
     ) {
         let found = self.shared.lock().edit(id, favorite, description, rating);
         assert!(found, "fake Immich: edit_asset: no asset {id}");
+    }
+
+    /// A date or place edit as a user makes it in the web UI (`PUT
+    /// /assets/{id}` with `dateTimeOriginal`, `latitude`, `longitude`). As
+    /// in Immich 2.4.1 these live in the exif row: `updatedAt` does not move.
+    ///
+    /// # Panics
+    ///
+    /// If there is no asset `id`.
+    pub fn edit_place(&self, id: &str, taken: Option<Timestamp>, location: Option<(f64, f64)>) {
+        let mut state = self.shared.lock();
+        let record = state.assets.get_mut(id);
+        let record = record.unwrap_or_else(|| panic!("fake Immich: edit_place: no asset {id}"));
+        if let Some(taken) = taken {
+            record.asset.file_created_at = taken;
+        }
+        if location.is_some() {
+            record.asset.location = location;
+        }
+    }
+
+    /// Removes an asset from every album named `album_name`, as a user does
+    /// in the web UI. The album's `updatedAt` moves, the asset's does not.
+    pub fn remove_from_album_as_user(&self, album_name: &str, asset_id: &str) {
+        let mut state = self.shared.lock();
+        let now = state.now();
+        for album in state.albums.values_mut() {
+            if album.name == album_name && album.asset_ids.iter().any(|id| id == asset_id) {
+                album.asset_ids.retain(|id| id != asset_id);
+                album.updated_at = now;
+            }
+        }
     }
 
     /// Adds an asset to the oldest album named `album_name`, creating the

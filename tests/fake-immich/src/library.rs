@@ -211,6 +211,7 @@ fn create_asset(state: &mut State, library_id: &str, file: &Found) {
         visibility: "timeline".to_owned(),
         description: xmp.description.unwrap_or_default(),
         rating: xmp.rating,
+        location: None,
         library_id: Some(library_id.to_owned()),
         is_offline: false,
         live_photo_video_id: None,

@@ -118,8 +118,6 @@ fn exif(record: &AssetRec) -> Value {
         "focalLength",
         "iso",
         "exposureTime",
-        "latitude",
-        "longitude",
         "city",
         "state",
         "country",
@@ -137,6 +135,8 @@ fn exif(record: &AssetRec) -> Value {
     put(&mut m, "modifyDate", fmt_ts(asset.file_modified_at));
     put(&mut m, "description", asset.description.clone());
     put(&mut m, "rating", asset.rating);
+    put(&mut m, "latitude", asset.location.map(|(lat, _)| lat));
+    put(&mut m, "longitude", asset.location.map(|(_, lon)| lon));
     Value::Object(m)
 }
 

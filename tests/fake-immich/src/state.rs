@@ -259,6 +259,7 @@ impl State {
             visibility: upload.visibility,
             description: xmp.description.unwrap_or_default(),
             rating: xmp.rating,
+            location: None,
             library_id: None,
             is_offline: false,
             live_photo_video_id: upload.live_photo_video_id,

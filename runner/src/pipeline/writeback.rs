@@ -1,0 +1,570 @@
+//! The write-back sweep: what the family did in Immich (albums, favorites,
+//! descriptions, ratings, edited dates and places) goes into each file's
+//! XMP sidecar, so a rebuilt Immich, a moved file or another tool gets it
+//! back. Immich keeps those only in its database.
+//!
+//! A `placed`-phase stage's `sweep` reads its service; the host records
+//! what it read (`remote_albums`, `remote_album_members`, `remote_assets`)
+//! and rewrites a sidecar only when what it would write changed. In the
+//! sidecar:
+//! - albums: `xmpDM:Album` (one album, as elodie and others read it; the
+//!   first by name) and `lr:hierarchicalSubject` items `Albums|<name>`
+//!   (every album; Immich shows them as tags, and keepsake's immich stage
+//!   puts the file back in those albums when it uploads it again);
+//! - the rating as `xmp:Rating`, else a favorite as rating 5;
+//! - the description as `dc:description`;
+//! - a date or place the user changed in the service (it differs from what
+//!   the service first read from the file) as `exif:DateTimeOriginal` and
+//!   `photoshop:DateCreated`, `exif:GPSLatitude` and `exif:GPSLongitude`.
+//!
+//! Albums, ratings and descriptions keepsake wrote and the service no
+//! longer has are removed (dates and places stay until edited again);
+//! everything else in the sidecar stays. A sidecar that is not XMP keepsake
+//! can merge into is left alone and reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use serde_json::{Value, json};
+
+use super::placed::{LedgerServices, sidecars_beside};
+use super::{Pipeline, PipelineError};
+use crate::effects::fsops;
+use crate::host::{CaptureTime, RemoteAsset, RemoteChange, Services};
+use crate::ledger;
+
+/// Properties the write-back sets and never removes (see [`write_sidecar`]).
+const KEPT: &[&str] = &[
+    "exif:DateTimeOriginal",
+    "photoshop:DateCreated",
+    "exif:GPSLatitude",
+    "exif:GPSLongitude",
+];
+/// Sidecars written per ledger commit.
+const BATCH: usize = 256;
+/// A full sweep (which finds edits Immich's change feed does not show: its
+/// descriptions, ratings, dates and places) at least this often.
+pub const FULL_EVERY_SECS: i64 = 24 * 3600;
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct SweepReport {
+    /// Every asset read, not only what changed.
+    pub full: bool,
+    pub albums_read: u64,
+    pub assets_read: u64,
+    /// Assets whose albums or metadata changed since the last sweep.
+    pub changed: u64,
+    pub sidecars_written: u64,
+    pub requests: u64,
+    pub errors: Vec<String>,
+}
+
+impl Pipeline {
+    /// Sweep every placed-phase stage (Immich) and write what changed into
+    /// sidecars. Runs on its own thread, as wasi:http needs.
+    pub fn sweep(&self, full: bool) -> Result<SweepReport, PipelineError> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.sweep_here(full))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// The service's schedule: a sweep every `[immich] pull_minutes`, a
+    /// full one once a day. `None` when none is due.
+    pub fn sweep_due(&self) -> Option<bool> {
+        let minutes = self.config.immich.as_ref().map_or(0, |i| i.pull_minutes);
+        if minutes == 0 || self.placed_stages().is_empty() {
+            return None;
+        }
+        let now = ledger::now();
+        let (last, last_full) = self
+            .ledger
+            .read(|c| {
+                c.query_row(
+                    "SELECT MIN(COALESCE(last_at, 0)), MIN(COALESCE(last_full_at, 0)) FROM sweeps",
+                    [],
+                    |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+                )
+            })
+            .ok()?;
+        let (last, last_full) = (last.unwrap_or(0), last_full.unwrap_or(0));
+        (now - last >= i64::from(minutes) * 60).then_some(now - last_full >= FULL_EVERY_SECS)
+    }
+
+    fn sweep_here(&self, full: bool) -> Result<SweepReport, PipelineError> {
+        let mut report = SweepReport {
+            full,
+            ..SweepReport::default()
+        };
+        for name in self.placed_stages() {
+            let Some(stage) = self.stages.get(&name) else {
+                continue;
+            };
+            let services = Arc::new(LedgerServices::new(&self.ledger));
+            let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
+            let (result, stats) = self.runtime.sweep(stage, full, shared);
+            report.requests += stats.requests;
+            let now = ledger::now();
+            let changes = match result {
+                Ok(changes) => changes,
+                Err(e) => {
+                    let message = e.to_string();
+                    tracing::warn!(stage = name, "sweep: {message}");
+                    // The next try waits for the schedule like a success:
+                    // a server that is down gets one request per period.
+                    self.ledger.write(|tx| {
+                        tx.execute(
+                            "INSERT INTO sweeps (stage, last_at, last_error) VALUES (?1, ?3, ?2) \
+                             ON CONFLICT(stage) DO UPDATE SET last_at = ?3, last_error = ?2",
+                            params![name, message, now],
+                        )
+                    })?;
+                    report.errors.push(message);
+                    continue;
+                }
+            };
+            let held = std::mem::take(&mut *services.held());
+            let counts = self.ledger.write(|tx| {
+                for ((stage, key), value) in &held {
+                    ledger::kv_set(tx, stage, key, value)?;
+                }
+                let counts = record(tx, &name, &changes)?;
+                tx.execute(
+                    "INSERT INTO sweeps (stage, last_at, last_full_at, last_error) \
+                     VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END, NULL) \
+                     ON CONFLICT(stage) DO UPDATE SET last_at = ?2, \
+                     last_full_at = CASE WHEN ?3 THEN ?2 ELSE last_full_at END, last_error = NULL",
+                    params![name, now, full],
+                )?;
+                Ok(counts)
+            })?;
+            report.albums_read += counts.0;
+            report.assets_read += counts.1;
+            report.changed += counts.2;
+            self.write_sidecars(&name, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Bring every sidecar the stage's records say is behind up to date.
+    fn write_sidecars(&self, stage: &str, report: &mut SweepReport) -> Result<(), PipelineError> {
+        let mut after = 0i64;
+        loop {
+            let rows = self.ledger.read(|c| dirty_rows(c, stage, after))?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            after = last.job_id;
+            let mut done: Vec<(i64, String)> = Vec::new();
+            for row in &rows {
+                let wanted = wanted_properties(row);
+                let written: BTreeMap<String, String> =
+                    serde_json::from_str(&row.written).unwrap_or_default();
+                if wanted == written {
+                    done.push((row.job_id, row.written.clone()));
+                    continue;
+                }
+                let Some(media) = self.media_path(row) else {
+                    // Not in the library (any more): nothing to write.
+                    done.push((row.job_id, row.written.clone()));
+                    continue;
+                };
+                match write_sidecar(&media, &wanted, &written) {
+                    Ok(changed) => {
+                        report.sidecars_written += u64::from(changed);
+                        let text = serde_json::to_string(&wanted).unwrap_or_default();
+                        done.push((row.job_id, text));
+                    }
+                    Err(message) => {
+                        // Stays behind; the next sweep tries again.
+                        let message = format!("{}: {message}", media.display());
+                        tracing::warn!(stage, job = row.job_id, "{message}");
+                        report.errors.push(message);
+                    }
+                }
+            }
+            self.ledger.write(|tx| {
+                for (job_id, written) in &done {
+                    tx.execute(
+                        "UPDATE remote_assets SET written = ?3, dirty = 0 WHERE stage = ?1 AND job_id = ?2",
+                        params![stage, job_id, written],
+                    )?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    fn media_path(&self, row: &DirtyRow) -> Option<PathBuf> {
+        let (path, root) = (row.library_path.as_ref()?, row.root.as_deref()?);
+        let base = if root == "archive" {
+            self.config.archive.root.clone()?
+        } else {
+            self.config.library_root.clone()
+        };
+        Some(base.join(path))
+    }
+}
+
+/// Record what a sweep read; mark the assets whose sidecar may change.
+/// Returns (albums read, assets read, assets changed).
+fn record(
+    tx: &Transaction<'_>,
+    stage: &str,
+    changes: &[RemoteChange],
+) -> rusqlite::Result<(u64, u64, u64)> {
+    let (mut albums, mut assets) = (0u64, 0u64);
+    let mut touched: BTreeSet<u64> = BTreeSet::new();
+    for change in changes {
+        match change {
+            RemoteChange::Album(album) => {
+                albums += 1;
+                let old_name: Option<String> = tx
+                    .query_row(
+                        "SELECT name FROM remote_albums WHERE stage = ?1 AND id = ?2",
+                        params![stage, album.id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let old = members(tx, stage, &album.id)?;
+                let new: BTreeSet<u64> = album.members.iter().copied().collect();
+                if old_name.as_deref() == Some(album.name.as_str()) {
+                    touched.extend(old.symmetric_difference(&new));
+                } else {
+                    touched.extend(old.union(&new));
+                }
+                tx.execute(
+                    "INSERT INTO remote_albums (stage, id, name) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(stage, id) DO UPDATE SET name = ?3",
+                    params![stage, album.id, album.name],
+                )?;
+                for gone in old.difference(&new) {
+                    tx.execute(
+                        "DELETE FROM remote_album_members WHERE stage = ?1 AND album_id = ?2 AND job_id = ?3",
+                        params![stage, album.id, gone],
+                    )?;
+                }
+                for added in new.difference(&old) {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO remote_album_members (stage, album_id, job_id) VALUES (?1, ?2, ?3)",
+                        params![stage, album.id, added],
+                    )?;
+                }
+            }
+            RemoteChange::AlbumGone(id) => {
+                touched.extend(members(tx, stage, id)?);
+                tx.execute(
+                    "DELETE FROM remote_album_members WHERE stage = ?1 AND album_id = ?2",
+                    params![stage, id],
+                )?;
+                tx.execute(
+                    "DELETE FROM remote_albums WHERE stage = ?1 AND id = ?2",
+                    params![stage, id],
+                )?;
+            }
+            RemoteChange::Asset(asset) => {
+                assets += 1;
+                let state = state_json(asset).to_string();
+                let known: Option<Option<String>> = tx
+                    .query_row(
+                        "SELECT state FROM remote_assets WHERE stage = ?1 AND job_id = ?2",
+                        params![stage, asset.job_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if known.flatten().as_deref() == Some(state.as_str()) {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO remote_assets (stage, job_id, state, first, dirty) VALUES (?1, ?2, ?3, ?3, 1) \
+                     ON CONFLICT(stage, job_id) DO UPDATE SET state = ?3, first = COALESCE(first, ?3), dirty = 1",
+                    params![stage, asset.job_id, state],
+                )?;
+                touched.insert(asset.job_id);
+            }
+        }
+    }
+    for job_id in &touched {
+        tx.execute(
+            "INSERT INTO remote_assets (stage, job_id, dirty) VALUES (?1, ?2, 1) \
+             ON CONFLICT(stage, job_id) DO UPDATE SET dirty = 1",
+            params![stage, job_id],
+        )?;
+    }
+    Ok((albums, assets, touched.len() as u64))
+}
+
+fn members(tx: &Transaction<'_>, stage: &str, album: &str) -> rusqlite::Result<BTreeSet<u64>> {
+    let mut statement = tx.prepare_cached(
+        "SELECT job_id FROM remote_album_members WHERE stage = ?1 AND album_id = ?2",
+    )?;
+    let rows = statement.query_map(params![stage, album], |r| r.get::<_, u64>(0))?;
+    rows.collect()
+}
+
+/// An asset's state as recorded: what the sidecar is written from.
+fn state_json(asset: &RemoteAsset) -> Value {
+    json!({
+        "favorite": asset.favorite,
+        "rating": asset.rating,
+        "description": asset.description,
+        "taken": asset.taken.as_ref().map(xmp_date),
+        "location": asset.location.as_ref().map(|l| [l.latitude, l.longitude]),
+    })
+}
+
+/// An XMP date: `2019-07-04T10:15:30+02:00`, or without an offset when
+/// the service does not know it.
+fn xmp_date(time: &CaptureTime) -> String {
+    let t = &time.local;
+    let mut text = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    );
+    if let Some(offset) = time.offset_minutes {
+        let sign = if offset < 0 { '-' } else { '+' };
+        let offset = offset.unsigned_abs();
+        text.push_str(&format!("{sign}{:02}:{:02}", offset / 60, offset % 60));
+    }
+    text
+}
+
+/// `DDD,MM.mmmmmmK`, XMP's form of a GPS coordinate.
+fn xmp_coordinate(value: f64, positive: char, negative: char) -> String {
+    let reference = if value < 0.0 { negative } else { positive };
+    let value = value.abs();
+    let degrees = value.trunc();
+    let minutes = (value - degrees) * 60.0;
+    format!("{},{minutes:.6}{reference}", degrees as u32)
+}
+
+struct DirtyRow {
+    job_id: i64,
+    state: Option<String>,
+    first: Option<String>,
+    written: String,
+    albums: Vec<String>,
+    library_path: Option<String>,
+    root: Option<String>,
+}
+
+fn dirty_rows(
+    conn: &rusqlite::Connection,
+    stage: &str,
+    after: i64,
+) -> rusqlite::Result<Vec<DirtyRow>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT r.job_id, r.state, r.first, r.written, a.library_path, a.root \
+         FROM remote_assets r LEFT JOIN assets a ON a.job_id = r.job_id \
+         WHERE r.stage = ?1 AND r.dirty = 1 AND r.job_id > ?2 ORDER BY r.job_id LIMIT ?3",
+    )?;
+    let mut rows: Vec<DirtyRow> = statement
+        .query_map(params![stage, after, BATCH as i64], |r| {
+            Ok(DirtyRow {
+                job_id: r.get(0)?,
+                state: r.get(1)?,
+                first: r.get(2)?,
+                written: r.get(3)?,
+                albums: Vec::new(),
+                library_path: r.get(4)?,
+                root: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut names = conn.prepare_cached(
+        "SELECT DISTINCT al.name FROM remote_album_members m \
+         JOIN remote_albums al ON al.stage = m.stage AND al.id = m.album_id \
+         WHERE m.stage = ?1 AND m.job_id = ?2 ORDER BY al.name",
+    )?;
+    for row in &mut rows {
+        row.albums = names
+            .query_map(params![stage, row.job_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(rows)
+}
+
+/// The properties the sidecar should hold from the service. Album tags are
+/// one per line; other `lr:hierarchicalSubject` items in the sidecar are
+/// kept when it is written.
+fn wanted_properties(row: &DirtyRow) -> BTreeMap<String, String> {
+    let mut wanted = BTreeMap::new();
+    let mut put = |name: &str, value: String| {
+        if crate::sidecar::validate(name, &value).is_ok() {
+            wanted.insert(name.to_string(), value);
+        }
+    };
+    let albums: Vec<&String> = row
+        .albums
+        .iter()
+        .filter(|a| crate::sidecar::validate("xmpDM:Album", a).is_ok() && !a.contains('\n'))
+        .collect();
+    if let Some(first) = albums.first() {
+        put("xmpDM:Album", (*first).clone());
+        let tags: Vec<String> = albums
+            .iter()
+            .map(|a| format!("{}{a}", keepsake_xmp::ALBUM_TAG))
+            .collect();
+        put("lr:hierarchicalSubject", tags.join("\n"));
+    }
+    let parse = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (state, first) = (parse(&row.state), parse(&row.first));
+    if let Some(rating) = state["rating"].as_i64() {
+        put("xmp:Rating", rating.to_string());
+    } else if state["favorite"].as_bool() == Some(true) {
+        put("xmp:Rating", "5".into());
+    }
+    if let Some(description) = state["description"].as_str() {
+        put("dc:description", description.to_string());
+    }
+    if let Some(taken) = state["taken"].as_str()
+        && state["taken"] != first["taken"]
+    {
+        put("exif:DateTimeOriginal", taken.to_string());
+        put("photoshop:DateCreated", taken.to_string());
+    }
+    if let (Some(lat), Some(lon)) = (state["location"][0].as_f64(), state["location"][1].as_f64())
+        && state["location"] != first["location"]
+    {
+        put("exif:GPSLatitude", xmp_coordinate(lat, 'N', 'S'));
+        put("exif:GPSLongitude", xmp_coordinate(lon, 'E', 'W'));
+    }
+    wanted
+}
+
+/// Write `wanted` into the media file's sidecar (its own `IMG.jpg.xmp` or
+/// `IMG.xmp`, else a new `IMG.jpg.xmp`), removing what keepsake wrote
+/// before and no longer wants. Atomic: a temp file synced, then renamed.
+/// Whether the file changed.
+fn write_sidecar(
+    media: &Path,
+    wanted: &BTreeMap<String, String>,
+    written: &BTreeMap<String, String>,
+) -> Result<bool, String> {
+    let dir = media.parent().ok_or("no folder")?;
+    let name = media
+        .file_name()
+        .ok_or("no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let target = match sidecars_beside(media).first() {
+        Some(existing) => dir.join(existing),
+        None => {
+            if !media.exists() {
+                return Err("the file is not there (is its disk mounted?)".into());
+            }
+            dir.join(format!("{name}.xmp"))
+        }
+    };
+    let existing = match std::fs::read_to_string(&target) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", target.display())),
+    };
+    let subjects = "lr:hierarchicalSubject";
+    let mut properties: Vec<(String, String)> = wanted
+        .iter()
+        .filter(|(k, _)| *k != subjects)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // A date or place the user set stays until they set another: when
+    // Immich shows the file's own again (it was rebuilt and read the file
+    // without this sidecar), that is not the user taking the edit back.
+    let mut remove: Vec<String> = written
+        .keys()
+        .filter(|k| !wanted.contains_key(*k) && *k != subjects && !KEPT.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    // Album tags are keepsake's; other tags in the sidecar stay.
+    let mut tags: Vec<String> = existing
+        .as_deref()
+        .map(|text| keepsake_xmp::items(text, subjects))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !t.starts_with(keepsake_xmp::ALBUM_TAG) && !t.contains('\n'))
+        .collect();
+    let had_tags = !tags.is_empty() || written.contains_key(subjects);
+    tags.extend(
+        wanted
+            .get(subjects)
+            .into_iter()
+            .flat_map(|v| v.lines().map(str::to_string)),
+    );
+    if !tags.is_empty() {
+        properties.push((subjects.to_string(), tags.join("\n")));
+    } else if had_tags {
+        remove.push(subjects.to_string());
+    }
+    let content = match &existing {
+        Some(text) => {
+            crate::sidecar::merge_removing(text, &properties, &remove).ok_or_else(|| {
+                format!(
+                    "{} is not XMP keepsake can merge into; it is left as it is",
+                    target.display()
+                )
+            })?
+        }
+        None if properties.is_empty() => return Ok(false),
+        None => crate::sidecar::fresh(&properties),
+    };
+    if existing.as_deref() == Some(content.as_str()) {
+        return Ok(false);
+    }
+    let temp = dir.join(format!(".{name}.xmp.keepsake-tmp"));
+    let _ = fsops::remove_temp(&temp);
+    let io = |e: std::io::Error| format!("cannot write {}: {e}", target.display());
+    fsops::write_temp(&temp, content.as_bytes()).map_err(io)?;
+    fsops::sync_files(&[temp.as_path()]).map_err(io)?;
+    fsops::rename_over(&temp, &target).map_err(io)?;
+    fsops::fsync_dir(dir).map_err(io)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xmp_forms() {
+        assert_eq!(xmp_coordinate(52.5, 'N', 'S'), "52,30.000000N");
+        assert_eq!(xmp_coordinate(-0.25, 'E', 'W'), "0,15.000000W");
+        let row = DirtyRow {
+            job_id: 1,
+            state: Some(
+                json!({"favorite": true, "rating": null, "description": "Beach",
+                       "taken": "2024-07-01T10:00:00+02:00", "location": [1.5, 2.0]})
+                .to_string(),
+            ),
+            first: Some(
+                json!({"favorite": false, "rating": null, "description": null,
+                       "taken": "2024-07-01T10:00:00+02:00", "location": null})
+                .to_string(),
+            ),
+            written: "{}".into(),
+            albums: vec!["Family".into(), "Summer".into()],
+            library_path: None,
+            root: None,
+        };
+        let wanted = wanted_properties(&row);
+        assert_eq!(wanted["xmp:Rating"], "5");
+        assert_eq!(wanted["xmpDM:Album"], "Family");
+        assert_eq!(
+            wanted["lr:hierarchicalSubject"],
+            "Albums|Family\nAlbums|Summer"
+        );
+        assert_eq!(wanted["dc:description"], "Beach");
+        assert!(
+            !wanted.contains_key("exif:DateTimeOriginal"),
+            "the date is not an edit"
+        );
+        assert_eq!(wanted["exif:GPSLatitude"], "1,30.000000N");
+    }
+}
