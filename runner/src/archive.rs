@@ -1042,6 +1042,7 @@ fn move_batch(
                     "UPDATE assets SET root = 'archive' WHERE id = ?1",
                     [asset_id],
                 )?;
+                requeue_placed(tx, asset_id)?;
             }
         }
         let unplaced: Vec<u64> = ids
@@ -1277,6 +1278,9 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
                     "UPDATE assets SET root = ?2 WHERE id = ?1",
                     params![asset_id, root],
                 )?;
+                if outcome == "done" {
+                    requeue_placed(tx, asset_id)?;
+                }
             }
             Ok(())
         })?;
@@ -1289,4 +1293,17 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
         finished += 1;
     }
     Ok(finished)
+}
+
+/// A file that moved to the archive is at a new path: placed-phase stages
+/// see it again. For Immich's external-library mode it is a new asset
+/// there, which gets the file's albums and favorite back (from the config's
+/// rules and its sidecar); an uploaded file is found by the id it has.
+fn requeue_placed(tx: &rusqlite::Transaction<'_>, asset_id: u64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE placed_calls SET state = 'pending', attempts = 0, wake_at = NULL, \
+         last_error = NULL, updated_at = ?2 \
+         WHERE job_id = (SELECT job_id FROM assets WHERE id = ?1) AND state = 'done'",
+        params![asset_id, ledger::now()],
+    )
 }

@@ -109,15 +109,30 @@ pub fn sweep_rows(root: &Path, files: usize) -> Vec<Row> {
     )
     .unwrap();
     let out = keepsake(&config, &["ingest"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(fake.assets().len(), files);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fake.assets().len(),
+        files,
+        "{} {} {}",
+        fake.url(),
+        fake.requests().len(),
+        String::from_utf8_lossy(&out.stdout)
+    );
     let pull = |args: &[&str]| -> (Duration, serde_json::Value) {
         let mut all = vec!["immich", "pull", "--json"];
         all.extend_from_slice(args);
         let started = Instant::now();
         let out = keepsake(&config, &all);
         let took = started.elapsed();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let report = serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap();
         (took, report)

@@ -66,8 +66,10 @@ fn main() {
             )),
             "immich" => {
                 rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 }));
-    rows.extend(immich::sweep_rows(&root, if quick { 1_000 } else { 10_000 }));
-                rows.extend(immich::sweep_rows(&root, if quick { 1_000 } else { 10_000 }));
+                rows.extend(immich::sweep_rows(
+                    &root,
+                    if quick { 1_000 } else { 10_000 },
+                ));
             }
             "corpus" => {
                 let (corpus, per_format) = corpus_rows(&root);
@@ -241,6 +243,10 @@ fn main() {
     };
     rows.extend(archive::rows(&root, &archive_sizes, &b3sum));
     rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 }));
+    rows.extend(immich::sweep_rows(
+        &root,
+        if quick { 1_000 } else { 10_000 },
+    ));
 
     print_rows(&rows);
     print_per_format(&per_format);

@@ -701,3 +701,71 @@ fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back
     assert_eq!(keepsake_xmp::albums(&sidecar_text(&a.0)), ["Summer 2024"]);
     assert_eq!(fake.schema_violations(), Vec::<String>::new());
 }
+
+#[test]
+fn an_archived_external_library_file_gets_its_albums_and_favorite_back_on_its_new_asset() {
+    let fake = FakeImmich::start();
+    let sandbox = Sandbox::new();
+    let outside = tempfile::tempdir().unwrap();
+    let (usb, archive) = (outside.path().join("usb"), sandbox.path().join("archive"));
+    std::fs::create_dir_all(&usb).unwrap();
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::create_dir_all(sandbox.library()).unwrap();
+    // One Immich library over both roots, as a NAS mount would be.
+    let library_id = fake.create_external_library(&sandbox.path().display().to_string());
+    std::fs::write(sandbox.path().join("immich.key"), fake.api_key()).unwrap();
+    sandbox.write_config_with(
+        "[\"dedup\", \"exif\", \"library\", \"offsite\", \"immich\"]",
+        "copy",
+        &format!(
+            "[stages.offsite]\ntargets = \"usb\"\n\n[offsite.usb]\ntype = \"dir\"\npath = {:?}\n\n\
+             [archive]\nroot = {:?}\nicloud_inboxes = [\"inbox\"]\n\n\
+             [immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n\
+             [stages.immich]\nmode = \"external-library\"\nlibrary_id = {library_id:?}\nscan_seconds = 1\n",
+            usb.display().to_string(),
+            archive.display().to_string(),
+            fake.url()
+        ),
+    );
+    sandbox.add("IMG_1.jpg", &corpus_media().join("exiftool_Canon.jpg"));
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 1, "{report}");
+    let (job, (media, old_id)) = placed_assets(&sandbox).into_iter().next().unwrap();
+    fake.add_to_album_as_user("Summer", &old_id);
+    fake.edit_asset(&old_id, Some(true), None, None);
+    pull(&sandbox, &[]);
+    assert_eq!(keepsake_xmp::albums(&sidecar_text(&media)), ["Summer"]);
+
+    // The year goes to the archive: a new path, so a new asset in Immich.
+    let year: String = sandbox
+        .ledger()
+        .query_row("SELECT substr(capture_time, 1, 4) FROM assets", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let (code, text) = sandbox.run_text(&["archive", "run", "--year", &year]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!media.exists(), "{text}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, text) = sandbox.run_text(&["immich", "sync"]);
+    assert_eq!(code, 0, "{text}");
+    let (_, facts) = &calls(&sandbox)[&job];
+    let new_id = facts["immich.asset_id"].as_str().unwrap().to_string();
+    assert_ne!(new_id, old_id, "{facts}");
+    let moved = fake.asset(&new_id).unwrap();
+    assert!(
+        moved
+            .original_path
+            .starts_with(&archive.display().to_string()),
+        "{}",
+        moved.original_path
+    );
+    assert!(moved.is_favorite, "the favorite came back from the sidecar");
+    let summer = fake
+        .albums()
+        .into_iter()
+        .find(|a| a.name == "Summer")
+        .unwrap();
+    assert!(summer.asset_ids.contains(&new_id), "{:?}", summer.asset_ids);
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}

@@ -19,7 +19,7 @@ use crate::{Uploaded, check, json_answer, kv_count};
 /// Looks (10 s apart, longer when the host backs off) before giving up on
 /// one file.
 const MAX_LOOKS: u32 = 120;
-/// A scan is asked for at most this often.
+/// A scan is asked for at most this often (option `scan_seconds`).
 const SCAN_EVERY_SECS: i64 = 30;
 
 pub fn find(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
@@ -48,6 +48,7 @@ pub fn find(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
         .and_then(|a| a["id"].as_str());
     if let Some(id) = found {
         host::kv_set(&looks_key, b"");
+        host::kv_set(&path_key(job.id), path.as_bytes());
         return Ok(Uploaded::Asset(id.to_string()));
     }
     if looks + 1 >= MAX_LOOKS {
@@ -67,6 +68,19 @@ pub fn find(server: &Server, job: &Job) -> Result<Uploaded, StageError> {
     )))
 }
 
+fn path_key(job: u64) -> String {
+    format!("path:{job}")
+}
+
+/// Whether the asset remembered for the job is still at the job's path
+/// (a file that moved is a new asset for Immich).
+pub fn still_at(job: &Job) -> bool {
+    match (host::kv_get(&path_key(job.id)), immich_path(job)) {
+        (Some(found), Ok(now)) => found == now.as_bytes(),
+        _ => true,
+    }
+}
+
 /// Ask Immich to scan the library, unless asked within the last 30 s.
 fn request_scan(server: &Server, library: &str) -> Result<(), StageError> {
     let now = host::now();
@@ -74,7 +88,11 @@ fn request_scan(server: &Server, library: &str) -> Result<(), StageError> {
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    if now - last < SCAN_EVERY_SECS {
+    let every = host::get_option("scan_seconds")
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|s| *s >= 1)
+        .unwrap_or(SCAN_EVERY_SECS);
+    if now - last < every {
         return Ok(());
     }
     let answer = check(

@@ -54,6 +54,11 @@ const OPTIONS: &[(&str, &str, Option<&str>)] = &[
         "external-library mode: the archive root as Immich sees it; default: as keepsake sees it",
         None,
     ),
+    (
+        "scan_seconds",
+        "external-library mode: ask Immich to scan at most this often",
+        Some("30"),
+    ),
     ("library_root", "set by keepsake: the library folder", None),
     ("archive_root", "set by keepsake: the archive root", None),
     (
@@ -102,7 +107,10 @@ impl Guest for Immich {
         let mode = option_or("mode", "upload");
         let is_live_video = fact(&job, "live.still_job").is_some();
         let sidecar = sidecar_of(&job, &file_name_of(&job));
-        let remembered = remembered_asset(job.id);
+        // An external-library file that moved (to the archive) is a new
+        // asset in Immich: found again, and given its albums again.
+        let remembered = remembered_asset(job.id)
+            .filter(|_| mode != "external-library" || external::still_at(&job));
         let is_new = remembered.is_none();
         let asset_id = match remembered {
             Some(id) => id,
