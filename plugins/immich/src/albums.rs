@@ -80,27 +80,98 @@ fn album_key(name: &str) -> String {
     format!("album:{name}")
 }
 
-/// Add `asset` to the album `name`, creating the album when Immich has none
-/// by that name.
+/// Assets wait here, per album, and go in one `PUT /albums/{id}/assets`
+/// per album when the host asks the stage to send what it batched (after
+/// each pass of placed calls, and before a sweep), or when a queue is full.
+const BATCH: usize = 500;
+/// The albums with assets waiting (a JSON list of names).
+const QUEUED: &str = "album-queues";
+
+fn queue_key(name: &str) -> String {
+    format!("album-queue:{name}")
+}
+
+fn load(key: &str) -> Vec<String> {
+    host::kv_get(key)
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or_default()
+}
+
+fn save(key: &str, list: &[String]) {
+    if let Ok(bytes) = serde_json::to_vec(list) {
+        host::kv_set(key, &bytes);
+    }
+}
+
+/// Queue `asset` for the album `name` (the stage's KV keeps the queue, so
+/// a crash or an outage loses nothing; adding an asset twice is harmless).
 pub fn add(server: &Server, name: &str, asset: &str) -> Result<(), StageError> {
+    let key = queue_key(name);
+    let mut queue = load(&key);
+    if !queue.iter().any(|a| a == asset) {
+        queue.push(asset.to_string());
+    }
+    save(&key, &queue);
+    let mut queued = load(QUEUED);
+    if !queued.iter().any(|n| n == name) {
+        queued.push(name.to_string());
+        save(QUEUED, &queued);
+    }
+    if queue.len() >= BATCH {
+        send(server, name)?;
+    }
+    Ok(())
+}
+
+/// Send every album's queue.
+pub fn send_all(server: &Server) -> Result<(), StageError> {
+    for name in load(QUEUED) {
+        send(server, &name)?;
+    }
+    Ok(())
+}
+
+/// One album's queue in one request, creating the album when Immich has
+/// none by that name.
+fn send(server: &Server, name: &str) -> Result<(), StageError> {
+    let key = queue_key(name);
+    let queue = load(&key);
+    if !queue.is_empty() {
+        put(server, name, &queue)?;
+    }
+    host::kv_set(&key, b"[]");
+    let mut queued = load(QUEUED);
+    queued.retain(|n| n != name);
+    save(QUEUED, &queued);
+    Ok(())
+}
+
+fn put(server: &Server, name: &str, assets: &[String]) -> Result<(), StageError> {
     for attempt in 0..2 {
         let id = album_id(server, name)?;
-        let body = json!({ "ids": [asset] });
+        let body = json!({ "ids": assets });
         let answer = check(
             "album add",
             server.json(Method::Put, &format!("/albums/{id}/assets"), Some(&body)),
         )?;
         match answer.status {
             200 => {
+                // Per asset: "duplicate" is fine; an asset Immich no longer
+                // has (or this key may not see) is named, the rest went.
                 let value = answer.json().map_err(StageError::Internal)?;
-                let result = &value[0];
-                if result["success"] == true || result["error"] == "duplicate" {
-                    return Ok(());
+                for result in value.as_array().into_iter().flatten() {
+                    if result["success"] != true && result["error"] != "duplicate" {
+                        host::log(
+                            LogLevel::Warn,
+                            &format!(
+                                "Immich would not add asset {} to the album {name:?}: {}",
+                                result["id"].as_str().unwrap_or("?"),
+                                result["error"].as_str().unwrap_or("unknown")
+                            ),
+                        );
+                    }
                 }
-                return Err(StageError::Internal(format!(
-                    "Immich would not add the asset to the album {name:?}: {}",
-                    result["error"].as_str().unwrap_or("unknown")
-                )));
+                return Ok(());
             }
             // The album was deleted in Immich since: look it up again.
             400 | 404 if attempt == 0 => {

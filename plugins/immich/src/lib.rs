@@ -99,7 +99,13 @@ impl Guest for Immich {
     }
 
     fn sweep(request: SweepRequest) -> Result<Vec<RemoteChange>, StageError> {
-        sweep::sweep(&server()?, &request)
+        let server = server()?;
+        // What `run` queued goes first, so a sweep reads albums as they are.
+        albums::send_all(&server)?;
+        if request.send_only {
+            return Ok(Vec::new());
+        }
+        sweep::sweep(&server, &request)
     }
 
     fn run(job: Job) -> Result<Vec<Effect>, StageError> {

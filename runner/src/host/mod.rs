@@ -587,12 +587,13 @@ impl StageRuntime {
         finish(stage, started, &store, &stderr, result)
     }
 
-    /// Ask a stage what its remote service holds (the write-back sweep):
-    /// no file, the stage's KV and granted origins as in [`Self::call`].
+    /// Ask a stage to send what it batched and (unless `send_only`) what
+    /// its remote service holds (the write-back sweep): no file, the
+    /// stage's KV and granted origins as in [`Self::call`].
     pub fn sweep(
         &self,
         stage: &LoadedStage,
-        full: bool,
+        request: SweepRequest,
         services: Arc<dyn Services>,
     ) -> (Result<Vec<RemoteChange>, StageCallError>, CallStats) {
         let started = Instant::now();
@@ -604,7 +605,7 @@ impl StageRuntime {
         let result = stage
             .pre
             .instantiate(&mut store)
-            .and_then(|instance| instance.call_sweep(&mut store, SweepRequest { full }));
+            .and_then(|instance| instance.call_sweep(&mut store, request));
         finish(stage, started, &store, &stderr, result)
     }
 }

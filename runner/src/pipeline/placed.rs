@@ -137,6 +137,7 @@ impl Pipeline {
             };
             let now = ledger::now();
             let due = self.ledger.read(|c| due_calls(c, &name, now))?;
+            let mut ran = false;
             for (call_id, job_id, attempts) in due {
                 if crate::shutdown::requested()
                     || until.is_some_and(|t| std::time::Instant::now() >= t)
@@ -282,8 +283,24 @@ impl Pipeline {
                         report.failed += 1;
                     }
                 }
+                ran = true;
             }
             self.commit(&services, &mut batch)?;
+            if ran {
+                // What the stage batched across calls (Immich's album
+                // additions) goes now; kept in its KV until it went.
+                let request = crate::host::SweepRequest {
+                    send_only: true,
+                    full: false,
+                };
+                let (result, stats) = self.runtime.sweep(stage, request, Arc::clone(&shared));
+                report.requests += stats.requests;
+                if let Err(e) = result {
+                    tracing::warn!(stage = name, "sending what the stage batched: {e}");
+                    report.waiting.insert(name.clone(), e.to_string());
+                }
+                self.commit(&services, &mut batch)?;
+            }
         }
         self.commit(&services, &mut batch)?;
         Ok(report)

@@ -106,7 +106,11 @@ impl Pipeline {
             };
             let services = Arc::new(LedgerServices::new(&self.ledger));
             let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
-            let (result, stats) = self.runtime.sweep(stage, full, shared);
+            let request = crate::host::SweepRequest {
+                send_only: false,
+                full,
+            };
+            let (result, stats) = self.runtime.sweep(stage, request, shared);
             report.requests += stats.requests;
             let now = ledger::now();
             let changes = match result {
