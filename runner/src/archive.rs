@@ -1295,15 +1295,17 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
     Ok(finished)
 }
 
-/// A file that moved to the archive is at a new path: placed-phase stages
-/// see it again. For Immich's external-library mode it is a new asset
+/// A file that moved to the archive is at a new path: the `immich` stage
+/// sees it again. For Immich's external-library mode it is a new asset
 /// there, which gets the file's albums and favorite back (from the config's
-/// rules and its sidecar); an uploaded file is found by the id it has.
+/// rules and its sidecar); an uploaded file keeps the asset it has, and
+/// the stage sends nothing. Other placed stages (notifications) do not
+/// run again.
 fn requeue_placed(tx: &rusqlite::Transaction<'_>, asset_id: u64) -> rusqlite::Result<usize> {
     tx.execute(
         "UPDATE placed_calls SET state = 'pending', attempts = 0, wake_at = NULL, \
          last_error = NULL, updated_at = ?2 \
-         WHERE job_id = (SELECT job_id FROM assets WHERE id = ?1) AND state = 'done'",
+         WHERE job_id = (SELECT job_id FROM assets WHERE id = ?1) AND stage = 'immich' AND state = 'done'",
         params![asset_id, ledger::now()],
     )
 }

@@ -661,11 +661,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             writeln!(out, "  ! {stage} is held back: {why}")?;
                         }
                     }
-                    Ok(if counts.deferred + counts.failed + counts.pending > 0 {
-                        ExitCode::from(1)
-                    } else {
-                        ExitCode::SUCCESS
-                    })
+                    Ok(
+                        if counts.deferred + counts.failed + counts.pending > 0
+                            || !after.waiting.is_empty()
+                        {
+                            ExitCode::from(1)
+                        } else {
+                            ExitCode::SUCCESS
+                        },
+                    )
                 }
             }
         }

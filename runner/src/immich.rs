@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
+use rusqlite::OptionalExtension;
+
 use crate::config::{Config, ImmichConfig};
 use crate::ledger::{Ledger, LedgerError};
 
@@ -29,6 +31,12 @@ pub struct Counts {
     pub last_error: Option<String>,
     /// When the next deferred call runs (Unix seconds).
     pub next_try_at: Option<i64>,
+    /// The write-back: when the last sweep and the last full one ran (Unix
+    /// seconds), why the last one failed, and sidecars still behind.
+    pub last_pull_at: Option<i64>,
+    pub last_full_pull_at: Option<i64>,
+    pub last_pull_error: Option<String>,
+    pub sidecars_behind: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,6 +95,23 @@ pub fn counts(ledger: &Ledger) -> Result<Counts, LedgerError> {
                 counts.last_error = Some(error);
             }
         }
+        if let Some((at, full, error)) = c
+            .query_row(
+                "SELECT last_at, last_full_at, last_error FROM sweeps WHERE stage = 'immich'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+        {
+            counts.last_pull_at = at;
+            counts.last_full_pull_at = full;
+            counts.last_pull_error = error;
+        }
+        counts.sidecars_behind = c.query_row(
+            "SELECT COUNT(*) FROM remote_assets WHERE stage = 'immich' AND dirty = 1",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(counts)
     })
 }
@@ -104,7 +129,7 @@ pub fn forget(ledger: &Ledger) -> Result<usize, LedgerError> {
         )?;
         tx.execute("DELETE FROM remote_albums WHERE stage = 'immich'", [])?;
         tx.execute(
-            "UPDATE remote_assets SET state = NULL WHERE stage = 'immich'",
+            "UPDATE remote_assets SET state = NULL, dirty = 0 WHERE stage = 'immich'",
             [],
         )?;
         tx.execute("DELETE FROM sweeps WHERE stage = 'immich'", [])?;

@@ -810,5 +810,22 @@ pub fn print_immich_status(out: &mut impl Write, status: &crate::immich::Status)
     if let Some(error) = &c.last_error {
         writeln!(out, "  ! {error}")?;
     }
+    let now = crate::ledger::now();
+    match c.last_pull_at {
+        Some(at) => writeln!(
+            out,
+            "  write-back: last pull {} s ago (full: {}), {} sidecars behind",
+            (now - at).max(0),
+            c.last_full_pull_at.map_or_else(
+                || "never".to_string(),
+                |f| format!("{} s ago", (now - f).max(0))
+            ),
+            c.sidecars_behind
+        )?,
+        None => writeln!(out, "  write-back: no pull yet (`keepsake immich pull`)")?,
+    }
+    if let Some(error) = &c.last_pull_error {
+        writeln!(out, "  ! write-back: {error}")?;
+    }
     Ok(())
 }

@@ -20,6 +20,11 @@
 //!         }
 //!         Ok(vec![])
 //!     }
+//!     // Only stages that talk to a remote service (Immich) send or read
+//!     // anything here.
+//!     fn sweep(_: SweepRequest) -> Result<Vec<RemoteChange>, StageError> {
+//!         Ok(vec![])
+//!     }
 //! }
 //!
 //! export_stage!(Screens);

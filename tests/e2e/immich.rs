@@ -655,16 +655,22 @@ fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back
     let swept = pull(&sandbox, &["--changes"]);
     assert_eq!(swept["sidecars_written"], 0, "{swept}");
     assert_eq!(fake.request_count("GET", "/api/albums/"), albums_read);
-    // A removal shows through the album's own `updatedAt`.
+    // A removal moves no `updatedAt` in Immich; the album's count tells.
     fake.remove_from_album_as_user("Trips & Tours", &a.1);
     let swept = pull(&sandbox, &["--changes"]);
     assert_eq!(swept["sidecars_written"], 1, "{swept}");
     assert_eq!(keepsake_xmp::albums(&sidecar_text(&a.0)), ["Summer 2024"]);
     assert_eq!(keepsake_xmp::albums(&sidecar_text(&e.0)), ["Trips & Tours"]);
 
-    // Immich is rebuilt, empty; everything goes again and the albums and
-    // favorites come back from the sidecars.
+    // Immich is rebuilt, empty. A sweep of it stops before it strips the
+    // sidecars of their albums, and says what to do.
     fake.reset();
+    let (code, text) = sandbox.run_text(&["immich", "pull"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("immich sync --all"), "{text}");
+    assert_eq!(keepsake_xmp::albums(&sidecar_text(&a.0)), ["Summer 2024"]);
+    // Everything goes again and the albums and favorites come back from
+    // the sidecars.
     let (code, text) = sandbox.run_text(&["immich", "sync", "--all"]);
     assert_eq!(code, 0, "{text}");
     assert_eq!(fake.assets().len(), 5, "{text}");
@@ -767,5 +773,40 @@ fn an_archived_external_library_file_gets_its_albums_and_favorite_back_on_its_ne
         .find(|a| a.name == "Summer")
         .unwrap();
     assert!(summer.asset_ids.contains(&new_id), "{:?}", summer.asset_ids);
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}
+
+#[test]
+fn album_additions_wait_in_the_ledger_through_an_outage_and_go_in_one_request() {
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, None, "albums = \"Family\"");
+    for name in [
+        "exiftool_Canon.jpg",
+        "exiftool_Nikon.jpg",
+        "orient_Landscape_0.jpg",
+    ] {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+    // The uploads go; the album write meets a 500.
+    fake.fail_matching("PUT", "/api/albums/", 1);
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["done"], 3, "{report}");
+    assert_eq!(fake.assets().len(), 3);
+    let family = |fake: &FakeImmich| {
+        fake.albums()
+            .into_iter()
+            .find(|a| a.name == "Family")
+            .map_or(0, |a| a.asset_ids.len())
+    };
+    assert_eq!(family(&fake), 0);
+    // `sync` sends what waits, in one request, and says so in its exit.
+    let (code, text) = sandbox.run_text(&["immich", "sync"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(family(&fake), 3);
+    assert_eq!(
+        fake.request_count("PUT", "/api/albums/"),
+        2,
+        "one failed, one whole"
+    );
     assert_eq!(fake.schema_violations(), Vec::<String>::new());
 }

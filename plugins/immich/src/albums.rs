@@ -117,18 +117,25 @@ pub fn add(server: &Server, name: &str, asset: &str) -> Result<(), StageError> {
         queued.push(name.to_string());
         save(QUEUED, &queued);
     }
-    if queue.len() >= BATCH {
-        send(server, name)?;
+    if queue.len() >= BATCH
+        && let Err(e) = send(server, name)
+    {
+        // Kept queued: the next send tries again.
+        host::log(LogLevel::Warn, &format!("album {name:?}: {e:?}"));
     }
     Ok(())
 }
 
-/// Send every album's queue.
+/// Send every album's queue; one that fails does not hold back the others
+/// (the first error is returned once all were tried).
 pub fn send_all(server: &Server) -> Result<(), StageError> {
+    let mut first = None;
     for name in load(QUEUED) {
-        send(server, &name)?;
+        if let Err(e) = send(server, &name) {
+            first.get_or_insert(e);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// One album's queue in one request, creating the album when Immich has

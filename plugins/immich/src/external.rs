@@ -73,12 +73,25 @@ fn path_key(job: u64) -> String {
 }
 
 /// Whether the asset remembered for the job is still at the job's path
-/// (a file that moved is a new asset for Immich).
-pub fn still_at(job: &Job) -> bool {
-    match (host::kv_get(&path_key(job.id)), immich_path(job)) {
-        (Some(found), Ok(now)) => found == now.as_bytes(),
-        _ => true,
+/// (a file that moved is a new asset for Immich). Without a record of the
+/// path it was found at, Immich is asked.
+pub fn still_at(server: &Server, job: &Job, asset_id: &str) -> Result<bool, StageError> {
+    let now = immich_path(job)?;
+    if let Some(found) = host::kv_get(&path_key(job.id)) {
+        return Ok(found == now.as_bytes());
     }
+    let answer = check(
+        "look up the asset",
+        server.json(Method::Get, &format!("/assets/{asset_id}"), None),
+    )?;
+    let here = answer.status == 200
+        && answer
+            .json()
+            .is_ok_and(|a| a["originalPath"].as_str() == Some(now.as_str()));
+    if here {
+        host::kv_set(&path_key(job.id), now.as_bytes());
+    }
+    Ok(here)
 }
 
 /// Ask Immich to scan the library, unless asked within the last 30 s.

@@ -100,10 +100,15 @@ impl Guest for Immich {
 
     fn sweep(request: SweepRequest) -> Result<Vec<RemoteChange>, StageError> {
         let server = server()?;
-        // What `run` queued goes first, so a sweep reads albums as they are.
-        albums::send_all(&server)?;
+        // What `run` queued goes first, so a sweep reads albums as they are;
+        // an album that cannot be written does not hold back the others,
+        // nor the reading.
+        let sent = albums::send_all(&server);
         if request.send_only {
-            return Ok(Vec::new());
+            return sent.map(|()| Vec::new());
+        }
+        if let Err(e) = &sent {
+            host::log(LogLevel::Warn, &format!("album additions wait: {e:?}"));
         }
         sweep::sweep(&server, &request)
     }
@@ -115,8 +120,12 @@ impl Guest for Immich {
         let sidecar = sidecar_of(&job, &file_name_of(&job));
         // An external-library file that moved (to the archive) is a new
         // asset in Immich: found again, and given its albums again.
-        let remembered = remembered_asset(job.id)
-            .filter(|_| mode != "external-library" || external::still_at(&job));
+        let remembered = match remembered_asset(job.id) {
+            Some(id) if mode == "external-library" && !external::still_at(&server, &job, &id)? => {
+                None
+            }
+            other => other,
+        };
         let is_new = remembered.is_none();
         let asset_id = match remembered {
             Some(id) => id,
@@ -155,24 +164,27 @@ impl Guest for Immich {
         host::kv_set(&sweep::job_of_key(&asset_id), job.id.to_string().as_bytes());
         // What the sidecar keeps from an earlier Immich (keepsake's
         // write-back): its albums, and a favorite as rating 5.
+        // Each once per asset: a file that runs again (after an error, or
+        // an archive move in upload mode) is not put back into albums the
+        // family took it out of.
         let kept = sidecar
             .as_ref()
             .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned());
-        if is_new
+        let favorite_key = format!("favorited:{}", job.id);
+        if (is_new || host::kv_get(&favorite_key).is_none())
             && !is_live_video
             && kept
                 .as_deref()
                 .and_then(|x| xmp::property(x, "xmp:Rating"))
                 .is_some_and(|r| r.trim() == "5")
         {
-            let body = json!({ "isFavorite": true });
-            json_answer(
-                "mark the asset a favorite",
-                server.json(Method::Put, &format!("/assets/{asset_id}"), Some(&body)),
-            )?;
+            mark_favorite(&server, &asset_id)?;
+            host::kv_set(&favorite_key, b"1");
         }
+        let albumed_key = format!("albumed:{}", job.id);
         // A Live Photo's video is shown through its still, never on its own.
-        if !is_live_video {
+        if !is_live_video && (is_new || host::kv_get(&albumed_key).is_none()) {
+            host::kv_set(&albumed_key, b"1");
             let mut names = albums::names(&job);
             for name in kept.as_deref().map(xmp::albums).unwrap_or_default() {
                 if !names.contains(&name) {
@@ -194,6 +206,26 @@ impl Guest for Immich {
 }
 
 export_stage!(Immich);
+
+/// A favorite the sidecar keeps (rating 5). A key without `asset.update`
+/// is told in the log; it does not hold back the uploads.
+fn mark_favorite(server: &Server, asset_id: &str) -> Result<(), StageError> {
+    let body = json!({ "isFavorite": true });
+    let answer = server.json(Method::Put, &format!("/assets/{asset_id}"), Some(&body));
+    if let Ok(r) = &answer
+        && r.status == 403
+    {
+        host::log(
+            LogLevel::Warn,
+            &format!(
+                "Immich refused to mark asset {asset_id} a favorite (HTTP 403: {}); give the API key the asset.update permission",
+                r.message()
+            ),
+        );
+        return Ok(());
+    }
+    json_answer("mark the asset a favorite", answer).map(|_| ())
+}
 
 fn server() -> Result<Server, StageError> {
     let url = host::get_option("url").ok_or_else(|| {

@@ -4,9 +4,11 @@
 //!
 //! Immich 2.4.1 moves an asset's `updatedAt` for a favorite, not for album
 //! changes, nor for edits of the exif row (description, rating, date,
-//! place). So:
-//! - albums are read through the albums: `GET /albums`, then only the
-//!   albums whose `updatedAt` moved since the last sweep;
+//! place); an album's `updatedAt` moves when assets are added, not when
+//! they are removed. So:
+//! - albums are read through the albums: `GET /albums`, then the members
+//!   (`POST /search/metadata` by `albumIds`) of the albums whose
+//!   `updatedAt` or `assetCount` moved since the last sweep;
 //! - assets are read with `POST /search/metadata`: only those updated since
 //!   the last sweep, or all of them when the host asks for a full sweep
 //!   (`keepsake immich pull`, and once a day), which is what finds edits
@@ -26,7 +28,7 @@ use crate::json_answer;
 
 /// `search/metadata`'s largest page.
 const PAGE: u32 = 1000;
-/// Pages a sweep reads at most (a million assets); a bound, not a limit met.
+/// Pages a search reads at most (a million assets); a bound, not a limit met.
 const MAX_PAGES: u32 = 1000;
 
 pub fn job_of_key(asset_id: &str) -> String {
@@ -45,50 +47,63 @@ pub fn sweep(server: &Server, request: &SweepRequest) -> Result<Vec<RemoteChange
     Ok(changes)
 }
 
-/// Albums whose `updatedAt` moved (every album on a full sweep), whole, and
-/// the albums that are gone.
+/// Albums whose `updatedAt` or `assetCount` moved (Immich moves an
+/// album's `updatedAt` when assets are added, not when they are removed),
+/// every album on a full sweep; their members read whole; and the albums
+/// that are gone.
 fn albums(server: &Server, full: bool) -> Result<Vec<RemoteChange>, StageError> {
     let listed = json_answer("list albums", server.json(Method::Get, "/albums", None))?;
-    let listed = listed.as_array().cloned().unwrap_or_default();
+    let listed = listed.as_array().ok_or_else(|| {
+        StageError::Internal(format!(
+            "GET /albums answered something else than a list: {listed}"
+        ))
+    })?;
     let seen: BTreeMap<String, String> = host::kv_get("albums-seen")
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or_default();
     let mut now_seen = BTreeMap::new();
-    let mut changes = Vec::new();
-    for album in &listed {
+    let mut to_read = Vec::new();
+    for album in listed {
         let (Some(id), Some(updated)) = (album["id"].as_str(), album["updatedAt"].as_str()) else {
             continue;
         };
-        now_seen.insert(id.to_string(), updated.to_string());
-        if !full && seen.get(id).is_some_and(|s| s == updated) {
-            continue;
+        let mark = format!("{updated}|{}", album["assetCount"]);
+        if full || seen.get(id) != Some(&mark) {
+            to_read.push((
+                id.to_string(),
+                album["albumName"].as_str().unwrap_or_default().to_string(),
+            ));
         }
-        let detail = json_answer(
-            "read an album",
-            server.json(Method::Get, &format!("/albums/{id}"), None),
-        )?;
-        let mut members: Vec<u64> = detail["assets"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        now_seen.insert(id.to_string(), mark);
+    }
+    let gone: Vec<&String> = seen
+        .keys()
+        .filter(|id| !now_seen.contains_key(*id))
+        .collect();
+    // An Immich that lost most of the albums keepsake knew at once was
+    // rebuilt, or this is another server or user: writing that back would
+    // strip every sidecar of its albums. Stop and say what to do.
+    if gone.len() >= 2 && gone.len() * 2 > seen.len() {
+        return Err(StageError::Internal(format!(
+            "Immich no longer lists {} of the {} albums keepsake knew: if Immich was rebuilt or the API key changed, run `keepsake immich sync --all` (the sidecars keep the albums and bring them back); nothing was changed",
+            gone.len(),
+            seen.len()
+        )));
+    }
+    let mut changes = Vec::new();
+    for (id, name) in to_read {
+        let members = search(server, Some(&id), None)?
+            .iter()
             .filter_map(|asset| asset["id"].as_str().and_then(job_of))
-            .collect();
-        members.sort_unstable();
-        members.dedup();
+            .collect::<std::collections::BTreeSet<u64>>();
         changes.push(RemoteChange::Album(RemoteAlbum {
-            id: id.to_string(),
-            name: detail["albumName"]
-                .as_str()
-                .or(album["albumName"].as_str())
-                .unwrap_or_default()
-                .to_string(),
-            members,
+            id,
+            name,
+            members: members.into_iter().collect(),
         }));
     }
-    for id in seen.keys() {
-        if !now_seen.contains_key(id) {
-            changes.push(RemoteChange::AlbumGone(id.clone()));
-        }
+    for id in gone {
+        changes.push(RemoteChange::AlbumGone(id.clone()));
     }
     if let Ok(bytes) = serde_json::to_vec(&now_seen) {
         host::kv_set("albums-seen", &bytes);
@@ -97,41 +112,89 @@ fn albums(server: &Server, full: bool) -> Result<Vec<RemoteChange>, StageError> 
 }
 
 /// keepsake's assets updated since the last sweep (all of them on a full
-/// sweep), as Immich has them now.
+/// sweep), as Immich has them now. Assets Immich has not read the metadata
+/// of yet are left for a later sweep.
 fn assets(server: &Server, full: bool) -> Result<Vec<RemoteChange>, StageError> {
     let after = host::kv_get("updated-after").and_then(|v| String::from_utf8(v).ok());
-    let mut newest = after.clone().unwrap_or_default();
-    let mut changes = Vec::new();
-    let mut page = 1;
-    while page <= MAX_PAGES {
-        let mut query = json!({ "withExif": true, "size": PAGE, "page": page });
-        if !full && let Some(after) = &after {
-            query["updatedAfter"] = json!(after);
-        }
-        let answer = json_answer(
-            "search assets",
-            server.json(Method::Post, "/search/metadata", Some(&query)),
-        )?;
-        let found = &answer["assets"];
-        for asset in found["items"].as_array().into_iter().flatten() {
-            if let Some(updated) = asset["updatedAt"].as_str()
-                && updated > newest.as_str()
-            {
-                newest = updated.to_string();
-            }
-            if let Some(change) = remote_asset(asset) {
-                changes.push(RemoteChange::Asset(change));
-            }
-        }
-        match found["nextPage"].as_str().and_then(|p| p.parse().ok()) {
-            Some(next) if next > page => page = next,
-            _ => break,
-        }
-    }
-    if !newest.is_empty() {
+    let after = if full { None } else { after };
+    let found = search(server, None, after.as_deref())?;
+    let newest = found
+        .iter()
+        .filter_map(|asset| asset["updatedAt"].as_str())
+        .max()
+        .map(str::to_string);
+    if let Some(newest) = newest
+        && after.as_deref().is_none_or(|a| newest.as_str() > a)
+    {
         host::kv_set("updated-after", newest.as_bytes());
     }
-    Ok(changes)
+    Ok(found
+        .iter()
+        .filter(|asset| asset["hasMetadata"] != false)
+        .filter_map(remote_asset)
+        .map(RemoteChange::Asset)
+        .collect())
+}
+
+/// Every asset `POST /search/metadata` finds, on the timeline and archived:
+/// in an album, or updated after a time. Pages of 1000, up to `updatedBefore`
+/// the sweep's start, so what changes meanwhile waits for the next sweep
+/// instead of shifting the pages.
+fn search(
+    server: &Server,
+    album: Option<&str>,
+    updated_after: Option<&str>,
+) -> Result<Vec<Value>, StageError> {
+    let before = iso_utc(host::now() + 1);
+    let mut out = Vec::new();
+    for visibility in ["timeline", "archive"] {
+        let mut page = 1;
+        loop {
+            let mut query = json!({
+                "withExif": true,
+                "size": PAGE,
+                "page": page,
+                "visibility": visibility,
+                "updatedBefore": before,
+            });
+            if let Some(album) = album {
+                query["albumIds"] = json!([album]);
+            }
+            if let Some(after) = updated_after {
+                query["updatedAfter"] = json!(after);
+            }
+            let answer = json_answer(
+                "search assets",
+                server.json(Method::Post, "/search/metadata", Some(&query)),
+            )?;
+            let items = answer["assets"]["items"].as_array().ok_or_else(|| {
+                StageError::Internal("search/metadata answered without assets.items".into())
+            })?;
+            out.extend(items.iter().cloned());
+            match answer["assets"]["nextPage"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+            {
+                Some(next) if next > page && next <= MAX_PAGES => page = next,
+                Some(_) => {
+                    return Err(StageError::Internal(format!(
+                        "search/metadata has more than {MAX_PAGES} pages; not read"
+                    )));
+                }
+                None => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `2024-07-01T10:00:00.000Z` of seconds since the epoch.
+fn iso_utc(seconds: i64) -> String {
+    let d = datetime_of(seconds);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
+        d.year, d.month, d.day, d.hour, d.minute, d.second
+    )
 }
 
 fn remote_asset(asset: &Value) -> Option<RemoteAsset> {

@@ -286,7 +286,9 @@ impl Pipeline {
                 ran = true;
             }
             self.commit(&services, &mut batch)?;
-            if ran {
+            // `immich sync` and `ingest` (no budget) always send; the
+            // service's passes when a call ran (its sweeps send too).
+            if ran || until.is_none() {
                 // What the stage batched across calls (Immich's album
                 // additions) goes now; kept in its KV until it went.
                 let request = crate::host::SweepRequest {

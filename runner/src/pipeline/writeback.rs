@@ -81,17 +81,25 @@ impl Pipeline {
             return None;
         }
         let now = ledger::now();
-        let (last, last_full) = self
-            .ledger
-            .read(|c| {
-                c.query_row(
-                    "SELECT MIN(COALESCE(last_at, 0)), MIN(COALESCE(last_full_at, 0)) FROM sweeps",
-                    [],
-                    |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
-                )
-            })
-            .ok()?;
-        let (last, last_full) = (last.unwrap_or(0), last_full.unwrap_or(0));
+        // The stage swept longest ago decides (one never swept: now).
+        let mut last = i64::MAX;
+        let mut last_full = i64::MAX;
+        for stage in self.placed_stages() {
+            let (at, full) = self
+                .ledger
+                .read(|c| {
+                    c.query_row(
+                        "SELECT last_at, last_full_at FROM sweeps WHERE stage = ?1",
+                        [&stage],
+                        |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+                    )
+                    .optional()
+                })
+                .ok()?
+                .unwrap_or((None, None));
+            last = last.min(at.unwrap_or(0));
+            last_full = last_full.min(full.unwrap_or(0));
+        }
         (now - last >= i64::from(minutes) * 60).then_some(now - last_full >= FULL_EVERY_SECS)
     }
 
@@ -283,6 +291,9 @@ fn record(
                 if known.flatten().as_deref() == Some(state.as_str()) {
                     continue;
                 }
+                // The first date and place Immich showed are the file's own
+                // (the stage reports an asset only once Immich has read its
+                // metadata); a later one is the family's edit.
                 tx.execute(
                     "INSERT INTO remote_assets (stage, job_id, state, first, dirty) VALUES (?1, ?2, ?3, ?3, 1) \
                      ON CONFLICT(stage, job_id) DO UPDATE SET state = ?3, first = COALESCE(first, ?3), dirty = 1",
@@ -394,21 +405,36 @@ fn dirty_rows(
 
 /// The properties the sidecar should hold from the service. Album tags are
 /// one per line; other `lr:hierarchicalSubject` items in the sidecar are
-/// kept when it is written.
+/// kept when it is written. A value keepsake cannot write (control
+/// characters, over 64 KiB) leaves what was written before as it is.
 fn wanted_properties(row: &DirtyRow) -> BTreeMap<String, String> {
+    let written: BTreeMap<String, String> = serde_json::from_str(&row.written).unwrap_or_default();
     let mut wanted = BTreeMap::new();
     let mut put = |name: &str, value: String| {
-        if crate::sidecar::validate(name, &value).is_ok() {
+        let value = value.replace("\r\n", "\n").replace('\r', "\n");
+        let writable = value.len() <= 64 << 10
+            && !value
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t');
+        if writable {
             wanted.insert(name.to_string(), value);
+        } else {
+            tracing::warn!(
+                job = row.job_id,
+                "{name}: a value keepsake cannot write; left as it was"
+            );
+            if let Some(old) = written.get(name) {
+                wanted.insert(name.to_string(), old.clone());
+            }
         }
     };
-    let albums: Vec<&String> = row
+    let albums: Vec<String> = row
         .albums
         .iter()
-        .filter(|a| crate::sidecar::validate("xmpDM:Album", a).is_ok() && !a.contains('\n'))
+        .map(|a| a.replace(['\r', '\n'], " "))
         .collect();
     if let Some(first) = albums.first() {
-        put("xmpDM:Album", (*first).clone());
+        put("xmpDM:Album", first.clone());
         let tags: Vec<String> = albums
             .iter()
             .map(|a| format!("{}{a}", keepsake_xmp::ALBUM_TAG))
@@ -421,10 +447,21 @@ fn wanted_properties(row: &DirtyRow) -> BTreeMap<String, String> {
             .unwrap_or(Value::Null)
     };
     let (state, first) = (parse(&row.state), parse(&row.first));
-    if let Some(rating) = state["rating"].as_i64() {
-        put("xmp:Rating", rating.to_string());
-    } else if state["favorite"].as_bool() == Some(true) {
-        put("xmp:Rating", "5".into());
+    if state.is_null() {
+        // Nothing read of the asset itself yet (only its albums, or Immich
+        // was rebuilt and has not got it back): what was written stays.
+        for (name, value) in &written {
+            if name != "xmpDM:Album" && name != "lr:hierarchicalSubject" {
+                put(name, value.clone());
+            }
+        }
+        return wanted;
+    }
+    // 0 is "no stars" (cleared, or what many cameras write): unrated.
+    match state["rating"].as_i64().filter(|r| *r != 0) {
+        Some(rating) => put("xmp:Rating", rating.to_string()),
+        None if state["favorite"].as_bool() == Some(true) => put("xmp:Rating", "5".into()),
+        None => {}
     }
     if let Some(description) = state["description"].as_str() {
         put("dc:description", description.to_string());
@@ -459,20 +496,28 @@ fn write_sidecar(
         .ok_or("no file name")?
         .to_string_lossy()
         .into_owned();
-    let target = match sidecars_beside(media).first() {
-        Some(existing) => dir.join(existing),
-        None => {
-            if !media.exists() {
-                return Err("the file is not there (is its disk mounted?)".into());
-            }
-            dir.join(format!("{name}.xmp"))
-        }
+    if !media.exists() {
+        return Err("the file is not there (is its disk mounted?)".into());
+    }
+    let own = dir.join(format!("{name}.xmp"));
+    // The file's own sidecar, else `IMG.xmp`, unless another file (the RAW
+    // of a RAW+JPEG pair) shares that one: then the file gets its own,
+    // starting from the shared one's content.
+    let (target, source) = match sidecars_beside(media).first() {
+        Some(found) if dir.join(found) == own => (own.clone(), Some(own)),
+        Some(found) if shares_stem(dir, media) => (own, Some(dir.join(found))),
+        Some(found) => (dir.join(found), Some(dir.join(found))),
+        None => (own, None),
     };
-    let existing = match std::fs::read_to_string(&target) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("cannot read {}: {e}", target.display())),
+    let existing = match &source {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        },
+        None => None,
     };
+    let unchanged_at_target = source.as_ref() == Some(&target);
     let subjects = "lr:hierarchicalSubject";
     let mut properties: Vec<(String, String)> = wanted
         .iter()
@@ -519,7 +564,7 @@ fn write_sidecar(
         None if properties.is_empty() => return Ok(false),
         None => crate::sidecar::fresh(&properties),
     };
-    if existing.as_deref() == Some(content.as_str()) {
+    if unchanged_at_target && existing.as_deref() == Some(content.as_str()) {
         return Ok(false);
     }
     let temp = dir.join(format!(".{name}.xmp.keepsake-tmp"));
@@ -530,6 +575,26 @@ fn write_sidecar(
     fsops::rename_over(&temp, &target).map_err(io)?;
     fsops::fsync_dir(dir).map_err(io)?;
     Ok(true)
+}
+
+/// Whether another media file in `dir` has the stem of `media`
+/// (`IMG_1.CR2` beside `IMG_1.JPG`), so `IMG_1.xmp` belongs to both.
+fn shares_stem(dir: &Path, media: &Path) -> bool {
+    let (Some(name), Some(stem)) = (media.file_name(), media.file_stem()) else {
+        return false;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let other = entry.file_name();
+        let other_path = Path::new(&other);
+        other != name
+            && other_path.file_stem() == Some(stem)
+            && !other_path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("xmp") || e.eq_ignore_ascii_case("aae"))
+    })
 }
 
 #[cfg(test)]

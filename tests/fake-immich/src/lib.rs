@@ -189,6 +189,12 @@ impl FakeImmich {
         self.shared.lock().fail_next = n;
     }
 
+    /// The next `n` requests of `method` whose path starts with `prefix`
+    /// (e.g. `PUT`, `/api/albums/`) answer 500; others go through.
+    pub fn fail_matching(&self, method: &str, prefix: &str, n: usize) {
+        self.shared.lock().fail_matching = Some((method.to_owned(), prefix.to_owned(), n));
+    }
+
     /// Every `/api` request waits this long before it is handled.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
@@ -308,14 +314,14 @@ impl FakeImmich {
     }
 
     /// Removes an asset from every album named `album_name`, as a user does
-    /// in the web UI. The album's `updatedAt` moves, the asset's does not.
+    /// in the web UI. As in Immich 2.4.1 (`AlbumService.removeAssets`),
+    /// neither the album's `updatedAt` nor the asset's moves; only the
+    /// album's `assetCount` tells.
     pub fn remove_from_album_as_user(&self, album_name: &str, asset_id: &str) {
         let mut state = self.shared.lock();
-        let now = state.now();
         for album in state.albums.values_mut() {
-            if album.name == album_name && album.asset_ids.iter().any(|id| id == asset_id) {
+            if album.name == album_name {
                 album.asset_ids.retain(|id| id != asset_id);
-                album.updated_at = now;
             }
         }
     }

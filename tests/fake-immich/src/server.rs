@@ -130,7 +130,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let fail = shared.lock().take_failure();
+    let fail = shared.lock().take_failure(&method, &path);
     if fail {
         let error = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
         return error_response(&shared, error);

@@ -99,6 +99,8 @@ pub(crate) struct State {
     pub(crate) quota_usage: u64,
     pub(crate) down: bool,
     pub(crate) fail_next: usize,
+    /// The next `n` requests of this method whose path starts so answer 500.
+    pub(crate) fail_matching: Option<(String, String, usize)>,
     pub(crate) latency: Duration,
     pub(crate) scan_delay: Duration,
     pub(crate) requests: Vec<(String, String)>,
@@ -116,6 +118,7 @@ impl State {
             quota_usage: 0,
             down: false,
             fail_next: 0,
+            fail_matching: None,
             latency: Duration::ZERO,
             scan_delay: Duration::ZERO,
             requests: Vec::new(),
@@ -143,7 +146,15 @@ impl State {
     }
 
     /// Consumes one of the failures asked for with `fail_next`.
-    pub(crate) fn take_failure(&mut self) -> bool {
+    pub(crate) fn take_failure(&mut self, method: &str, path: &str) -> bool {
+        if let Some((m, prefix, n)) = &mut self.fail_matching
+            && *n > 0
+            && m == method
+            && path.starts_with(prefix.as_str())
+        {
+            *n -= 1;
+            return true;
+        }
         if self.fail_next > 0 {
             self.fail_next -= 1;
             true
