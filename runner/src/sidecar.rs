@@ -122,7 +122,8 @@ pub fn merge_removing(
     for name in properties.iter().map(|(n, _)| n).chain(remove) {
         head = remove_property(&head, name);
     }
-    let head = drop_empty_descriptions(&head);
+    // Its end trimmed: writing the same again gives the same bytes.
+    let head = format!("{}\n", drop_empty_descriptions(&head).trim_end());
     let added = if properties.is_empty() {
         String::new()
     } else {

@@ -117,11 +117,20 @@ pub fn add(server: &Server, name: &str, asset: &str) -> Result<(), StageError> {
         queued.push(name.to_string());
         save(QUEUED, &queued);
     }
-    if queue.len() >= BATCH
-        && let Err(e) = send(server, name)
-    {
-        // Kept queued: the next send tries again.
-        host::log(LogLevel::Warn, &format!("album {name:?}: {e:?}"));
+    // A full queue goes now, unless its last send failed lately: then it
+    // waits for the pass's send, not one try per file.
+    let failed_key = format!("album-failed-at:{name}");
+    let failed_at: i64 = host::kv_get(&failed_key)
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if queue.len() >= BATCH && host::now() - failed_at > 600 {
+        if let Err(e) = send(server, name) {
+            host::kv_set(&failed_key, host::now().to_string().as_bytes());
+            host::log(LogLevel::Warn, &format!("album {name:?}: {e:?}"));
+        } else {
+            host::kv_set(&failed_key, b"");
+        }
     }
     Ok(())
 }
@@ -131,8 +140,14 @@ pub fn add(server: &Server, name: &str, asset: &str) -> Result<(), StageError> {
 pub fn send_all(server: &Server) -> Result<(), StageError> {
     let mut first = None;
     for name in load(QUEUED) {
-        if let Err(e) = send(server, &name) {
-            first.get_or_insert(e);
+        match send(server, &name) {
+            Ok(()) => {}
+            // Immich is down or refuses the key: one request, not one per
+            // album.
+            Err(e @ StageError::Transient(_)) => return Err(e),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
         }
     }
     first.map_or(Ok(()), Err)

@@ -108,9 +108,12 @@ impl Guest for Immich {
             return sent.map(|()| Vec::new());
         }
         if let Err(e) = &sent {
-            host::log(LogLevel::Warn, &format!("album additions wait: {e:?}"));
+            host::log(
+                LogLevel::Warn,
+                &format!("album additions wait, so albums are not read now: {e:?}"),
+            );
         }
-        sweep::sweep(&server, &request)
+        sweep::sweep(&server, &request, sent.is_ok())
     }
 
     fn run(job: Job) -> Result<Vec<Effect>, StageError> {
@@ -164,42 +167,51 @@ impl Guest for Immich {
         host::kv_set(&sweep::job_of_key(&asset_id), job.id.to_string().as_bytes());
         // What the sidecar keeps from an earlier Immich (keepsake's
         // write-back): its albums, and a favorite as rating 5.
-        // Each once per asset: a file that runs again (after an error, or
+        // Each once per asset, when it is new to keepsake (uploaded, or
+        // found at a new path): a file that runs again (after an error, or
         // an archive move in upload mode) is not put back into albums the
-        // family took it out of.
+        // family took it out of. What is left to do is kept in the KV, so
+        // an error in between does not lose it.
         let kept = sidecar
             .as_ref()
             .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned());
-        let favorite_key = format!("favorited:{}", job.id);
-        if (is_new || host::kv_get(&favorite_key).is_none())
-            && !is_live_video
-            && kept
+        let todo_key = format!("todo:{}", job.id);
+        if is_new {
+            host::kv_set(&todo_key, b"favorite albums");
+        }
+        let todo = host::kv_get(&todo_key)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        if todo.contains("favorite") {
+            let rated_5 = kept
                 .as_deref()
                 .and_then(|x| xmp::property(x, "xmp:Rating"))
-                .is_some_and(|r| r.trim() == "5")
-        {
-            mark_favorite(&server, &asset_id)?;
-            host::kv_set(&favorite_key, b"1");
+                .is_some_and(|r| r.trim() == "5");
+            if rated_5 && !is_live_video {
+                mark_favorite(&server, &asset_id)?;
+            }
+            host::kv_set(&todo_key, todo.replace("favorite", "").trim().as_bytes());
         }
-        let albumed_key = format!("albumed:{}", job.id);
         // A Live Photo's video is shown through its still, never on its own.
-        if !is_live_video && (is_new || host::kv_get(&albumed_key).is_none()) {
-            host::kv_set(&albumed_key, b"1");
+        if todo.contains("albums") && !is_live_video {
             let mut names = albums::names(&job);
             for name in kept.as_deref().map(xmp::albums).unwrap_or_default() {
                 if !names.contains(&name) {
                     names.push(name);
                 }
             }
+            for name in &names {
+                albums::add(&server, name, &asset_id)?;
+            }
             if !names.is_empty() {
-                for name in &names {
-                    albums::add(&server, name, &asset_id)?;
-                }
                 effects.push(Effect::SetFact(Fact {
                     key: "immich.albums".into(),
                     value: names.join(", "),
                 }));
             }
+        }
+        if !todo.is_empty() {
+            host::kv_set(&todo_key, b"");
         }
         Ok(effects)
     }

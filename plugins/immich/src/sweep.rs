@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use wasip2::http::types::Method;
 
 use crate::http::Server;
-use crate::json_answer;
+use crate::{check, json_answer};
 
 /// `search/metadata`'s largest page.
 const PAGE: u32 = 1000;
@@ -41,10 +41,59 @@ fn job_of(asset_id: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-pub fn sweep(server: &Server, request: &SweepRequest) -> Result<Vec<RemoteChange>, StageError> {
-    let mut changes = albums(server, request.full)?;
+/// `read_albums` is false while album additions still wait to be sent: the
+/// albums would be read without them, and their members' sidecars lose
+/// them until the next sweep.
+pub fn sweep(
+    server: &Server,
+    request: &SweepRequest,
+    read_albums: bool,
+) -> Result<Vec<RemoteChange>, StageError> {
+    let mut changes = if read_albums {
+        albums(server, request.full)?
+    } else {
+        Vec::new()
+    };
     changes.extend(assets(server, request.full)?);
     Ok(changes)
+}
+
+/// What the last sweep saw of an album: its `updatedAt` and `assetCount`,
+/// and one member, to tell a deleted album from a rebuilt Immich.
+struct Seen {
+    mark: String,
+    sample: Option<String>,
+}
+
+/// `albums-seen` in the KV: `{ id: [mark, sample or null] }`.
+fn load_seen() -> BTreeMap<String, Seen> {
+    let value: Value = host::kv_get("albums-seen")
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or(Value::Null);
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, v)| {
+            Some((
+                id.clone(),
+                Seen {
+                    mark: v[0].as_str()?.to_string(),
+                    sample: v[1].as_str().map(str::to_string),
+                },
+            ))
+        })
+        .collect()
+}
+
+fn save_seen(seen: &BTreeMap<String, Seen>) {
+    let value: serde_json::Map<String, Value> = seen
+        .iter()
+        .map(|(id, s)| (id.clone(), json!([s.mark, s.sample])))
+        .collect();
+    if let Ok(bytes) = serde_json::to_vec(&value) {
+        host::kv_set("albums-seen", &bytes);
+    }
 }
 
 /// Albums whose `updatedAt` or `assetCount` moved (Immich moves an
@@ -58,104 +107,125 @@ fn albums(server: &Server, full: bool) -> Result<Vec<RemoteChange>, StageError> 
             "GET /albums answered something else than a list: {listed}"
         ))
     })?;
-    let seen: BTreeMap<String, String> = host::kv_get("albums-seen")
-        .and_then(|v| serde_json::from_slice(&v).ok())
-        .unwrap_or_default();
-    let mut now_seen = BTreeMap::new();
-    let mut to_read = Vec::new();
+    let seen = load_seen();
+    let mut now_seen: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut changes = Vec::new();
     for album in listed {
         let (Some(id), Some(updated)) = (album["id"].as_str(), album["updatedAt"].as_str()) else {
             continue;
         };
         let mark = format!("{updated}|{}", album["assetCount"]);
-        if full || seen.get(id) != Some(&mark) {
-            to_read.push((
+        let before = seen.get(id);
+        if !full && let Some(before) = before.filter(|b| b.mark == mark) {
+            now_seen.insert(
                 id.to_string(),
-                album["albumName"].as_str().unwrap_or_default().to_string(),
-            ));
+                Seen {
+                    mark,
+                    sample: before.sample.clone(),
+                },
+            );
+            continue;
         }
-        now_seen.insert(id.to_string(), mark);
-    }
-    let gone: Vec<&String> = seen
-        .keys()
-        .filter(|id| !now_seen.contains_key(*id))
-        .collect();
-    // An Immich that lost most of the albums keepsake knew at once was
-    // rebuilt, or this is another server or user: writing that back would
-    // strip every sidecar of its albums. Stop and say what to do.
-    if gone.len() >= 2 && gone.len() * 2 > seen.len() {
-        return Err(StageError::Internal(format!(
-            "Immich no longer lists {} of the {} albums keepsake knew: if Immich was rebuilt or the API key changed, run `keepsake immich sync --all` (the sidecars keep the albums and bring them back); nothing was changed",
-            gone.len(),
-            seen.len()
-        )));
-    }
-    let mut changes = Vec::new();
-    for (id, name) in to_read {
-        let members = search(server, Some(&id), None)?
-            .iter()
-            .filter_map(|asset| asset["id"].as_str().and_then(job_of))
-            .collect::<std::collections::BTreeSet<u64>>();
+        let mut members = std::collections::BTreeSet::new();
+        let mut sample = None;
+        search(server, Some(id), None, &mut |asset| {
+            if let Some(asset_id) = asset["id"].as_str() {
+                sample.get_or_insert_with(|| asset_id.to_string());
+                if let Some(job) = job_of(asset_id) {
+                    members.insert(job);
+                }
+            }
+        })?;
         changes.push(RemoteChange::Album(RemoteAlbum {
-            id,
-            name,
+            id: id.to_string(),
+            name: album["albumName"].as_str().unwrap_or_default().to_string(),
             members: members.into_iter().collect(),
         }));
+        now_seen.insert(id.to_string(), Seen { mark, sample });
     }
-    for id in gone {
+    // An album that is gone while its assets are gone too means Immich was
+    // rebuilt (or the key is another user's): writing that back would
+    // strip the sidecars of their albums. Stop and say what to do.
+    for (id, before) in &seen {
+        if now_seen.contains_key(id) {
+            continue;
+        }
+        if let Some(sample) = &before.sample {
+            let answer = check(
+                "look up an asset of a deleted album",
+                server.json(Method::Get, &format!("/assets/{sample}"), None),
+            )?;
+            if answer.status != 200 {
+                return Err(StageError::Internal(format!(
+                    "Immich has neither the album {id} nor its asset {sample} any more: if Immich was rebuilt or the API key is another user's, run `keepsake immich sync --all` (the sidecars keep the albums and bring them back); no sidecar was changed"
+                )));
+            }
+        }
         changes.push(RemoteChange::AlbumGone(id.clone()));
     }
-    if let Ok(bytes) = serde_json::to_vec(&now_seen) {
-        host::kv_set("albums-seen", &bytes);
-    }
+    save_seen(&now_seen);
     Ok(changes)
 }
 
 /// keepsake's assets updated since the last sweep (all of them on a full
-/// sweep), as Immich has them now. Assets Immich has not read the metadata
-/// of yet are left for a later sweep.
+/// sweep), as Immich has them now. An asset whose metadata Immich has not
+/// read yet (no capture date) waits for a later sweep: the cursor stays
+/// before it.
 fn assets(server: &Server, full: bool) -> Result<Vec<RemoteChange>, StageError> {
     let after = host::kv_get("updated-after").and_then(|v| String::from_utf8(v).ok());
     let after = if full { None } else { after };
-    let found = search(server, None, after.as_deref())?;
-    let newest = found
-        .iter()
-        .filter_map(|asset| asset["updatedAt"].as_str())
-        .max()
-        .map(str::to_string);
-    if let Some(newest) = newest
-        && after.as_deref().is_none_or(|a| newest.as_str() > a)
+    let mut newest: Option<String> = None;
+    let mut oldest_waiting: Option<String> = None;
+    let mut changes = Vec::new();
+    search(server, None, after.as_deref(), &mut |asset| {
+        let Some(updated) = asset["updatedAt"].as_str() else {
+            return;
+        };
+        if asset["exifInfo"]["dateTimeOriginal"].is_null() {
+            if oldest_waiting.as_deref().is_none_or(|o| updated < o) {
+                oldest_waiting = Some(updated.to_string());
+            }
+            return;
+        }
+        if newest.as_deref().is_none_or(|n| updated > n) {
+            newest = Some(updated.to_string());
+        }
+        if let Some(change) = remote_asset(asset) {
+            changes.push(RemoteChange::Asset(change));
+        }
+    })?;
+    // A few seconds back: an asset updated while this sweep read (offset
+    // pages) is read again next time rather than missed.
+    let cursor = match (newest, oldest_waiting) {
+        (_, Some(waiting)) => parse_utc(&waiting).map(|t| iso_utc(t - 1)),
+        (Some(newest), None) => parse_utc(&newest).map(|t| iso_utc(t - 5)),
+        (None, None) => None,
+    };
+    if let Some(cursor) = cursor
+        && after.as_deref().is_none_or(|a| cursor.as_str() > a)
     {
-        host::kv_set("updated-after", newest.as_bytes());
+        host::kv_set("updated-after", cursor.as_bytes());
     }
-    Ok(found
-        .iter()
-        .filter(|asset| asset["hasMetadata"] != false)
-        .filter_map(remote_asset)
-        .map(RemoteChange::Asset)
-        .collect())
+    Ok(changes)
 }
 
-/// Every asset `POST /search/metadata` finds, on the timeline and archived:
-/// in an album, or updated after a time. Pages of 1000, up to `updatedBefore`
-/// the sweep's start, so what changes meanwhile waits for the next sweep
-/// instead of shifting the pages.
+/// Every asset `POST /search/metadata` finds, on the timeline and archived
+/// (in an album, or updated after a time), handed to `each` a page of 1000
+/// at a time so a large library is never held whole.
 fn search(
     server: &Server,
     album: Option<&str>,
     updated_after: Option<&str>,
-) -> Result<Vec<Value>, StageError> {
-    let before = iso_utc(host::now() + 1);
-    let mut out = Vec::new();
+    each: &mut dyn FnMut(&Value),
+) -> Result<(), StageError> {
     for visibility in ["timeline", "archive"] {
         let mut page = 1;
         loop {
             let mut query = json!({
-                "withExif": true,
+                "withExif": album.is_none(),
                 "size": PAGE,
                 "page": page,
                 "visibility": visibility,
-                "updatedBefore": before,
             });
             if let Some(album) = album {
                 query["albumIds"] = json!([album]);
@@ -170,7 +240,7 @@ fn search(
             let items = answer["assets"]["items"].as_array().ok_or_else(|| {
                 StageError::Internal("search/metadata answered without assets.items".into())
             })?;
-            out.extend(items.iter().cloned());
+            items.iter().for_each(&mut *each);
             match answer["assets"]["nextPage"]
                 .as_str()
                 .and_then(|p| p.parse().ok())
@@ -185,7 +255,7 @@ fn search(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `2024-07-01T10:00:00.000Z` of seconds since the epoch.

@@ -428,10 +428,13 @@ fn wanted_properties(row: &DirtyRow) -> BTreeMap<String, String> {
             }
         }
     };
+    // A name keepsake cannot write (control characters) is left out alone,
+    // not the whole list.
     let albums: Vec<String> = row
         .albums
         .iter()
-        .map(|a| a.replace(['\r', '\n'], " "))
+        .filter(|a| !a.is_empty() && !a.chars().any(char::is_control))
+        .cloned()
         .collect();
     if let Some(first) = albums.first() {
         put("xmpDM:Album", first.clone());
@@ -591,15 +594,64 @@ fn shares_stem(dir: &Path, media: &Path) -> bool {
         let other_path = Path::new(&other);
         other != name
             && other_path.file_stem() == Some(stem)
-            && !other_path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("xmp") || e.eq_ignore_ascii_case("aae"))
+            && !other_path.extension().is_some_and(|e| {
+                ["xmp", "aae", "json", "thm"]
+                    .iter()
+                    .any(|s| e.eq_ignore_ascii_case(s))
+            })
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_jpeg_pair_gets_a_sidecar_each_and_other_tags_stay() {
+        let dir = std::env::temp_dir().join(format!(
+            "keepsake-writeback-{}-{}",
+            std::process::id(),
+            ledger::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (jpg, raw, shared) = (
+            dir.join("IMG_1.JPG"),
+            dir.join("IMG_1.CR2"),
+            dir.join("IMG_1.xmp"),
+        );
+        std::fs::write(&jpg, b"jpeg").unwrap();
+        std::fs::write(&raw, b"raw").unwrap();
+        let original = crate::sidecar::fresh(&[(
+            "lr:hierarchicalSubject".to_string(),
+            "People|Anna".to_string(),
+        )]);
+        std::fs::write(&shared, &original).unwrap();
+        let wanted = BTreeMap::from([
+            ("xmpDM:Album".to_string(), "Summer".to_string()),
+            (
+                "lr:hierarchicalSubject".to_string(),
+                "Albums|Summer".to_string(),
+            ),
+        ]);
+        assert_eq!(write_sidecar(&jpg, &wanted, &BTreeMap::new()), Ok(true));
+        assert_eq!(std::fs::read_to_string(&shared).unwrap(), original);
+        let own = std::fs::read_to_string(dir.join("IMG_1.JPG.xmp")).unwrap();
+        assert_eq!(
+            keepsake_xmp::items(&own, "lr:hierarchicalSubject"),
+            ["People|Anna", "Albums|Summer"]
+        );
+        // Written again with nothing new: unchanged. Albums gone: removed,
+        // the other tag stays.
+        assert_eq!(write_sidecar(&jpg, &wanted, &wanted), Ok(false));
+        assert_eq!(write_sidecar(&jpg, &BTreeMap::new(), &wanted), Ok(true));
+        let own = std::fs::read_to_string(dir.join("IMG_1.JPG.xmp")).unwrap();
+        assert_eq!(
+            keepsake_xmp::items(&own, "lr:hierarchicalSubject"),
+            ["People|Anna"]
+        );
+        assert!(keepsake_xmp::albums(&own).is_empty(), "{own}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn xmp_forms() {
