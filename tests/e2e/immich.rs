@@ -661,6 +661,14 @@ fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back
     assert_eq!(swept["sidecars_written"], 1, "{swept}");
     assert_eq!(keepsake_xmp::albums(&sidecar_text(&a.0)), ["Summer 2024"]);
     assert_eq!(keepsake_xmp::albums(&sidecar_text(&e.0)), ["Trips & Tours"]);
+    // An album the family deletes (its assets stay) leaves the sidecars.
+    fake.delete_album_as_user("Trips & Tours");
+    let swept = pull(&sandbox, &["--changes"]);
+    assert_eq!(swept["sidecars_written"], 1, "{swept}");
+    assert!(keepsake_xmp::albums(&sidecar_text(&e.0)).is_empty());
+    fake.add_to_album_as_user("Trips & Tours", &e.1);
+    pull(&sandbox, &["--changes"]);
+    assert_eq!(keepsake_xmp::albums(&sidecar_text(&e.0)), ["Trips & Tours"]);
 
     // Immich is rebuilt, empty. A sweep of it stops before it strips the
     // sidecars of their albums, and says what to do.

@@ -326,6 +326,15 @@ impl FakeImmich {
         }
     }
 
+    /// Deletes every album named `album_name`, as a user does in the web
+    /// UI; its assets stay.
+    pub fn delete_album_as_user(&self, album_name: &str) {
+        self.shared
+            .lock()
+            .albums
+            .retain(|_, album| album.name != album_name);
+    }
+
     /// Adds an asset to the oldest album named `album_name`, creating the
     /// album if there is none, as a user does in the web UI. The album's
     /// `updatedAt` moves, the asset's does not (as in Immich).
