@@ -55,6 +55,36 @@ pub use bindings::keepsake::stage::types::{
 };
 pub use keepsake_xmp as xmp;
 
+/// Dates without a time-zone database: proleptic Gregorian days since
+/// 1970-01-01 (Howard Hinnant's algorithms), for stages that turn dates into
+/// instants and back.
+pub mod calendar {
+    /// Days since 1970-01-01 of a date.
+    pub fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+        let y = i64::from(year) - i64::from(month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The date (year, month, day) of days since 1970-01-01.
+    pub fn civil_from_days(days: i64) -> (i32, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+        (year, month, day)
+    }
+}
+
 /// The last component of the job's relative path.
 pub fn file_name(job: &Job) -> &str {
     job.relative_path

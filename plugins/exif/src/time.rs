@@ -1,6 +1,8 @@
 //! Dates as the metadata spells them, and the checks that throw out the
 //! ones that cannot be capture times.
 
+use keepsake_sdk::calendar::{civil_from_days, days_from_civil};
+
 /// A wall-clock date and time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp {
@@ -137,30 +139,6 @@ pub fn days_in_month(year: i32, month: u32) -> u32 {
         2 => 28,
         _ => 0,
     }
-}
-
-/// Days since 1970-01-01 (proleptic Gregorian).
-fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
-    let y = year as i64 - if month <= 2 { 1 } else { 0 };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i32, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = (yoe + era * 400 + if month <= 2 { 1 } else { 0 }) as i32;
-    (year, month, day)
 }
 
 fn number(text: &str) -> Option<u32> {

@@ -357,33 +357,18 @@ fn parse_utc(text: &str) -> Option<i64> {
             sign * (hours * 60 + minutes) * 60
         }
     };
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Some(
+        calendar::days_from_civil(year as i32, month as u32, day as u32) * 86_400
+            + hour * 3600
+            + minute * 60
+            + second
+            - offset,
+    )
 }
 
 fn datetime_of(seconds: i64) -> Datetime {
-    let days = seconds.div_euclid(86_400);
+    let (year, month, day) = calendar::civil_from_days(seconds.div_euclid(86_400));
     let rem = seconds.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
     Datetime {
         year: year.clamp(0, 9999) as u16,
         month: month as u8,
