@@ -25,17 +25,7 @@ pub fn rows(root: &Path, files: usize) -> Vec<Row> {
         fake_jpeg(&path, 0x1111 + i as u64, len);
         paths.push(path);
     }
-    let fake = FakeImmich::start();
-    std::fs::write(dir.join("immich.key"), fake.api_key()).unwrap();
-    let config = dir.join("keepsake.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "library = \"library\"\n[[inbox]]\nname = \"bench\"\npath = \"inbox\"\npipeline = [\"dedup\", \"exif\", \"library\", \"immich\"]\n\n[immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n[stages.immich]\nalbums = \"Bench\"\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    let (fake, config) = immich_config(&dir, "albums = \"Bench\"");
     // Placed with Immich down, so the uploads are measured alone.
     fake.set_down(true);
     let out = keepsake(&config, &["ingest"]);
@@ -97,17 +87,7 @@ pub fn sweep_rows(root: &Path, files: usize) -> Vec<Row> {
         let path = dir.join(format!("inbox/{:02}/IMG_{i:05}.jpg", i % 50));
         fake_jpeg(&path, 0x5_0000 + i as u64, 2_000 + i % 1000);
     }
-    let fake = FakeImmich::start();
-    std::fs::write(dir.join("immich.key"), fake.api_key()).unwrap();
-    let config = dir.join("keepsake.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "library = \"library\"\n[[inbox]]\nname = \"bench\"\npath = \"inbox\"\npipeline = [\"dedup\", \"exif\", \"library\", \"immich\"]\n\n[immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n[stages.immich]\nalbum_from_folder = true\n",
-            fake.url()
-        ),
-    )
-    .unwrap();
+    let (fake, config) = immich_config(&dir, "album_from_folder = true");
     let out = keepsake(&config, &["ingest"]);
     assert!(
         out.status.success(),
@@ -233,4 +213,21 @@ fn sequential_upload(fake: &FakeImmich, paths: &[PathBuf]) -> Duration {
         );
     }
     started.elapsed()
+}
+
+/// A fake Immich, and a config in `dir` whose one inbox ends with the
+/// `immich` stage (its `[stages.immich]` lines: `stage`).
+fn immich_config(dir: &Path, stage: &str) -> (FakeImmich, PathBuf) {
+    let fake = FakeImmich::start();
+    std::fs::write(dir.join("immich.key"), fake.api_key()).unwrap();
+    let config = dir.join("keepsake.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "library = \"library\"\n[[inbox]]\nname = \"bench\"\npath = \"inbox\"\npipeline = [\"dedup\", \"exif\", \"library\", \"immich\"]\n\n[immich]\nurl = {:?}\napi_key_file = \"immich.key\"\n\n[stages.immich]\n{stage}\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    (fake, config)
 }
