@@ -564,7 +564,8 @@ fn placed_job(
     Ok(Some((wit, files)))
 }
 
-/// `IMG.jpg.xmp` and `IMG.xmp` beside a library file, when they exist.
+/// `IMG.jpg.xmp` and `IMG.xmp` beside a library file (or `.XMP`, as some
+/// cameras and tools write it), when they exist, the file's own first.
 pub(super) fn sidecars_beside(path: &Path) -> Vec<String> {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Vec::new();
@@ -574,10 +575,16 @@ pub(super) fn sidecars_beside(path: &Path) -> Vec<String> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let dir = path.parent().unwrap_or(Path::new("."));
-    [format!("{name}.xmp"), format!("{stem}.xmp")]
-        .into_iter()
-        .filter(|n| dir.join(n).is_file())
-        .collect()
+    let mut found: Vec<String> = Vec::new();
+    for base in [&name, &stem] {
+        if let Some(hit) = [format!("{base}.xmp"), format!("{base}.XMP")]
+            .into_iter()
+            .find(|n| dir.join(n).is_file())
+        {
+            found.push(hit);
+        }
+    }
+    found
 }
 
 fn kind_from(text: &str) -> WitMediaKind {

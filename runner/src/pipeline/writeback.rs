@@ -503,11 +503,14 @@ fn write_sidecar(
         return Err("the file is not there (is its disk mounted?)".into());
     }
     let own = dir.join(format!("{name}.xmp"));
+    let own_name = format!("{name}.xmp");
     // The file's own sidecar, else `IMG.xmp`, unless another file (the RAW
     // of a RAW+JPEG pair) shares that one: then the file gets its own,
     // starting from the shared one's content.
     let (target, source) = match sidecars_beside(media).first() {
-        Some(found) if dir.join(found) == own => (own.clone(), Some(own)),
+        Some(found) if found.eq_ignore_ascii_case(&own_name) => {
+            (dir.join(found), Some(dir.join(found)))
+        }
         Some(found) if shares_stem(dir, media) => (own, Some(dir.join(found))),
         Some(found) => (dir.join(found), Some(dir.join(found))),
         None => (own, None),
@@ -650,6 +653,15 @@ mod tests {
             ["People|Anna"]
         );
         assert!(keepsake_xmp::albums(&own).is_empty(), "{own}");
+        // A sidecar spelled `.XMP` is the file's own, merged into, not
+        // hidden behind a new `.xmp`.
+        let png = dir.join("P.png");
+        std::fs::write(&png, b"png").unwrap();
+        std::fs::write(dir.join("P.png.XMP"), &original).unwrap();
+        assert_eq!(write_sidecar(&png, &wanted, &BTreeMap::new()), Ok(true));
+        assert!(!dir.join("P.png.xmp").exists(), "no second sidecar");
+        let upper = std::fs::read_to_string(dir.join("P.png.XMP")).unwrap();
+        assert_eq!(keepsake_xmp::albums(&upper), ["Summer"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
