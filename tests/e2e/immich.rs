@@ -27,6 +27,13 @@ fn immich_sandbox(fake: &FakeImmich, key: Option<&str>, stage: &str) -> Sandbox 
     sandbox
 }
 
+/// Copies these corpus files into the sandbox's inbox.
+fn add_corpus(sandbox: &Sandbox, names: &[&str]) {
+    for name in names {
+        sandbox.add(name, &corpus_media().join(name));
+    }
+}
+
 /// (job id → (state, facts)) of the immich stage's calls.
 fn calls(sandbox: &Sandbox) -> BTreeMap<u64, (String, serde_json::Value)> {
     let conn = sandbox.ledger();
@@ -230,15 +237,16 @@ fn a_live_photo_video_goes_first_and_its_still_links_it() {
 fn an_outage_defers_with_one_request_per_try_and_nothing_is_lost() {
     let fake = FakeImmich::start();
     let sandbox = immich_sandbox(&fake, None, "albums = \"Family\"");
-    for name in [
-        "exiftool_Canon.jpg",
-        "exiftool_Nikon.jpg",
-        "immich_denali.webp",
-        "mde_with-gps.mp4",
-        "exifsamples_IMG_5195.HEIC",
-    ] {
-        sandbox.add(name, &corpus_media().join(name));
-    }
+    add_corpus(
+        &sandbox,
+        &[
+            "exiftool_Canon.jpg",
+            "exiftool_Nikon.jpg",
+            "immich_denali.webp",
+            "mde_with-gps.mp4",
+            "exifsamples_IMG_5195.HEIC",
+        ],
+    );
     fake.set_down(true);
     let (_, report) = sandbox.ingest();
     assert_eq!(report["placed"], 5, "{report}");
@@ -282,14 +290,15 @@ fn an_outage_defers_with_one_request_per_try_and_nothing_is_lost() {
 fn a_wrong_key_is_a_clear_error_without_a_retry_storm() {
     let fake = FakeImmich::start();
     let sandbox = immich_sandbox(&fake, Some("not-the-key"), "");
-    for name in [
-        "exiftool_Canon.jpg",
-        "exiftool_Nikon.jpg",
-        "immich_denali.webp",
-        "orient_Landscape_0.jpg",
-    ] {
-        sandbox.add(name, &corpus_media().join(name));
-    }
+    add_corpus(
+        &sandbox,
+        &[
+            "exiftool_Canon.jpg",
+            "exiftool_Nikon.jpg",
+            "immich_denali.webp",
+            "orient_Landscape_0.jpg",
+        ],
+    );
     let (_, report) = sandbox.ingest();
     assert_eq!(report["after_placed"]["done"], 0, "{report}");
     assert!(fake.requests().len() <= 1, "{:?}", fake.requests());
@@ -573,9 +582,7 @@ fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back
         "immich_denali.webp",
         "exifsamples_IMG_5195.HEIC",
     ];
-    for name in names {
-        sandbox.add(name, &corpus_media().join(name));
-    }
+    add_corpus(&sandbox, &names);
     let (_, report) = sandbox.ingest();
     assert_eq!(report["after_placed"]["done"], 5, "{report}");
     let placed: Vec<(u64, (std::path::PathBuf, String))> =
@@ -788,13 +795,14 @@ fn an_archived_external_library_file_gets_its_albums_and_favorite_back_on_its_ne
 fn album_additions_wait_in_the_ledger_through_an_outage_and_go_in_one_request() {
     let fake = FakeImmich::start();
     let sandbox = immich_sandbox(&fake, None, "albums = \"Family\"");
-    for name in [
-        "exiftool_Canon.jpg",
-        "exiftool_Nikon.jpg",
-        "orient_Landscape_0.jpg",
-    ] {
-        sandbox.add(name, &corpus_media().join(name));
-    }
+    add_corpus(
+        &sandbox,
+        &[
+            "exiftool_Canon.jpg",
+            "exiftool_Nikon.jpg",
+            "orient_Landscape_0.jpg",
+        ],
+    );
     // The uploads go; the album write meets a 500.
     fake.fail_matching("PUT", "/api/albums/", 1);
     let (_, report) = sandbox.ingest();

@@ -253,6 +253,16 @@ pub struct CallFiles {
     pub companions: Vec<(String, PathBuf)>,
 }
 
+impl CallFiles {
+    /// A call without a file (`describe`, `sweep`).
+    fn none() -> CallFiles {
+        CallFiles {
+            file: None,
+            companions: Vec::new(),
+        }
+    }
+}
+
 struct StageState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -558,16 +568,30 @@ impl StageRuntime {
         stage: &LoadedStage,
     ) -> Result<bindings::keepsake::stage::types::Description, StageCallError> {
         let services: Arc<dyn Services> = Arc::new(NoServices);
-        let files = CallFiles {
-            file: None,
-            companions: Vec::new(),
-        };
-        let (mut store, stderr) = self.store(stage, 0, files, services);
+        let (mut store, stderr) = self.store(stage, 0, CallFiles::none(), services);
         let result = stage
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_describe(&mut store));
         result.map_err(|e| classify_trap(stage, e, &stderr))
+    }
+
+    /// Instantiate the stage in a fresh store and make one call `f` of it.
+    fn with_instance<T>(
+        &self,
+        stage: &LoadedStage,
+        job_id: u64,
+        files: CallFiles,
+        services: Arc<dyn Services>,
+        f: impl FnOnce(&Stage, &mut Store<StageState>) -> wasmtime::Result<Result<T, StageError>>,
+    ) -> (Result<T, StageCallError>, CallStats) {
+        let started = Instant::now();
+        let (mut store, stderr) = self.store(stage, job_id, files, services);
+        let result = stage
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
+        finish(stage, started, &store, &stderr, result)
     }
 
     /// Run a stage on one job.
@@ -578,13 +602,9 @@ impl StageRuntime {
         files: CallFiles,
         services: Arc<dyn Services>,
     ) -> (Result<Vec<Effect>, StageCallError>, CallStats) {
-        let started = Instant::now();
-        let (mut store, stderr) = self.store(stage, job.id, files, services);
-        let result = stage
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_run(&mut store, job));
-        finish(stage, started, &store, &stderr, result)
+        self.with_instance(stage, job.id, files, services, |instance, store| {
+            instance.call_run(store, job)
+        })
     }
 
     /// Ask a stage to send what it batched and (unless `send_only`) what
@@ -596,17 +616,9 @@ impl StageRuntime {
         request: SweepRequest,
         services: Arc<dyn Services>,
     ) -> (Result<Vec<RemoteChange>, StageCallError>, CallStats) {
-        let started = Instant::now();
-        let files = CallFiles {
-            file: None,
-            companions: Vec::new(),
-        };
-        let (mut store, stderr) = self.store(stage, 0, files, services);
-        let result = stage
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_sweep(&mut store, request));
-        finish(stage, started, &store, &stderr, result)
+        self.with_instance(stage, 0, CallFiles::none(), services, |instance, store| {
+            instance.call_sweep(store, request)
+        })
     }
 }
 
