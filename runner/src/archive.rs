@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::discover::{is_ignored, is_sidecar};
+use crate::effects::kept::{Kept, remove_source};
 use crate::effects::{fault_point, fsops};
 use crate::hashing::blake3_file;
 use crate::ledger::{self, Ledger, LedgerError};
@@ -82,7 +83,8 @@ fn year_of(capture_time: Option<&str>) -> Option<i32> {
 pub fn held(ledger: &Ledger) -> Result<Vec<Held>, LedgerError> {
     ledger.read(|c| {
         c.prepare(
-            "SELECT a.id, a.job_id, a.blake3, a.size, a.library_path, a.root, \
+            // The copy's own hash: with embedded XMP it is not the original's.
+            "SELECT a.id, a.job_id, COALESCE(a.library_blake3, a.blake3), a.size, a.library_path, a.root, \
              COALESCE(a.capture_time, j.capture_time) FROM assets a JOIN jobs j ON j.id = a.job_id \
              ORDER BY a.library_path",
         )?
@@ -694,41 +696,74 @@ fn remove_icloud_copies(
         return Ok(());
     }
     let inboxes = config.archive.icloud_inboxes.clone();
-    let sources: Vec<(PathBuf, u64, i64, Option<String>)> = ledger.read(|c| {
+    let sources: Vec<IcloudCopy> = ledger.read(|c| {
         c.prepare(
-            "SELECT j.inbox, j.source_path, j.size, j.mtime_ns, COALESCE(a.capture_time, d.capture_time, j.capture_time)              FROM jobs j LEFT JOIN assets a ON a.job_id = j.id LEFT JOIN assets d ON d.job_id = j.duplicate_of              WHERE j.state IN ('done', 'duplicate')",
+            "SELECT j.inbox, j.source_path, j.size, j.mtime_ns, COALESCE(a.capture_time, d.capture_time, j.capture_time), \
+                    j.blake3, COALESCE(a.blake3, d.blake3), COALESCE(a.library_blake3, a.blake3, d.library_blake3, d.blake3), \
+                    COALESCE(a.library_path, d.library_path), COALESCE(a.root, d.root) \
+             FROM jobs j LEFT JOIN assets a ON a.job_id = j.id LEFT JOIN assets d ON d.job_id = j.duplicate_of \
+             WHERE j.state IN ('done', 'duplicate')",
         )?
         .query_map([], |r| {
             let inbox: String = r.get(0)?;
             let path: Vec<u8> = r.get(1)?;
             Ok((
                 inbox,
-                PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
-                r.get::<_, u64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<String>>(4)?,
+                IcloudCopy {
+                    path: PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
+                    size: r.get(2)?,
+                    mtime_ns: r.get(3)?,
+                    time: r.get(4)?,
+                    blake3: r.get(5)?,
+                    kept_blake3: r.get(6)?,
+                    copy_blake3: r.get(7)?,
+                    kept_path: r.get(8)?,
+                    kept_root: r.get(9)?,
+                },
             ))
         })?
         .filter_map(|row| match row {
-            Ok((inbox, path, size, mtime, time)) if inboxes.contains(&inbox) => {
-                Some(Ok((path, size, mtime, time)))
-            }
+            Ok((inbox, copy)) if inboxes.contains(&inbox) => Some(Ok(copy)),
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         })
         .collect()
     })?;
-    for (path, size, mtime_ns, time) in sources {
-        if year_of(time.as_deref()) != Some(year) {
+    for copy in sources {
+        if year_of(copy.time.as_deref()) != Some(year) {
             continue;
         }
-        match fsops::fingerprint(&path) {
-            Some((now_size, now_mtime, _)) if now_size == size && now_mtime == mtime_ns => {
-                match fsops::remove_source(&path) {
+        match fsops::fingerprint(&copy.path) {
+            Some((now_size, now_mtime, _))
+                if now_size == copy.size && now_mtime == copy.mtime_ns =>
+            {
+                // Only with the copy that keeps its bytes verified again.
+                let kept = match (
+                    &copy.blake3,
+                    &copy.kept_blake3,
+                    &copy.copy_blake3,
+                    &copy.kept_path,
+                ) {
+                    (Some(hash), Some(kept_hash), Some(copy_hash), Some(rel))
+                        if hash == kept_hash =>
+                    {
+                        let root = match copy.kept_root.as_deref() {
+                            Some("archive") => config.archive.root.clone(),
+                            _ => Some(config.library_root.clone()),
+                        };
+                        match root {
+                            Some(root) => Kept::verify(&root.join(rel), copy_hash, hash),
+                            None => Err("no archive root is configured".into()),
+                        }
+                    }
+                    _ => Err("keepsake has no copy of its bytes".into()),
+                };
+                let hash = copy.blake3.as_deref().unwrap_or_default();
+                match kept.and_then(|kept| remove_source(&copy.path, hash, &kept)) {
                     Ok(()) => report.icloud_removed += 1,
                     Err(e) => report
                         .errors
-                        .push(format!("cannot remove {}: {e}", path.display())),
+                        .push(format!("{} stays: {e}", copy.path.display())),
                 }
             }
             // Gone already, or changed since keepsake took it: left alone.
@@ -736,6 +771,19 @@ fn remove_icloud_copies(
         }
     }
     Ok(())
+}
+
+/// An iCloud download keepsake took, and the copy that keeps its bytes.
+struct IcloudCopy {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i64,
+    time: Option<String>,
+    blake3: Option<String>,
+    kept_blake3: Option<String>,
+    copy_blake3: Option<String>,
+    kept_path: Option<String>,
+    kept_root: Option<String>,
 }
 
 fn move_year(
@@ -775,6 +823,10 @@ fn move_year(
         return Ok(report);
     }
     if let Err(why) = check_archive_root(&archive, ledger)? {
+        report.errors.push(why);
+        return Ok(report);
+    }
+    if let Err(why) = fsops::probe_no_replace(&archive) {
         report.errors.push(why);
         return Ok(report);
     }
@@ -1062,8 +1114,10 @@ fn move_batch(
     // 4. Sources left by a copy across filesystems go; then done.
     for (m, _) in &placed {
         let source = config.library_root.join(&m.rel);
-        if source.exists()
-            && let Err(e) = fsops::remove_source(&source)
+        let dest = archive.join(&m.rel);
+        if source.symlink_metadata().is_ok()
+            && let Err(e) = Kept::verify(&dest, &m.blake3, &m.blake3)
+                .and_then(|kept| remove_source(&source, &m.blake3, &kept))
         {
             report.errors.push(format!(
                 "{}: moved, but the library copy could not be removed: {e}",
@@ -1072,6 +1126,27 @@ fn move_batch(
         }
     }
     fault_point("archive: sources removed");
+    // Manifest targets (restic `--files-from`) list files by absolute path:
+    // the archived ones are listed again at their archive paths, so the
+    // backup keeps covering them.
+    let lines: String = placed
+        .iter()
+        .map(|(m, _)| archive.join(&m.rel).to_string_lossy().into_owned())
+        .filter(|line| !line.contains(['\n', '\r']))
+        .map(|line| line + "\n")
+        .collect();
+    if !lines.is_empty() {
+        for target in config.offsite.values() {
+            if let crate::config::TargetKind::Manifest { path } = &target.kind
+                && let Err(e) = fsops::append_durably(path, lines.as_bytes())
+            {
+                report.errors.push(format!(
+                    "cannot list the archived files in the manifest {}: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
     ledger.write(|tx| {
         let now = ledger::now();
         for (_, id) in &placed {
@@ -1103,6 +1178,14 @@ fn temp_for(dest: &Path, id: u64) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Cut to fit a name's 255 bytes (the id keeps it unique).
+    let name: String = name
+        .chars()
+        .scan(0, |len, c| {
+            *len += c.len_utf8();
+            (*len <= 200).then_some(c)
+        })
+        .collect();
     dest.with_file_name(format!(".keepsake-archive-{id}-{name}.tmp"))
 }
 
@@ -1236,19 +1319,10 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
     } in open
     {
         let _ = fsops::remove_temp(&temp);
-        let dest_ok = dest.exists() && blake3_file(&dest).ok().as_deref() == Some(blake3.as_str());
-        let outcome = if dest_ok {
-            // The archive copy is there and verified: once it is durable,
-            // the library copy goes.
-            let durable = fsops::sync_files(&[dest.as_path()])
-                .and_then(|()| dest.parent().map_or(Ok(()), fsops::fsync_dir));
-            let removed = durable.and_then(|()| {
-                if source.exists() {
-                    fsops::remove_source(&source)
-                } else {
-                    Ok(())
-                }
-            });
+        // The archive copy there, verified and durable: the library copy goes.
+        let kept = Kept::verify(&dest, &blake3, &blake3);
+        let outcome = if let Ok(kept) = kept {
+            let removed = remove_source(&source, &blake3, &kept);
             if let Err(e) = removed {
                 tracing::error!(
                     "archive move of {}: {e}; tried again at the next start",

@@ -80,8 +80,21 @@ pub fn walk(root: &Path, extra_globs: &[String]) -> Walk {
             let name = root.file_name().map(OsString::from).unwrap_or_default();
             match std::fs::read_dir(dir) {
                 Ok(entries) => {
-                    let siblings: Vec<OsString> =
-                        entries.flatten().map(|e| e.file_name()).collect();
+                    // Regular files only: a symlinked sidecar is never read.
+                    let siblings: Vec<OsString> = entries
+                        .flatten()
+                        .filter(|e| {
+                            let regular = e.file_type().is_ok_and(|t| t.is_file());
+                            if !regular && is_sidecar(e.file_name().as_bytes()) {
+                                tracing::warn!(
+                                    "{} is not a regular file (a symlink?); keepsake never follows links in an inbox, so it is ignored",
+                                    e.path().display()
+                                );
+                            }
+                            regular
+                        })
+                        .map(|e| e.file_name())
+                        .collect();
                     let companions = companions_of(name.as_bytes(), &siblings);
                     walk.files.push(candidate(
                         root,
@@ -128,6 +141,13 @@ pub fn walk_names(
     extra_globs: &[String],
 ) -> Walk {
     let mut walk = Walk::default();
+    if crate::effects::fsops::through_symlink(root, dir) {
+        walk.errors.push(format!(
+            "{} is reached through a symlink; keepsake never follows links in an inbox",
+            dir.display()
+        ));
+        return walk;
+    }
     let rel = dir
         .strip_prefix(root)
         .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -184,6 +204,12 @@ fn list_dir(dir: &Path, extra_globs: &[String], walk: &mut Walk) -> Option<Listi
         } else if meta.is_file() {
             files.push((name, meta));
         } else {
+            if meta.file_type().is_symlink() {
+                tracing::info!(
+                    "{} is a symlink; keepsake never follows links in an inbox, so it is ignored",
+                    entry.path().display()
+                );
+            }
             walk.ignored += 1;
         }
     }

@@ -119,7 +119,9 @@ pub fn hash_and_copy(
 
 /// BLAKE3 of a file, for verifying what was written.
 pub fn blake3_file(path: &std::path::Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+    // Never through a link: a library file that became a symlink does not
+    // hold the bytes it points at as far as keepsake is concerned.
+    let mut file = crate::effects::fsops::open_nofollow(path)?;
     let mut hasher = blake3::Hasher::new();
     with_buffer(CHUNK, |buf| {
         loop {

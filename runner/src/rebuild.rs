@@ -45,6 +45,9 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
     // A root that cannot be read now (an archive disk not mounted) is not
     // taken as "every file in it is gone".
     let mut unreadable: Vec<&str> = Vec::new();
+    // Folders inside a root that cannot be read: their rows are kept too
+    // (dropped rows would make their bytes get placed again).
+    let mut unread_dirs: Vec<(String, PathBuf)> = Vec::new();
     for root in [Root::Library, Root::Archive] {
         if let Some(base) = root.path(config) {
             if std::fs::read_dir(base).is_err() {
@@ -63,6 +66,7 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
                 base,
                 &mut found,
                 &mut recorded,
+                &mut unread_dirs,
                 &mut report,
             );
         }
@@ -102,6 +106,15 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
         {
             continue;
         }
+        let in_unread_dir = unread_dirs.iter().any(|(dir_root, dir)| {
+            *dir_root == root
+                && Root::parse(&root)
+                    .and_then(|r| r.path(config))
+                    .is_some_and(|base| base.join(&path).starts_with(dir))
+        });
+        if in_unread_dir {
+            continue;
+        }
         if !found.contains(&(root.clone(), path.clone())) {
             drop_asset(ledger, "job_id = ?1", &job_id.to_string())?;
             report.missing.push(if root == "library" {
@@ -121,6 +134,7 @@ fn walk_root(
     base: &Path,
     found: &mut std::collections::HashSet<(String, String)>,
     recorded: &mut Vec<(u64, PathBuf, Vec<String>)>,
+    unread_dirs: &mut Vec<(String, PathBuf)>,
     report: &mut RebuildReport,
 ) {
     let mut stack = vec![base.to_path_buf()];
@@ -129,9 +143,11 @@ fn walk_root(
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) => {
-                report
-                    .errors
-                    .push(format!("cannot read folder {}: {e}", dir.display()));
+                report.errors.push(format!(
+                    "cannot read folder {}: {e}; its rows are kept (fix its permissions and rebuild again)",
+                    dir.display()
+                ));
+                unread_dirs.push((root.as_str().to_string(), dir.clone()));
                 continue;
             }
         };
@@ -179,7 +195,7 @@ fn record(
     meta: &std::fs::Metadata,
     report: &mut RebuildReport,
 ) -> Result<Option<u64>, Box<dyn std::error::Error>> {
-    let file = std::fs::File::open(path)?;
+    let file = crate::effects::fsops::open_nofollow(path)?;
     let hashes = hash_reader(&file, meta.len())?;
     let name = path
         .file_name()
@@ -237,6 +253,7 @@ fn record(
                 capture_time: None,
                 capture_source: None,
                 library_path: rel,
+                library_blake3: None,
             },
         )?;
         tx.execute(

@@ -318,6 +318,11 @@ pub fn print_status(
         );
     }
     writeln!(out, "config   {}", config.origin)?;
+    if let Ok(state) = ledger.read(ledger::service_state)
+        && let Some(full) = state.get("disk_full").filter(|p| !p.is_empty())
+    {
+        writeln!(out, "  ! a disk is full: {full}")?;
+    }
     writeln!(out, "ledger   {}", ledger.path().display())?;
     writeln!(
         out,

@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod corpus;
 mod crash;
+mod edges;
 mod exif;
 mod hostile;
 mod immich;

@@ -51,7 +51,7 @@ impl RawArchive {
         let root = self.root.as_ref().map(|p| super::resolve(base, p));
         let overlaps = |other: &Path| {
             root.as_ref()
-                .is_some_and(|root| root.starts_with(other) || other.starts_with(root))
+                .is_some_and(|root| super::overlaps(root, other))
         };
         if overlaps(library_root) || overlaps(state_dir) {
             return Err((

@@ -94,6 +94,9 @@ struct RawStage {
     wasm: Option<PathBuf>,
     timeout_ms: Option<u64>,
     memory_mib: Option<u64>,
+    /// The stage's key-value quota.
+    kv_max_keys: Option<u64>,
+    kv_max_mib: Option<u64>,
     /// Origins (`https://host:port`) a `placed`-phase stage may send HTTP
     /// requests to.
     #[serde(default)]
@@ -150,6 +153,8 @@ pub struct StageConfig {
     pub source: StageSource,
     pub timeout: Duration,
     pub memory_bytes: usize,
+    /// What it may keep in its key-value store.
+    pub kv_quota: crate::host::KvQuota,
     /// Origins it may reach over HTTP (`scheme://host:port`).
     pub http_origins: Vec<String>,
     /// Options as text: strings as they are, other values as JSON.
@@ -229,6 +234,19 @@ impl Config {
                     "must be 1..=4096".into(),
                 ));
             }
+            let default_quota = crate::host::KvQuota::default();
+            let kv_quota = crate::host::KvQuota {
+                max_keys: stage.kv_max_keys.unwrap_or(default_quota.max_keys),
+                max_bytes: stage
+                    .kv_max_mib
+                    .map_or(default_quota.max_bytes, |mib| mib.saturating_mul(1 << 20)),
+            };
+            if kv_quota.max_keys == 0 || stage.kv_max_mib == Some(0) {
+                return Err(invalid(
+                    format!("{key}.kv_max_keys"),
+                    "kv_max_keys and kv_max_mib must be at least 1".into(),
+                ));
+            }
             let options: BTreeMap<String, String> = stage
                 .options
                 .iter()
@@ -264,6 +282,7 @@ impl Config {
                     source,
                     timeout: Duration::from_millis(timeout_ms),
                     memory_bytes: (memory_mib as usize) << 20,
+                    kv_quota,
                     http_origins,
                     options,
                 },
@@ -324,7 +343,7 @@ impl Config {
         }
 
         for (i, a) in inboxes.iter().enumerate() {
-            if a.path.starts_with(&library_root) || library_root.starts_with(&a.path) {
+            if overlaps(&a.path, &library_root) {
                 return Err(invalid(
                     format!("inbox[{i}].path"),
                     format!(
@@ -334,8 +353,18 @@ impl Config {
                     ),
                 ));
             }
+            if overlaps(&a.path, &state_dir) {
+                return Err(invalid(
+                    format!("inbox[{i}].path"),
+                    format!(
+                        "{} and keepsake's state folder {} overlap; keep them apart",
+                        a.path.display(),
+                        state_dir.display()
+                    ),
+                ));
+            }
             for (j, b) in inboxes.iter().enumerate().skip(i + 1) {
-                if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
+                if overlaps(&a.path, &b.path) {
                     return Err(invalid(
                         format!("inbox[{j}].path"),
                         format!("inboxes {:?} and {:?} overlap", a.name, b.name),
@@ -360,11 +389,13 @@ impl Config {
                 .validate(name, &base)
                 .map_err(|(key, message)| invalid(key, message))?;
             if let TargetKind::Dir { path } = &target.kind
-                && (path.starts_with(&library_root) || library_root.starts_with(path))
+                && (overlaps(path, &library_root)
+                    || overlaps(path, &state_dir)
+                    || inboxes.iter().any(|inbox| overlaps(path, &inbox.path)))
             {
                 return Err(invalid(
                     format!("offsite.{name}.path"),
-                    "must be outside the library (an offsite copy on the same disk protects nothing)".into(),
+                    "must be outside the library, its state folder and every inbox (an offsite copy on the same disk protects nothing)".into(),
                 ));
             }
             offsite.insert(name.clone(), target);
@@ -466,6 +497,7 @@ fn builtin_stage(name: &str) -> StageConfig {
         source: StageSource::Builtin,
         timeout: Duration::from_millis(default_timeout_ms(name)),
         memory_bytes: (DEFAULT_MEMORY_MIB as usize) << 20,
+        kv_quota: crate::host::KvQuota::default(),
         http_origins: Vec::new(),
         options: BTreeMap::new(),
     }
@@ -494,6 +526,47 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Whether two folders overlap (one is, or is inside, the other): by their
+/// paths, by their canonical paths (a symlink on the way), and by (device,
+/// inode) of the folders on the way up (a bind mount shows one folder at two
+/// paths). Folders that do not exist yet are compared by the part that does.
+pub fn overlaps(a: &Path, b: &Path) -> bool {
+    within(a, b) || within(b, a)
+}
+
+/// `a` is `b` or inside it.
+fn within(a: &Path, b: &Path) -> bool {
+    if a.starts_with(b) {
+        return true;
+    }
+    let (a, b) = (canonical_lenient(a), canonical_lenient(b));
+    if a.starts_with(&b) {
+        return true;
+    }
+    let Some(b_id) = dev_ino(&b) else {
+        return false;
+    };
+    a.ancestors().any(|up| dev_ino(up) == Some(b_id))
+}
+
+fn dev_ino(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The canonical path of the longest existing part of `path`, with the rest
+/// appended as it is.
+fn canonical_lenient(path: &Path) -> PathBuf {
+    let path = absolute(path);
+    for up in path.ancestors() {
+        if let Ok(real) = up.canonicalize() {
+            let rest = path.strip_prefix(up).unwrap_or(Path::new(""));
+            return real.join(rest);
+        }
+    }
+    path
 }
 
 /// An absolute path without `.` or `..`, resolved lexically (the folders need

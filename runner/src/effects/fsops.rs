@@ -23,7 +23,7 @@ fn copy_with(
     temp: &Path,
     copy: impl FnOnce(&mut File, &mut File) -> io::Result<u64>,
 ) -> io::Result<u64> {
-    let mut from = File::open(source)?;
+    let mut from = open_nofollow(source)?;
     let modified = from.metadata()?.modified()?;
     let mut to = OpenOptions::new()
         .write(true)
@@ -108,29 +108,198 @@ pub fn clear_staging(dir: &Path) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// Make written files (or folders) durable: one `syncfs` per filesystem when
-/// there are many (one journal commit instead of one per file), `fsync` each
-/// otherwise.
+/// Make written files (or folders) durable. On a filesystem whose `syncfs`
+/// is known to reach the storage (ext4, XFS, btrfs, ZFS, f2fs, bcachefs,
+/// tmpfs), a batch of more than four is made durable with one `syncfs` (one
+/// flush instead of one per file). Everywhere else each path gets its own
+/// `fsync`: FUSE does not pass `syncfs` to its daemon (mergerfs, Unraid's
+/// shfs, bindfs, ntfs-3g, exfat-fuse), CIFS/SMB and NFS send no flush for
+/// it, and an unknown filesystem is not trusted.
 pub fn sync_files(paths: &[&Path]) -> io::Result<()> {
-    if paths.len() <= 4 {
+    if paths.len() <= 4 || per_file_sync_forced() {
         for path in paths {
             File::open(path)?.sync_all()?;
         }
         return Ok(());
     }
-    let mut devices = std::collections::HashSet::new();
+    use std::os::unix::fs::MetadataExt;
+    // Per device: whether one syncfs serves it, and the paths on it.
+    let mut devices: std::collections::HashMap<u64, (bool, Vec<File>)> =
+        std::collections::HashMap::new();
     for path in paths {
-        use std::os::unix::fs::MetadataExt;
         let file = File::open(path)?;
-        if devices.insert(file.metadata()?.dev()) {
-            rustix::fs::syncfs(&file)?;
+        let dev = file.metadata()?.dev();
+        let slot = devices
+            .entry(dev)
+            .or_insert_with(|| (syncfs_reaches_storage(&file), Vec::new()));
+        slot.1.push(file);
+    }
+    for (whole, files) in devices.into_values() {
+        if whole {
+            if let Some(first) = files.first() {
+                rustix::fs::syncfs(first)?;
+            }
+        } else {
+            for file in &files {
+                file.sync_all()?;
+            }
         }
     }
     Ok(())
 }
 
+/// `KEEPSAKE_SYNC=per-file` makes every filesystem get an fsync per file
+/// (the benchmark measures both ways).
+fn per_file_sync_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("KEEPSAKE_SYNC").is_ok_and(|v| v == "per-file"))
+}
+
+/// What a filesystem is, by `statfs` f_type: the names keepsake reports.
+pub fn filesystem_kind(path: &Path) -> &'static str {
+    match rustix::fs::statfs(path) {
+        Ok(stat) => kind_of(stat.f_type as i64),
+        Err(_) => "unknown",
+    }
+}
+
+fn kind_of(f_type: i64) -> &'static str {
+    match f_type {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        0xCA45_1A4E => "bcachefs",
+        0x0102_1994 => "tmpfs",
+        0x6573_5546 => "fuse",
+        0xFF53_4D42 => "cifs",
+        0xFE53_4D42 => "smb2",
+        0x6969 => "nfs",
+        0x0102_1997 => "9p",
+        0x794C_7630 => "overlay",
+        _ => "unknown",
+    }
+}
+
+/// Whether one `syncfs` on this filesystem makes every written file durable.
+fn syncfs_reaches_storage(file: &File) -> bool {
+    rustix::fs::fstatfs(file).is_ok_and(|stat| {
+        matches!(
+            kind_of(stat.f_type as i64),
+            "ext4" | "xfs" | "btrfs" | "zfs" | "f2fs" | "bcachefs" | "tmpfs"
+        )
+    })
+}
+
+/// Open a file for reading without following a symlink at its last
+/// component (`O_NOFOLLOW`): inside an inbox or a root a link is never
+/// followed, so a link where a file was expected is an error (`ELOOP`).
+pub fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Whether `path` below `root` is reached through a symlink: any component
+/// after `root`, the last one included, that is a link (or does not exist).
+pub fn through_symlink(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return true;
+    };
+    let mut cursor = root.to_path_buf();
+    for component in rel.components() {
+        cursor.push(component);
+        match std::fs::symlink_metadata(&cursor) {
+            Ok(meta) if meta.file_type().is_symlink() => return true,
+            Ok(_) => {}
+            // Gone: nothing to follow; the caller finds it missing.
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Devices whose `RENAME_NOREPLACE` was found to replace anyway (some CIFS
+/// servers): renames there go the hard-link way.
+static LINK_DEVICES: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn device_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    std::fs::metadata(dir).ok().map(|m| m.dev())
+}
+
+/// Check that a no-replace rename in `root` really refuses to replace a
+/// file. Where it replaces anyway, the hard-link way is checked and used
+/// from then on; where that does not refuse either, `Err` names the root.
+pub fn probe_no_replace(root: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let fail = |what: String| format!("cannot check {}: {what}", root.display());
+    let a = root.join(format!(".keepsake-probe-{}-a", std::process::id()));
+    let b = root.join(format!(".keepsake-probe-{}-b", std::process::id()));
+    let cleanup = || {
+        let _ = remove_temp(&a);
+        let _ = remove_temp(&b);
+    };
+    cleanup();
+    let written = write_temp(&a, b"a").and_then(|_| write_temp(&b, b"b"));
+    if let Err(e) = written {
+        cleanup();
+        return Err(fail(e.to_string()));
+    }
+    let refused = |outcome: io::Result<()>| {
+        matches!(&outcome, Err(e) if e.kind() == io::ErrorKind::AlreadyExists)
+            && std::fs::read(&b).is_ok_and(|bytes| bytes == b"b")
+    };
+    if refused(rename_plain_no_replace(&a, &b)) {
+        cleanup();
+        return Ok(());
+    }
+    // It replaced: put the probe back and try the hard-link way.
+    let _ = remove_temp(&a);
+    let _ = remove_temp(&b);
+    let rewritten = write_temp(&a, b"a").and_then(|_| write_temp(&b, b"b"));
+    let linked = rewritten.and_then(|_| std::fs::hard_link(&a, &b));
+    let link_refuses = refused(linked);
+    cleanup();
+    if link_refuses {
+        let dev = std::fs::metadata(root)
+            .map(|m| m.dev())
+            .map_err(|e| fail(e.to_string()))?;
+        tracing::warn!(
+            "{}: a no-replace rename replaces files here; keepsake uses hard links instead",
+            root.display()
+        );
+        LINK_DEVICES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dev);
+        return Ok(());
+    }
+    Err(format!(
+        "{} replaces existing files on a rename that must not (and on a hard link): keepsake cannot place files there without risking an overwrite; mount it with another filesystem or server option (for SMB: a server with POSIX extensions), then start again",
+        root.display()
+    ))
+}
+
 /// Rename `from` to `to` unless `to` exists. `Err(AlreadyExists)` when it does.
 pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    let linked = device_of(to).is_some_and(|dev| {
+        LINK_DEVICES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&dev)
+    });
+    if linked {
+        std::fs::hard_link(from, to)?;
+        return std::fs::remove_file(from);
+    }
+    rename_plain_no_replace(from, to)
+}
+
+fn rename_plain_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
@@ -181,10 +350,12 @@ pub fn fingerprint(path: &Path) -> Option<(u64, i64, u64)> {
     Some((meta.len(), crate::discover::mtime_ns(&meta), meta.ino()))
 }
 
-/// Remove an inbox file after its library copy is verified and committed.
-pub fn remove_source(path: &Path) -> io::Result<()> {
+/// Remove a source file: only [`super::kept::remove_source`] calls this,
+/// once it holds the proof that the source's bytes are kept. A failed
+/// folder fsync is an error: the removal is not durable yet.
+pub(super) fn unlink_source(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)?;
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fsync_dir(dir)?;
     }
     Ok(())
@@ -272,4 +443,48 @@ pub fn append_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
         fsync_dir(dir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_through_a_link_is_told_apart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path().join("inbox");
+        std::fs::create_dir_all(root.join("real/2003")).unwrap();
+        std::fs::write(root.join("real/2003/a.jpg"), b"a").unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("view")).unwrap();
+        assert!(!through_symlink(&root, &root.join("real/2003/a.jpg")));
+        assert!(through_symlink(&root, &root.join("view/2003/a.jpg")));
+        assert!(through_symlink(&root, &root.join("view")));
+        assert!(through_symlink(&root, Path::new("/elsewhere/a.jpg")));
+        // Opening through a link at the last component fails.
+        std::os::unix::fs::symlink(root.join("real/2003/a.jpg"), root.join("b.jpg")).unwrap();
+        assert!(open_nofollow(&root.join("b.jpg")).is_err());
+        assert!(open_nofollow(&root.join("real/2003/a.jpg")).is_ok());
+    }
+
+    #[test]
+    fn a_batch_is_synced_and_no_replace_is_probed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files: Vec<PathBuf> = (0..6).map(|i| dir.path().join(format!("{i}"))).collect();
+        for file in &files {
+            write_temp(file, b"x").unwrap();
+        }
+        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        sync_files(&refs).unwrap();
+        assert_ne!(filesystem_kind(dir.path()), "");
+        probe_no_replace(dir.path()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("probe"))
+            .collect();
+        assert!(left.is_empty(), "the probe leaves nothing behind");
+        assert_eq!(kind_of(0x6573_5546), "fuse");
+        assert_eq!(kind_of(0xFF53_4D42), "cifs");
+        assert_eq!(kind_of(0x1234), "unknown");
+    }
 }

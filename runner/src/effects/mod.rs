@@ -16,16 +16,18 @@
 //! it back in the queue. It never deletes a file outside keepsake's temps.
 
 pub mod fsops;
+pub mod kept;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::hashing::blake3_file;
 use crate::ledger::{self, Action, JobState, Ledger, LedgerError, Outcome};
+use kept::Kept;
 
 /// `KEEPSAKE_FAULT_AFTER=k` aborts the process at the k-th fault point: the
 /// crash-safety tests sweep k over every step of a run.
@@ -46,6 +48,9 @@ pub fn fault_point(label: &str) {
     }
 }
 
+/// Set by a copy that found its disk full.
+static DISK_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the asset row will say.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AssetInfo {
@@ -55,6 +60,10 @@ pub struct AssetInfo {
     pub media_kind: String,
     pub capture_time: Option<String>,
     pub capture_source: Option<String>,
+    /// The library copy's own BLAKE3, when it is not the original's bytes
+    /// (embedded XMP).
+    #[serde(default)]
+    pub library_blake3: Option<String>,
 }
 
 /// How a job ends once its files are in place; stored with each intent so
@@ -115,6 +124,22 @@ pub struct FileWrite {
     /// A copy of `source` made while it was hashed, to move into place
     /// instead of copying again.
     pub staged: Option<PathBuf>,
+    /// The BLAKE3 of `source` whose bytes this write keeps: `blake3` for a
+    /// copy, the original's for a copy with embedded XMP or a sidecar
+    /// keepsake merged its properties into (every property of the source
+    /// is carried over). Empty when there is no source.
+    pub keeps: String,
+}
+
+/// Where a duplicate's bytes are kept: its original's library copy, checked
+/// again (hashed, fsynced) before a move-mode duplicate leaves the inbox.
+#[derive(Debug, Clone)]
+pub struct Keeper {
+    pub path: PathBuf,
+    /// The BLAKE3 of the copy's own bytes.
+    pub copy_blake3: String,
+    /// The BLAKE3 of the original it keeps (the duplicate's).
+    pub source_blake3: String,
 }
 
 /// A job after its stages ran: what to write and how it ends.
@@ -133,6 +158,10 @@ pub struct JobPlan {
     /// A duplicate of a job still being placed: it is finished only if that
     /// job's file is committed, so a duplicate never points at nothing.
     pub depends_on: Option<u64>,
+    /// A duplicate of a committed asset: where its bytes are kept.
+    pub keeper: Option<Keeper>,
+    /// The BLAKE3 of the job's own file as it was read.
+    pub source_blake3: String,
 }
 
 /// What happened to a job in [`apply`].
@@ -158,6 +187,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     let mut adopted = std::collections::HashSet::new();
     let mut generated = HashMap::new();
     let mut staged_copies: HashMap<u64, PathBuf> = HashMap::new();
+    let mut keeps: HashMap<u64, String> = HashMap::new();
     let entries = ledger.write(|tx| {
         let mut entries: Vec<ledger::JournalEntry> = Vec::new();
         for plan in &plans {
@@ -184,6 +214,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 if write.adopt {
                     adopted.insert(entry.id);
                 }
+                keeps.insert(entry.id, write.keeps.clone());
                 if let Some(content) = &write.content {
                     generated.insert(entry.id, std::sync::Arc::clone(content));
                 }
@@ -197,10 +228,13 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     })?;
     fault_point("intents committed");
     let intents = started.elapsed();
+    // Proofs that a source's bytes are durable, by journal entry.
+    let mut kept: HashMap<u64, Kept> = HashMap::new();
     for plan in plans {
         if plan.writes.is_empty() && plan.depends_on.is_none() {
-            // Committed above: a move-mode duplicate may leave the inbox now.
-            remove_sources(&plan);
+            // Committed above: a move-mode duplicate may leave the inbox
+            // once its original's copy is verified again.
+            remove_sources(&plan, &[]);
             results.insert(plan.job_id, Applied::Finished(plan.finish.state()));
         } else {
             plans_by_id.insert(plan.job_id, plan);
@@ -218,14 +252,18 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             continue;
         }
         if adopted.contains(&entry.id) {
-            if !blake3_file(&entry.dest).is_ok_and(|hash| hash == entry.blake3) {
-                failed.insert(
-                    entry.job_id,
-                    format!(
-                        "{} changed while keepsake was adopting it; retry the job",
-                        entry.dest.display()
-                    ),
-                );
+            // Written by an earlier attempt: hashed and made durable again.
+            let keeps = keeps.get(&entry.id).map_or("", String::as_str);
+            match Kept::verify(&entry.dest, &entry.blake3, keeps) {
+                Ok(proof) => {
+                    kept.insert(entry.id, proof);
+                }
+                Err(e) => {
+                    failed.insert(
+                        entry.job_id,
+                        format!("adopting an earlier attempt's copy: {e}; retry the job"),
+                    );
+                }
             }
             continue;
         }
@@ -255,7 +293,8 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         written.map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::StorageFull => {
-                    "; the disk is full: free space, then `keepsake retry --failed`"
+                    DISK_FULL.store(true, Ordering::Relaxed);
+                    "; the disk is full: free space on it, then `keepsake retry --failed`"
                 }
                 std::io::ErrorKind::PermissionDenied => {
                     "; fix the permissions, then `keepsake retry --failed`"
@@ -269,6 +308,27 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             )
         })
     });
+    if DISK_FULL.swap(false, Ordering::Relaxed) {
+        // The ledger shares the disk, most often: what it records next
+        // (these failures, then the stop) must still fit.
+        ledger.release_reserve();
+        let root = entries
+            .iter()
+            .find(|e| failed.contains_key(&e.job_id))
+            .and_then(|e| e.dest.parent())
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        let _ = ledger.write(|tx| {
+            ledger::set_service_state(
+                tx,
+                "disk_full",
+                &format!(
+                    "{root} (at {}): free space on that disk, then `keepsake retry --failed`",
+                    ledger::now()
+                ),
+            )
+        });
+    }
     let mut written: Vec<&ledger::JournalEntry> = Vec::new();
     for (entry, copied) in to_copy.into_iter().zip(copies) {
         match copied {
@@ -299,7 +359,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         .copied()
         .filter(|entry| !failed.contains_key(&entry.job_id))
         .collect();
-    let hashes = crate::par::map(&to_verify, |entry| blake3_file(&entry.temp));
+    let hashes = crate::par::map(&to_verify, |entry| crate::hashing::blake3_file(&entry.temp));
     for (entry, hash) in to_verify.into_iter().zip(hashes) {
         match hash {
             Ok(hash) if hash == entry.blake3 => {}
@@ -354,12 +414,43 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     }
     // The folders that received files, and again the parents of new folders:
     // cheap when the temps' sync covered them, and what makes them durable
-    // when it could not.
-    let dirs: Vec<&Path> = (dirs.iter().chain(&gained_entries))
+    // when it could not. A folder that cannot be synced holds back every
+    // job written into it: its sources stay, and a retry adopts its files.
+    let dir_list: Vec<&Path> = (dirs.iter().chain(&gained_entries))
         .map(PathBuf::as_path)
         .collect();
-    if let Err(e) = fsops::sync_files(&dirs) {
-        tracing::warn!("cannot sync the library folders: {e}");
+    if let Err(e) = fsops::sync_files(&dir_list) {
+        let mut unsynced: BTreeSet<&Path> = BTreeSet::new();
+        for dir in &dir_list {
+            if let Err(e) = fsops::fsync_dir(dir) {
+                tracing::warn!("cannot sync folder {}: {e}", dir.display());
+                unsynced.insert(dir);
+            }
+        }
+        if unsynced.is_empty() {
+            // Each on its own went through: the batch's error was elsewhere.
+            tracing::warn!("syncing the library folders failed once: {e}");
+        }
+        for entry in &written {
+            let dir = entry.dest.parent().unwrap_or(Path::new("."));
+            let new_parent = gained_entries
+                .iter()
+                .any(|g| unsynced.contains(g.as_path()));
+            if unsynced.contains(dir) || new_parent {
+                failed.entry(entry.job_id).or_insert_with(|| {
+                    format!(
+                        "cannot sync folder {}: {e}; its file is in place and the source stays until a retry makes it durable",
+                        dir.display()
+                    )
+                });
+            }
+        }
+    }
+    for entry in &written {
+        if !failed.contains_key(&entry.job_id) {
+            let keeps = keeps.get(&entry.id).map_or("", String::as_str);
+            kept.insert(entry.id, Kept::written(&entry.dest, keeps));
+        }
     }
     fault_point("folders synced");
 
@@ -372,7 +463,12 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     }
 
     // 6. Done.
+    let any_placed = written.iter().any(|e| !failed.contains_key(&e.job_id));
     ledger.write(|tx| {
+        if any_placed {
+            // Files land again: a disk that was full has room now.
+            tx.execute("DELETE FROM service_state WHERE key = 'disk_full'", [])?;
+        }
         for entry in &entries {
             let state = if failed.contains_key(&entry.job_id) {
                 "rolled_back"
@@ -412,13 +508,53 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         "effects applied"
     );
 
-    for (job_id, plan) in plans_by_id {
+    // The proofs of each job's files, and of each job's own file (a
+    // duplicate in this batch is kept where its original went).
+    let mut proofs_by_job: HashMap<u64, Vec<(PathBuf, Kept)>> = HashMap::new();
+    for entry in &entries {
+        if let Some(proof) = kept.remove(&entry.id) {
+            proofs_by_job
+                .entry(entry.job_id)
+                .or_default()
+                .push((entry.source.clone(), proof));
+        }
+    }
+    for (job_id, plan) in &plans_by_id {
+        if failed.contains_key(job_id) {
+            continue;
+        }
+        if let Some(original) = plan.depends_on
+            && let Some(place) = plans_by_id.get(&original).and_then(|p| p.writes.first())
+            && let Some(proof) = proofs_by_job
+                .get(&original)
+                .and_then(|proofs| proofs.iter().find(|(source, _)| *source == place.source))
+                .map(|(_, proof)| proof.clone())
+        {
+            proofs_by_job.entry(*job_id).or_default().push((
+                plan.remove_sources.last().cloned().unwrap_or_default(),
+                proof,
+            ));
+        }
+    }
+    for (job_id, mut plan) in plans_by_id {
         match failed.remove(&job_id) {
             Some(message) => {
                 results.insert(job_id, Applied::Failed(message));
             }
             None => {
-                remove_sources(&plan);
+                let proofs = proofs_by_job.remove(&job_id).unwrap_or_default();
+                // A duplicate of a job an earlier batch committed meanwhile:
+                // kept where that job's file went (checked again below).
+                if let Some(original) = plan.depends_on
+                    && plan.keeper.is_none()
+                    && proofs.is_empty()
+                {
+                    plan.keeper = ledger
+                        .read(|c| committed_copy(c, original, &plan.source_blake3))
+                        .ok()
+                        .flatten();
+                }
+                remove_sources(&plan, &proofs);
                 results.insert(job_id, Applied::Finished(plan.finish.state()));
             }
         }
@@ -426,12 +562,15 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     Ok(results.into_iter().collect())
 }
 
-/// Move mode: the job is committed, its inbox files may go.
-fn remove_sources(plan: &JobPlan) {
+/// Move mode: the job is committed, its inbox files may go, each only with
+/// a proof that its bytes are kept (`proofs`: by source path; a duplicate's
+/// own file without one is kept by its original's copy, verified now).
+fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
     if !matches!(
         plan.finish.state(),
         JobState::Done | JobState::Duplicate | JobState::Quarantined
-    ) {
+    ) || plan.remove_sources.is_empty()
+    {
         return;
     }
     // The job's own file comes last in the list; if it changed since it was
@@ -448,15 +587,84 @@ fn remove_sources(plan: &JobPlan) {
             return;
         }
     }
+    let keeper = plan.keeper.as_ref().and_then(|keeper| {
+        match Kept::verify(&keeper.path, &keeper.copy_blake3, &keeper.source_blake3) {
+            Ok(proof) => Some(proof),
+            Err(e) => {
+                tracing::warn!(
+                    job = plan.job_id,
+                    "the inbox copy stays: its original's library copy does not verify: {e}"
+                );
+                None
+            }
+        }
+    });
+    let main = plan.remove_sources.last();
     for source in &plan.remove_sources {
-        if let Err(e) = fsops::remove_source(source) {
+        let proof = proofs
+            .iter()
+            .find(|(from, _)| from == source)
+            .map(|(_, proof)| proof)
+            .or(keeper.as_ref().filter(|_| Some(source) == main));
+        let Some(proof) = proof else {
             tracing::warn!(
                 job = plan.job_id,
-                "cannot remove {} from the inbox: {e}",
+                "{} stays in the inbox: keepsake has no verified copy of it",
                 source.display()
             );
+            continue;
+        };
+        // The job's own file was hashed when read; a companion's hash is
+        // the one its copy was verified against.
+        let hash = if Some(source) == main {
+            plan.source_blake3.as_str()
+        } else {
+            plan.writes
+                .iter()
+                .find(|w| w.source == *source)
+                .map_or("", |w| w.keeps.as_str())
+        };
+        // A companion is small: read again, so an edit made since it was
+        // copied is never lost with it.
+        if Some(source) != main && !crate::hashing::blake3_file(source).is_ok_and(|now| now == hash)
+        {
+            tracing::warn!(
+                job = plan.job_id,
+                "{} changed after keepsake copied it; it stays in the inbox",
+                source.display()
+            );
+            continue;
+        }
+        if let Err(e) = kept::remove_source(source, hash, proof) {
+            tracing::warn!(job = plan.job_id, "{e}");
         }
     }
+}
+
+/// Where job `original` placed bytes with the BLAKE3 `source_blake3`.
+fn committed_copy(
+    conn: &rusqlite::Connection,
+    original: u64,
+    source_blake3: &str,
+) -> rusqlite::Result<Option<Keeper>> {
+    use rusqlite::OptionalExtension;
+    if ledger::asset_by_job(conn, original)?.is_none_or(|asset| asset.blake3 != source_blake3) {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT dest, blake3 FROM journal WHERE job_id = ?1 AND action = 'place' AND state = 'done' \
+         ORDER BY id DESC LIMIT 1",
+        [original],
+        |r| {
+            let dest: Vec<u8> = r.get(0)?;
+            Ok(Keeper {
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(&dest)),
+                copy_blake3: r.get(1)?,
+                source_blake3: source_blake3.to_string(),
+            })
+        },
+    )
+    .optional()
 }
 
 fn finish_job(
@@ -479,6 +687,7 @@ fn finish_job(
                 capture_time: asset.capture_time.as_deref(),
                 capture_source: asset.capture_source.as_deref(),
                 library_path: path,
+                library_blake3: asset.library_blake3.as_deref(),
             },
         )?;
     }
@@ -529,7 +738,9 @@ pub fn recover(ledger: &Ledger) -> Result<Recovery, LedgerError> {
                     ),
                 }
             }
-            let arrived = blake3_file(&entry.dest).is_ok_and(|hash| hash == entry.blake3);
+            // Arrived with the right bytes, and durable before anything
+            // (a leftover inbox file) may be removed on its account.
+            let arrived = Kept::verify(&entry.dest, &entry.blake3, "").is_ok();
             complete &= arrived;
         }
         let finish: Option<Finish> = serde_json::from_str(&entries[0].outcome_json).ok();

@@ -3,7 +3,10 @@
 //!
 //! A cache file is `<blake3 of the wasm + engine compatibility>.cwasm` and
 //! starts with the BLAKE3 of the compiled bytes that follow: a truncated or
-//! tampered file is recompiled, never loaded.
+//! tampered file is recompiled, never loaded. Deserializing runs the native
+//! code in it, so only a file owned by keepsake's own user and writable by
+//! nobody else is loaded (a checksum anyone can recompute proves nothing);
+//! any other file is recompiled and replaced.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -46,7 +49,7 @@ pub fn load(
         return Ok((Component::new(engine, wasm)?, CacheOutcome::Compiled));
     };
     let path: PathBuf = dir.join(format!("{}.cwasm", cache_key(engine, wasm)));
-    if let Ok(bytes) = std::fs::read(&path)
+    if let Some(bytes) = read_trusted(&path)
         && bytes.len() > 32
         && blake3::hash(&bytes[32..]).as_bytes() == &bytes[..32]
     {
@@ -68,11 +71,37 @@ pub fn load(
     Ok((component, CacheOutcome::Compiled))
 }
 
+/// The file's bytes, if it is a regular file (not a link) owned by this
+/// process's user and not writable by its group or others.
+fn read_trusted(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let mut file = crate::effects::fsops::open_nofollow(path).ok()?;
+    let meta = file.metadata().ok()?;
+    let owner = rustix::process::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != owner || meta.mode() & 0o022 != 0 {
+        tracing::warn!(
+            "{} is not owned by keepsake's user or is writable by others; it is compiled again instead of loaded",
+            path.display()
+        );
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
 fn write_cache(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir)?;
     let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&temp)?;
+    let _ = crate::effects::fsops::remove_temp(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
     file.write_all(blake3::hash(compiled).as_bytes())?;
     file.write_all(compiled)?;
     file.sync_all()?;

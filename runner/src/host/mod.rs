@@ -33,6 +33,11 @@ const TICK: Duration = Duration::from_millis(5);
 pub const MAX_READ: u32 = 1 << 20;
 /// What a stage may print to stderr (a panic message) before it is cut.
 const STDERR_CAP: usize = 16 << 10;
+/// Resources (wasi:http handles, streams) a call may hold at once.
+const MAX_RESOURCES: usize = 10_000;
+/// HTTP requests one call may send (a sweep of a large Immich pages
+/// through a few hundred).
+const MAX_REQUESTS: u64 = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageCallError {
@@ -42,6 +47,10 @@ pub enum StageCallError {
     Memory { stage: String, limit_mib: usize },
     #[error("stage `{stage}` crashed: {message}")]
     Trap { stage: String, message: String },
+    #[error(
+        "stage `{stage}` went past its key-value quota: {message}; what it wrote past it was not kept"
+    )]
+    Quota { stage: String, message: String },
     #[error("stage `{stage}`: {}", describe_stage_error(.error))]
     Stage { stage: String, error: StageError },
 }
@@ -92,7 +101,46 @@ pub enum LoadError {
 pub trait Services: Send + Sync {
     fn find_by_hash(&self, blake3: &str) -> Option<AssetRef>;
     fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>>;
-    fn kv_set(&self, stage: &str, key: &str, value: &[u8]);
+    /// Store a pair, unless that would take the stage past `quota`
+    /// (`Err` says how far).
+    fn kv_set(&self, stage: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), String>;
+}
+
+/// How much a stage may keep in its key-value store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for KvQuota {
+    /// Room for a key or two per photo of a large family library (the
+    /// immich stage keeps one per asset for a while).
+    fn default() -> KvQuota {
+        KvQuota {
+            max_keys: 1_000_000,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl KvQuota {
+    /// Whether a stage holding `keys` keys and `bytes` bytes may hold them.
+    pub fn check(&self, keys: u64, bytes: u64) -> Result<(), String> {
+        if keys > self.max_keys {
+            return Err(format!(
+                "it would hold more than {} keys (raise `kv_max_keys` in its [stages] table if it needs them)",
+                self.max_keys
+            ));
+        }
+        if bytes > self.max_bytes {
+            return Err(format!(
+                "it would hold more than {} MiB (raise `kv_max_mib` in its [stages] table if it needs them)",
+                self.max_bytes >> 20
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A stage's self-description, checked against its config at load.
@@ -116,12 +164,14 @@ pub struct LoadedStage {
     memory_bytes: usize,
     options: Arc<BTreeMap<String, String>>,
     grant: Arc<HttpGrant>,
+    kv_quota: KvQuota,
 }
 
 /// How a stage runs: its limits, options and grants from the config.
 pub struct StageSetup {
     pub timeout: Duration,
     pub memory_bytes: usize,
+    pub kv_quota: KvQuota,
     pub options: BTreeMap<String, String>,
     pub grant: HttpGrant,
 }
@@ -203,6 +253,9 @@ impl wasmtime_wasi_http::WasiHttpHooks for HttpHooks {
                 request.headers_mut().insert(name.clone(), value.clone());
             }
         }
+        if self.requests >= MAX_REQUESTS {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
         self.requests += 1;
         // A server that stops answering must not hold a stage for the
         // default ten minutes per step. The first byte of the answer comes
@@ -274,6 +327,9 @@ struct StageState {
     options: Arc<BTreeMap<String, String>>,
     services: Arc<dyn Services>,
     bytes_read: u64,
+    kv_quota: KvQuota,
+    /// A write past the quota: the call fails with this once it returns.
+    kv_refused: Option<String>,
     http: wasmtime_wasi_http::WasiHttpCtx,
     hooks: HttpHooks,
     /// Keeps the epoch ticker running while this call's store lives.
@@ -332,7 +388,8 @@ impl bindings::keepsake::stage::host::Host for StageState {
             .find(|(n, _)| *n == name)
             .map(|(_, p)| p.clone())
             .ok_or_else(|| format!("{name:?} is not a companion of this job"))?;
-        let file = File::open(&path).map_err(|e| format!("{name}: {e}"))?;
+        let file =
+            crate::effects::fsops::open_nofollow(&path).map_err(|e| format!("{name}: {e}"))?;
         let bytes = bounded_read(&file, offset, len)?;
         self.bytes_read += bytes.len() as u64;
         Ok(bytes)
@@ -351,9 +408,23 @@ impl bindings::keepsake::stage::host::Host for StageState {
     }
 
     fn kv_set(&mut self, key: String, value: Vec<u8>) {
+        if self.kv_refused.is_some() {
+            return;
+        }
         // Bounded so a stage cannot grow the ledger without limit per call.
-        if key.len() <= 1024 && value.len() <= 1 << 20 {
-            self.services.kv_set(&self.stage, &key, &value);
+        if key.len() > 1024 || value.len() > 1 << 20 {
+            self.kv_refused = Some(format!(
+                "a key of {} bytes with a value of {} bytes (at most 1024 and 1 MiB)",
+                key.len(),
+                value.len()
+            ));
+            return;
+        }
+        if let Err(e) = self
+            .services
+            .kv_set(&self.stage, &key, &value, self.kv_quota)
+        {
+            self.kv_refused = Some(e);
         }
     }
 
@@ -448,6 +519,7 @@ impl StageRuntime {
         let StageSetup {
             timeout,
             memory_bytes,
+            kv_quota,
             options,
             grant,
         } = setup;
@@ -476,6 +548,7 @@ impl StageRuntime {
             memory_bytes,
             options: Arc::new(options),
             grant: Arc::new(grant),
+            kv_quota,
         };
         let description = self
             .describe(&stage)
@@ -548,6 +621,8 @@ impl StageRuntime {
                 options: Arc::clone(&stage.options),
                 services,
                 bytes_read: 0,
+                kv_quota: stage.kv_quota,
+                kv_refused: None,
                 http: wasmtime_wasi_http::WasiHttpCtx::new(),
                 hooks: HttpHooks {
                     grant: Arc::clone(&stage.grant),
@@ -557,6 +632,10 @@ impl StageRuntime {
             },
         );
         store.limiter(|state| &mut state.limits);
+        // Handles a guest holds at once (wasi:http requests, bodies,
+        // streams, futures): far above what a stage needs, low enough that
+        // a guest hoarding them fails its own call, not the service.
+        store.data_mut().table.set_max_capacity(MAX_RESOURCES);
         let ticks = (stage.timeout.as_millis() / TICK.as_millis()).max(1) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
@@ -636,6 +715,10 @@ fn finish<T>(
         requests: store.data().hooks.requests,
     };
     let result = match result {
+        _ if store.data().kv_refused.is_some() => Err(StageCallError::Quota {
+            stage: stage.name.clone(),
+            message: store.data().kv_refused.clone().unwrap_or_default(),
+        }),
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(StageCallError::Stage {
             stage: stage.name.clone(),
@@ -655,7 +738,9 @@ impl Services for NoServices {
     fn kv_get(&self, _: &str, _: &str) -> Option<Vec<u8>> {
         None
     }
-    fn kv_set(&self, _: &str, _: &str, _: &[u8]) {}
+    fn kv_set(&self, _: &str, _: &str, _: &[u8], _: KvQuota) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn classify_trap(

@@ -97,6 +97,22 @@ pub struct JobRecord {
     pub facts: String,
     /// When a deferred job runs again (Unix seconds).
     pub wake_at: Option<i64>,
+    /// Read from its quarantine copy (the inbox file is gone): nothing
+    /// leaves an inbox for it, and the quarantine copy stays.
+    pub from_quarantine: bool,
+}
+
+/// The quarantine copy a job's bytes were kept in, if any.
+pub fn quarantine_copy(conn: &Connection, job_id: u64) -> rusqlite::Result<Option<PathBuf>> {
+    conn.prepare_cached(
+        "SELECT dest FROM journal WHERE job_id = ?1 AND action = 'quarantine' AND state = 'done' \
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row([job_id], |r| {
+        let dest: Vec<u8> = r.get(0)?;
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&dest)))
+    })
+    .optional()
 }
 
 const JOB_COLUMNS: &str = "id, inbox, rel_path, source_path, size, mtime_ns, inode, companions, \
@@ -136,6 +152,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         updated_at: row.get(19)?,
         facts: row.get(20)?,
         wake_at: row.get(21)?,
+        from_quarantine: false,
     })
 }
 
@@ -490,23 +507,35 @@ pub fn record_step(conn: &Connection, step: &Step<'_>) -> rusqlite::Result<()> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssetRow {
     pub job_id: u64,
+    /// The original's BLAKE3 (dedup identity).
     pub blake3: String,
+    /// The BLAKE3 of the copy's own bytes (differs with embedded XMP).
+    pub copy_blake3: String,
     pub library_path: String,
+    /// `library` or `archive`: the root the copy lives under.
+    pub root: String,
 }
 
+const ASSET_ROW: &str =
+    "SELECT job_id, blake3, COALESCE(library_blake3, blake3), library_path, root FROM assets";
+
 pub fn asset_by_hash(conn: &Connection, blake3: &str) -> rusqlite::Result<Option<AssetRow>> {
-    asset_where(
-        conn,
-        "SELECT job_id, blake3, library_path FROM assets WHERE blake3 = ?1",
-        blake3,
-    )
+    asset_where(conn, &format!("{ASSET_ROW} WHERE blake3 = ?1"), blake3)
 }
 
 pub fn asset_by_path(conn: &Connection, library_path: &str) -> rusqlite::Result<Option<AssetRow>> {
     asset_where(
         conn,
-        "SELECT job_id, blake3, library_path FROM assets WHERE library_path = ?1",
+        &format!("{ASSET_ROW} WHERE library_path = ?1"),
         library_path,
+    )
+}
+
+pub fn asset_by_job(conn: &Connection, job_id: u64) -> rusqlite::Result<Option<AssetRow>> {
+    asset_where(
+        conn,
+        &format!("{ASSET_ROW} WHERE job_id = ?1"),
+        &job_id.to_string(),
     )
 }
 
@@ -516,7 +545,9 @@ fn asset_where(conn: &Connection, sql: &str, value: &str) -> rusqlite::Result<Op
             Ok(AssetRow {
                 job_id: r.get(0)?,
                 blake3: r.get(1)?,
-                library_path: r.get(2)?,
+                copy_blake3: r.get(2)?,
+                library_path: r.get(3)?,
+                root: r.get(4)?,
             })
         })
         .optional()
@@ -531,12 +562,14 @@ pub struct NewAsset<'a> {
     pub capture_time: Option<&'a str>,
     pub capture_source: Option<&'a str>,
     pub library_path: &'a str,
+    /// The copy's own BLAKE3 when it differs from `blake3`.
+    pub library_blake3: Option<&'a str>,
 }
 
 pub fn insert_asset(conn: &Connection, asset: &NewAsset<'_>) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO assets (job_id, blake3, sha1, size, media_kind, capture_time, capture_source, \
-         library_path, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         library_path, created_at, library_blake3) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         asset.job_id,
@@ -547,7 +580,8 @@ pub fn insert_asset(conn: &Connection, asset: &NewAsset<'_>) -> rusqlite::Result
         asset.capture_time,
         asset.capture_source,
         asset.library_path,
-        now()
+        now(),
+        asset.library_blake3.filter(|copy| *copy != asset.blake3)
     ])?;
     Ok(())
 }
@@ -560,6 +594,23 @@ pub fn kv_get(conn: &Connection, stage: &str, key: &str) -> rusqlite::Result<Opt
     conn.prepare_cached("SELECT value FROM kv WHERE stage = ?1 AND key = ?2")?
         .query_row([stage, key], |r| r.get(0))
         .optional()
+}
+
+/// (keys, bytes of keys and values) a stage keeps.
+pub fn kv_usage(conn: &Connection, stage: &str) -> rusqlite::Result<(u64, u64)> {
+    conn.prepare_cached(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM kv WHERE stage = ?1",
+    )?
+    .query_row([stage], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// The bytes one pair takes, if it exists.
+pub fn kv_size(conn: &Connection, stage: &str, key: &str) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached(
+        "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(value) FROM kv WHERE stage = ?1 AND key = ?2",
+    )?
+    .query_row([stage, key], |r| r.get(0))
+    .optional()
 }
 
 pub fn kv_set(conn: &Connection, stage: &str, key: &str, value: &[u8]) -> rusqlite::Result<()> {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_archive.sql"),
     include_str!("migrations/0007_placed_calls.sql"),
     include_str!("migrations/0008_writeback.sql"),
+    include_str!("migrations/0009_library_blake3.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,21 @@ pub enum LedgerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the disk holding the ledger {path} is full: free space on it, then run keepsake again (nothing is lost: files not yet placed stay in their inbox)"
+    )]
+    DiskFull { path: PathBuf },
+}
+
+/// Bytes kept in `reserve` beside the ledger: freed when a disk fills, so
+/// the ledger can still record the stop and `status` can still answer.
+const RESERVE_BYTES: u64 = 8 << 20;
+
+fn is_disk_full(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull
+    )
 }
 
 pub struct Ledger {
@@ -102,6 +118,9 @@ impl Ledger {
         )
         .map_err(sql)?;
         migrate(&mut conn, path)?;
+        if let Some(dir) = path.parent() {
+            hold_reserve(&dir.join("reserve"));
+        }
         Ok(Ledger {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -118,15 +137,37 @@ impl Ledger {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Free the space held in reserve (a disk filled up): what keepsake
+    /// records next still fits. It is taken again at the next open.
+    pub fn release_reserve(&self) {
+        if let Some(dir) = self.path.parent() {
+            let reserve = dir.join("reserve");
+            if reserve.exists() {
+                tracing::warn!("a disk is full; the ledger's reserve is freed to record the stop");
+                let _ = crate::effects::fsops::remove_temp(&reserve);
+            }
+        }
+    }
+
+    fn error(&self, source: rusqlite::Error) -> LedgerError {
+        if is_disk_full(&source) {
+            self.release_reserve();
+            return LedgerError::DiskFull {
+                path: self.path.clone(),
+            };
+        }
+        LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     /// Run `f` on the connection.
     pub fn read<R>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
     ) -> Result<R, LedgerError> {
-        f(&self.conn()).map_err(|source| LedgerError::Sqlite {
-            path: self.path.clone(),
-            source,
-        })
+        f(&self.conn()).map_err(|source| self.error(source))
     }
 
     /// Run `f` in one transaction, committed when it returns `Ok`.
@@ -141,10 +182,39 @@ impl Ledger {
             tx.commit()?;
             Ok(value)
         })();
-        result.map_err(|source| LedgerError::Sqlite {
-            path: self.path.clone(),
-            source,
-        })
+        result.map_err(|source| self.error(source))
+    }
+}
+
+/// Make sure `path` holds [`RESERVE_BYTES`] of real (allocated) space; a
+/// disk too full for it goes without.
+fn hold_reserve(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= RESERVE_BYTES) {
+        return;
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+    else {
+        return;
+    };
+    let allocated =
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, RESERVE_BYTES)
+            .map_err(std::io::Error::from)
+            .or_else(|_| {
+                // No fallocate (some FUSE and network filesystems): zeros.
+                use std::io::Write;
+                let mut file = &file;
+                let zeros = vec![0u8; 1 << 20];
+                (0..RESERVE_BYTES >> 20).try_for_each(|_| file.write_all(&zeros))
+            });
+    if allocated.is_err() {
+        drop(file);
+        let _ = crate::effects::fsops::remove_temp(path);
     }
 }
 

@@ -574,6 +574,19 @@ pub async fn restore(
             .push(format!("cannot create {}: {e}", to.display()));
         return report;
     }
+    // Temps of an interrupted restore into the same folder.
+    if let Ok(entries) = std::fs::read_dir(to) {
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".keepsake-restore-")
+                && entry.file_type().is_ok_and(|t| t.is_file())
+            {
+                let _ = crate::effects::fsops::remove_temp(&entry.path());
+            }
+        }
+    }
     let wanted = objects.into_iter().filter(|(key, _)| {
         prefix.is_none_or(|p| key.starts_with(p))
             && !key.split('/').any(|part| part == ".." || part.is_empty())

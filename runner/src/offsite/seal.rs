@@ -30,7 +30,7 @@ pub fn seal(
     sealed: &Path,
     to: &[age::x25519::Recipient],
 ) -> io::Result<(String, u64)> {
-    let mut input = std::fs::File::open(local)?;
+    let mut input = crate::effects::fsops::open_nofollow(local)?;
     let output = crate::effects::fsops::create_staging(sealed)?;
     let hashing = HashingWriter {
         inner: io::BufWriter::with_capacity(1 << 20, output),

@@ -204,6 +204,7 @@ impl Store {
             Backend::Dir { root } => {
                 let marker = root.join(MARKER);
                 if marker.is_file() {
+                    sweep_push_temps(name, root);
                     return Ok(());
                 }
                 if !root.is_dir() {
@@ -587,8 +588,8 @@ impl Store {
         attempt: &Attempt<'_>,
     ) -> Result<object_store::Result<Option<String>>, StoreError> {
         use tokio::io::AsyncReadExt;
-        let mut file = tokio::fs::File::open(local)
-            .await
+        let mut file = crate::effects::fsops::open_nofollow(local)
+            .map(tokio::fs::File::from_std)
             .map_err(|e| StoreError::Local(format!("cannot read {}: {e}", local.display())))?;
         let id = match s3.create_multipart(object).await {
             Ok(id) => id,
@@ -859,6 +860,53 @@ fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
+/// Remove the temps an interrupted push left on a folder target, once per
+/// target and process (at the start, or the first run). Only those not
+/// written to for ten minutes: another machine's push may be under way.
+fn sweep_push_temps(name: &str, root: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if swept.iter().any(|r| r == root) {
+            return;
+        }
+        swept.push(root.to_path_buf());
+    }
+    let old = std::time::SystemTime::now() - Duration::from_secs(600);
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file()
+                && entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".keepsake-push-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at < old)
+                && fsops::remove_temp(&entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            "offsite target {name}: removed {removed} temp files an interrupted push left"
+        );
+    }
+}
+
 fn list_dir(root: &Path) -> std::io::Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -920,6 +968,13 @@ fn put_dir(
     let unavailable = |e: std::io::Error| {
         StoreError::Unavailable(format!("offsite target {name}: {}: {e}", dest.display()))
     };
+    // Nothing is created on a mount point whose disk is not there.
+    if !root.join(MARKER).is_file() {
+        return Err(StoreError::Unavailable(format!(
+            "offsite target {name}: {} has no {MARKER}: is the disk mounted?",
+            root.display()
+        )));
+    }
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let gained = fsops::create_dirs(dir).map_err(unavailable)?;
     // Unique per push: two pushes of the same bytes may run at once.

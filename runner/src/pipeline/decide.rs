@@ -32,7 +32,14 @@ pub struct StepCall {
 #[derive(Debug, Clone)]
 pub enum Decision {
     Place(String),
+    /// The host found these bytes already placed (or being placed).
     Duplicate(u64),
+    /// A stage says the file is a duplicate of this job: the host checks it
+    /// before it counts (the job must exist and hold the same BLAKE3).
+    DuplicateClaim {
+        original: u64,
+        stage: String,
+    },
     Quarantine(String),
     Skip(String),
     Fail(String),
@@ -329,6 +336,10 @@ pub fn decide(
                     decided.xmp_embed |= target == XmpTarget::Embed;
                 }
                 Effect::Place(Placement { root, path }) => {
+                    // A name that would not fit with its number and sidecars
+                    // is shortened, never refused: the camera's long names
+                    // (and 250-byte ones from messengers) are placed too.
+                    let path = super::paths::fit_placed(&path);
                     if root != "library" {
                         decided.decision = rejected(format!(
                             "unknown root {root:?} (stages can place into \"library\")"
@@ -354,7 +365,10 @@ pub fn decide(
                     decided.pushes.push((target, key));
                 }
                 Effect::DuplicateOf(original) => {
-                    decided.decision = Decision::Duplicate(original);
+                    decided.decision = Decision::DuplicateClaim {
+                        original,
+                        stage: name.clone(),
+                    };
                     return decided;
                 }
                 Effect::Quarantine(reason) => {

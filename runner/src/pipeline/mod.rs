@@ -121,6 +121,12 @@ impl Pipeline {
     /// Lock the state folder, open the ledger, replay the journal, load stages.
     pub fn open(config: Config) -> Result<Pipeline, PipelineError> {
         let lock = StateLock::acquire(&config.state_dir)?;
+        // Never overwrite: checked, not assumed, on each root it writes.
+        for root in [&config.library_root, &config.state_dir] {
+            if root.is_dir() {
+                effects::fsops::probe_no_replace(root).map_err(PipelineError::Setup)?;
+            }
+        }
         // Stages load (mostly CPU) while the ledger opens and replays (mostly
         // waiting on the disk).
         let (opened, loaded) = std::thread::scope(|scope| {
@@ -152,6 +158,28 @@ impl Pipeline {
             placed_queued_to: std::sync::atomic::AtomicI64::new(0),
             _lock: lock,
         })
+    }
+
+    /// A retried job whose inbox file is gone (a move-mode inbox empties
+    /// as files are quarantined) is read from its quarantine copy, which
+    /// holds the same bytes and stays where it is.
+    fn from_quarantine(&self, job: &mut JobRecord) {
+        if job.source_path.symlink_metadata().is_ok() {
+            return;
+        }
+        let Ok(Some(copy)) = self.ledger.read(|c| ledger::quarantine_copy(c, job.id)) else {
+            return;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(&copy) else {
+            return;
+        };
+        if meta.is_file() && meta.len() == job.size {
+            use std::os::unix::fs::MetadataExt;
+            job.source_path = copy;
+            job.mtime_ns = discover::mtime_ns(&meta);
+            job.inode = meta.ino();
+            job.from_quarantine = true;
+        }
     }
 
     /// Show progress on a terminal: the bar's length is set to the number
@@ -309,6 +337,7 @@ impl Pipeline {
             reserved: Mutex::new(HashMap::new()),
             reserved_paths: Mutex::new(HashSet::new()),
             stills: Mutex::new(Default::default()),
+            kv_meter: Default::default(),
         });
         let applied = std::thread::scope(|scope| -> Result<Vec<(u64, Applied)>, PipelineError> {
             let (to_apply, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
@@ -424,7 +453,8 @@ impl Pipeline {
             // Cut the batch by bytes too, so one sync covers a bounded amount.
             let mut batch = Vec::new();
             let mut bytes = 0u64;
-            for job in jobs {
+            for mut job in jobs {
+                self.from_quarantine(&mut job);
                 bytes += job.size;
                 after = job.id;
                 batch.push(job);
@@ -492,7 +522,7 @@ impl Pipeline {
                     &self.ledger,
                     job,
                     decided,
-                    inbox.mode == InboxMode::Move,
+                    inbox.mode == InboxMode::Move && !job.from_quarantine,
                     services,
                 ));
             };
@@ -573,6 +603,7 @@ pub fn date_files(
         reserved: Mutex::new(HashMap::new()),
         reserved_paths: Mutex::new(HashSet::new()),
         stills: Mutex::new(Default::default()),
+        kv_meter: Default::default(),
     });
     let pipeline = vec!["exif".to_string()];
     let mut out = Vec::with_capacity(files.len());
@@ -607,6 +638,7 @@ pub fn date_files(
                     updated_at: 0,
                     facts: "{}".into(),
                     wake_at: None,
+                    from_quarantine: false,
                 }
             })
             .collect();
@@ -732,6 +764,7 @@ fn load_stage(
         crate::host::StageSetup {
             timeout: stage.timeout,
             memory_bytes: stage.memory_bytes,
+            kv_quota: stage.kv_quota,
             options: stage.options.clone(),
             grant,
         },

@@ -3,7 +3,40 @@
 /// Longest relative path a stage may ask for, in bytes.
 const MAX_PATH: usize = 1024;
 /// Longest single name (most filesystems allow 255 bytes).
-const MAX_NAME: usize = 255;
+pub const MAX_NAME: usize = 255;
+/// Longest name keepsake gives a placed file: room is left for a number
+/// (`_12`) and for the names of its sidecars (`.xmp`,
+/// `.supplemental-metadata.json`), which follow the placed name.
+pub const MAX_PLACED_NAME: usize = MAX_NAME - 32;
+
+/// `name` cut to at most `max` bytes: the stem is shortened on a UTF-8
+/// boundary and the extension (up to 16 bytes) is kept.
+pub fn fit_name(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => (&name[..dot], &name[dot..]),
+        _ => (name, ""),
+    };
+    let mut cut = max.saturating_sub(ext.len()).min(stem.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ext}", &stem[..cut])
+}
+
+/// A placement's path with its file name cut to [`MAX_PLACED_NAME`].
+pub fn fit_placed(path: &str) -> String {
+    match path.rfind('/') {
+        Some(slash) => format!(
+            "{}{}",
+            &path[..=slash],
+            fit_name(&path[slash + 1..], MAX_PLACED_NAME)
+        ),
+        None => fit_name(path, MAX_PLACED_NAME),
+    }
+}
 
 /// Check a `/`-separated path relative to a root: no `..`, not absolute, no
 /// NUL or control characters, no empty or dot components, sane lengths, and
@@ -89,6 +122,21 @@ mod tests {
         ] {
             assert!(validate_relative(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary_keeping_the_extension() {
+        let stem = format!("{}é", "a".repeat(240));
+        let name = format!("20031204_064652_{stem}.jpg");
+        let fitted = fit_placed(&format!("2003/12/{name}"));
+        let file = fitted.rsplit('/').next().unwrap();
+        assert!(file.len() <= MAX_PLACED_NAME, "{}", file.len());
+        assert!(file.ends_with(".jpg") && file.starts_with("20031204_064652_aaa"));
+        assert!(numbered(&fitted, 99).len() - "2003/12/".len() <= MAX_NAME);
+        // A cut inside a two-byte character moves before it.
+        let tight = fit_name("ééé.jpg", 7);
+        assert_eq!(tight, "é.jpg");
+        assert_eq!(fit_name("short.jpg", 200), "short.jpg");
     }
 
     #[test]

@@ -492,7 +492,7 @@ fn placed_job(
         config.library_root.clone()
     };
     let path = root_dir.join(&library_path);
-    let Ok(file) = std::fs::File::open(&path) else {
+    let Ok(file) = crate::effects::fsops::open_nofollow(&path) else {
         return Ok(None);
     };
     // The library copy's own size and SHA-1 (an embedded XMP makes it
@@ -579,7 +579,7 @@ pub(super) fn sidecars_beside(path: &Path) -> Vec<String> {
     for base in [&name, &stem] {
         if let Some(hit) = [format!("{base}.xmp"), format!("{base}.XMP")]
             .into_iter()
-            .find(|n| dir.join(n).is_file())
+            .find(|n| std::fs::symlink_metadata(dir.join(n)).is_ok_and(|m| m.is_file()))
         {
             found.push(hit);
         }
@@ -654,6 +654,9 @@ fn parse_capture(text: &str, source: &str) -> Option<CaptureTime> {
 pub(super) struct LedgerServices {
     ledger: Arc<Ledger>,
     held: std::sync::Mutex<BTreeMap<(String, String), Vec<u8>>>,
+    /// Held writes count against the stage's quota too, so what waits in
+    /// memory for the next commit is bounded by it.
+    kv_meter: super::services::KvMeter,
 }
 
 impl LedgerServices {
@@ -661,6 +664,7 @@ impl LedgerServices {
         LedgerServices {
             ledger: Arc::clone(ledger),
             held: std::sync::Mutex::new(BTreeMap::new()),
+            kv_meter: Default::default(),
         }
     }
 
@@ -699,9 +703,25 @@ impl Services for LedgerServices {
             .ok()
             .flatten()
     }
-    fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
-        self.held()
-            .insert((stage.to_string(), key.to_string()), value.to_vec());
+    fn kv_set(
+        &self,
+        stage: &str,
+        key: &str,
+        value: &[u8],
+        quota: crate::host::KvQuota,
+    ) -> Result<(), String> {
+        let pair = (stage.to_string(), key.to_string());
+        let old = match self.held().get(&pair) {
+            Some(held) => Some((key.len() + held.len()) as u64),
+            None => self
+                .ledger
+                .read(|c| ledger::kv_size(c, stage, key))
+                .map_err(|e| format!("cannot read its key-value store: {e}"))?,
+        };
+        self.kv_meter
+            .admit(&self.ledger, stage, key, old, value.len(), quota)?;
+        self.held().insert(pair, value.to_vec());
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::discover::companion_dest_name;
-use crate::effects::{AssetInfo, FileWrite, Finish, JobPlan};
+use crate::effects::{AssetInfo, FileWrite, Finish, JobPlan, Keeper};
 use crate::hashing::blake3_file;
 use crate::host::Confidence;
 use crate::ledger::{self, Action, JobRecord, Ledger};
@@ -64,6 +64,8 @@ pub(super) fn plan(
         remove_sources: Vec::new(),
         source_as_read: Some((job.size, job.mtime_ns, job.inode)),
         depends_on: None,
+        keeper: None,
+        source_blake3: String::new(),
     };
     let mut decision = decided.decision;
     let (blake3, sha1, kind) = match (&decision, decided.hashes.clone()) {
@@ -87,6 +89,16 @@ pub(super) fn plan(
             "a stage asked to push to offsite target `{target}`, which the config does not declare; add [offsite.{target}] or fix the stage's `targets`"
         ));
     }
+    plan.source_blake3 = blake3.clone();
+    if let Decision::DuplicateClaim { original, stage } = &decision {
+        decision = match check_claim(ledger, services, *original, &blake3) {
+            Ok(()) => Decision::Duplicate(*original),
+            Err(why) => Decision::Fail(format!(
+                "stage `{stage}`: rejected effect: duplicate-of({original}): {why}; a stage that means \"similar\" says so with set-fact, and `keepsake retry {}` runs the job again",
+                job.id
+            )),
+        };
+    }
     // The host keeps the library free of duplicates whatever the pipeline:
     // bytes already placed (or being placed in this batch) are a duplicate.
     if let Decision::Place(_) = decision {
@@ -105,6 +117,13 @@ pub(super) fn plan(
             finish.state = "skipped".into();
             finish.reason = Some(reason);
         }
+        // Checked above; never taken unchecked.
+        Decision::DuplicateClaim { original, stage } => {
+            finish.state = "failed".into();
+            finish.reason = Some(format!(
+                "stage `{stage}`: duplicate-of({original}) was not checked"
+            ));
+        }
         Decision::Defer { seconds, reason } => {
             finish.state = "deferred".into();
             finish.reason = Some(reason);
@@ -119,6 +138,23 @@ pub(super) fn plan(
             finish.duplicate_of = Some(original);
             // The original is not committed yet: this job ends only once it is.
             plan.depends_on = services.in_flight(&blake3).filter(|job| *job == original);
+            // Committed: its copy is what keeps this file's bytes.
+            plan.keeper = ledger
+                .read(|c| ledger::asset_by_job(c, original))
+                .ok()
+                .flatten()
+                .filter(|asset| asset.blake3 == blake3)
+                .and_then(|asset| {
+                    let root = match asset.root.as_str() {
+                        "archive" => config.archive.root.clone()?,
+                        _ => config.library_root.clone(),
+                    };
+                    Some(Keeper {
+                        path: root.join(&asset.library_path),
+                        copy_blake3: asset.copy_blake3,
+                        source_blake3: asset.blake3,
+                    })
+                });
             move_sources(&mut plan, job, remove_sources);
         }
         Decision::Quarantine(reason) => {
@@ -131,13 +167,17 @@ pub(super) fn plan(
             finish.state = "quarantined".into();
             finish.reason = Some(reason);
             finish.dest_path = Some(dest.display().to_string());
+            // Quarantined before (a retry): the copy there is kept as it is.
+            let adopt = dest.symlink_metadata().is_ok()
+                && blake3_file(&dest).is_ok_and(|hash| hash == blake3);
             plan.writes.push(FileWrite {
                 action: Action::Quarantine,
                 source: job.source_path.clone(),
                 dest,
+                keeps: blake3.clone(),
                 blake3,
                 size: decided.size,
-                adopt: false,
+                adopt,
                 content: None,
                 staged: None,
             });
@@ -223,6 +263,7 @@ pub(super) fn plan(
                 media_kind: kind,
                 capture_time: finish.capture_time.clone(),
                 capture_source: finish.capture_source.clone(),
+                library_blake3: embedded.as_ref().map(|_| final_hash.clone()),
             });
             let dest = config.library_root.join(&chosen);
             plan.writes.push(FileWrite {
@@ -231,6 +272,7 @@ pub(super) fn plan(
                 dest: dest.clone(),
                 size: embedded.as_ref().map_or(decided.size, |b| b.len() as u64),
                 blake3: final_hash,
+                keeps: blake3.clone(),
                 adopt: adopted,
                 staged: decided.staged.clone().filter(|_| embedded.is_none()),
                 content: embedded.clone(),
@@ -366,12 +408,17 @@ fn write_xmp(
         .companions
         .iter()
         .find(|c| c.eq_ignore_ascii_case(&format!("{media_name}.xmp")))
-        .and_then(|c| job.source_path.parent().map(|dir| dir.join(c)));
+        .and_then(|c| job.source_path.parent().map(|dir| dir.join(c)))
+        // A link is never followed (it is not copied either: see
+        // `companion_writes`): the properties go into a fresh sidecar.
+        .filter(|path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()));
+    let mut keeps = String::new();
     let content = match &own {
         Some(path) => {
-            let Ok(text) = std::fs::read_to_string(path) else {
+            let Ok(text) = read_companion(path) else {
                 return;
             };
+            keeps = blake3::hash(text.as_bytes()).to_hex().to_string();
             match crate::sidecar::merge(&text, properties) {
                 Some(merged) => merged,
                 None => {
@@ -416,7 +463,44 @@ fn write_xmp(
         adopt,
         content: Some(std::sync::Arc::new(content.into_bytes())),
         staged: None,
+        keeps,
     });
+}
+
+/// A companion's text, never through a link.
+fn read_companion(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    crate::effects::fsops::open_nofollow(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A stage's `duplicate-of(original)` holds only when job `original` is
+/// placing these very bytes now, or its committed asset holds them.
+fn check_claim(
+    ledger: &Ledger,
+    services: &IngestServices,
+    original: u64,
+    blake3: &str,
+) -> Result<(), String> {
+    if services.in_flight(blake3) == Some(original) {
+        return Ok(());
+    }
+    let read = |what| format!("the ledger cannot be read ({what})");
+    let asset = ledger
+        .read(|c| ledger::asset_by_job(c, original))
+        .map_err(|e| read(e.to_string()))?;
+    match asset {
+        Some(asset) if asset.blake3 == blake3 => Ok(()),
+        Some(_) => Err(format!("job {original}'s file holds other bytes")),
+        None => match ledger
+            .read(|c| ledger::job(c, original))
+            .map_err(|e| read(e.to_string()))?
+        {
+            Some(_) => Err(format!("job {original} has no file in the library")),
+            None => Err(format!("there is no job {original}")),
+        },
+    }
 }
 
 fn file_name_of(path: &Path) -> String {
@@ -443,7 +527,15 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
     let mut seen = HashSet::new();
     for companion in &job.companions {
         let source = source_dir.join(companion);
-        let Ok(meta) = std::fs::metadata(&source) else {
+        if std::fs::symlink_metadata(&source).is_ok_and(|m| m.file_type().is_symlink()) {
+            tracing::warn!(
+                job = job.id,
+                "companion {} is a symlink; keepsake never follows links in an inbox, so it is ignored",
+                source.display()
+            );
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&source) else {
             tracing::warn!(
                 job = job.id,
                 "companion {} disappeared; not copied",
@@ -459,7 +551,10 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
             );
             continue;
         };
-        let name = companion_dest_name(companion, &media_name, &placed_name);
+        let name = super::paths::fit_name(
+            &companion_dest_name(companion, &media_name, &placed_name),
+            super::paths::MAX_PLACED_NAME + 16,
+        );
         for n in 0u32.. {
             let candidate = dest_dir.join(if n == 0 {
                 name.clone()
@@ -480,6 +575,7 @@ fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> 
                 action: Action::Companion,
                 source: source.clone(),
                 dest: candidate,
+                keeps: hash.clone(),
                 blake3: hash.clone(),
                 size: meta.len(),
                 adopt,

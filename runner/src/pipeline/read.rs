@@ -74,9 +74,16 @@ pub fn read_all(batch: &[JobRecord], staging: Option<&Path>) -> Vec<Result<ReadF
 
 fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadError> {
     let path = &job.source_path;
-    let file = match File::open(path) {
+    let file = match fsops::open_nofollow(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Vanished),
+        // Replaced by a link since it was found: never followed.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(ReadError::Unreadable(format!(
+                "{} is a symlink now; keepsake never follows links in an inbox",
+                path.display()
+            )));
+        }
         Err(e) => {
             return Err(ReadError::Unreadable(format!(
                 "cannot read {}: {e}; fix its permissions, then `keepsake retry {}`",

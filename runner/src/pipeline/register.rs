@@ -70,40 +70,108 @@ impl Pipeline {
         report.skipped += new_jobs.iter().filter(|j| j.settled.is_some()).count();
         // Move mode: a file still in the inbox whose job finished (a crash
         // after the commit, before the removal) goes now, with the
-        // companions the journal says were copied.
+        // companions the journal says were copied: each once its copy is
+        // verified again and durable.
         for (rel_path, path) in leftovers {
-            let safe = self.ledger.read(|conn| -> rusqlite::Result<Option<Vec<PathBuf>>> {
-                let state: String = conn.query_row(
-                    "SELECT j.state FROM sources s JOIN jobs j ON j.id = s.job_id WHERE s.inbox = ?1 AND s.rel_path = ?2",
-                    rusqlite::params![inbox, rel_path],
-                    |r| r.get(0),
-                )?;
-                if !matches!(state.as_str(), "done" | "duplicate" | "quarantined") {
-                    return Ok(None);
-                }
-                let mut stmt = conn.prepare(
-                    "SELECT j.source FROM journal j JOIN sources s ON s.job_id = j.job_id \
-                     WHERE s.inbox = ?1 AND s.rel_path = ?2 AND j.state = 'done' AND j.action = 'companion'",
-                )?;
-                let companions = stmt
-                    .query_map(rusqlite::params![inbox, rel_path], |r| r.get::<_, Vec<u8>>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(Some(companions.into_iter().map(|b| PathBuf::from(OsStr::from_bytes(&b))).collect()))
-            });
-            let Ok(Some(companions)) = safe else { continue };
-            for source in std::iter::once(path).chain(companions) {
-                if source.symlink_metadata().is_err() {
-                    continue;
-                }
-                match effects::fsops::remove_source(&source) {
-                    Ok(()) => report.removed_from_inbox += 1,
-                    Err(e) => report.errors.push(format!(
-                        "cannot remove {} from the inbox: {e}",
-                        source.display()
-                    )),
-                }
-            }
+            let found = self
+                .ledger
+                .read(|conn| leftover(conn, inbox, &rel_path, &self.config));
+            let Ok(Some(left)) = found else { continue };
+            self.release_leftover(&path, &left, report);
         }
         Ok(())
     }
+
+    fn release_leftover(&self, path: &std::path::Path, left: &Leftover, report: &mut IngestReport) {
+        use effects::kept::{Kept, remove_source};
+        let mut release = |source: &std::path::Path, hash: &str, kept: Result<Kept, String>| {
+            if source.symlink_metadata().is_err() {
+                return;
+            }
+            match kept.and_then(|kept| remove_source(source, hash, &kept)) {
+                Ok(()) => report.removed_from_inbox += 1,
+                Err(e) => report
+                    .errors
+                    .push(format!("{} stays in the inbox: {e}", source.display())),
+            }
+        };
+        for (source, dest, hash) in &left.companions {
+            // A sidecar copied as it is: still the bytes that were copied.
+            if crate::hashing::blake3_file(source).is_ok_and(|now| now == *hash) {
+                release(source, hash, Kept::verify(dest, hash, hash));
+            }
+        }
+        if let Some((dest, copy_hash)) = &left.keeper {
+            release(
+                path,
+                &left.blake3,
+                Kept::verify(dest, copy_hash, &left.blake3),
+            );
+        }
+    }
+}
+
+/// A finished job whose inbox file is still there, and where its bytes went.
+struct Leftover {
+    blake3: String,
+    /// The copy that keeps the job's own file: (path, the copy's BLAKE3).
+    keeper: Option<(PathBuf, String)>,
+    /// Companions copied as they are: (inbox file, copy, BLAKE3).
+    companions: Vec<(PathBuf, PathBuf, String)>,
+}
+
+fn leftover(
+    conn: &rusqlite::Connection,
+    inbox: &str,
+    rel_path: &[u8],
+    config: &crate::config::Config,
+) -> rusqlite::Result<Option<Leftover>> {
+    use rusqlite::OptionalExtension;
+    let row: Option<(u64, String, Option<String>, Option<u64>)> = conn
+        .query_row(
+            "SELECT j.id, j.state, j.blake3, j.duplicate_of FROM sources s JOIN jobs j ON j.id = s.job_id \
+             WHERE s.inbox = ?1 AND s.rel_path = ?2",
+            rusqlite::params![inbox, rel_path],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((job_id, state, Some(blake3), duplicate_of)) = row else {
+        return Ok(None);
+    };
+    let asset_copy = |job: u64| -> rusqlite::Result<Option<(PathBuf, String)>> {
+        Ok(ledger::asset_by_job(conn, job)?.and_then(|asset| {
+            let root = match asset.root.as_str() {
+                "archive" => config.archive.root.clone()?,
+                _ => config.library_root.clone(),
+            };
+            (asset.blake3 == blake3).then(|| (root.join(&asset.library_path), asset.copy_blake3))
+        }))
+    };
+    let done_writes = |action: &str| -> rusqlite::Result<Vec<(PathBuf, PathBuf, String)>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT source, dest, blake3 FROM journal WHERE job_id = ?1 AND state = 'done' AND action = ?2",
+        )?;
+        stmt.query_map(rusqlite::params![job_id, action], |r| {
+            let path = |b: Vec<u8>| PathBuf::from(OsStr::from_bytes(&b));
+            Ok((path(r.get(0)?), path(r.get(1)?), r.get(2)?))
+        })?
+        .collect()
+    };
+    let keeper = match state.as_str() {
+        "done" => asset_copy(job_id)?,
+        "duplicate" => match duplicate_of {
+            Some(original) => asset_copy(original)?,
+            None => None,
+        },
+        "quarantined" => done_writes("quarantine")?
+            .into_iter()
+            .find(|(_, _, hash)| *hash == blake3)
+            .map(|(_, dest, hash)| (dest, hash)),
+        _ => return Ok(None),
+    };
+    Ok(Some(Leftover {
+        blake3,
+        keeper,
+        companions: done_writes("companion")?,
+    }))
 }

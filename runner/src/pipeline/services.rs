@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::host::{AssetRef, Services};
+use crate::host::{AssetRef, KvQuota, Services};
 use crate::ledger::{self, Ledger};
 
 /// The stage-facing view of the ledger during an ingest: assets already in
@@ -17,6 +17,42 @@ pub(super) struct IngestServices {
     pub(super) reserved_paths: Mutex<HashSet<PathBuf>>,
     /// Live Photo stills decided in this ingest.
     pub(super) stills: super::live::SharedStills,
+    pub(super) kv_meter: KvMeter,
+}
+
+/// What each stage keeps in its key-value store, counted once from the
+/// ledger and then kept up to date, so a quota check costs no scan.
+#[derive(Default)]
+pub(super) struct KvMeter {
+    usage: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl KvMeter {
+    /// Account for `stage` setting `key` to `value_len` bytes (replacing a
+    /// pair of `old` bytes, if any), or say why the quota refuses it.
+    pub(super) fn admit(
+        &self,
+        ledger: &Ledger,
+        stage: &str,
+        key: &str,
+        old: Option<u64>,
+        value_len: usize,
+        quota: KvQuota,
+    ) -> Result<(), String> {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        let (keys, bytes) = match usage.get(stage) {
+            Some(counted) => *counted,
+            None => ledger
+                .read(|c| ledger::kv_usage(c, stage))
+                .map_err(|e| format!("cannot read its key-value store: {e}"))?,
+        };
+        let new_size = (key.len() + value_len) as u64;
+        let keys = keys + u64::from(old.is_none());
+        let bytes = (bytes + new_size).saturating_sub(old.unwrap_or(0));
+        quota.check(keys, bytes)?;
+        usage.insert(stage.to_string(), (keys, bytes));
+        Ok(())
+    }
 }
 
 impl IngestServices {
@@ -89,12 +125,19 @@ impl Services for IngestServices {
             .flatten()
     }
 
-    fn kv_set(&self, stage: &str, key: &str, value: &[u8]) {
+    fn kv_set(&self, stage: &str, key: &str, value: &[u8], quota: KvQuota) -> Result<(), String> {
+        let old = self
+            .ledger
+            .read(|c| ledger::kv_size(c, stage, key))
+            .map_err(|e| format!("cannot read its key-value store: {e}"))?;
+        self.kv_meter
+            .admit(&self.ledger, stage, key, old, value.len(), quota)?;
         if let Err(e) = self
             .ledger
             .write(|tx| ledger::kv_set(tx, stage, key, value))
         {
             tracing::warn!(stage, "cannot store a key-value pair: {e}");
         }
+        Ok(())
     }
 }

@@ -177,6 +177,11 @@ impl Pipeline {
                 let written: BTreeMap<String, String> =
                     serde_json::from_str(&row.written).unwrap_or_default();
                 if wanted == written {
+                    // A crash between writing and recording may have left
+                    // this sidecar's temp behind.
+                    if let Some(temp) = self.media_path(row).as_deref().and_then(sidecar_temp) {
+                        let _ = fsops::remove_temp(&temp);
+                    }
                     done.push((row.job_id, row.written.clone()));
                     continue;
                 }
@@ -573,7 +578,7 @@ fn write_sidecar(
     if unchanged_at_target && existing.as_deref() == Some(content.as_str()) {
         return Ok(false);
     }
-    let temp = dir.join(format!(".{name}.xmp.keepsake-tmp"));
+    let temp = sidecar_temp(media).ok_or_else(|| format!("{} has no name", media.display()))?;
     let _ = fsops::remove_temp(&temp);
     let io = |e: std::io::Error| format!("cannot write {}: {e}", target.display());
     fsops::write_temp(&temp, content.as_bytes()).map_err(io)?;
@@ -581,6 +586,15 @@ fn write_sidecar(
     fsops::rename_over(&temp, &target).map_err(io)?;
     fsops::fsync_dir(dir).map_err(io)?;
     Ok(true)
+}
+
+/// The temp a sidecar of `media` is written through (a dotfile beside it,
+/// cut to fit a name's 255 bytes).
+fn sidecar_temp(media: &Path) -> Option<PathBuf> {
+    let name = media.file_name()?.to_string_lossy().into_owned();
+    let dir = media.parent()?;
+    let temp = super::paths::fit_name(&format!(".{name}.xmp.keepsake-tmp"), 250);
+    Some(dir.join(temp))
 }
 
 /// Whether another media file in `dir` has the stem of `media`

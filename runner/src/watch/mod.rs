@@ -48,6 +48,11 @@ pub fn inbox_of(inboxes: &[WatchedInbox], path: &Path) -> Option<usize> {
         .enumerate()
         .find(|(_, inbox)| path.starts_with(&inbox.root))?;
     let rel = path.strip_prefix(&inbox.root).ok()?;
+    // inotify watches follow links into the folders they point at: an event
+    // from there (or about a link itself) is never taken.
+    if crate::effects::fsops::through_symlink(&inbox.root, path) {
+        return None;
+    }
     let ignored = rel
         .components()
         .any(|c| discover::is_ignored(c.as_os_str().as_bytes(), &inbox.ignore));

@@ -1,12 +1,15 @@
 //! The stability window: a file is taken only once its size, mtime and inode
 //! have stayed the same for the window, so nothing is read while a phone, a
-//! sync tool or a slow copy is still writing it.
+//! sync tool or a slow copy is still writing it. The window is measured on
+//! keepsake's own monotonic clock between two looks, never as the file's
+//! mtime against local time: an NFS or SMB server whose clock is minutes
+//! behind makes a file that is still growing look old.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How a file looked when last checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +37,6 @@ impl Look {
             inode: meta.ino(),
         })
     }
-
-    /// Last written more than `window` ago by the wall clock.
-    fn written_before(&self, window: Duration) -> bool {
-        let Ok(now) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) else {
-            return false;
-        };
-        let now_ns = now.as_nanos().min(i64::MAX as u128) as i64;
-        now_ns.saturating_sub(self.mtime_ns) > window.as_nanos().min(i64::MAX as u128) as i64
-    }
 }
 
 #[derive(Debug)]
@@ -68,8 +62,8 @@ pub struct Tracker {
     pub vanished: u64,
 }
 
-/// A short second look for files that need no full window: renamed in, or
-/// last written long ago (found by a rescan). Long enough for a downloader
+/// A short second look for files that need no full window: renamed into
+/// place (a finished download or sync). Long enough for a downloader
 /// to write the sidecar it writes right after the photo (icloudpd
 /// `--xmp-sidecar`), which then holds the photo back until it is stable.
 const SECOND_LOOK: Duration = Duration::from_millis(500);
@@ -100,8 +94,7 @@ impl Tracker {
             }
             return;
         };
-        let quick = whole || look.written_before(self.window);
-        let due = now + if quick { SECOND_LOOK } else { self.window };
+        let due = now + if whole { SECOND_LOOK } else { self.window };
         match self.files.get_mut(&path) {
             Some(tracked) if tracked.look == look => {
                 tracked.whole |= whole;
@@ -160,9 +153,9 @@ impl Tracker {
                     tracked.settled = false;
                     tracked.due = now + self.window;
                 }
-                Some(look) => {
+                Some(_) => {
                     let quiet = now.duration_since(tracked.since) >= self.window;
-                    if quiet || tracked.whole || look.written_before(self.window) {
+                    if quiet || tracked.whole {
                         tracked.settled = true;
                         // Looked at again while it waits for a sibling.
                         tracked.due = now + self.window;

@@ -17,7 +17,7 @@ impl Guest for Hostile {
             &[
                 (
                     "mode",
-                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | defer | ok",
+                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | defer | duplicate-of | kv-flood | ok",
                     Some("ok"),
                 ),
                 (
@@ -26,6 +26,7 @@ impl Guest for Hostile {
                     Some(""),
                 ),
                 ("seconds", "how long `defer` defers", Some("3")),
+                ("of", "the job id `duplicate-of` names", Some("1")),
             ],
         )
     }
@@ -97,6 +98,19 @@ impl Guest for Hostile {
                     seconds: option_or("seconds", "3").parse().unwrap_or(3),
                     reason: "waiting on purpose".into(),
                 })])
+            }
+            // Claims the file is a copy of job `of`, whatever its bytes.
+            "duplicate-of" => {
+                let of = option_or("of", "1").parse().unwrap_or(1);
+                Ok(vec![Effect::DuplicateOf(of)])
+            }
+            // 100 000 distinct keys of 1 MiB each: far past any quota.
+            "kv-flood" => {
+                let value = vec![7u8; 1 << 20];
+                for i in 0..100_000u32 {
+                    host::kv_set(&format!("flood:{i}"), &value);
+                }
+                Ok(vec![])
             }
             "huge-read" => match host::read(0, u32::MAX) {
                 Ok(bytes) if bytes.len() <= 1 << 20 => Ok(vec![]),
