@@ -752,7 +752,9 @@ fn remove_icloud_copies(
                             _ => Some(config.library_root.clone()),
                         };
                         match root {
-                            Some(root) => Kept::verify(&root.join(rel), copy_hash, hash),
+                            Some(root) => {
+                                Kept::verify_for(&root.join(rel), copy_hash, &copy.path, hash)
+                            }
                             None => Err("no archive root is configured".into()),
                         }
                     }

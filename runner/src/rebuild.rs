@@ -35,19 +35,19 @@ pub struct RebuildReport {
     pub missing: Vec<String>,
     /// Files whose bytes are already recorded at another path.
     pub duplicates: Vec<String>,
+    /// JPEGs with embedded XMP whose original's hash was read back.
+    pub originals: usize,
     pub errors: Vec<String>,
 }
 
 pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, LedgerError> {
     let mut report = RebuildReport::default();
-    let mut found = std::collections::HashSet::new();
-    let mut recorded = Vec::new();
+    let mut walked = Walked::default();
     // A root that cannot be read now (an archive disk not mounted) is not
     // taken as "every file in it is gone".
     let mut unreadable: Vec<&str> = Vec::new();
     // Folders inside a root that cannot be read: their rows are kept too
     // (dropped rows would make their bytes get placed again).
-    let mut unread_dirs: Vec<(String, PathBuf)> = Vec::new();
     for root in [Root::Library, Root::Archive] {
         if let Some(base) = root.path(config) {
             if std::fs::read_dir(base).is_err() {
@@ -59,20 +59,16 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
                 unreadable.push(root.as_str());
                 continue;
             }
-            walk_root(
-                config,
-                ledger,
-                root,
-                base,
-                &mut found,
-                &mut recorded,
-                &mut unread_dirs,
-                &mut report,
-            );
+            walk_root(config, ledger, root, base, &mut walked, &mut report);
         }
     }
     // The files (and the sidecars beside them) date themselves: the real
     // exif stage reads them as an ingest would.
+    let Walked {
+        found,
+        recorded,
+        unread_dirs,
+    } = walked;
     match crate::pipeline::date_files(config, ledger, &recorded) {
         Ok(dates) => ledger.write(|tx| {
             for ((job_id, _, _), dated) in recorded.iter().zip(dates) {
@@ -127,16 +123,31 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
     Ok(report)
 }
 
+/// What the walks of the roots found.
+#[derive(Default)]
+struct Walked {
+    /// (root, path below it) of every file found.
+    found: std::collections::HashSet<(String, String)>,
+    /// Jobs recorded now: (job, file, its sidecars' names).
+    recorded: Vec<(u64, PathBuf, Vec<String>)>,
+    /// Folders inside a root that cannot be read: their rows are kept
+    /// (dropped rows would make their bytes get placed again).
+    unread_dirs: Vec<(String, PathBuf)>,
+}
+
 fn walk_root(
     config: &Config,
     ledger: &Ledger,
     root: Root,
     base: &Path,
-    found: &mut std::collections::HashSet<(String, String)>,
-    recorded: &mut Vec<(u64, PathBuf, Vec<String>)>,
-    unread_dirs: &mut Vec<(String, PathBuf)>,
+    walked: &mut Walked,
     report: &mut RebuildReport,
 ) {
+    let Walked {
+        found,
+        recorded,
+        unread_dirs,
+    } = walked;
     let mut stack = vec![base.to_path_buf()];
     let mut sidecar_index = crate::archive::SidecarIndex::default();
     while let Some(dir) = stack.pop() {
@@ -202,8 +213,16 @@ fn record(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let kind = media::refine_tiff(media::sniff(&hashes.head), &name);
+    // A JPEG keepsake embedded XMP into keeps the original's hash there.
+    let original = (kind == media::MediaKind::Jpeg)
+        .then(|| embedded_original(path))
+        .flatten()
+        .unwrap_or_else(|| hashes.blake3.clone());
+    if original != hashes.blake3 {
+        report.originals += 1;
+    }
     if let Some(asset) = ledger.read(|c| ledger::asset_by_path(c, rel))? {
-        if asset.blake3 == hashes.blake3 {
+        if asset.copy_blake3 == hashes.blake3 {
             // The file may have moved between the roots behind our back.
             ledger.write(|tx| {
                 tx.execute(
@@ -216,7 +235,7 @@ fn record(
         }
         drop_asset(ledger, "library_path = ?1", rel)?;
         report.changed += 1;
-    } else if let Some(other) = ledger.read(|c| ledger::asset_by_hash(c, &hashes.blake3))? {
+    } else if let Some(other) = ledger.read(|c| ledger::asset_by_hash(c, &original))? {
         report
             .duplicates
             .push(format!("{rel} (same bytes as {})", other.library_path));
@@ -240,20 +259,20 @@ fn record(
         )?;
         tx.execute(
             "UPDATE jobs SET blake3 = ?2, sha1 = ?3, media_kind = ?4, dest_path = ?5, attempts = 1 WHERE id = ?1",
-            params![job_id, hashes.blake3, hashes.sha1, kind.as_str(), rel],
+            params![job_id, original, hashes.sha1, kind.as_str(), rel],
         )?;
         ledger::insert_asset(
             tx,
             &ledger::NewAsset {
                 job_id,
-                blake3: &hashes.blake3,
+                blake3: &original,
                 sha1: &hashes.sha1,
                 size: hashes.size,
                 media_kind: kind.as_str(),
                 capture_time: None,
                 capture_source: None,
                 library_path: rel,
-                library_blake3: None,
+                library_blake3: Some(&hashes.blake3),
             },
         )?;
         tx.execute(
@@ -263,6 +282,25 @@ fn record(
         Ok(job_id)
     })?;
     Ok(Some(job_id))
+}
+
+/// The original's BLAKE3 keepsake embedded into this JPEG's XMP, trusted
+/// only while the image data still has the hash recorded beside it (an
+/// editor that re-encoded the picture made it another photo).
+fn embedded_original(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let mut file = crate::effects::fsops::open_nofollow(path).ok()?;
+    if file.metadata().ok()?.len() > crate::sidecar::MAX_EMBED + (1 << 20) {
+        return None;
+    }
+    file.read_to_end(&mut bytes).ok()?;
+    let xmp = crate::sidecar::jpeg_xmp(&bytes)?;
+    let hex = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    let original = keepsake_xmp::property(xmp, crate::sidecar::ORIGINAL_BLAKE3).filter(hex)?;
+    let image = keepsake_xmp::property(xmp, crate::sidecar::IMAGE_BLAKE3).filter(hex)?;
+    let data = crate::sidecar::jpeg_image_data(&bytes)?;
+    (blake3::hash(data).to_hex().as_str() == image).then_some(original)
 }
 
 /// Drop an asset row, and the archive journal's references to it.

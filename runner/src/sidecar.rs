@@ -14,6 +14,19 @@ const NAMESPACES: &[(&str, &str)] = &[
     ("xmpDM", "http://ns.adobe.com/xmp/1.0/DynamicMedia/"),
     ("lr", "http://ns.adobe.com/lightroom/1.0/"),
 ];
+/// Namespaces only the host writes: a stage asking for them is refused (see
+/// [`validate`]), so no plugin can forge what keepsake records about a file.
+const HOST_NAMESPACES: &[(&str, &str)] = &[("keepsake", "https://keepsake.invalid/ns/1.0/")];
+/// The original's BLAKE3, embedded with the XMP keepsake writes into a JPEG:
+/// `ledger rebuild` reads it back, so a later copy of the original is still
+/// a duplicate.
+pub const ORIGINAL_BLAKE3: &str = "keepsake:OriginalBlake3";
+/// The BLAKE3 of the image data (from the first start-of-scan on), which
+/// embedding leaves unchanged: the original's hash above is trusted only
+/// while the file's image data still has this hash.
+pub const IMAGE_BLAKE3: &str = "keepsake:ImageBlake3";
+/// The largest JPEG whose XMP keepsake embeds (it is rewritten in memory).
+pub const MAX_EMBED: u64 = 64 << 20;
 /// Language alternatives (`rdf:Alt` with `x-default`), not simple text.
 const LANG_ALT: &[&str] = &["dc:title", "dc:description"];
 /// Unordered lists (`rdf:Bag`): the value holds one item per line.
@@ -67,7 +80,11 @@ fn description(properties: &[(String, String)]) -> String {
     prefixes.dedup();
     let mut out = String::from("  <rdf:Description rdf:about=\"\"");
     for prefix in prefixes {
-        if let Some((_, uri)) = NAMESPACES.iter().find(|(p, _)| *p == prefix) {
+        if let Some((_, uri)) = NAMESPACES
+            .iter()
+            .chain(HOST_NAMESPACES)
+            .find(|(p, _)| *p == prefix)
+        {
             out.push_str(&format!("\n    xmlns:{prefix}=\"{uri}\""));
         }
     }
@@ -183,6 +200,63 @@ const MAX_XMP_SEGMENT: usize = 65_533 - XMP_APP1.len();
 /// file is not a JPEG keepsake can rewrite safely (the caller then writes a
 /// sidecar instead).
 pub fn embed_jpeg(jpeg: &[u8], properties: &[(String, String)]) -> Option<Vec<u8>> {
+    let Segments {
+        existing,
+        insert_at,
+        ..
+    } = segments(jpeg)?;
+    let packet = match existing {
+        Some((start, end)) => {
+            let text = std::str::from_utf8(&jpeg[start + 4 + XMP_APP1.len()..end]).ok()?;
+            merge(text, properties)?
+        }
+        None => fresh(properties),
+    };
+    if packet.len() > MAX_XMP_SEGMENT {
+        return None;
+    }
+    let mut segment = vec![0xFF, 0xE1];
+    segment.extend_from_slice(&((2 + XMP_APP1.len() + packet.len()) as u16).to_be_bytes());
+    segment.extend_from_slice(XMP_APP1);
+    segment.extend_from_slice(packet.as_bytes());
+    let mut out = Vec::with_capacity(jpeg.len() + segment.len());
+    match existing {
+        Some((start, end)) => {
+            out.extend_from_slice(&jpeg[..start]);
+            out.extend_from_slice(&segment);
+            out.extend_from_slice(&jpeg[end..]);
+        }
+        None => {
+            out.extend_from_slice(&jpeg[..insert_at]);
+            out.extend_from_slice(&segment);
+            out.extend_from_slice(&jpeg[insert_at..]);
+        }
+    }
+    Some(out)
+}
+
+/// The XMP packet in a JPEG's XMP segment, if it has one.
+pub fn jpeg_xmp(jpeg: &[u8]) -> Option<&str> {
+    let (start, end) = segments(jpeg)?.existing?;
+    std::str::from_utf8(&jpeg[start + 4 + XMP_APP1.len()..end]).ok()
+}
+
+/// A JPEG's image data: every byte from the first start-of-scan on.
+pub fn jpeg_image_data(jpeg: &[u8]) -> Option<&[u8]> {
+    Some(&jpeg[segments(jpeg)?.scan..])
+}
+
+/// Where a JPEG's metadata segments stand.
+struct Segments {
+    /// The first XMP segment (start, end).
+    existing: Option<(usize, usize)>,
+    /// Where a new XMP segment goes (after APP0/APP1).
+    insert_at: usize,
+    /// The first start-of-scan marker.
+    scan: usize,
+}
+
+fn segments(jpeg: &[u8]) -> Option<Segments> {
     if !jpeg.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
@@ -215,34 +289,24 @@ pub fn embed_jpeg(jpeg: &[u8], properties: &[(String, String)]) -> Option<Vec<u8
         }
         at = end;
     }
-    let packet = match existing {
-        Some((start, end)) => {
-            let text = std::str::from_utf8(&jpeg[start + 4 + XMP_APP1.len()..end]).ok()?;
-            merge(text, properties)?
-        }
-        None => fresh(properties),
-    };
-    if packet.len() > MAX_XMP_SEGMENT {
+    Some(Segments {
+        existing,
+        insert_at,
+        scan: at,
+    })
+}
+
+/// The BLAKE3 of a JPEG's image data, read from `path` (at most
+/// `max_len` bytes, never through a link).
+pub fn image_blake3_of(path: &std::path::Path, max_len: u64) -> Option<String> {
+    use std::io::Read;
+    let mut file = crate::effects::fsops::open_nofollow(path).ok()?;
+    if file.metadata().ok()?.len() > max_len {
         return None;
     }
-    let mut segment = vec![0xFF, 0xE1];
-    segment.extend_from_slice(&((2 + XMP_APP1.len() + packet.len()) as u16).to_be_bytes());
-    segment.extend_from_slice(XMP_APP1);
-    segment.extend_from_slice(packet.as_bytes());
-    let mut out = Vec::with_capacity(jpeg.len() + segment.len());
-    match existing {
-        Some((start, end)) => {
-            out.extend_from_slice(&jpeg[..start]);
-            out.extend_from_slice(&segment);
-            out.extend_from_slice(&jpeg[end..]);
-        }
-        None => {
-            out.extend_from_slice(&jpeg[..insert_at]);
-            out.extend_from_slice(&segment);
-            out.extend_from_slice(&jpeg[insert_at..]);
-        }
-    }
-    Some(out)
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    jpeg_image_data(&bytes).map(|data| blake3::hash(data).to_hex().to_string())
 }
 
 /// Remove every definition of `name`: attributes (`name="…"`) and elements

@@ -635,6 +635,25 @@ fn verify_after_embed_mode_reports_no_damage_and_a_rebuilt_ledger_still_knows_th
     }
     assert_verified(&sandbox, "after `ledger rebuild`");
 
+    // The ledger lost altogether: rebuilt from the library alone, each
+    // copy's original is read back from the XMP keepsake embedded.
+    for entry in std::fs::read_dir(sandbox.library().join(".keepsake")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("ledger.sqlite")
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let rebuilt = run_json(&sandbox, &["ledger", "rebuild", "--json"]);
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.text());
+    assert_eq!(rebuilt.report["added"], 3, "{}", rebuilt.report);
+    assert_eq!(rebuilt.report["originals"], 3, "{}", rebuilt.report);
+    assert_verified(&sandbox, "after a rebuild without a ledger");
+
     // The rebuilt ledger knows each copy by its original's bytes.
     let before = library(&sandbox);
     sandbox.add("again.jpg", &corpus_media().join("orient_Landscape_0.jpg"));

@@ -158,6 +158,7 @@ fn per_file_sync_forced() -> bool {
 /// What a filesystem is, by `statfs` f_type: the names keepsake reports.
 pub fn filesystem_kind(path: &Path) -> &'static str {
     match rustix::fs::statfs(path) {
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs by platform
         Ok(stat) => kind_of(stat.f_type as i64),
         Err(_) => "unknown",
     }
@@ -184,6 +185,7 @@ fn kind_of(f_type: i64) -> &'static str {
 
 /// Whether one `syncfs` on this filesystem makes every written file durable.
 fn syncfs_reaches_storage(file: &File) -> bool {
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by platform
     rustix::fs::fstatfs(file).is_ok_and(|stat| {
         matches!(
             kind_of(stat.f_type as i64),

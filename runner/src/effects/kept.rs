@@ -47,6 +47,34 @@ impl Kept {
         })
     }
 
+    /// [`Self::verify`] for a duplicate: `source` is to go because `at`
+    /// keeps its bytes. Where the copy's bytes differ from the source's
+    /// (XMP embedded into it), the copy must hold the source's very image
+    /// data, read from both files now: what the ledger claims about an
+    /// embedded copy is never taken on trust.
+    pub fn verify_for(
+        at: &Path,
+        copy_blake3: &str,
+        source: &Path,
+        source_blake3: &str,
+    ) -> Result<Kept, String> {
+        if copy_blake3 != source_blake3 {
+            let limit = crate::sidecar::MAX_EMBED + (1 << 20);
+            let image = |path: &Path| crate::sidecar::image_blake3_of(path, limit);
+            match (image(at), image(source)) {
+                (Some(kept), Some(inbox)) if kept == inbox => {}
+                _ => {
+                    return Err(format!(
+                        "{} does not hold the image data of {}",
+                        at.display(),
+                        source.display()
+                    ));
+                }
+            }
+        }
+        Kept::verify(at, copy_blake3, source_blake3)
+    }
+
     /// [`super::apply`] wrote `at` through a temp that it fsynced and
     /// re-hashed (`copy_blake3` matched), renamed it into place and fsynced
     /// the folder without an error.

@@ -588,7 +588,13 @@ fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
         }
     }
     let keeper = plan.keeper.as_ref().and_then(|keeper| {
-        match Kept::verify(&keeper.path, &keeper.copy_blake3, &keeper.source_blake3) {
+        let source = plan.remove_sources.last()?;
+        match Kept::verify_for(
+            &keeper.path,
+            &keeper.copy_blake3,
+            source,
+            &keeper.source_blake3,
+        ) {
             Ok(proof) => Some(proof),
             Err(e) => {
                 tracing::warn!(

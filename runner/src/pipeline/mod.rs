@@ -163,7 +163,7 @@ impl Pipeline {
     /// A retried job whose inbox file is gone (a move-mode inbox empties
     /// as files are quarantined) is read from its quarantine copy, which
     /// holds the same bytes and stays where it is.
-    fn from_quarantine(&self, job: &mut JobRecord) {
+    fn read_from_quarantine(&self, job: &mut JobRecord) {
         if job.source_path.symlink_metadata().is_ok() {
             return;
         }
@@ -454,7 +454,7 @@ impl Pipeline {
             let mut batch = Vec::new();
             let mut bytes = 0u64;
             for mut job in jobs {
-                self.from_quarantine(&mut job);
+                self.read_from_quarantine(&mut job);
                 bytes += job.size;
                 after = job.id;
                 batch.push(job);

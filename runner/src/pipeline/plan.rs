@@ -15,8 +15,15 @@ use super::IngestServices;
 use super::decide::{Decided, Decision, iso};
 use super::paths::numbered;
 
-/// The largest JPEG whose XMP keepsake embeds (it is rewritten in memory).
-const MAX_EMBED: u64 = 64 << 20;
+use crate::sidecar::MAX_EMBED;
+
+/// A whole file, never through a link.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    crate::effects::fsops::open_nofollow(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
 
 pub(super) fn confidence_text(confidence: Confidence) -> &'static str {
     match confidence {
@@ -206,12 +213,23 @@ pub(super) fn plan(
                 }
             }
             // Embedded XMP: the library copy is the original with the
-            // properties in its XMP segment, image data byte-identical.
+            // properties in its XMP segment, image data byte-identical. The
+            // original's hash goes in with them (and the image data's, which
+            // vouches for it), so a rebuilt ledger still knows the original.
             let embedded = (decided.xmp_embed && kind == "jpeg" && decided.size <= MAX_EMBED)
-                .then(|| std::fs::read(&job.source_path).ok())
+                .then(|| read_file(&job.source_path).ok())
                 .flatten()
                 .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == blake3)
-                .and_then(|bytes| crate::sidecar::embed_jpeg(&bytes, &decided.xmp))
+                .and_then(|bytes| {
+                    let image = crate::sidecar::jpeg_image_data(&bytes)?;
+                    let mut properties = decided.xmp.clone();
+                    properties.push((crate::sidecar::ORIGINAL_BLAKE3.into(), blake3.clone()));
+                    properties.push((
+                        crate::sidecar::IMAGE_BLAKE3.into(),
+                        blake3::hash(image).to_hex().to_string(),
+                    ));
+                    crate::sidecar::embed_jpeg(&bytes, &properties)
+                })
                 .map(std::sync::Arc::new);
             let final_hash = embedded
                 .as_ref()

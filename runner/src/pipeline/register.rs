@@ -105,7 +105,7 @@ impl Pipeline {
             release(
                 path,
                 &left.blake3,
-                Kept::verify(dest, copy_hash, &left.blake3),
+                Kept::verify_for(dest, copy_hash, path, &left.blake3),
             );
         }
     }
