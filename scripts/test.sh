@@ -24,6 +24,11 @@ command -v exiftool >/dev/null 2>&1 || missing+=(libimage-exiftool-perl)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 # rclone: the benchmark compares keepsake's offsite push with `rclone copy`.
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+# bindfs (FUSE) and strace: a library on a real FUSE mount gets an fsync
+# per file and folder before a source goes (the test skips without /dev/fuse).
+command -v bindfs >/dev/null 2>&1 || missing+=(bindfs)
+command -v fusermount >/dev/null 2>&1 || missing+=(fuse)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -146,3 +146,56 @@ fn a_file_that_is_not_a_component_is_refused_naming_the_stage() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_plugin_hoarding_http_resources_fails_its_own_call_and_the_next_file_goes_through() {
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let granted = origin.local_addr().unwrap().to_string();
+    let sandbox = Sandbox::new();
+    let config = |hoard: u32| {
+        format!(
+            "[stages.snoop]\nwasm = {:?}\nhttp = [\"http://{granted}\"]\ngranted = {granted:?}\nother = {granted:?}\nhoard = \"{hoard}\"\n",
+            guest("keepsake_test_snoop_http").display().to_string(),
+        )
+    };
+    let pipeline = "[\"dedup\", \"exif\", \"library\", \"snoop\"]";
+    sandbox.write_config_with(pipeline, "copy", &config(200_000));
+    fake_jpeg(&sandbox.inbox().join("a.jpg"), 1, 3000);
+    let (_, report) = sandbox.ingest();
+    // Placed: the file is safe in the library whatever the stage does.
+    assert_eq!(report["placed"], 1, "{report}");
+    assert_eq!(report["after_placed"]["done"], 0, "{report}");
+    let (state, error): (String, Option<String>) = sandbox
+        .ledger()
+        .query_row(
+            "SELECT state, last_error FROM placed_calls WHERE stage = 'snoop'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_ne!(state, "done");
+    let error = error.unwrap_or_default();
+    assert!(error.contains("snoop"), "the error names the stage: {error}");
+    let placed: Vec<_> = hash_tree(&sandbox.library())
+        .into_iter()
+        .filter(|(path, _)| path.extension().is_some_and(|e| e == "jpg"))
+        .map(|(_, hash)| hash)
+        .collect();
+    assert_eq!(placed, vec![blake3_of(&sandbox.inbox().join("a.jpg"))]);
+
+    // A modest stage on the next file is served as before.
+    sandbox.write_config_with(pipeline, "copy", &config(100));
+    fake_jpeg(&sandbox.inbox().join("b.jpg"), 2, 3000);
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["placed"], 1, "{report}");
+    let hoarded: i64 = sandbox
+        .ledger()
+        .query_row(
+            "SELECT COUNT(*) FROM placed_calls WHERE stage = 'snoop' AND state = 'done' \
+             AND json_extract(facts, '$.\"snoop.hoarded\"') = '100'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(hoarded, 1, "{report}");
+}

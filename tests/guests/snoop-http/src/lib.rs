@@ -58,11 +58,22 @@ impl Guest for Snoop {
             &[
                 ("granted", "host:port of the granted origin", Some("")),
                 ("other", "host:port of an origin not granted", Some("")),
+                (
+                    "hoard",
+                    "create this many wasi:http resources and keep them all",
+                    Some("0"),
+                ),
             ],
         )
     }
 
     fn run(_job: Job) -> Result<Vec<Effect>, StageError> {
+        let hoard: usize = option_or("hoard", "0").parse().unwrap_or(0);
+        if hoard > 0 {
+            // Handles the host must keep for as long as they live.
+            let kept: Vec<Fields> = (0..hoard).map(|_| Fields::new()).collect();
+            return Ok(vec![fact("snoop.hoarded", kept.len().to_string())]);
+        }
         let granted = option_or("granted", "");
         let other = option_or("other", "");
         let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
