@@ -88,6 +88,81 @@ fn ingest(sandbox: &Sandbox) -> Ran {
     run_json(sandbox, &["ingest", "--json"])
 }
 
+/// Root reads and writes anything: the permission tests need root to play
+/// another user (`nobody`). /proc/self belongs to the effective user.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+const NOBODY: u32 = 65534;
+
+/// The binary run as `nobody` (with setpriv), with this sandbox's config.
+fn as_nobody(sandbox: &Sandbox, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(keepsake_bin())
+        .arg("--config")
+        .arg(sandbox.config_path())
+        .args(args)
+        .current_dir(sandbox.path())
+        .env_remove("KEEPSAKE_FAULT_AFTER")
+        .output()
+        .unwrap()
+}
+
+/// `root` and everything under it to `uid` (links themselves, never their
+/// targets), except `keep` and what is inside it.
+fn chown_tree(root: &Path, uid: u32, keep: Option<&Path>) {
+    std::os::unix::fs::lchown(root, Some(uid), Some(uid)).unwrap();
+    for (path, _) in every_entry(root) {
+        if !keep.is_some_and(|k| path.starts_with(k)) {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(uid)).unwrap();
+        }
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A library file's path below the library, from a job's `destination`.
+fn placed_rel(sandbox: &Sandbox, name: &str) -> PathBuf {
+    let jobs = sandbox.jobs();
+    let job = job_named(&jobs, name);
+    assert_eq!(job["state"], "done", "{job}");
+    Path::new(job["destination"].as_str().unwrap())
+        .strip_prefix(sandbox.library())
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The key a push of the library file `rel` is recorded done under.
+fn pushed_key(sandbox: &Sandbox, rel: &Path) -> Option<String> {
+    sandbox
+        .ledger()
+        .query_row(
+            "SELECT key FROM pushes WHERE state = 'done' AND file = ?1",
+            [rel.to_string_lossy()],
+            |r| r.get(0),
+        )
+        .ok()
+}
+
+/// The compiled-plugin cache files of a library.
+fn cached_plugins(sandbox: &Sandbox) -> Vec<PathBuf> {
+    let dir = sandbox.library().join(".keepsake/cache");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension() == Some(OsStr::new("cwasm")))
+        .collect();
+    assert!(!files.is_empty(), "no compiled plugin in {}", dir.display());
+    files
+}
+
 /// The pipeline dedup → hostile → library, the hostile stage misbehaving
 /// only on files named `bad*`; `options` go into `[stages.hostile]`.
 fn with_hostile(sandbox: &Sandbox, inbox_mode: &str, options: &str) {
@@ -270,7 +345,7 @@ fn no_fuse_here() -> Option<String> {
     None
 }
 
-/// A bindfs mount, unmounted when dropped.
+/// A bindfs (or tmpfs) mount, unmounted when dropped.
 struct Mount(PathBuf);
 
 impl Mount {
@@ -312,6 +387,25 @@ impl Mount {
             );
         }
         Err(format!("bindfs cannot mount here: {}", errors.join("; ")))
+    }
+
+    /// A tmpfs of `size` (`3m`) at `at`, when this machine lets us mount one.
+    fn tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let size = format!("size={size}");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", size.as_str(), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Mount(at.to_path_buf()))
+        } else {
+            Err(format!(
+                "cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 }
 
@@ -852,4 +946,442 @@ fn a_plugin_that_floods_its_key_value_store_fails_its_own_job_and_the_service_st
     let ran = ingest(&sandbox);
     assert_eq!(ran.report["placed"], 1, "{}", ran.text());
     assert_eq!(copies_of(&sandbox, &hash("c_good.jpg")), 1);
+}
+
+#[test]
+fn retrying_a_quarantined_job_keeps_its_record_and_its_quarantine_copy() {
+    for mode in ["move", "copy"] {
+        let sandbox = Sandbox::new();
+        sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", mode, "");
+        // Text under a photo's name: quarantined (see bad_input.rs).
+        let notes = sandbox.inbox().join("notes.jpg");
+        std::fs::write(&notes, b"this is not a photo at all").unwrap();
+        let hash = blake3_of(&notes);
+        let check = |when: &str| -> u64 {
+            let jobs = sandbox.jobs();
+            assert_eq!(jobs.len(), 1, "{mode}, {when}: one job: {jobs:?}");
+            let job = job_named(&jobs, "notes.jpg");
+            assert_eq!(job["state"], "quarantined", "{mode}, {when}: {job}");
+            let error = job["error"].as_str().unwrap_or_default();
+            assert!(!error.contains("appeared"), "{mode}, {when}: {job}");
+            let id = job["id"].as_u64().unwrap();
+            let copy = sandbox
+                .library()
+                .join(format!(".keepsake/quarantine/{id}/notes.jpg"));
+            assert_eq!(
+                blake3_of(&copy),
+                hash,
+                "{mode}, {when}: the quarantine copy"
+            );
+            assert_eq!(
+                blake3_of(Path::new(job["destination"].as_str().unwrap())),
+                hash,
+                "{mode}, {when}: {job}"
+            );
+            if mode == "copy" {
+                assert_eq!(blake3_of(&notes), hash, "{when}: the copy inbox keeps it");
+            } else {
+                assert!(
+                    !notes.exists(),
+                    "{when}: quarantined, it left the move inbox"
+                );
+            }
+            assert_eq!(
+                copies_of(&sandbox, &hash),
+                0,
+                "{mode}, {when}: never placed"
+            );
+            id
+        };
+        let ran = ingest(&sandbox);
+        assert_eq!(ran.code, 0, "{mode}: {}", ran.text());
+        assert_eq!(ran.report["quarantined"], 1, "{mode}: {}", ran.report);
+        let id = check("after the first ingest");
+
+        let id_arg = id.to_string();
+        let (code, out) = sandbox.run_text(&["retry", id_arg.as_str()]);
+        assert_eq!(code, 0, "{mode}: {out}");
+        let ran = ingest(&sandbox);
+        assert_eq!(ran.code, 0, "{mode}: {}", ran.text());
+        for key in ["failed", "skipped"] {
+            assert_eq!(ran.report[key], 0, "{mode}: {}", ran.report);
+        }
+        assert_eq!(check("after retry and ingest"), id);
+        assert!(temp_files(&sandbox.library()).is_empty());
+    }
+}
+
+#[test]
+fn ledger_rebuild_keeps_the_rows_of_a_folder_it_cannot_read() {
+    if !is_root() {
+        println!("skipped: needs root to run keepsake as nobody");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    // Dated by their names: two land in 2019/07, one in 2020/01.
+    for (i, name) in [
+        "a/IMG_20190704_101530.jpg",
+        "b/IMG_20190705_111530.jpg",
+        "c/IMG_20200101_120000.jpg",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        fake_jpeg(&sandbox.inbox().join(name), 40 + i as u64, 5000);
+    }
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert_eq!(ran.report["placed"], 3, "{}", ran.report);
+    let before = library(&sandbox);
+    let count_2019 = || -> i64 {
+        sandbox
+            .ledger()
+            .query_row(
+                "SELECT COUNT(*) FROM assets WHERE library_path LIKE '2019/%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(count_2019(), 2, "{before:?}");
+
+    // The sandbox is nobody's, but for library/2019: root's, mode 0700.
+    let hidden = sandbox.library().join("2019");
+    for (path, meta) in every_entry(sandbox.path()) {
+        chmod(&path, if meta.is_dir() { 0o755 } else { 0o644 });
+    }
+    chmod(sandbox.path(), 0o755);
+    chown_tree(sandbox.path(), NOBODY, Some(&hidden));
+    chmod(&hidden, 0o700);
+    let out = as_nobody(&sandbox, &["ledger", "rebuild", "--json"]);
+    chown_tree(sandbox.path(), 0, None);
+    chmod(&hidden, 0o755);
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "an error: {stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}\n{stderr}"));
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(&hidden.display().to_string()) && e.contains("kept")),
+        "{report}"
+    );
+    assert_eq!(
+        report["missing"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    assert_eq!(count_2019(), 2, "the unreadable folder's rows stay");
+    assert_eq!(library(&sandbox), before, "no file touched");
+    assert_verified(&sandbox, "after a rebuild that could not read 2019");
+}
+
+#[test]
+fn a_plugin_cache_file_owned_by_another_user_is_compiled_again_not_loaded() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !is_root() {
+        println!("skipped: needs root to give a cache file to another user");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let add = |name: &str, seed: u64| {
+        let path = sandbox.inbox().join(name);
+        fake_jpeg(&path, seed, 4000);
+        blake3_of(&path)
+    };
+    let first = add("first.jpg", 1);
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert_eq!(copies_of(&sandbox, &first), 1);
+    let cached = cached_plugins(&sandbox);
+
+    // Owned by another user: not loaded, compiled and replaced.
+    for path in &cached {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let second = add("second.jpg", 2);
+    let ran = run_json(&sandbox, &["-v", "ingest", "--json"]);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert!(ran.stderr.contains("compiled again"), "{}", ran.stderr);
+    assert_eq!(copies_of(&sandbox, &second), 1);
+    for path in &cached_plugins(&sandbox) {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!(meta.uid(), 0, "{} is root's again", path.display());
+    }
+
+    // Root's but writable by anyone: the same.
+    let open = cached_plugins(&sandbox).remove(0);
+    chmod(&open, 0o666);
+    let third = add("third.jpg", 3);
+    let ran = run_json(&sandbox, &["-v", "ingest", "--json"]);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert!(ran.stderr.contains("compiled again"), "{}", ran.stderr);
+    assert_eq!(copies_of(&sandbox, &third), 1);
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode();
+    assert_eq!(mode & 0o022, 0, "{} is mode {mode:o}", open.display());
+}
+
+#[test]
+fn a_folder_target_sweeps_old_push_temps_and_creates_nothing_on_a_missing_disk() {
+    let scratch = tempfile::tempdir().unwrap();
+    let usb = scratch.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with(
+        "[\"dedup\", \"exif\", \"library\", \"offsite\"]",
+        "copy",
+        &format!(
+            "[stages.offsite]\ntargets = \"usb\"\n\n[offsite.usb]\ntype = \"dir\"\npath = {:?}\n",
+            usb.display().to_string()
+        ),
+    );
+    let add = |name: &str, seed: u64| {
+        let path = sandbox.inbox().join(name);
+        fake_jpeg(&path, seed, 4000);
+        blake3_of(&path)
+    };
+    // The object of the inbox file `name` on the target, once pushed.
+    let object = |name: &str| {
+        let rel = placed_rel(&sandbox, name);
+        pushed_key(&sandbox, &rel).map(|key| usb.join(key))
+    };
+    let a = add("a.jpg", 1);
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert_eq!(
+        ran.report["offsite"]["pushed"].as_u64(),
+        Some(1),
+        "{}",
+        ran.report
+    );
+    assert!(
+        usb.join(".keepsake-target").is_file(),
+        "the first push marks the disk"
+    );
+    assert_eq!(blake3_of(&object("a.jpg").expect("a.jpg pushed")), a);
+
+    // A push interrupted an hour ago, and one under way right now.
+    let old = usb.join("2019/.keepsake-push-1-2-3.tmp");
+    let fresh = usb.join(".keepsake-push-9-9-9.tmp");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    for temp in [&old, &fresh] {
+        std::fs::write(temp, b"half a photo").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let b = add("b.jpg", 2);
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    let (code, out) = sandbox.run_text(&["offsite", "push"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!old.exists(), "the old temp is swept");
+    assert_eq!(
+        std::fs::read(&fresh).unwrap(),
+        b"half a photo",
+        "a fresh temp may be another push's: kept"
+    );
+    assert_eq!(blake3_of(&object("b.jpg").expect("b.jpg pushed")), b);
+    assert_eq!(blake3_of(&object("a.jpg").unwrap()), a);
+
+    // The disk unplugged: an empty mount point is left behind.
+    let unplugged = scratch.path().join("usb-unplugged");
+    std::fs::rename(&usb, &unplugged).unwrap();
+    std::fs::create_dir_all(&usb).unwrap();
+    let c = add("c.jpg", 3);
+    let ran = ingest(&sandbox);
+    assert_eq!(
+        ran.code,
+        0,
+        "the job is done; its push waits: {}",
+        ran.text()
+    );
+    let (code, out) = sandbox.run_text(&["offsite", "push"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("mounted"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(&usb).unwrap().count(),
+        0,
+        "nothing is created on the empty mount point"
+    );
+    assert_eq!(copies_of(&sandbox, &c), 1, "c.jpg is in the library");
+    assert_eq!(object("c.jpg"), None, "c.jpg is not recorded pushed");
+    let on_disk = hash_tree(&unplugged);
+    assert!(!on_disk.values().any(|h| *h == c), "{on_disk:?}");
+    assert_eq!(on_disk.values().filter(|h| **h == a || **h == b).count(), 2);
+}
+
+#[test]
+fn an_archive_run_lists_the_archived_files_in_a_manifest_target() {
+    let scratch = tempfile::tempdir().unwrap();
+    let manifest = scratch.path().join("restic-files.txt");
+    let archive = scratch.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with(
+        "[\"dedup\", \"exif\", \"library\", \"offsite\"]",
+        "copy",
+        &format!(
+            "[stages.offsite]\ntargets = \"restic\"\n\n[offsite.restic]\ntype = \"manifest\"\npath = {:?}\n\n[archive]\nroot = {:?}\n",
+            manifest.display().to_string(),
+            archive.display().to_string()
+        ),
+    );
+    // Dated by their names: two of 2019, one of 2020 that stays.
+    let mut originals = BTreeMap::new();
+    for (i, name) in [
+        "IMG_20190704_101530.jpg",
+        "IMG_20190705_111530.jpg",
+        "IMG_20200101_120000.jpg",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = sandbox.inbox().join(name);
+        fake_jpeg(&path, 60 + i as u64, 5000);
+        originals.insert(name, blake3_of(&path));
+    }
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert_eq!(ran.report["placed"], 3, "{}", ran.report);
+    let rels: BTreeMap<&str, PathBuf> = originals
+        .keys()
+        .map(|name| (*name, placed_rel(&sandbox, name)))
+        .collect();
+    let listed = std::fs::read_to_string(&manifest).unwrap();
+    for rel in rels.values() {
+        let line = sandbox.library().join(rel).display().to_string();
+        assert!(listed.lines().any(|l| l == line), "{line} in {listed}");
+    }
+
+    let ran = run_json(&sandbox, &["archive", "run", "--year", "2019", "--json"]);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert_eq!(ran.report["moved"], 2, "{}", ran.report);
+    let listed = std::fs::read_to_string(&manifest).unwrap();
+    for (name, rel) in &rels {
+        let (here, gone) = if name.starts_with("IMG_2019") {
+            (archive.join(rel), sandbox.library().join(rel))
+        } else {
+            (sandbox.library().join(rel), archive.join(rel))
+        };
+        assert_eq!(
+            blake3_of(&here),
+            originals[name],
+            "{name} at {}",
+            here.display()
+        );
+        assert!(!gone.exists(), "{name} is in one root only");
+        let line = here.display().to_string();
+        assert!(listed.lines().any(|l| l == line), "{line} in {listed}");
+    }
+}
+
+#[test]
+fn a_full_library_disk_stops_with_a_clear_message_and_loses_nothing() {
+    if !is_root() {
+        println!("skipped: needs root to mount a small disk");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let disk = sandbox.path().join("disk");
+    // Dropped before the sandbox: unmounted before its folder goes.
+    let _mount = match Mount::tmpfs(&disk, "3m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let library_root = disk.join("library");
+    sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", "move", "");
+    let config = std::fs::read_to_string(sandbox.config_path()).unwrap();
+    std::fs::write(
+        sandbox.config_path(),
+        config.replacen(
+            "library = \"library\"",
+            &format!("library = {:?}", library_root.display().to_string()),
+            1,
+        ),
+    )
+    .unwrap();
+    // 8 × 600 KB on a 3 MiB disk that also holds the ledger.
+    let mut originals = BTreeSet::new();
+    for i in 0..8u64 {
+        let path = sandbox.inbox().join(format!("IMG_{i:04}.jpg"));
+        fake_jpeg(&path, 200 + i, 600_000);
+        originals.insert(blake3_of(&path));
+    }
+    let jpegs = |tree: BTreeMap<PathBuf, String>| -> Vec<String> {
+        tree.into_iter()
+            .filter(|(p, _)| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg")))
+            .map(|(_, h)| h)
+            .collect()
+    };
+
+    let out = sandbox.run(&["ingest"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("ingest died on the full disk: {text}"));
+    assert!(matches!(code, 1 | 2), "exit {code}: {text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(
+        text.contains("full") && text.contains("free space"),
+        "{text}"
+    );
+    let placed = jpegs(hash_tree(&library_root));
+    let waiting = jpegs(hash_tree(&sandbox.inbox()));
+    assert!(placed.len() < 8, "the disk cannot hold all 8: {placed:?}");
+    for hash in &placed {
+        assert!(
+            originals.contains(hash),
+            "{hash} in the library is no original"
+        );
+    }
+    let placed_set: BTreeSet<&String> = placed.iter().collect();
+    assert_eq!(placed_set.len(), placed.len(), "no photo placed twice");
+    for hash in &originals {
+        assert!(
+            placed_set.contains(hash) || waiting.contains(hash),
+            "{hash} is lost: in neither the library nor the inbox"
+        );
+    }
+    let (code, status) = sandbox.run_text(&["status"]);
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("full"), "{status}");
+
+    // Space freed: the retried jobs all go through.
+    let remount = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(remount.success());
+    let (code, out) = sandbox.run_text(&["retry", "--failed"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = sandbox.run_text(&["ingest"]);
+    assert_eq!(code, 0, "{out}");
+    let placed = jpegs(hash_tree(&library_root));
+    assert_eq!(placed.len(), 8, "{placed:?}");
+    assert_eq!(placed.into_iter().collect::<BTreeSet<_>>(), originals);
+    assert!(
+        hash_tree(&sandbox.inbox()).is_empty(),
+        "the move inbox is empty"
+    );
 }

@@ -175,7 +175,10 @@ fn a_plugin_hoarding_http_resources_fails_its_own_call_and_the_next_file_goes_th
         .unwrap();
     assert_ne!(state, "done");
     let error = error.unwrap_or_default();
-    assert!(error.contains("snoop"), "the error names the stage: {error}");
+    assert!(
+        error.contains("snoop"),
+        "the error names the stage: {error}"
+    );
     let placed: Vec<_> = hash_tree(&sandbox.library())
         .into_iter()
         .filter(|(path, _)| path.extension().is_some_and(|e| e == "jpg"))

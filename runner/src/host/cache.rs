@@ -102,9 +102,16 @@ fn write_cache(dir: &Path, path: &Path, compiled: &[u8]) -> std::io::Result<()> 
         .create_new(true)
         .mode(0o600)
         .open(&temp)?;
-    file.write_all(blake3::hash(compiled).as_bytes())?;
-    file.write_all(compiled)?;
-    file.sync_all()?;
+    let written = file
+        .write_all(blake3::hash(compiled).as_bytes())
+        .and_then(|()| file.write_all(compiled))
+        .and_then(|()| file.sync_all());
     drop(file);
+    // A full disk: the half-written cache file must not take the space
+    // photos need.
+    if let Err(e) = written {
+        let _ = crate::effects::fsops::remove_temp(&temp);
+        return Err(e);
+    }
     crate::effects::fsops::rename_over(&temp, path)
 }

@@ -125,8 +125,13 @@ fn read_one(job: &JobRecord, staging: Option<&Path>) -> Result<ReadFile, ReadErr
                 }
                 Err(e) => {
                     let _ = fsops::remove_temp(&staged);
+                    let hint = if e.kind() == std::io::ErrorKind::StorageFull {
+                        "; the disk is full: free space on it, then `keepsake retry --failed`"
+                    } else {
+                        ""
+                    };
                     return Err(ReadError::Unreadable(format!(
-                        "cannot read {} into {}: {e}",
+                        "cannot read {} into {}: {e}{hint}",
                         path.display(),
                         dir.display()
                     )));
