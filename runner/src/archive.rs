@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::discover::{is_ignored, is_sidecar};
-use crate::effects::kept::{Kept, remove_source};
+use crate::effects::kept::{Kept, remove_source, remove_unchanged_source};
 use crate::effects::{fault_point, fsops};
 use crate::hashing::blake3_file;
 use crate::ledger::{self, Ledger, LedgerError};
@@ -1119,7 +1119,7 @@ fn move_batch(
         let dest = archive.join(&m.rel);
         if source.symlink_metadata().is_ok()
             && let Err(e) = Kept::verify(&dest, &m.blake3, &m.blake3)
-                .and_then(|kept| remove_source(&source, &m.blake3, &kept))
+                .and_then(|kept| remove_unchanged_source(&source, &m.blake3, &kept))
         {
             report.errors.push(format!(
                 "{}: moved, but the library copy could not be removed: {e}",
@@ -1324,7 +1324,7 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
         // The archive copy there, verified and durable: the library copy goes.
         let kept = Kept::verify(&dest, &blake3, &blake3);
         let outcome = if let Ok(kept) = kept {
-            let removed = remove_source(&source, &blake3, &kept);
+            let removed = remove_unchanged_source(&source, &blake3, &kept);
             if let Err(e) = removed {
                 tracing::error!(
                     "archive move of {}: {e}; tried again at the next start",

@@ -228,7 +228,20 @@ fn record(
                 tx.execute(
                     "UPDATE assets SET root = ?2 WHERE library_path = ?1",
                     params![rel, root.as_str()],
-                )
+                )?;
+                // A row an older rebuild keyed by the embedded copy's own
+                // hash learns its original's (unless another row has it).
+                if asset.blake3 != original && ledger::asset_by_hash(tx, &original)?.is_none() {
+                    tx.execute(
+                        "UPDATE assets SET blake3 = ?2, library_blake3 = ?3 WHERE library_path = ?1",
+                        params![rel, original, hashes.blake3],
+                    )?;
+                    tx.execute(
+                        "UPDATE jobs SET blake3 = ?2 WHERE id = ?1",
+                        params![asset.job_id, original],
+                    )?;
+                }
+                Ok(())
             })?;
             report.unchanged += 1;
             return Ok(None);
@@ -299,8 +312,7 @@ fn embedded_original(path: &Path) -> Option<String> {
     let hex = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
     let original = keepsake_xmp::property(xmp, crate::sidecar::ORIGINAL_BLAKE3).filter(hex)?;
     let image = keepsake_xmp::property(xmp, crate::sidecar::IMAGE_BLAKE3).filter(hex)?;
-    let data = crate::sidecar::jpeg_image_data(&bytes)?;
-    (blake3::hash(data).to_hex().as_str() == image).then_some(original)
+    (crate::sidecar::blake3_without_xmp(&bytes)? == image).then_some(original)
 }
 
 /// Drop an asset row, and the archive journal's references to it.

@@ -21,9 +21,10 @@ const HOST_NAMESPACES: &[(&str, &str)] = &[("keepsake", "https://keepsake.invali
 /// `ledger rebuild` reads it back, so a later copy of the original is still
 /// a duplicate.
 pub const ORIGINAL_BLAKE3: &str = "keepsake:OriginalBlake3";
-/// The BLAKE3 of the image data (from the first start-of-scan on), which
-/// embedding leaves unchanged: the original's hash above is trusted only
-/// while the file's image data still has this hash.
+/// The BLAKE3 of every byte but the XMP segment, which embedding leaves
+/// unchanged: the original's hash above is trusted only while the file
+/// without its XMP still has this hash (an edit of its EXIF or pixels made
+/// it another file).
 pub const IMAGE_BLAKE3: &str = "keepsake:ImageBlake3";
 /// The largest JPEG whose XMP keepsake embeds (it is rewritten in memory).
 pub const MAX_EMBED: u64 = 64 << 20;
@@ -241,9 +242,20 @@ pub fn jpeg_xmp(jpeg: &[u8]) -> Option<&str> {
     std::str::from_utf8(&jpeg[start + 4 + XMP_APP1.len()..end]).ok()
 }
 
-/// A JPEG's image data: every byte from the first start-of-scan on.
-pub fn jpeg_image_data(jpeg: &[u8]) -> Option<&[u8]> {
-    Some(&jpeg[segments(jpeg)?.scan..])
+/// The BLAKE3 of a JPEG without its XMP segment: every other byte (EXIF,
+/// ICC, tables, image data), which embedding XMP leaves unchanged.
+pub fn blake3_without_xmp(jpeg: &[u8]) -> Option<String> {
+    let mut hasher = blake3::Hasher::new();
+    match segments(jpeg)?.existing {
+        Some((start, end)) => {
+            hasher.update(&jpeg[..start]);
+            hasher.update(&jpeg[end..]);
+        }
+        None => {
+            hasher.update(jpeg);
+        }
+    }
+    Some(hasher.finalize().to_hex().to_string())
 }
 
 /// Where a JPEG's metadata segments stand.
@@ -252,8 +264,6 @@ struct Segments {
     existing: Option<(usize, usize)>,
     /// Where a new XMP segment goes (after APP0/APP1).
     insert_at: usize,
-    /// The first start-of-scan marker.
-    scan: usize,
 }
 
 fn segments(jpeg: &[u8]) -> Option<Segments> {
@@ -292,11 +302,10 @@ fn segments(jpeg: &[u8]) -> Option<Segments> {
     Some(Segments {
         existing,
         insert_at,
-        scan: at,
     })
 }
 
-/// The BLAKE3 of a JPEG's image data, read from `path` (at most
+/// [`blake3_without_xmp`] of the JPEG at `path` (at most
 /// `max_len` bytes, never through a link).
 pub fn image_blake3_of(path: &std::path::Path, max_len: u64) -> Option<String> {
     use std::io::Read;
@@ -306,7 +315,7 @@ pub fn image_blake3_of(path: &std::path::Path, max_len: u64) -> Option<String> {
     }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes).ok()?;
-    jpeg_image_data(&bytes).map(|data| blake3::hash(data).to_hex().to_string())
+    blake3_without_xmp(&bytes)
 }
 
 /// Remove every definition of `name`: attributes (`name="…"`) and elements

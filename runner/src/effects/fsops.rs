@@ -332,8 +332,30 @@ pub fn rename_over(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)
 }
 
+/// fsync a folder. Some filesystems cannot fsync a folder at all (EINVAL or
+/// ENOTSUP: vboxsf, some FUSE daemons and CIFS kernels); there a rename is
+/// as durable as the filesystem makes it, and that is said once. Any other
+/// error (EIO) is an error.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    match File::open(dir)?.sync_all() {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(code) if code == rustix::io::Errno::INVAL.raw_os_error()
+                    || code == rustix::io::Errno::NOTSUP.raw_os_error()
+            ) =>
+        {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "{}: this filesystem cannot fsync a folder ({e}); keepsake relies on its own durability for renames there",
+                    dir.display()
+                );
+            });
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Remove one of keepsake's own temp files; a missing one is fine.

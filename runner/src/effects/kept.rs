@@ -49,9 +49,9 @@ impl Kept {
 
     /// [`Self::verify`] for a duplicate: `source` is to go because `at`
     /// keeps its bytes. Where the copy's bytes differ from the source's
-    /// (XMP embedded into it), the copy must hold the source's very image
-    /// data, read from both files now: what the ledger claims about an
-    /// embedded copy is never taken on trust.
+    /// (XMP embedded into it), both files must be byte for byte the same
+    /// but for their XMP segment, read from both now: what the ledger claims
+    /// about an embedded copy is never taken on trust.
     pub fn verify_for(
         at: &Path,
         copy_blake3: &str,
@@ -65,7 +65,7 @@ impl Kept {
                 (Some(kept), Some(inbox)) if kept == inbox => {}
                 _ => {
                     return Err(format!(
-                        "{} does not hold the image data of {}",
+                        "{} is not {} with other XMP",
                         at.display(),
                         source.display()
                     ));
@@ -88,6 +88,35 @@ impl Kept {
     pub fn at(&self) -> &Path {
         &self.at
     }
+}
+
+/// [`remove_source`], once `source` is read again and still has the bytes
+/// the proof is about: for sources that may be edited while keepsake works
+/// (library files leaving for the archive, sidecars), where a fingerprint
+/// taken earlier is not enough.
+pub fn remove_unchanged_source(
+    source: &Path,
+    source_blake3: &str,
+    kept: &Kept,
+) -> Result<(), String> {
+    match blake3_file(source) {
+        Ok(now) if now == source_blake3 => remove_source(source, source_blake3, kept),
+        Ok(_) => Err(format!(
+            "{} stays: it changed after keepsake copied it",
+            source.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "{} stays: cannot read it again: {e}",
+            source.display()
+        )),
+    }
+}
+
+fn same_file(source: &std::fs::Metadata, other: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(other)
+        .is_ok_and(|m| m.dev() == source.dev() && m.ino() == source.ino())
 }
 
 /// fsync a file and its folder.
@@ -118,6 +147,15 @@ pub fn remove_source(source: &Path, source_blake3: &str, kept: &Kept) -> Result<
         ));
     }
     match std::fs::symlink_metadata(source) {
+        // The same file seen at two paths (a bind mount below a root) is
+        // still the only copy.
+        Ok(meta) if meta.is_file() && same_file(&meta, &kept.at) => {
+            return Err(format!(
+                "{} stays: {} is the same file, not a copy",
+                source.display(),
+                kept.at.display()
+            ));
+        }
         Ok(meta) if meta.is_file() => {}
         Ok(_) => {
             return Err(format!(

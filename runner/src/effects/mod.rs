@@ -433,10 +433,13 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         }
         for entry in &written {
             let dir = entry.dest.parent().unwrap_or(Path::new("."));
-            let new_parent = gained_entries
-                .iter()
-                .any(|g| unsynced.contains(g.as_path()));
-            if unsynced.contains(dir) || new_parent {
+            // Its own folder, or a new folder on its way up.
+            if entry
+                .dest
+                .ancestors()
+                .skip(1)
+                .any(|up| unsynced.contains(up))
+            {
                 failed.entry(entry.job_id).or_insert_with(|| {
                     format!(
                         "cannot sync folder {}: {e}; its file is in place and the source stays until a retry makes it durable",
@@ -467,7 +470,10 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     ledger.write(|tx| {
         if any_placed {
             // Files land again: a disk that was full has room now.
-            tx.execute("DELETE FROM service_state WHERE key = 'disk_full'", [])?;
+            if tx.execute("DELETE FROM service_state WHERE key = 'disk_full'", [])? > 0 {
+                // Take the reserve again for the next time a disk fills.
+                ledger.hold_reserve();
+            }
         }
         for entry in &entries {
             let state = if failed.contains_key(&entry.job_id) {

@@ -139,6 +139,12 @@ impl Ledger {
 
     /// Free the space held in reserve (a disk filled up): what keepsake
     /// records next still fits. It is taken again at the next open.
+    pub fn hold_reserve(&self) {
+        if let Some(dir) = self.path.parent() {
+            hold_reserve(&dir.join("reserve"));
+        }
+    }
+
     pub fn release_reserve(&self) {
         if let Some(dir) = self.path.parent() {
             let reserve = dir.join("reserve");

@@ -221,13 +221,10 @@ pub(super) fn plan(
                 .flatten()
                 .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == blake3)
                 .and_then(|bytes| {
-                    let image = crate::sidecar::jpeg_image_data(&bytes)?;
+                    let image = crate::sidecar::blake3_without_xmp(&bytes)?;
                     let mut properties = decided.xmp.clone();
                     properties.push((crate::sidecar::ORIGINAL_BLAKE3.into(), blake3.clone()));
-                    properties.push((
-                        crate::sidecar::IMAGE_BLAKE3.into(),
-                        blake3::hash(image).to_hex().to_string(),
-                    ));
+                    properties.push((crate::sidecar::IMAGE_BLAKE3.into(), image));
                     crate::sidecar::embed_jpeg(&bytes, &properties)
                 })
                 .map(std::sync::Arc::new);
