@@ -775,6 +775,35 @@ fn remove_icloud_copies(
     Ok(())
 }
 
+/// Add `paths` to every manifest target that does not list them yet; the
+/// errors, if any.
+fn list_in_manifests(config: &Config, paths: &[PathBuf]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for target in config.offsite.values() {
+        let crate::config::TargetKind::Manifest { path } = &target.kind else {
+            continue;
+        };
+        let listed: HashSet<String> = std::fs::read_to_string(path)
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        let lines: String = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|line| !line.contains(['\n', '\r']) && !listed.contains(line))
+            .map(|line| line + "\n")
+            .collect();
+        if !lines.is_empty()
+            && let Err(e) = fsops::append_durably(path, lines.as_bytes())
+        {
+            errors.push(format!(
+                "cannot list the archived files in the manifest {}: {e}",
+                path.display()
+            ));
+        }
+    }
+    errors
+}
+
 /// An iCloud download keepsake took, and the copy that keeps its bytes.
 struct IcloudCopy {
     path: PathBuf,
@@ -1113,6 +1142,11 @@ fn move_batch(
         Ok(())
     })?;
     fault_point("archive: placed");
+    // Manifest targets (restic `--files-from`) list files by absolute path:
+    // the archived ones are listed again at their archive paths before any
+    // library copy goes, so the backup keeps covering them.
+    let archived: Vec<PathBuf> = placed.iter().map(|(m, _)| archive.join(&m.rel)).collect();
+    report.errors.extend(list_in_manifests(config, &archived));
     // 4. Sources left by a copy across filesystems go; then done.
     for (m, _) in &placed {
         let source = config.library_root.join(&m.rel);
@@ -1128,27 +1162,7 @@ fn move_batch(
         }
     }
     fault_point("archive: sources removed");
-    // Manifest targets (restic `--files-from`) list files by absolute path:
-    // the archived ones are listed again at their archive paths, so the
-    // backup keeps covering them.
-    let lines: String = placed
-        .iter()
-        .map(|(m, _)| archive.join(&m.rel).to_string_lossy().into_owned())
-        .filter(|line| !line.contains(['\n', '\r']))
-        .map(|line| line + "\n")
-        .collect();
-    if !lines.is_empty() {
-        for target in config.offsite.values() {
-            if let crate::config::TargetKind::Manifest { path } = &target.kind
-                && let Err(e) = fsops::append_durably(path, lines.as_bytes())
-            {
-                report.errors.push(format!(
-                    "cannot list the archived files in the manifest {}: {e}",
-                    path.display()
-                ));
-            }
-        }
-    }
+
     ledger.write(|tx| {
         let now = ledger::now();
         for (_, id) in &placed {
@@ -1324,6 +1338,11 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
         // The archive copy there, verified and durable: the library copy goes.
         let kept = Kept::verify(&dest, &blake3, &blake3);
         let outcome = if let Ok(kept) = kept {
+            // Listed in manifest targets at its archive path before the
+            // library copy goes (a crash may have come before the run did).
+            for error in list_in_manifests(config, std::slice::from_ref(&dest)) {
+                tracing::error!("{error}");
+            }
             let removed = remove_unchanged_source(&source, &blake3, &kept);
             if let Err(e) = removed {
                 tracing::error!(

@@ -110,6 +110,28 @@ fn description(properties: &[(String, String)]) -> String {
     out
 }
 
+/// Whether merging `properties` into `existing` keeps every value it held:
+/// each property keepsake sets is absent there or already says the same
+/// (a list keeps all its items). Only then does the merged sidecar keep
+/// everything the original said, so the original may leave a move inbox.
+pub fn merge_keeps_everything(existing: &str, properties: &[(String, String)]) -> bool {
+    properties.iter().all(|(name, value)| {
+        if !existing.contains(name.as_str()) {
+            return true;
+        }
+        if BAGS.contains(&name.as_str()) {
+            let wanted: Vec<&str> = value.lines().collect();
+            return keepsake_xmp::items(existing, name)
+                .iter()
+                .all(|item| wanted.contains(&item.as_str()));
+        }
+        if LANG_ALT.contains(&name.as_str()) && keepsake_xmp::items(existing, name).len() > 1 {
+            return false; // other languages would be replaced
+        }
+        keepsake_xmp::property(existing, name).is_some_and(|had| had == *value)
+    })
+}
+
 /// A fresh sidecar with `properties`.
 pub fn fresh(properties: &[(String, String)]) -> String {
     format!(

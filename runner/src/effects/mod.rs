@@ -209,6 +209,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                         blake3: &write.blake3,
                         size: write.size,
                         outcome_json: &outcome_json,
+                        keeps: &write.keeps,
                     },
                 )?;
                 if write.adopt {
@@ -636,6 +637,11 @@ fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
                 .find(|w| w.source == *source)
                 .map_or("", |w| w.keeps.as_str())
         };
+        if hash.is_empty() {
+            // Nothing keeps all of it (a sidecar whose values the stages
+            // replaced): it stays.
+            continue;
+        }
         // A companion is small: read again, so an edit made since it was
         // copied is never lost with it.
         if Some(source) != main && !crate::hashing::blake3_file(source).is_ok_and(|now| now == hash)

@@ -114,12 +114,13 @@ pub struct KvQuota {
 }
 
 impl Default for KvQuota {
-    /// Room for a key or two per photo of a large family library (the
-    /// immich stage keeps one per asset for a while).
+    /// Room for a handful of keys per photo of a very large library (the
+    /// immich stage keeps three to five per asset: 500 000 photos take
+    /// about 2.5 million).
     fn default() -> KvQuota {
         KvQuota {
-            max_keys: 1_000_000,
-            max_bytes: 256 << 20,
+            max_keys: 10_000_000,
+            max_bytes: 1 << 30,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Jobs, the fingerprints of inbox files, steps, assets and stage key-values.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
@@ -100,6 +100,19 @@ pub struct JobRecord {
     /// Read from its quarantine copy (the inbox file is gone): nothing
     /// leaves an inbox for it, and the quarantine copy stays.
     pub from_quarantine: bool,
+    /// Where its companions are, when not beside `source_path` (the inbox
+    /// folder of a job read from its quarantine copy).
+    pub companions_in: Option<PathBuf>,
+}
+
+impl JobRecord {
+    /// The folder its companions (sidecars) are found in.
+    pub fn companion_dir(&self) -> PathBuf {
+        self.companions_in
+            .clone()
+            .or_else(|| self.source_path.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    }
 }
 
 /// The quarantine copy a job's bytes were kept in, if any.
@@ -153,6 +166,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         facts: row.get(20)?,
         wake_at: row.get(21)?,
         from_quarantine: false,
+        companions_in: None,
     })
 }
 
@@ -596,18 +610,21 @@ pub fn kv_get(conn: &Connection, stage: &str, key: &str) -> rusqlite::Result<Opt
         .optional()
 }
 
-/// (keys, bytes of keys and values) a stage keeps.
+/// (keys, bytes of keys and values) a stage keeps. An empty value is how a
+/// stage clears a key (the contract has no delete): it does not count.
 pub fn kv_usage(conn: &Connection, stage: &str) -> rusqlite::Result<(u64, u64)> {
     conn.prepare_cached(
-        "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM kv WHERE stage = ?1",
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) FROM kv \
+         WHERE stage = ?1 AND LENGTH(value) > 0",
     )?
     .query_row([stage], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
-/// The bytes one pair takes, if it exists.
+/// The bytes one pair takes, if it exists and is not cleared.
 pub fn kv_size(conn: &Connection, stage: &str, key: &str) -> rusqlite::Result<Option<u64>> {
     conn.prepare_cached(
-        "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(value) FROM kv WHERE stage = ?1 AND key = ?2",
+        "SELECT LENGTH(CAST(key AS BLOB)) + LENGTH(value) FROM kv \
+         WHERE stage = ?1 AND key = ?2 AND LENGTH(value) > 0",
     )?
     .query_row([stage, key], |r| r.get(0))
     .optional()

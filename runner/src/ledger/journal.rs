@@ -64,6 +64,8 @@ pub struct Intent<'a> {
     pub blake3: &'a str,
     pub size: u64,
     pub outcome_json: &'a str,
+    /// BLAKE3 of the source these bytes keep whole ("" for none).
+    pub keeps: &'a str,
 }
 
 /// Record the intent to write `dest` (through `temp`). The temp name is
@@ -77,11 +79,12 @@ pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result
         blake3,
         size,
         outcome_json,
+        keeps,
     } = *intent;
     let now = now();
     conn.prepare_cached(
-        "INSERT INTO journal (job_id, action, source, dest, temp, blake3, size, outcome, state, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, x'', ?5, ?6, ?8, 'intent', ?7, ?7)",
+        "INSERT INTO journal (job_id, action, source, dest, temp, blake3, size, outcome, state, created_at, updated_at, keeps) \
+         VALUES (?1, ?2, ?3, ?4, x'', ?5, ?6, ?8, 'intent', ?7, ?7, ?9)",
     )?
     .execute(params![
         job_id,
@@ -91,7 +94,8 @@ pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result
         blake3,
         size,
         now,
-        outcome_json
+        outcome_json,
+        keeps
     ])?;
     let id = conn.last_insert_rowid() as u64;
     let temp = temp_path(dest, id);

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_placed_calls.sql"),
     include_str!("migrations/0008_writeback.sql"),
     include_str!("migrations/0009_library_blake3.sql"),
+    include_str!("migrations/0010_journal_keeps.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,6 @@
 //! Running an inbox's stages over a job: each stage sees what earlier ones
 //! decided; every effect is validated before it counts.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::host::{
@@ -235,11 +234,7 @@ pub fn decide(
         read.kind.as_str().to_string(),
     ));
     let (mtime, mtime_offset) = local_mtime(job.mtime_ns);
-    let source_dir = job
-        .source_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let source_dir = job.companion_dir();
     let mut wit_job = Job {
         id: job.id,
         inbox: job.inbox.clone(),

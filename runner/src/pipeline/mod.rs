@@ -175,6 +175,7 @@ impl Pipeline {
         };
         if meta.is_file() && meta.len() == job.size {
             use std::os::unix::fs::MetadataExt;
+            job.companions_in = job.source_path.parent().map(Path::to_path_buf);
             job.source_path = copy;
             job.mtime_ns = discover::mtime_ns(&meta);
             job.inode = meta.ino();
@@ -639,6 +640,7 @@ pub fn date_files(
                     facts: "{}".into(),
                     wake_at: None,
                     from_quarantine: false,
+                    companions_in: None,
                 }
             })
             .collect();

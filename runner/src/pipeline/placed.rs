@@ -712,6 +712,7 @@ impl Services for LedgerServices {
     ) -> Result<(), String> {
         let pair = (stage.to_string(), key.to_string());
         let old = match self.held().get(&pair) {
+            Some(held) if held.is_empty() => None,
             Some(held) => Some((key.len() + held.len()) as u64),
             None => self
                 .ledger

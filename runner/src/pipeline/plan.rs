@@ -423,7 +423,7 @@ fn write_xmp(
         .companions
         .iter()
         .find(|c| c.eq_ignore_ascii_case(&format!("{media_name}.xmp")))
-        .and_then(|c| job.source_path.parent().map(|dir| dir.join(c)))
+        .map(|c| job.companion_dir().join(c))
         // A link is never followed (it is not copied either: see
         // `companion_writes`): the properties go into a fresh sidecar.
         .filter(|path| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()));
@@ -433,7 +433,16 @@ fn write_xmp(
             let Ok(text) = read_companion(path) else {
                 return;
             };
-            keeps = blake3::hash(text.as_bytes()).to_hex().to_string();
+            // The inbox sidecar may go only if the merge keeps all it said.
+            if crate::sidecar::merge_keeps_everything(&text, properties) {
+                keeps = blake3::hash(text.as_bytes()).to_hex().to_string();
+            } else {
+                tracing::info!(
+                    job = job.id,
+                    "{} says other things than the stages set; it stays where it is and the library gets the merged sidecar",
+                    path.display()
+                );
+            }
             match crate::sidecar::merge(&text, properties) {
                 Some(merged) => merged,
                 None => {
@@ -526,11 +535,7 @@ fn file_name_of(path: &Path) -> String {
 
 /// Sidecars follow their file: named after where it went, collision-safe.
 fn companion_writes(job: &JobRecord, dest: &Path, services: &IngestServices) -> Vec<FileWrite> {
-    let source_dir = job
-        .source_path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let source_dir = job.companion_dir();
     let media_name = file_name_of(&job.source_path);
     let placed_name = file_name_of(dest);
     let dest_dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();

@@ -95,10 +95,13 @@ impl Pipeline {
                     .push(format!("{} stays in the inbox: {e}", source.display())),
             }
         };
-        for (source, dest, hash) in &left.companions {
-            // A sidecar copied as it is: still the bytes that were copied.
-            if crate::hashing::blake3_file(source).is_ok_and(|now| now == *hash) {
-                release(source, hash, Kept::verify(dest, hash, hash));
+        for (source, dest, copy_hash, keeps) in &left.companions {
+            // A sidecar kept whole (copied, or merged without a loss), and
+            // still the bytes it was then.
+            if !keeps.is_empty()
+                && crate::hashing::blake3_file(source).is_ok_and(|now| now == *keeps)
+            {
+                release(source, keeps, Kept::verify(dest, copy_hash, keeps));
             }
         }
         if let Some((dest, copy_hash)) = &left.keeper {
@@ -111,13 +114,17 @@ impl Pipeline {
     }
 }
 
+/// A done journal entry: (source, destination, the copy's BLAKE3, the
+/// BLAKE3 of the source it keeps whole, "" for none).
+type JournaledWrite = (PathBuf, PathBuf, String, String);
+
 /// A finished job whose inbox file is still there, and where its bytes went.
 struct Leftover {
     blake3: String,
     /// The copy that keeps the job's own file: (path, the copy's BLAKE3).
     keeper: Option<(PathBuf, String)>,
-    /// Companions copied as they are: (inbox file, copy, BLAKE3).
-    companions: Vec<(PathBuf, PathBuf, String)>,
+    /// Companions written for it.
+    companions: Vec<JournaledWrite>,
 }
 
 fn leftover(
@@ -147,13 +154,14 @@ fn leftover(
             (asset.blake3 == blake3).then(|| (root.join(&asset.library_path), asset.copy_blake3))
         }))
     };
-    let done_writes = |action: &str| -> rusqlite::Result<Vec<(PathBuf, PathBuf, String)>> {
+    let done_writes = |action: &str| -> rusqlite::Result<Vec<JournaledWrite>> {
         let mut stmt = conn.prepare_cached(
-            "SELECT source, dest, blake3 FROM journal WHERE job_id = ?1 AND state = 'done' AND action = ?2",
+            "SELECT source, dest, blake3, COALESCE(keeps, blake3) FROM journal \
+             WHERE job_id = ?1 AND state = 'done' AND action = ?2",
         )?;
         stmt.query_map(rusqlite::params![job_id, action], |r| {
             let path = |b: Vec<u8>| PathBuf::from(OsStr::from_bytes(&b));
-            Ok((path(r.get(0)?), path(r.get(1)?), r.get(2)?))
+            Ok((path(r.get(0)?), path(r.get(1)?), r.get(2)?, r.get(3)?))
         })?
         .collect()
     };
@@ -165,8 +173,8 @@ fn leftover(
         },
         "quarantined" => done_writes("quarantine")?
             .into_iter()
-            .find(|(_, _, hash)| *hash == blake3)
-            .map(|(_, dest, hash)| (dest, hash)),
+            .find(|(_, _, hash, _)| *hash == blake3)
+            .map(|(_, dest, hash, _)| (dest, hash)),
         _ => return Ok(None),
     };
     Ok(Some(Leftover {

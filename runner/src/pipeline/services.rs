@@ -46,10 +46,16 @@ impl KvMeter {
                 .read(|c| ledger::kv_usage(c, stage))
                 .map_err(|e| format!("cannot read its key-value store: {e}"))?,
         };
-        let new_size = (key.len() + value_len) as u64;
-        let keys = keys + u64::from(old.is_none());
+        // An empty value clears the key: it frees what the pair took.
+        let (new_key, new_size) = match value_len {
+            0 => (0, 0),
+            n => (1, (key.len() + n) as u64),
+        };
+        let keys = (keys + new_key).saturating_sub(u64::from(old.is_some()));
         let bytes = (bytes + new_size).saturating_sub(old.unwrap_or(0));
-        quota.check(keys, bytes)?;
+        if value_len > 0 {
+            quota.check(keys, bytes)?;
+        }
         usage.insert(stage.to_string(), (keys, bytes));
         Ok(())
     }
