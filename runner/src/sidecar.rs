@@ -421,6 +421,42 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_that_replaces_a_value_is_not_lossless() {
+        let existing = "<rdf:Description xmp:Rating=\"5\">\n\
+            <dc:subject><rdf:Bag><rdf:li>beach</rdf:li></rdf:Bag></dc:subject>\n\
+            </rdf:Description>";
+        let keeps = |list: &[(&str, &str)]| merge_keeps_everything(existing, &props(list));
+        assert!(keeps(&[("exif:DateTimeOriginal", "2019-07-04T10:15:30")]));
+        assert!(keeps(&[("xmp:Rating", "5")]));
+        assert!(keeps(&[("dc:subject", "beach\nfamily")]));
+        assert!(!keeps(&[("xmp:Rating", "3")]));
+        assert!(!keeps(&[("dc:subject", "family")]));
+    }
+
+    #[test]
+    fn embedding_changes_nothing_but_the_xmp_segment() {
+        // SOI, APP0 (JFIF), a quantization table, SOS, data, EOI.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x07];
+        jpeg.extend_from_slice(b"JFIF\0");
+        jpeg.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x04, 0x01, 0x02]);
+        jpeg.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x11, 0x22, 0x33, 0xFF, 0xD9]);
+        let embedded = embed_jpeg(&jpeg, &props(&[("xmp:Rating", "4")])).unwrap();
+        assert_ne!(embedded, jpeg);
+        assert!(jpeg_xmp(&embedded).unwrap().contains("xmp:Rating"));
+        let plain = blake3_without_xmp(&jpeg).unwrap();
+        assert_eq!(blake3_without_xmp(&embedded).unwrap(), plain);
+        // Embedding again over the first packet: still the same bytes.
+        let again = embed_jpeg(&embedded, &props(&[("xmp:Rating", "2")])).unwrap();
+        assert_eq!(blake3_without_xmp(&again).unwrap(), plain);
+        // Another table (EXIF or pixels edited) is another file.
+        let mut edited = embedded.clone();
+        let at = edited.len() - 4;
+        edited[at] ^= 1;
+        assert_ne!(blake3_without_xmp(&edited).unwrap(), plain);
+        assert!(blake3_without_xmp(b"not a jpeg").is_none());
+    }
+
+    #[test]
     fn merges_without_dropping_anything_else() {
         let existing = "<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF xmlns:rdf=\"r\">\n\
             <rdf:Description rdf:about=\"\" xmlns:exif=\"e\" xmlns:xmp=\"x\" exif:DateTimeOriginal=\"2001-01-01T00:00:00\" xmp:Rating=\"5\">\n\

@@ -205,6 +205,17 @@ mod tests {
         std::os::unix::fs::symlink(&copy, &source_link).unwrap();
         assert!(remove_source(&source_link, &hash, &kept).is_err());
         assert!(source_link.symlink_metadata().is_ok());
+        // The same file at a second path (a bind mount, a hard link) is no
+        // copy of it.
+        let twin = dir.path().join("twin.jpg");
+        std::fs::hard_link(&source, &twin).unwrap();
+        let kept_twin = Kept::verify(&twin, &hash, &hash).unwrap();
+        assert!(remove_source(&source, &hash, &kept_twin).is_err());
+        assert!(source.exists());
+        // An edited source is not removed for the proof of its old bytes.
+        std::fs::write(&other, b"another photo, edited").unwrap();
+        assert!(remove_unchanged_source(&other, &other_hash, &kept).is_err());
+        assert!(other.exists());
         // With the proof of its bytes: gone, the copy stays.
         remove_source(&source, &hash, &kept).unwrap();
         assert!(!source.exists());

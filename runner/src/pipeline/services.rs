@@ -147,3 +147,38 @@ impl Services for IngestServices {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quota_counts_what_a_stage_keeps_and_not_what_it_cleared() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let meter = KvMeter::default();
+        let quota = KvQuota {
+            max_keys: 2,
+            max_bytes: 1 << 20,
+        };
+        let set = |key: &str, len: usize| {
+            let old = ledger.read(|c| ledger::kv_size(c, "s", key)).unwrap();
+            meter.admit(&ledger, "s", key, old, len, quota)?;
+            ledger
+                .write(|tx| ledger::kv_set(tx, "s", key, &vec![1; len]))
+                .unwrap();
+            Ok::<(), String>(())
+        };
+        set("a", 10).unwrap();
+        set("b", 10).unwrap();
+        assert!(set("c", 10).is_err(), "a third key is past the quota");
+        set("a", 20).unwrap(); // replacing a key adds none
+        set("a", 0).unwrap(); // cleared: it no longer counts
+        set("c", 10).unwrap();
+        assert!(set("d", 2 << 20).is_err(), "past the bytes too");
+        // A fresh meter counts the same from the ledger.
+        let fresh = KvMeter::default();
+        assert!(fresh.admit(&ledger, "s", "e", None, 1, quota).is_err());
+        assert!(fresh.admit(&ledger, "s", "a", None, 0, quota).is_ok());
+    }
+}
