@@ -1385,3 +1385,143 @@ fn a_full_library_disk_stops_with_a_clear_message_and_loses_nothing() {
         "the move inbox is empty"
     );
 }
+
+/// A fake JPEG with no EXIF, its mtime (the date it is filed by) in 2003.
+fn jpeg_of_2003(path: &Path, seed: u64) {
+    fake_jpeg(path, seed, 40_000);
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    // 2003-11-28 UTC.
+    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_070_000_000))
+        .unwrap();
+}
+
+#[test]
+fn a_duplicate_of_a_file_still_being_placed_stays_until_its_original_is_committed() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", "move", "");
+    let inbox = sandbox.inbox();
+    // Job 1 is the original; job 2 (same batch) and job 23 (a later
+    // batch: the first holds 16 jobs) are its twins. Twenty others, filed
+    // in this year, fill the batches.
+    jpeg_of_2003(&inbox.join("a_original.jpg"), 7);
+    let hash = blake3_of(&inbox.join("a_original.jpg"));
+    for twin in ["a_twin.jpg", "z_twin.jpg"] {
+        std::fs::copy(inbox.join("a_original.jpg"), inbox.join(twin)).unwrap();
+        jpeg_of_2003(&inbox.join(twin), 7);
+    }
+    for i in 0..20u64 {
+        fake_jpeg(&inbox.join(format!("m_{i:02}.jpg")), 100 + i, 20_000);
+    }
+    // The original cannot be placed: its year's folder is a file.
+    std::fs::create_dir_all(sandbox.library()).unwrap();
+    std::fs::write(sandbox.library().join("2003"), b"not a folder").unwrap();
+
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 1, "{}", ran.text());
+    let jobs = sandbox.jobs();
+    let id = |name: &str| job_named(&jobs, name)["id"].as_u64().unwrap();
+    assert_eq!(
+        (id("a_original.jpg"), id("a_twin.jpg"), id("z_twin.jpg")),
+        (1, 2, 23),
+        "the twins are in the original's batch and in a later one"
+    );
+    let original = job_named(&jobs, "a_original.jpg");
+    assert_eq!(original["state"], "failed", "{original}");
+    for twin in ["a_twin.jpg", "z_twin.jpg"] {
+        let job = job_named(&jobs, twin);
+        // Held on the original (it was in flight), or tried on its own and
+        // stopped by the same folder: never done, never a duplicate.
+        assert_eq!(job["state"], "failed", "{job}");
+        let error = job["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("same bytes as job 1") || error.contains("cannot create folder"),
+            "{twin}: {error}"
+        );
+    }
+    assert!(
+        job_named(&jobs, "a_twin.jpg")["error"]
+            .as_str()
+            .unwrap()
+            .contains("same bytes as job 1"),
+        "the twin in the same batch waits on the original"
+    );
+    for name in ["a_original.jpg", "a_twin.jpg", "z_twin.jpg"] {
+        assert_eq!(blake3_of(&inbox.join(name)), hash, "{name} stays, whole");
+    }
+    assert_eq!(copies_of(&sandbox, &hash), 0);
+    assert_eq!(
+        library(&sandbox).len(),
+        21,
+        "the 20 others (and the blocking file) are there"
+    );
+
+    // The folder freed: the original is placed, and only then do its twins go.
+    std::fs::remove_file(sandbox.library().join("2003")).unwrap();
+    let (code, out) = sandbox.run_text(&["retry", "--failed"]);
+    assert_eq!(code, 0, "{out}");
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    let jobs = sandbox.jobs();
+    assert_eq!(job_named(&jobs, "a_original.jpg")["state"], "done");
+    for twin in ["a_twin.jpg", "z_twin.jpg"] {
+        let job = job_named(&jobs, twin);
+        assert_eq!(job["state"], "duplicate", "{job}");
+        assert_eq!(job["duplicate_of"], 1, "{job}");
+    }
+    assert_eq!(copies_of(&sandbox, &hash), 1);
+    let placed = placed_rel(&sandbox, "a_original.jpg");
+    assert!(placed.starts_with("2003/11"), "{}", placed.display());
+    assert_eq!(blake3_of(&sandbox.library().join(&placed)), hash);
+    assert!(hash_tree(&inbox).is_empty(), "the move inbox is empty");
+}
+
+#[test]
+fn a_duplicate_whose_original_copy_is_damaged_fails_and_stays_in_the_inbox() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", "move", "");
+    let inbox = sandbox.inbox();
+    jpeg_of_2003(&inbox.join("IMG_1.jpg"), 9);
+    let hash = blake3_of(&inbox.join("IMG_1.jpg"));
+    let good = std::fs::read(inbox.join("IMG_1.jpg")).unwrap();
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    let placed = sandbox.library().join(placed_rel(&sandbox, "IMG_1.jpg"));
+    assert_eq!(blake3_of(&placed), hash);
+
+    // Bit rot in the library; then the phone sends the photo again.
+    let mut rotten = good.clone();
+    rotten[1000] ^= 0x40;
+    std::fs::write(&placed, &rotten).unwrap();
+    std::fs::write(inbox.join("again.jpg"), &good).unwrap();
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 1, "{}", ran.text());
+    let job = job_named(&sandbox.jobs(), "again.jpg").clone();
+    assert_eq!(job["state"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("does not verify") && error.contains("keepsake verify"),
+        "{error}"
+    );
+    assert_eq!(
+        blake3_of(&inbox.join("again.jpg")),
+        hash,
+        "the only good copy stays"
+    );
+    // Failed, so a rescan leaves it alone and `status` lists it.
+    let ran = ingest(&sandbox);
+    assert_eq!(job_named(&sandbox.jobs(), "again.jpg")["state"], "failed");
+    assert!(inbox.join("again.jpg").exists(), "{}", ran.text());
+    let (_, status) = sandbox.run_text(&["status"]);
+    assert!(status.contains("again.jpg"), "{status}");
+
+    // The copy restored: the retried duplicate goes.
+    std::fs::write(&placed, &good).unwrap();
+    let (code, out) = sandbox.run_text(&["retry", "--failed"]);
+    assert_eq!(code, 0, "{out}");
+    let ran = ingest(&sandbox);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    let job = job_named(&sandbox.jobs(), "again.jpg").clone();
+    assert_eq!(job["state"], "duplicate", "{job}");
+    assert_eq!(copies_of(&sandbox, &hash), 1);
+    assert!(hash_tree(&inbox).is_empty());
+}

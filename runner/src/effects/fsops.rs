@@ -511,4 +511,28 @@ mod tests {
         assert_eq!(kind_of(0xFF53_4D42), "cifs");
         assert_eq!(kind_of(0x1234), "unknown");
     }
+
+    #[test]
+    fn the_hard_link_way_never_replaces_and_leaves_one_name() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dev = std::fs::metadata(dir.path()).unwrap().dev();
+        // As the probe does on a root whose no-replace rename replaces.
+        LINK_DEVICES.lock().unwrap().push(dev);
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        write_temp(&a, b"new").unwrap();
+        write_temp(&b, b"kept").unwrap();
+        let refused = rename_no_replace(&a, &b);
+        let moved = rename_no_replace(&a, &c);
+        LINK_DEVICES.lock().unwrap().retain(|d| *d != dev);
+        assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&b).unwrap(), b"kept");
+        moved.unwrap();
+        assert_eq!(std::fs::read(&c).unwrap(), b"new");
+        assert!(!a.exists(), "the temp name is gone");
+    }
 }

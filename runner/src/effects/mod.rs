@@ -235,8 +235,11 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         if plan.writes.is_empty() && plan.depends_on.is_none() {
             // Committed above: a move-mode duplicate may leave the inbox
             // once its original's copy is verified again.
-            remove_sources(&plan, &[]);
-            results.insert(plan.job_id, Applied::Finished(plan.finish.state()));
+            let outcome = match remove_sources(&plan, &[]) {
+                Some(unkept) => fail_unkept(ledger, plan.job_id, unkept)?,
+                None => Applied::Finished(plan.finish.state()),
+            };
+            results.insert(plan.job_id, outcome);
         } else {
             plans_by_id.insert(plan.job_id, plan);
         }
@@ -561,24 +564,38 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                         .ok()
                         .flatten();
                 }
-                remove_sources(&plan, &proofs);
-                results.insert(job_id, Applied::Finished(plan.finish.state()));
+                let outcome = match remove_sources(&plan, &proofs) {
+                    Some(unkept) => fail_unkept(ledger, job_id, unkept)?,
+                    None => Applied::Finished(plan.finish.state()),
+                };
+                results.insert(job_id, outcome);
             }
         }
     }
     Ok(results.into_iter().collect())
 }
 
+/// A duplicate whose original's library copy no longer verifies is no
+/// duplicate of anything kept: it fails, so `status` shows it and a rescan
+/// does not hash it again and again; its inbox file stays.
+fn fail_unkept(ledger: &Ledger, job_id: u64, message: String) -> Result<Applied, ApplyError> {
+    ledger.write(|tx| ledger::fail_job(tx, job_id, &message))?;
+    Ok(Applied::Failed(message))
+}
+
 /// Move mode: the job is committed, its inbox files may go, each only with
 /// a proof that its bytes are kept (`proofs`: by source path; a duplicate's
 /// own file without one is kept by its original's copy, verified now).
-fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
+/// `Some(why)` when the job is a duplicate whose original's copy does not
+/// verify: the job's own file stays, and the job is to fail with `why`.
+#[must_use]
+fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) -> Option<String> {
     if !matches!(
         plan.finish.state(),
         JobState::Done | JobState::Duplicate | JobState::Quarantined
     ) || plan.remove_sources.is_empty()
     {
-        return;
+        return None;
     }
     // The job's own file comes last in the list; if it changed since it was
     // read (rewritten in place), neither it nor its companions go: the newer
@@ -591,9 +608,10 @@ fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
                 "{} changed after keepsake read it; it stays in the inbox and is taken again",
                 main.display()
             );
-            return;
+            return None;
         }
     }
+    let mut unkept = None;
     let keeper = plan.keeper.as_ref().and_then(|keeper| {
         let source = plan.remove_sources.last()?;
         match Kept::verify_for(
@@ -604,10 +622,14 @@ fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
         ) {
             Ok(proof) => Some(proof),
             Err(e) => {
-                tracing::warn!(
-                    job = plan.job_id,
-                    "the inbox copy stays: its original's library copy does not verify: {e}"
+                let why = format!(
+                    "a duplicate, but its original's copy does not verify ({e}); {} stays in the inbox. Run `keepsake verify`, restore that copy (from this file or offsite), then `keepsake retry --failed`",
+                    source.display()
                 );
+                tracing::warn!(job = plan.job_id, "{why}");
+                if plan.finish.state() == JobState::Duplicate {
+                    unkept = Some(why);
+                }
                 None
             }
         }
@@ -625,6 +647,14 @@ fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
                 "{} stays in the inbox: keepsake has no verified copy of it",
                 source.display()
             );
+            if Some(source) == main && plan.finish.state() == JobState::Duplicate {
+                unkept.get_or_insert_with(|| {
+                    format!(
+                        "a duplicate, but keepsake found no verified copy of its bytes; {} stays in the inbox. Run `keepsake verify`, then `keepsake retry --failed`",
+                        source.display()
+                    )
+                });
+            }
             continue;
         };
         // The job's own file was hashed when read; a companion's hash is
@@ -657,6 +687,7 @@ fn remove_sources(plan: &JobPlan, proofs: &[(PathBuf, Kept)]) {
             tracing::warn!(job = plan.job_id, "{e}");
         }
     }
+    unkept
 }
 
 /// Where job `original` placed bytes with the BLAKE3 `source_blake3`.

@@ -104,13 +104,28 @@ impl Pipeline {
                 release(source, keeps, Kept::verify(dest, copy_hash, keeps));
             }
         }
-        if let Some((dest, copy_hash)) = &left.keeper {
-            release(
-                path,
-                &left.blake3,
-                Kept::verify_for(dest, copy_hash, path, &left.blake3),
+        let Some((dest, copy_hash)) = &left.keeper else {
+            return;
+        };
+        let kept = Kept::verify_for(dest, copy_hash, path, &left.blake3);
+        if let (Err(e), Some(original)) = (&kept, left.duplicate_of) {
+            // The copy that was to keep this duplicate is damaged or gone:
+            // the job fails, so `status` shows it and no rescan hashes the
+            // file again until it is retried.
+            let why = format!(
+                "a duplicate of job {original}, but that job's copy does not verify ({e}); {} stays in the inbox. Run `keepsake verify`, restore that copy (from this file or offsite), then `keepsake retry --failed`",
+                path.display()
             );
+            if let Err(e) = self
+                .ledger
+                .write(|tx| ledger::fail_job(tx, left.job_id, &why))
+            {
+                report.errors.push(e.to_string());
+            }
+            report.errors.push(why);
+            return;
         }
+        release(path, &left.blake3, kept);
     }
 }
 
@@ -120,6 +135,9 @@ type JournaledWrite = (PathBuf, PathBuf, String, String);
 
 /// A finished job whose inbox file is still there, and where its bytes went.
 struct Leftover {
+    job_id: u64,
+    /// The job this one is a duplicate of, for a duplicate.
+    duplicate_of: Option<u64>,
     blake3: String,
     /// The copy that keeps the job's own file: (path, the copy's BLAKE3).
     keeper: Option<(PathBuf, String)>,
@@ -178,6 +196,8 @@ fn leftover(
         _ => return Ok(None),
     };
     Ok(Some(Leftover {
+        job_id,
+        duplicate_of: duplicate_of.filter(|_| state == "duplicate"),
         blake3,
         keeper,
         companions: done_writes("companion")?,
