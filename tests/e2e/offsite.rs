@@ -600,6 +600,10 @@ fn encrypted_pushes_verify_and_restore_only_with_the_identity() {
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("--identity"), "{out}");
+    // A temp an interrupted restore left in the destination goes.
+    std::fs::create_dir_all(&restored).unwrap();
+    let leftover = restored.join(".keepsake-restore-999-0");
+    std::fs::write(&leftover, b"half a file").unwrap();
     let (code, out) = run(
         &sandbox,
         &[
@@ -620,6 +624,7 @@ fn encrypted_pushes_verify_and_restore_only_with_the_identity() {
     for (_, key, file) in &pushes {
         assert_eq!(blake3_of(&restored.join(key)), blake3_of(file), "{key}");
     }
+    assert!(!leftover.exists(), "the old restore temp was swept");
     // After the house burned: no ledger, a new folder; the identity alone
     // brings everything back.
     std::fs::remove_file(sandbox.config().ledger_path()).unwrap();
