@@ -220,11 +220,13 @@ pub enum OffsiteCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ArchiveCommand {
-    /// Prove (or not) that a year is safe to delete from iCloud: every item
-    /// of it from the iCloud inboxes is in the library or archive, its bytes
-    /// verify, and every offsite target holds a verified copy. Writes the
-    /// plan as JSON and, when safe, the list of iCloud names. Exit 1 when
-    /// not safe.
+    /// Prove (or not) that a year is safe to delete from iCloud: every file
+    /// of the iCloud inboxes that could be of that year (and every item of
+    /// an inventory) is in the library or archive, its bytes and sidecars
+    /// verify, and every offsite target that is a real copy holds it,
+    /// checked by content where the target gives a hash. Writes the plan as
+    /// JSON and, when safe, the list of iCloud names, both dated. Exit 1
+    /// when not safe.
     Plan {
         /// The year.
         #[arg(long, required_unless_present = "older_than_years")]
@@ -235,6 +237,10 @@ pub enum ArchiveCommand {
         /// Download every offsite copy and rehash it.
         #[arg(long)]
         deep: bool,
+        /// A list of iCloud's items, one file name and creation time per
+        /// line (`IMG_0001.HEIC<TAB>2019-05-01T10:00:00Z`): each must be kept.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -431,6 +437,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recover_archive_moves(&config, &ledger)?;
             let root = root.as_deref().and_then(crate::archive::Root::parse);
             let result = crate::archive::verify(&config, &ledger, year, root)?;
+            if !(result.missing.is_empty() && result.damaged.is_empty()) {
+                let years = year.map(|y| std::collections::BTreeSet::from([y]));
+                crate::archive::void(
+                    &config,
+                    years.as_ref(),
+                    "a library or archive file does not verify",
+                );
+            }
             let mut out = std::io::stdout().lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string(&result)?)?;
@@ -453,6 +467,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     year,
                     older_than_years,
                     deep,
+                    inventory,
                     json,
                 },
         } => {
@@ -470,8 +485,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let mut all_safe = true;
+            let options = crate::archive::PlanOptions { deep, inventory };
+            crate::archive::void_stale(&config);
             for year in years {
-                let plan = crate::archive::plan(&config, &ledger, year, deep)?;
+                let plan = crate::archive::plan(&config, &ledger, year, &options)?;
                 all_safe &= plan.safe;
                 if json {
                     writeln!(out, "{}", serde_json::to_string(&plan)?)?;
@@ -496,6 +513,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (config, _) = load_config(cli.config.as_deref())?;
             let _lock = ledger::StateLock::acquire(&config.state_dir)?;
             let ledger = std::sync::Arc::new(open_existing(&config)?);
+            let _turn = crate::archive::turn();
             let result = crate::archive::run(&config, &ledger, year, dry_run)?;
             let mut out = std::io::stdout().lock();
             if json {
@@ -726,6 +744,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let bad = !verified.missing.is_empty()
                         || !verified.damaged.is_empty()
                         || !verified.errors.is_empty();
+                    if !(verified.missing.is_empty() && verified.damaged.is_empty()) {
+                        crate::archive::void(&config, None, "an offsite copy does not verify");
+                    }
                     Ok(if bad {
                         ExitCode::from(1)
                     } else {

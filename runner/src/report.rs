@@ -612,23 +612,47 @@ pub fn print_library_verify(
 pub fn print_plan(out: &mut impl Write, plan: &crate::archive::Plan) -> io::Result<()> {
     writeln!(
         out,
-        "archive plan {}: {} items from the iCloud inboxes ({})",
+        "archive plan {} (made {}): {} items from the iCloud inboxes ({})",
         plan.year,
+        plan.made_at,
         plan.items.len(),
         plan.icloud_inboxes.join(", ")
     )?;
+    writeln!(out, "  items from: {}", plan.basis.items_from)?;
+    for (target, how) in &plan.basis.targets {
+        writeln!(out, "  offsite {target}: {how}")?;
+    }
+    for blind in &plan.basis.cannot_see {
+        writeln!(out, "  cannot see: {blind}")?;
+    }
+    for why in &plan.general {
+        writeln!(out, "  blocked  {why}")?;
+    }
     for item in plan.blocked().take(200) {
         writeln!(
             out,
             "  blocked  {} ({}): {}",
             item.icloud_name,
-            item.held_at.as_deref().unwrap_or("not held"),
+            item.held_at
+                .as_deref()
+                .or(item.inbox_path.as_deref())
+                .unwrap_or("not held"),
             item.blockers.join("; ")
         )?;
     }
     let blocked = plan.blocked().count();
     if blocked > 200 {
         writeln!(out, "  … and {} more (see the JSON plan)", blocked - 200)?;
+    }
+    if !plan.size_only.is_empty() {
+        writeln!(
+            out,
+            "  {} offsite copies checked by size only (the target gives no hash without a download; `--deep` downloads them):",
+            plan.size_only.len()
+        )?;
+        for line in plan.size_only.iter().take(20) {
+            writeln!(out, "    {line}")?;
+        }
     }
     if let Some(file) = &plan.plan_file {
         writeln!(out, "plan written to {}", file.display())?;

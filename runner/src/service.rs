@@ -420,11 +420,15 @@ fn sweep(config: &Config, pipeline: &Pipeline) {
             return;
         }
     };
+    crate::archive::void_stale(config);
     for year in years {
         if crate::shutdown::requested() {
             return;
         }
-        let plan = match crate::archive::plan(config, &ledger, year, false) {
+        // The whole year in one turn: no cycle changes it between its plan,
+        // its moves and the removal of iCloud copies.
+        let _turn = crate::archive::turn();
+        let plan = match crate::archive::plan(config, &ledger, year, &Default::default()) {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::error!("archive sweep, plan {year}: {e}");

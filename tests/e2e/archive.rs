@@ -23,7 +23,7 @@ fn years_sandbox(scratch: &Path, archive: &Path, per_year: u64) -> Sandbox {
         PIPELINE,
         "copy",
         &format!(
-            "[stages.offsite]\ntargets = \"usb\"\n\n[offsite.usb]\ntype = \"dir\"\npath = {:?}\n\n[archive]\nroot = {:?}\nicloud_inboxes = [\"inbox\"]\n",
+            "[stages.offsite]\ntargets = \"usb\"\n\n[offsite.usb]\ntype = \"dir\"\nsame_disk = true\npath = {:?}\n\n[archive]\nroot = {:?}\nicloud_inboxes = [\"inbox\"]\n",
             usb.display().to_string(),
             archive.display().to_string()
         ),

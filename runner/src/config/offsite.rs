@@ -39,6 +39,10 @@ pub(super) struct RawTarget {
     age_recipients: Vec<String>,
     /// Or a file of recipients, one per line (`#` comments).
     age_recipients_file: Option<PathBuf>,
+    /// `dir`: the folder is on the library's disk (same device) and is
+    /// still to count as a copy off this machine for `archive plan`.
+    #[serde(default)]
+    same_disk: bool,
 }
 
 /// A validated offsite target.
@@ -50,6 +54,9 @@ pub struct OffsiteTarget {
     pub bwlimit: Option<u64>,
     /// age recipients (`age1…`): objects are encrypted before they leave.
     pub age_recipients: Vec<String>,
+    /// A folder target on the library's device that still counts as a copy
+    /// off this machine (`same_disk = true`).
+    pub same_disk: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -245,11 +252,18 @@ impl RawTarget {
                 "holds no recipient: encryption was asked for but has no key".into(),
             ));
         }
+        if self.same_disk && !matches!(kind, TargetKind::Dir { .. }) {
+            return Err((
+                key("same_disk"),
+                "only a `dir` target can be on the library's disk".into(),
+            ));
+        }
         Ok(OffsiteTarget {
             name: name.to_string(),
             kind,
             bwlimit,
             age_recipients,
+            same_disk: self.same_disk,
         })
     }
 }

@@ -740,7 +740,7 @@ fn finish_job(
             },
         )?;
     }
-    if finish.state() == JobState::Done {
+    if matches!(finish.state(), JobState::Done | JobState::Duplicate) {
         for push in &finish.pushes {
             ledger::insert_push(tx, job_id, push)?;
         }

@@ -154,3 +154,33 @@ pub fn open_intents(conn: &Connection) -> rusqlite::Result<Vec<JournalEntry>> {
     })?
     .collect()
 }
+
+/// A write the journal records as done: where from, where to, the copy's
+/// BLAKE3, and the BLAKE3 of the source it keeps whole ("" for none).
+#[derive(Debug, Clone)]
+pub struct DoneWrite {
+    pub job_id: u64,
+    pub source: PathBuf,
+    pub dest: PathBuf,
+    pub blake3: String,
+    pub keeps: String,
+}
+
+/// Every done write of `action` (e.g. "companion"), oldest first.
+pub fn done_writes(conn: &Connection, action: &str) -> rusqlite::Result<Vec<DoneWrite>> {
+    conn.prepare_cached(
+        "SELECT job_id, source, dest, blake3, COALESCE(keeps, blake3) FROM journal \
+         WHERE state = 'done' AND action = ?1 ORDER BY id",
+    )?
+    .query_map([action], |r| {
+        let path = |b: Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(&b));
+        Ok(DoneWrite {
+            job_id: r.get(0)?,
+            source: path(r.get(1)?),
+            dest: path(r.get(2)?),
+            blake3: r.get(3)?,
+            keeps: r.get(4)?,
+        })
+    })?
+    .collect()
+}

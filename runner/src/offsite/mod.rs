@@ -376,16 +376,17 @@ pub async fn verify(
             .filter_map(|i| rows.get((i as f64 * step) as usize).cloned())
             .collect();
     }
-    let (results, down) = check_rows(&ledger, config, rows, deep).await;
+    let depth = if deep { Depth::Download } else { Depth::Size };
+    let (results, down) = check_rows(&ledger, config, rows, &depth).await;
     report.errors.extend(down);
     for (row, result) in results {
         report.checked += 1;
         match result {
-            Ok(None) => report.ok += 1,
-            Ok(Some(problem)) if problem == "missing" => {
+            Ok(Found::Content | Found::SizeOnly(_)) => report.ok += 1,
+            Ok(Found::Problem(problem)) if problem == "missing" => {
                 report.missing.push((row.target.clone(), row.remote_key()));
             }
-            Ok(Some(problem)) => {
+            Ok(Found::Problem(problem)) => {
                 report
                     .damaged
                     .push((row.target.clone(), row.remote_key(), problem))
@@ -398,7 +399,32 @@ pub async fn verify(
     report
 }
 
-type Checked = Vec<(PushRow, Result<Option<String>, StoreError>)>;
+type Checked = Vec<(PushRow, Result<Found, StoreError>)>;
+
+/// How far a check of an offsite copy goes.
+#[derive(Debug, Clone)]
+pub enum Depth {
+    /// Size (and the ETag recorded at upload).
+    Size,
+    /// The content wherever the target gives a hash without a download: a
+    /// folder's copy is rehashed, an S3 server's stored SHA-256 and an
+    /// rclone remote's SHA-256 are compared with `sha256` (of the local
+    /// files, by their BLAKE3); elsewhere the size.
+    Content(Arc<HashMap<String, String>>),
+    /// Every object downloaded and rehashed.
+    Download,
+}
+
+/// What the check of one offsite copy found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The content is the bytes pushed.
+    Content,
+    /// Size (and ETag) right; the content could not be checked, and why.
+    SizeOnly(String),
+    /// What is wrong.
+    Problem(String),
+}
 
 /// Check each row on its target (None: as pushed; Some: what is wrong).
 /// Rows of a target that is down are left out, and the target's error is
@@ -407,7 +433,7 @@ async fn check_rows(
     ledger: &Arc<Ledger>,
     config: &Config,
     mut rows: Vec<PushRow>,
-    deep: bool,
+    depth: &Depth,
 ) -> (Checked, Vec<String>) {
     let mut down = Vec::new();
     let mut stores: HashMap<String, Arc<Store>> = HashMap::new();
@@ -433,7 +459,7 @@ async fn check_rows(
                     ));
                     return (row, Err(error));
                 };
-                let checked = check_one(&store, &row, library, archive, deep).await;
+                let checked = check_one(&store, &row, library, archive, depth).await;
                 (row, checked)
             }
         })
@@ -449,11 +475,11 @@ pub async fn verify_rows(
     ledger: Arc<Ledger>,
     config: &Config,
     rows: Vec<PushRow>,
-    deep: bool,
-) -> HashMap<u64, Result<Option<String>, String>> {
+    depth: &Depth,
+) -> HashMap<u64, Result<Found, String>> {
     let ids: Vec<(u64, String)> = rows.iter().map(|r| (r.id, r.target.clone())).collect();
-    let (results, down) = check_rows(&ledger, config, rows, deep).await;
-    let mut out: HashMap<u64, Result<Option<String>, String>> = results
+    let (results, down) = check_rows(&ledger, config, rows, depth).await;
+    let mut out: HashMap<u64, Result<Found, String>> = results
         .into_iter()
         .map(|(row, result)| (row.id, result.map_err(|e| e.to_string())))
         .collect();
@@ -469,35 +495,64 @@ pub async fn verify_rows(
     out
 }
 
-/// None when the object is as pushed; else what is wrong.
+/// What one offsite copy is, checked as far as `depth` goes.
 async fn check_one(
     store: &Store,
     row: &PushRow,
     library: &std::path::Path,
     archive: Option<&std::path::Path>,
-    deep: bool,
-) -> Result<Option<String>, StoreError> {
+    depth: &Depth,
+) -> Result<Found, StoreError> {
     let key = store.key_for(&row.remote_key(), &locate(library, archive, &row.file));
     let (blake3, size) = row.remote_content();
     let Some(remote) = store.head(&key).await? else {
-        return Ok(Some("missing".into()));
+        return Ok(Found::Problem("missing".into()));
     };
     if remote.size != size {
-        return Ok(Some(format!("{} bytes, {size} expected", remote.size)));
+        return Ok(Found::Problem(format!(
+            "{} bytes, {size} expected",
+            remote.size
+        )));
     }
     if let (Some(pushed), Some(now)) = (&row.etag, &remote.etag)
         && pushed != now
     {
-        return Ok(Some(format!("ETag {now}, {pushed} when pushed")));
+        return Ok(Found::Problem(format!("ETag {now}, {pushed} when pushed")));
     }
-    if deep {
-        match store.hash(&key).await? {
-            Some(hash) if hash == blake3 => {}
-            Some(_) => return Ok(Some("content differs (BLAKE3)".into())),
-            None => return Ok(Some("missing".into())),
+    let rehash = || async {
+        Ok(match store.hash(&key).await? {
+            Some(hash) if hash == blake3 => Found::Content,
+            Some(_) => Found::Problem("content differs (BLAKE3)".into()),
+            None => Found::Problem("missing".into()),
+        })
+    };
+    match depth {
+        Depth::Size => Ok(Found::SizeOnly("size checked".into())),
+        Depth::Download => rehash().await,
+        Depth::Content(local) => {
+            if store.is_local() {
+                return rehash().await;
+            }
+            if row.sealed.is_some() {
+                return Ok(Found::SizeOnly(
+                    "encrypted: the target can vouch only for the size of the ciphertext".into(),
+                ));
+            }
+            let Some(expected) = local.get(&row.blake3) else {
+                return Ok(Found::SizeOnly(
+                    "the library file changed since it was pushed: size checked".into(),
+                ));
+            };
+            match store.sha256(&key).await? {
+                Some(theirs) if theirs == *expected => Ok(Found::Content),
+                Some(_) => Ok(Found::Problem("content differs (SHA-256)".into())),
+                None => Ok(Found::SizeOnly(
+                    "the target keeps no SHA-256 for it: size checked (`--deep` downloads it)"
+                        .into(),
+                )),
+            }
         }
     }
-    Ok(None)
 }
 
 /// What `offsite restore` did.

@@ -184,6 +184,11 @@ impl Store {
         &self.name
     }
 
+    /// A folder target: its copies are rehashed without a download.
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Dir { .. })
+    }
+
     /// The key under which the target knows a library file: a manifest
     /// lists absolute paths.
     pub fn key_for(&self, key: &str, local: &Path) -> String {
@@ -333,6 +338,80 @@ impl Store {
                     })),
                 }
             }
+        }
+    }
+
+    /// The SHA-256 (lowercase hex) the target gives for `key` without a
+    /// download: the checksum an S3 server stored when it checked the
+    /// upload (a HEAD in checksum mode), or an rclone remote's own hash.
+    /// `None` where the target has none for it (a multipart object on a
+    /// server that keeps no checksum for those, a remote without SHA-256).
+    pub async fn sha256(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let name = &self.name;
+        match &self.backend {
+            Backend::S3 { s3, prefix } => {
+                use object_store::signer::{SignedUrlOptions, Signer};
+                let options = SignedUrlOptions::new().with_signed_header(
+                    http::HeaderName::from_static("x-amz-checksum-mode"),
+                    http::HeaderValue::from_static("ENABLED"),
+                );
+                let url = s3
+                    .signed_url_opts(
+                        http::Method::HEAD,
+                        &Self::object(prefix, key)?,
+                        Duration::from_secs(300),
+                        &options,
+                    )
+                    .await
+                    .map_err(|e| classify(name, key, e))?;
+                let response = reqwest::Client::new()
+                    .head(url)
+                    .header("x-amz-checksum-mode", "ENABLED")
+                    .timeout(Duration::from_secs(60))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("offsite target {name}: {key}: {e}"))
+                    })?;
+                if !response.status().is_success() {
+                    return Err(StoreError::Unavailable(format!(
+                        "offsite target {name}: {key}: HEAD answered {}",
+                        response.status()
+                    )));
+                }
+                // A composite checksum of parts ("…-N") is no digest of the file.
+                let stored = response
+                    .headers()
+                    .get("x-amz-checksum-sha256")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.contains('-'))
+                    .and_then(|v| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.decode(v).ok()
+                    })
+                    .filter(|digest| digest.len() == 32)
+                    .map(|digest| digest.iter().map(|b| format!("{b:02x}")).collect());
+                Ok(stored)
+            }
+            Backend::Rclone { rcd, remote } => {
+                let found = rcd
+                    .call(
+                        "operations/stat",
+                        json!({ "fs": remote, "remote": key, "opt": {
+                            "noModTime": true, "noMimeType": true,
+                            "showHash": true, "hashTypes": ["sha256"],
+                        } }),
+                        Some(Duration::from_secs(600)),
+                    )
+                    .await
+                    .map_err(|e| rc_error(name, key, e))?;
+                Ok(found
+                    .pointer("/item/Hashes/sha256")
+                    .and_then(|h| h.as_str())
+                    .filter(|h| h.len() == 64)
+                    .map(str::to_ascii_lowercase))
+            }
+            Backend::Dir { .. } | Backend::Manifest { .. } => Ok(None),
         }
     }
 

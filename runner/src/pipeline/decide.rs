@@ -250,6 +250,10 @@ pub fn decide(
         placement: None,
         facts: Vec::new(),
     };
+    // A stage's `duplicate-of`: the built-in exif and offsite stages still
+    // run, so a duplicate has its own date (the year it belongs to) and its
+    // pipeline's targets get its bytes; nothing else of theirs is taken.
+    let mut claim: Option<(u64, String)> = None;
     for name in pipeline {
         let Some(stage) = stages.get(name) else {
             decided.decision = Decision::Fail(format!("stage `{name}` is not loaded"));
@@ -257,6 +261,12 @@ pub fn decide(
         };
         // Called once the file is placed, from the placed-phase queue.
         if stage.info.placed {
+            continue;
+        }
+        if claim.is_some()
+            && !(stage.origin == format!("built-in `{name}`")
+                && (name == "exif" || name == "offsite"))
+        {
             continue;
         }
         let files = CallFiles {
@@ -295,6 +305,23 @@ pub fn decide(
         };
         call.effects_json = effects_json(&effects);
         decided.calls.push(call);
+        if claim.is_some() {
+            for effect in effects {
+                match effect {
+                    Effect::SetCaptureTime(capture) if valid_capture(&capture).is_ok() => {
+                        decided.capture = Some(capture);
+                    }
+                    Effect::Push(PushRequest { target, key })
+                        if validate_relative(&key.replace("{path}", "p")).is_ok() =>
+                    {
+                        decided.pushes.retain(|(t, _)| *t != target);
+                        decided.pushes.push((target, key));
+                    }
+                    _ => {}
+                }
+            }
+            continue;
+        }
         for effect in effects {
             let rejected =
                 |what: String| Decision::Fail(format!("stage `{name}`: rejected effect: {what}"));
@@ -360,11 +387,8 @@ pub fn decide(
                     decided.pushes.push((target, key));
                 }
                 Effect::DuplicateOf(original) => {
-                    decided.decision = Decision::DuplicateClaim {
-                        original,
-                        stage: name.clone(),
-                    };
-                    return decided;
+                    claim = Some((original, name.clone()));
+                    break;
                 }
                 Effect::Quarantine(reason) => {
                     decided.decision = Decision::Quarantine(format!("stage `{name}`: {reason}"));
@@ -389,6 +413,9 @@ pub fn decide(
                 }
             }
         }
+    }
+    if let Some((original, stage)) = claim {
+        decided.decision = Decision::DuplicateClaim { original, stage };
     }
     decided
 }

@@ -390,6 +390,7 @@ impl Pipeline {
             decided?;
             applied
         })?;
+        self.void_verdicts(applied.iter().map(|(id, _)| *id));
         for (job_id, applied) in applied {
             report.processed += 1;
             match applied {
@@ -412,6 +413,36 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// A job of a year changed: the archive verdicts of its years (of every
+    /// year, for a job without a date) stand no more.
+    fn void_verdicts(&self, jobs: impl Iterator<Item = u64>) {
+        let dir = self.config.state_dir.join("archive");
+        let any = std::fs::read_dir(&dir).is_ok_and(|mut listing| listing.next().is_some());
+        if !any {
+            return;
+        }
+        let mut years = std::collections::BTreeSet::new();
+        for id in jobs {
+            let Ok(Some(job)) = self.ledger.read(|c| ledger::job(c, id)) else {
+                continue;
+            };
+            match crate::archive::years_of_job(&job) {
+                Some(of_job) => years.extend(of_job),
+                None => {
+                    crate::archive::void(&self.config, None, "a photo without a date was taken");
+                    return;
+                }
+            }
+        }
+        if !years.is_empty() {
+            crate::archive::void(
+                &self.config,
+                Some(&years),
+                "new photos of the year were taken",
+            );
+        }
     }
 
     /// Read and decide every pending job, batch by batch, handing each

@@ -162,6 +162,26 @@ pub(super) fn plan(
                         source_blake3: asset.blake3,
                     })
                 });
+            // This inbox's targets get the bytes too, on the duplicate's
+            // behalf: the original may have come from an inbox without them.
+            if let Some(keeper) = &plan.keeper
+                && let Ok(rel) = keeper.path.strip_prefix(&config.library_root)
+            {
+                let rel = rel.to_string_lossy().into_owned();
+                let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
+                finish.pushes = decided
+                    .pushes
+                    .iter()
+                    .filter(|(target, _)| config.offsite.contains_key(target))
+                    .map(|(target, template)| crate::ledger::NewPush {
+                        target: target.clone(),
+                        key: template.replace("{path}", &rel),
+                        file: rel.clone(),
+                        blake3: keeper.copy_blake3.clone(),
+                        size,
+                    })
+                    .collect();
+            }
             move_sources(&mut plan, job, remove_sources);
         }
         Decision::Quarantine(reason) => {

@@ -11,7 +11,7 @@
 //!   intent → (rename | copy, sync, verify, rename) → placed → source
 //!   removed → done. `recover` finishes or rolls back what a crash left.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,6 +68,7 @@ pub struct Held {
     pub rel: String,
     pub root: Root,
     pub capture_time: Option<String>,
+    pub media_kind: String,
 }
 
 impl Held {
@@ -85,7 +86,7 @@ pub fn held(ledger: &Ledger) -> Result<Vec<Held>, LedgerError> {
         c.prepare(
             // The copy's own hash: with embedded XMP it is not the original's.
             "SELECT a.id, a.job_id, COALESCE(a.library_blake3, a.blake3), a.size, a.library_path, a.root, \
-             COALESCE(a.capture_time, j.capture_time) FROM assets a JOIN jobs j ON j.id = a.job_id \
+             COALESCE(a.capture_time, j.capture_time), a.media_kind FROM assets a JOIN jobs j ON j.id = a.job_id \
              ORDER BY a.library_path",
         )?
         .query_map([], |r| {
@@ -97,6 +98,7 @@ pub fn held(ledger: &Ledger) -> Result<Vec<Held>, LedgerError> {
                 rel: r.get(4)?,
                 root: Root::parse(&r.get::<_, String>(5)?).unwrap_or(Root::Library),
                 capture_time: r.get(6)?,
+                media_kind: r.get(7)?,
             })
         })?
         .collect()
@@ -227,315 +229,13 @@ fn walk(base: &Path, state_dir: &Path, errors: &mut Vec<String>) -> Vec<String> 
 
 // ---------------------------------------------------------------- plan
 
-/// One iCloud item of the year, and what stands between it and deletion.
-#[derive(Debug, Serialize)]
-pub struct PlanItem {
-    /// The name icloudpd gave it (what the family sees in iCloud).
-    pub icloud_name: String,
-    pub capture_time: Option<String>,
-    /// `root:path`, when keepsake holds it.
-    pub held_at: Option<String>,
-    pub bytes_verified: bool,
-    /// Per offsite target: "verified" or what is wrong.
-    pub offsite: BTreeMap<String, String>,
-    pub blockers: Vec<String>,
-}
+mod plan;
+pub use plan::{
+    Basis, JUNK, Plan, PlanItem, PlanOptions, capture_years, folder_years, plan, void, void_stale,
+    years_of_job,
+};
 
-#[derive(Debug, Serialize)]
-pub struct Plan {
-    pub year: i32,
-    pub icloud_inboxes: Vec<String>,
-    pub items: Vec<PlanItem>,
-    pub safe: bool,
-    /// Blockers that concern no single item (no offsite target, ...).
-    pub general: Vec<String>,
-    /// Where the plan and the safe-to-delete list were written.
-    pub plan_file: Option<PathBuf>,
-    pub safe_list: Option<PathBuf>,
-}
-
-impl Plan {
-    pub fn blocked(&self) -> impl Iterator<Item = &PlanItem> {
-        self.items.iter().filter(|i| !i.blockers.is_empty())
-    }
-
-    pub fn verdict(&self) -> String {
-        let n = self.items.len();
-        if self.safe {
-            format!(
-                "{}: {n} items, all verified — safe to delete from iCloud",
-                self.year
-            )
-        } else {
-            let blocked = self.blocked().count();
-            let mut why = self.general.clone();
-            if blocked > 0 {
-                why.push(format!(
-                    "{blocked} of {n} items are not proven safe (listed above)"
-                ));
-            }
-            format!(
-                "{}: {n} items — NOT safe to delete from iCloud: {}",
-                self.year,
-                why.join("; ")
-            )
-        }
-    }
-}
-
-/// What a job of an iCloud inbox is, as far as the plan cares.
-struct Source {
-    job_id: u64,
-    name: String,
-    state: String,
-    error: Option<String>,
-    capture_time: Option<String>,
-    duplicate_of: Option<u64>,
-}
-
-fn icloud_sources(ledger: &Ledger, inboxes: &[String]) -> Result<Vec<Source>, LedgerError> {
-    let rows: Vec<Source> = ledger.read(|c| {
-        c.prepare(
-            "SELECT id, inbox, rel_path, state, COALESCE(last_error, reason), capture_time, duplicate_of \
-             FROM jobs ORDER BY id",
-        )?
-        .query_map([], |r| {
-            let inbox: String = r.get(1)?;
-            let rel: Vec<u8> = r.get(2)?;
-            let name = Path::new(std::ffi::OsStr::from_bytes(&rel))
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok((
-                inbox,
-                Source {
-                    job_id: r.get(0)?,
-                    name,
-                    state: r.get(3)?,
-                    error: r.get(4)?,
-                    capture_time: r.get(5)?,
-                    duplicate_of: r.get(6)?,
-                },
-            ))
-        })?
-        .filter_map(|row| match row {
-            Ok((inbox, source)) if inboxes.contains(&inbox) => Some(Ok(source)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect()
-    })?;
-    Ok(rows)
-}
-
-/// Prove (or not) that `year` is safe to delete from iCloud. `deep`
-/// downloads every offsite copy and rehashes it.
-pub fn plan(
-    config: &Config,
-    ledger: &Arc<Ledger>,
-    year: i32,
-    deep: bool,
-) -> Result<Plan, LedgerError> {
-    let inboxes = config.archive.icloud_inboxes.clone();
-    let mut general = Vec::new();
-    if inboxes.is_empty() {
-        general.push(
-            "no iCloud inbox: name it in [archive] icloud_inboxes (or give an inbox a name with \"icloud\")"
-                .to_string(),
-        );
-    }
-    if config.offsite.is_empty() {
-        general.push(
-            "no offsite target: a year is safe to delete only with a verified copy off this machine ([offsite.NAME])"
-                .to_string(),
-        );
-    }
-    let assets: HashMap<u64, Held> = held(ledger)?.into_iter().map(|h| (h.job_id, h)).collect();
-    let sources = icloud_sources(ledger, &inboxes)?;
-    // Items of the year, and failures whose date is unknown: they might be
-    // of this year too, so they block it.
-    let mut items: Vec<(Source, Option<&Held>)> = Vec::new();
-    for source in sources {
-        let asset = match source.state.as_str() {
-            "done" => assets.get(&source.job_id),
-            "duplicate" => source.duplicate_of.and_then(|d| assets.get(&d)),
-            _ => None,
-        };
-        let time = asset
-            .and_then(|a| a.capture_time.clone())
-            .or_else(|| source.capture_time.clone());
-        // Without a date an item might be of any year: it blocks each.
-        let of_year = match year_of(time.as_deref()) {
-            Some(y) => y == year,
-            None => source.state != "skipped",
-        };
-        if of_year {
-            items.push((source, asset));
-        }
-    }
-    // Bytes: rehash each held file once.
-    let held_items: Vec<&Held> = items.iter().filter_map(|(_, a)| *a).collect();
-    let hashed = crate::par::map(&held_items, |h| {
-        h.root
-            .path(config)
-            .map(|base| blake3_file(&base.join(&h.rel)).ok() == Some(h.blake3.clone()))
-            .unwrap_or(false)
-    });
-    let verified: HashMap<u64, bool> = held_items
-        .iter()
-        .zip(hashed)
-        .map(|(h, ok)| (h.asset_id, ok))
-        .collect();
-    // Offsite: every done push of these files, checked on its target.
-    let wanted: HashSet<(String, String)> = held_items
-        .iter()
-        .map(|h| (h.rel.clone(), h.blake3.clone()))
-        .collect();
-    let rows: Vec<ledger::PushRow> = ledger
-        .read(|c| ledger::pushes_of(c, None, None))?
-        .into_iter()
-        .filter(|row| wanted.contains(&(row.file.clone(), row.blake3.clone())))
-        .collect();
-    let done: Vec<ledger::PushRow> = rows.iter().filter(|r| r.state == "done").cloned().collect();
-    let checked = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| LedgerError::Io {
-            path: config.state_dir.clone(),
-            source: e,
-        })?
-        .block_on(crate::offsite::verify_rows(
-            Arc::clone(ledger),
-            config,
-            done,
-            deep,
-        ));
-    let mut offsite: HashMap<(String, String), String> = HashMap::new();
-    for row in &rows {
-        let state = match row.state.as_str() {
-            "done" => match checked.get(&row.id) {
-                Some(Ok(None)) => "verified".to_string(),
-                Some(Ok(Some(problem))) => problem.clone(),
-                Some(Err(e)) => format!("cannot check: {e}"),
-                None => "not checked".to_string(),
-            },
-            "deferred" => format!(
-                "not pushed yet: {}",
-                row.last_error.clone().unwrap_or_default()
-            ),
-            other => format!("not pushed ({other})"),
-        };
-        offsite.insert((row.target.clone(), row.file.clone()), state);
-    }
-    let mut plan_items = Vec::new();
-    for (source, asset) in items {
-        let mut item = PlanItem {
-            icloud_name: source.name.clone(),
-            capture_time: asset
-                .and_then(|a| a.capture_time.clone())
-                .or(source.capture_time.clone()),
-            held_at: asset.map(|a| format!("{}:{}", a.root.as_str(), a.rel)),
-            bytes_verified: false,
-            offsite: BTreeMap::new(),
-            blockers: Vec::new(),
-        };
-        match asset {
-            None => item.blockers.push(format!(
-                "not in the library: its job is {}{}",
-                source.state,
-                source
-                    .error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            )),
-            Some(asset) => {
-                if year_of(item.capture_time.as_deref()).is_none() {
-                    item.blockers.push(
-                        "no capture time: keepsake cannot tell its year (date it, e.g. with an XMP sidecar, and ingest again)"
-                            .into(),
-                    );
-                }
-                item.bytes_verified = verified.get(&asset.asset_id).copied().unwrap_or(false);
-                if !item.bytes_verified {
-                    item.blockers.push(format!(
-                        "{}:{} is missing or its bytes changed (run `keepsake verify`)",
-                        asset.root.as_str(),
-                        asset.rel
-                    ));
-                }
-                for target in config.offsite.keys() {
-                    let state = offsite
-                        .get(&(target.clone(), asset.rel.clone()))
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            "never pushed (add \"offsite\" to this inbox's pipeline)".into()
-                        });
-                    if state != "verified" {
-                        item.blockers.push(format!("offsite {target}: {state}"));
-                    }
-                    item.offsite.insert(target.clone(), state);
-                }
-            }
-        }
-        plan_items.push(item);
-    }
-    plan_items.sort_by(|a, b| {
-        a.capture_time
-            .cmp(&b.capture_time)
-            .then(a.icloud_name.cmp(&b.icloud_name))
-    });
-    if plan_items.is_empty() && general.is_empty() {
-        general.push(format!(
-            "no iCloud item of {year} is known to keepsake, so nothing proves iCloud's copies are kept"
-        ));
-    }
-    let safe = general.is_empty() && plan_items.iter().all(|i| i.blockers.is_empty());
-    let mut plan = Plan {
-        year,
-        icloud_inboxes: inboxes,
-        items: plan_items,
-        safe,
-        general,
-        plan_file: None,
-        safe_list: None,
-    };
-    write_plan(config, &mut plan).map_err(|source| LedgerError::Io {
-        path: config.state_dir.join("archive"),
-        source,
-    })?;
-    Ok(plan)
-}
-
-/// `state_dir/archive/plan-YEAR.json` and, when the year is safe,
-/// `safe-to-delete-YEAR.txt` (icloudpd's file names with capture times).
-fn write_plan(config: &Config, plan: &mut Plan) -> std::io::Result<()> {
-    let dir = config.state_dir.join("archive");
-    std::fs::create_dir_all(&dir)?;
-    let plan_file = dir.join(format!("plan-{}.json", plan.year));
-    let json = serde_json::to_vec_pretty(&plan).map_err(std::io::Error::other)?;
-    write_replacing(&plan_file, &json)?;
-    plan.plan_file = Some(plan_file);
-    let safe_list = dir.join(format!("safe-to-delete-{}.txt", plan.year));
-    if plan.safe {
-        let mut text = format!("# {}\n# iCloud name\tcapture time\n", plan.verdict());
-        for item in &plan.items {
-            text.push_str(&format!(
-                "{}\t{}\n",
-                item.icloud_name,
-                item.capture_time.as_deref().unwrap_or("")
-            ));
-        }
-        write_replacing(&safe_list, text.as_bytes())?;
-        plan.safe_list = Some(safe_list);
-    } else {
-        // A list from an earlier, safe plan must not outlive the proof.
-        fsops::remove_temp(&safe_list)?;
-    }
-    Ok(())
-}
-
-fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let temp = path.with_extension("tmp");
     let _ = fsops::remove_temp(&temp);
     fsops::write_temp(&temp, bytes)?;
@@ -638,10 +338,18 @@ impl SidecarIndex {
 
 const BATCH: usize = 256;
 
-/// Held while files move between the roots, and by each ingest cycle of the
-/// service: the sweep's moves and new placements take turns, while plans
-/// (which only read) run beside cycles.
+/// Held by each ingest cycle of the service and by the archive sweep for
+/// a whole year (its plan, its moves, the removal of iCloud copies): a
+/// plan never reads a year while a cycle changes it, and a removal acts
+/// only on the plan it just made.
 pub static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Take the turn ([`MOVING`]); the archive commands and the sweep hold it.
+pub fn turn() -> std::sync::MutexGuard<'static, ()> {
+    MOVING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Move `year` from the library root to the archive root.
 pub fn run(
@@ -651,6 +359,14 @@ pub fn run(
     dry_run: bool,
 ) -> Result<RunReport, LedgerError> {
     let mut report = move_year(config, ledger, year, dry_run)?;
+    if !dry_run && (report.moved > 0 || report.sidecars > 0 || !report.errors.is_empty()) {
+        // The year's files are somewhere else now: its proof is made again.
+        void(
+            config,
+            Some(&std::collections::BTreeSet::from([year])),
+            "files of the year moved",
+        );
+    }
     if !dry_run {
         // `keepsake status` tells of a run that stopped (a full disk) until
         // one completes.
@@ -673,8 +389,9 @@ pub fn run(
 }
 
 /// The year is in the archive: when every file of it verifies there and
-/// its plan is safe, the icloudpd download tree's copies go (only files
-/// still as keepsake took them).
+/// the plan made now is safe, the iCloud downloads that plan proved kept go
+/// (only files still as keepsake took them, each once its copy is verified
+/// again).
 fn remove_icloud_copies(
     config: &Config,
     ledger: &Arc<Ledger>,
@@ -690,85 +407,26 @@ fn remove_icloud_copies(
         ));
         return Ok(());
     }
-    let plan = plan(config, ledger, year, false)?;
+    let plan = plan(config, ledger, year, &PlanOptions::default())?;
     if !plan.safe {
         report.icloud_kept = Some(format!("the iCloud downloads stay: {}", plan.verdict()));
         return Ok(());
     }
-    let inboxes = config.archive.icloud_inboxes.clone();
-    let sources: Vec<IcloudCopy> = ledger.read(|c| {
-        c.prepare(
-            "SELECT j.inbox, j.source_path, j.size, j.mtime_ns, COALESCE(a.capture_time, d.capture_time, j.capture_time), \
-                    j.blake3, COALESCE(a.blake3, d.blake3), COALESCE(a.library_blake3, a.blake3, d.library_blake3, d.blake3), \
-                    COALESCE(a.library_path, d.library_path), COALESCE(a.root, d.root) \
-             FROM jobs j LEFT JOIN assets a ON a.job_id = j.id LEFT JOIN assets d ON d.job_id = j.duplicate_of \
-             WHERE j.state IN ('done', 'duplicate')",
-        )?
-        .query_map([], |r| {
-            let inbox: String = r.get(0)?;
-            let path: Vec<u8> = r.get(1)?;
-            Ok((
-                inbox,
-                IcloudCopy {
-                    path: PathBuf::from(std::ffi::OsStr::from_bytes(&path)),
-                    size: r.get(2)?,
-                    mtime_ns: r.get(3)?,
-                    time: r.get(4)?,
-                    blake3: r.get(5)?,
-                    kept_blake3: r.get(6)?,
-                    copy_blake3: r.get(7)?,
-                    kept_path: r.get(8)?,
-                    kept_root: r.get(9)?,
-                },
-            ))
-        })?
-        .filter_map(|row| match row {
-            Ok((inbox, copy)) if inboxes.contains(&inbox) => Some(Ok(copy)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect()
-    })?;
-    for copy in sources {
-        if year_of(copy.time.as_deref()) != Some(year) {
-            continue;
-        }
+    for copy in &plan.removable {
         match fsops::fingerprint(&copy.path) {
             Some((now_size, now_mtime, _))
                 if now_size == copy.size && now_mtime == copy.mtime_ns =>
             {
-                // Only with the copy that keeps its bytes verified again.
-                let kept = match (
-                    &copy.blake3,
-                    &copy.kept_blake3,
-                    &copy.copy_blake3,
-                    &copy.kept_path,
-                ) {
-                    (Some(hash), Some(kept_hash), Some(copy_hash), Some(rel))
-                        if hash == kept_hash =>
-                    {
-                        let root = match copy.kept_root.as_deref() {
-                            Some("archive") => config.archive.root.clone(),
-                            _ => Some(config.library_root.clone()),
-                        };
-                        match root {
-                            Some(root) => {
-                                Kept::verify_for(&root.join(rel), copy_hash, &copy.path, hash)
-                            }
-                            None => Err("no archive root is configured".into()),
-                        }
-                    }
-                    _ => Err("keepsake has no copy of its bytes".into()),
-                };
-                let hash = copy.blake3.as_deref().unwrap_or_default();
-                match kept.and_then(|kept| remove_source(&copy.path, hash, &kept)) {
+                let kept =
+                    Kept::verify_for(&copy.kept, &copy.kept_blake3, &copy.path, &copy.blake3);
+                match kept.and_then(|kept| remove_source(&copy.path, &copy.blake3, &kept)) {
                     Ok(()) => report.icloud_removed += 1,
                     Err(e) => report
                         .errors
                         .push(format!("{} stays: {e}", copy.path.display())),
                 }
             }
-            // Gone already, or changed since keepsake took it: left alone.
+            // Gone already, or changed since the plan: left alone.
             _ => {}
         }
     }
@@ -804,19 +462,6 @@ fn list_in_manifests(config: &Config, paths: &[PathBuf]) -> Vec<String> {
     errors
 }
 
-/// An iCloud download keepsake took, and the copy that keeps its bytes.
-struct IcloudCopy {
-    path: PathBuf,
-    size: u64,
-    mtime_ns: i64,
-    time: Option<String>,
-    blake3: Option<String>,
-    kept_blake3: Option<String>,
-    copy_blake3: Option<String>,
-    kept_path: Option<String>,
-    kept_root: Option<String>,
-}
-
 fn move_year(
     config: &Config,
     ledger: &Ledger,
@@ -837,7 +482,24 @@ fn move_year(
     };
     recover(config, ledger)?;
     let all = held(ledger)?;
-    let of_year: Vec<&Held> = all.iter().filter(|h| h.year() == Some(year)).collect();
+    // A Live Photo's still and video move together: each with the year of
+    // either.
+    let mut pairs: HashMap<(Root, String), Vec<&Held>> = HashMap::new();
+    for h in &all {
+        pairs.entry(plan::pair_key(h)).or_default().push(h);
+    }
+    let of_year: Vec<&Held> = all
+        .iter()
+        .filter(|h| {
+            h.year() == Some(year)
+                || pairs.get(&plan::pair_key(h)).is_some_and(|group| {
+                    let video = h.media_kind == "video";
+                    group
+                        .iter()
+                        .any(|o| (o.media_kind == "video") != video && o.year() == Some(year))
+                })
+        })
+        .collect();
     report.already = of_year.iter().filter(|h| h.root == Root::Archive).count();
     let todo: Vec<&Held> = of_year
         .into_iter()
@@ -993,9 +655,6 @@ fn move_batch(
     if moves.is_empty() {
         return Ok(false);
     }
-    let _turn = MOVING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // 1. Intents, before anything is touched.
     let ids: Vec<u64> = ledger.write(|tx| {
         let now = ledger::now();

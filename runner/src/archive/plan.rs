@@ -1,0 +1,1195 @@
+//! The proof that a year may leave iCloud (`archive plan`).
+//!
+//! A family deletes a whole year in iCloud on the strength of this verdict,
+//! so it is built from iCloud's side, not from what keepsake happened to
+//! take:
+//!
+//! - every file in the iCloud inboxes now (partial downloads, files not
+//!   scanned yet, ignored and skipped ones; only [`JUNK`] is exempt), every
+//!   job those inboxes ever had, and, when given, an inventory of iCloud's
+//!   own names (`--inventory`);
+//! - each planned in every year it could belong to: its capture year in
+//!   local time and in UTC, the year of the downloader's `YYYY/MM[/DD]`
+//!   folders, and a Live Photo's video with its still;
+//! - each needs its bytes (and its sidecars) verified in the library or the
+//!   archive, and a checked copy on every target that is a real copy off
+//!   this machine: not a manifest, not a folder on the library's disk;
+//! - copies are compared by content wherever the target gives a hash
+//!   without a download (a folder rehashed, S3's stored SHA-256, rclone's
+//!   SHA-256); the plan names the objects it could check only by size.
+//!
+//! The verdict carries its time and its basis, and any later change to the
+//! year removes it ([`void`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Held, Root, held};
+use crate::config::{Config, TargetKind};
+use crate::discover::{is_ignored, is_sidecar, sidecar_base};
+use crate::effects::fsops;
+use crate::ledger::{self, JobState, Ledger, LedgerError};
+use crate::offsite::{Depth, Found};
+
+/// Names that are never photos: folder litter of macOS, Windows and NAS
+/// systems, the sync tools' own files, and keepsake's. Files with these
+/// names, and everything in these folders, are outside the proof.
+pub const JUNK: &[&str] = &[
+    ".DS_Store",
+    "._*",
+    "Thumbs.db",
+    "desktop.ini",
+    ".directory",
+    ".stignore",
+    ".keepsake-*",
+    "@eaDir/",
+    ".@__thumb/",
+    ".stfolder/",
+    ".Trashes/",
+    ".Spotlight-V100/",
+    ".fseventsd/",
+    ".TemporaryItems/",
+    "lost+found/",
+];
+
+fn is_junk(name: &[u8], is_dir: bool) -> bool {
+    JUNK.iter().any(|pattern| {
+        let (pattern, dir_only) = match pattern.strip_suffix('/') {
+            Some(dir) => (dir, true),
+            None => (*pattern, false),
+        };
+        dir_only == is_dir && crate::discover::glob_match(pattern.as_bytes(), name)
+    })
+}
+
+/// What a plan is asked to take into account beyond the files.
+#[derive(Debug, Default, Clone)]
+pub struct PlanOptions {
+    /// Download every offsite copy and rehash it.
+    pub deep: bool,
+    /// A list of iCloud's items: one file name and creation time per line.
+    pub inventory: Option<PathBuf>,
+}
+
+/// One iCloud item of the year, and what stands between it and deletion.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+pub struct PlanItem {
+    /// The name the family sees in iCloud (the downloader's file name).
+    pub icloud_name: String,
+    /// `inbox:relative path` of the file the downloader wrote, if any.
+    pub inbox_path: Option<String>,
+    pub capture_time: Option<String>,
+    /// Every year it could belong to (none known: every year).
+    pub years: Vec<i32>,
+    /// `root:path`, when keepsake holds its bytes.
+    pub held_at: Option<String>,
+    pub bytes_verified: bool,
+    /// `root:path` of its sidecars in the library or archive.
+    pub sidecars: Vec<String>,
+    /// Per offsite target: "verified", "size only: why", or what is wrong.
+    pub offsite: BTreeMap<String, String>,
+    pub blockers: Vec<String>,
+}
+
+/// What a plan rests on.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct Basis {
+    /// Where the list of iCloud's items comes from: the files only, or a
+    /// given inventory.
+    pub items_from: String,
+    /// What this level of proof cannot see.
+    pub cannot_see: Vec<String>,
+    /// Per offsite target: how its copies were checked, or why it does not
+    /// count as a copy.
+    pub targets: BTreeMap<String, String>,
+    pub deep: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub year: i32,
+    /// When the plan was made (RFC 3339, UTC).
+    pub made_at: String,
+    pub icloud_inboxes: Vec<String>,
+    pub basis: Basis,
+    pub items: Vec<PlanItem>,
+    pub safe: bool,
+    /// Blockers that concern no single item (no offsite target, ...).
+    pub general: Vec<String>,
+    /// Offsite copies checked by size only (no content hash without a
+    /// download): `target: key (why)`.
+    pub size_only: Vec<String>,
+    /// Where the plan and the safe-to-delete list were written.
+    pub plan_file: Option<PathBuf>,
+    pub safe_list: Option<PathBuf>,
+    /// The iCloud downloads this plan proved kept (for `remove_icloud_copies`).
+    #[serde(skip)]
+    pub(super) removable: Vec<Removable>,
+}
+
+/// An iCloud download the plan proved kept, as it was when planned.
+#[derive(Debug, Clone)]
+pub(super) struct Removable {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub blake3: String,
+    /// The copy that keeps its bytes, and that copy's BLAKE3.
+    pub kept: PathBuf,
+    pub kept_blake3: String,
+}
+
+impl Plan {
+    pub fn blocked(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.blockers.is_empty())
+    }
+
+    pub fn verdict(&self) -> String {
+        let n = self.items.len();
+        if self.safe {
+            format!(
+                "{}: {n} items, all verified — safe to delete from iCloud",
+                self.year
+            )
+        } else {
+            let blocked = self.blocked().count();
+            let mut why = self.general.clone();
+            if blocked > 0 {
+                why.push(format!(
+                    "{blocked} of {n} items are not proven safe (listed above)"
+                ));
+            }
+            format!(
+                "{}: {n} items — NOT safe to delete from iCloud: {}",
+                self.year,
+                why.join("; ")
+            )
+        }
+    }
+}
+
+// ------------------------------------------------------------------ years
+
+/// The years a capture time could mean: its own (local) year, and its year
+/// in UTC. A time without an offset within 14 hours of New Year could be
+/// either year anywhere on Earth.
+pub fn capture_years(time: &str) -> BTreeSet<i32> {
+    let mut years = BTreeSet::new();
+    let Some(local) = time.get(..4).and_then(|y| y.parse::<i32>().ok()) else {
+        return years;
+    };
+    years.insert(local);
+    match time.parse::<jiff::Timestamp>() {
+        Ok(instant) => {
+            years.insert(i32::from(
+                instant
+                    .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                    .datetime()
+                    .year(),
+            ));
+        }
+        Err(_) => {
+            let month_day = time.get(5..10).unwrap_or("");
+            let hour: u32 = time.get(11..13).and_then(|h| h.parse().ok()).unwrap_or(12);
+            if month_day == "12-31" && hour >= 10 {
+                years.insert(local + 1);
+            } else if month_day == "01-01" && hour < 14 {
+                years.insert(local - 1);
+            }
+        }
+    }
+    years
+}
+
+/// The years a downloader's folders give (`…/2019/12/31/IMG_1.HEIC`,
+/// `2019/12/IMG_1.HEIC`, `2019/IMG_1.HEIC`, at any depth), with the next or
+/// the previous year too where the folder's date is the year's last or
+/// first day (or month, without a day): the downloader's clock and the
+/// photo's zone may differ by up to 14 hours.
+pub fn folder_years(rel: &[u8]) -> BTreeSet<i32> {
+    let parts: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
+    let folders = &parts[..parts.len().saturating_sub(1)];
+    let number = |part: &[u8], len: usize| -> Option<u32> {
+        (part.len() == len && part.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(part).ok()?.parse().ok())
+            .flatten()
+    };
+    let mut years = BTreeSet::new();
+    for (i, part) in folders.iter().enumerate() {
+        let Some(year) = number(part, 4).filter(|y| (1900..=2200).contains(y)) else {
+            continue;
+        };
+        let year = year as i32;
+        years.insert(year);
+        let month = folders
+            .get(i + 1)
+            .and_then(|m| number(m, 2))
+            .filter(|m| (1..=12).contains(m));
+        let day = month
+            .and(folders.get(i + 2))
+            .and_then(|d| number(d, 2))
+            .filter(|d| (1..=31).contains(d));
+        match (month, day) {
+            (Some(12), None | Some(31)) => {
+                years.insert(year + 1);
+            }
+            (Some(1), None | Some(1)) => {
+                years.insert(year - 1);
+            }
+            _ => {}
+        }
+    }
+    years
+}
+
+// ------------------------------------------------------------------ plan
+
+/// Why each offsite target counts as a copy off this machine, or does not.
+fn target_basis(config: &Config, deep: bool) -> (BTreeMap<String, String>, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let device = |path: &Path| std::fs::metadata(path).ok().map(|m| m.dev());
+    let ours: HashSet<u64> = [
+        Some(config.library_root.as_path()),
+        config.archive.root.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(device)
+    .collect();
+    let mut basis = BTreeMap::new();
+    let mut counted = Vec::new();
+    for (name, target) in &config.offsite {
+        let how = match &target.kind {
+            TargetKind::Manifest { path } => format!(
+                "not a copy: a manifest ({}) only lists files for another tool (restic); it never makes a year safe",
+                path.display()
+            ),
+            TargetKind::Dir { path }
+                if !target.same_disk
+                    && nearest_device(path).is_some_and(|dev| ours.contains(&dev)) =>
+            {
+                format!(
+                    "not off this machine: {} is on the same disk as the library or archive; a copy there dies with it (say `same_disk = true` in [offsite.{name}] if it really is another disk)",
+                    path.display()
+                )
+            }
+            _ if deep => {
+                counted.push(name.clone());
+                "copy: every object downloaded and rehashed (--deep)".into()
+            }
+            TargetKind::Dir { .. } => {
+                counted.push(name.clone());
+                "copy: every file rehashed".into()
+            }
+            TargetKind::S3 { .. } => {
+                counted.push(name.clone());
+                "copy: the SHA-256 the server checked at upload (HEAD, checksum mode); size and ETag where it keeps none".into()
+            }
+            TargetKind::Rclone { .. } => {
+                counted.push(name.clone());
+                "copy: the remote's SHA-256 where it has one; size elsewhere".into()
+            }
+        };
+        basis.insert(name.clone(), how);
+    }
+    (basis, counted)
+}
+
+/// The device of `path`, or of its nearest existing parent (a folder
+/// target not created yet lives where it will be created).
+fn nearest_device(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors()
+        .find_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.dev())
+}
+
+/// A candidate item while the plan is built.
+struct Entry {
+    item: PlanItem,
+    /// Empty: no date, so every year.
+    years: BTreeSet<i32>,
+    held: Option<Held>,
+    /// (root, library-relative path) of its sidecars.
+    sidecars: Vec<(Root, String)>,
+    removable: Option<Removable>,
+}
+
+impl Entry {
+    fn new(icloud_name: String, inbox_path: Option<String>) -> Entry {
+        Entry {
+            item: PlanItem {
+                icloud_name,
+                inbox_path,
+                capture_time: None,
+                years: Vec::new(),
+                held_at: None,
+                bytes_verified: false,
+                sidecars: Vec::new(),
+                offsite: BTreeMap::new(),
+                blockers: Vec::new(),
+            },
+            years: BTreeSet::new(),
+            held: None,
+            sidecars: Vec::new(),
+            removable: None,
+        }
+    }
+
+    fn of_year(&self, year: i32) -> bool {
+        self.years.is_empty() || self.years.contains(&year)
+    }
+}
+
+fn name_of(rel: &[u8]) -> String {
+    let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(rel);
+    String::from_utf8_lossy(name).into_owned()
+}
+
+fn display(inbox: &str, rel: &[u8]) -> String {
+    format!("{inbox}:{}", String::from_utf8_lossy(rel))
+}
+
+/// Every file under an inbox now, junk aside, links never followed:
+/// (inbox-relative path, size, mtime in ns).
+fn files_now(root: &Path, errors: &mut Vec<String>) -> Vec<(Vec<u8>, u64, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                errors.push(format!(
+                    "cannot read the iCloud folder {}: {e}; its photos cannot be proven kept",
+                    dir.display()
+                ));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let mut child = rel.clone();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(name.as_bytes());
+            if is_junk(name.as_bytes(), meta.is_dir()) {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push((entry.path(), child));
+            } else if meta.is_file() {
+                out.push((child, meta.len(), crate::discover::mtime_ns(&meta)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Why a file in an iCloud inbox has no job yet.
+fn why_not_taken(name: &[u8], ignore: &[String]) -> String {
+    let lower = name.to_ascii_lowercase();
+    let partial = [".part", ".partial", ".crdownload", ".download", ".tmp"]
+        .iter()
+        .any(|ext| lower.ends_with(ext.as_bytes()));
+    if partial {
+        "still downloading (a partial file): let the downloader finish, then `keepsake ingest`"
+            .into()
+    } else if name.first() == Some(&b'.') {
+        "a hidden file (a copy in progress?) that keepsake does not take: finish or remove it"
+            .into()
+    } else if is_ignored(name, ignore) {
+        "ignored by this inbox's `ignore` globs, so never taken: take it out of `ignore`, or move it out of the iCloud folder".into()
+    } else {
+        "not taken yet (new, or waiting for its files to settle): run `keepsake ingest`".into()
+    }
+}
+
+/// Prove (or not) that `year` is safe to delete from iCloud.
+pub fn plan(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    year: i32,
+    options: &PlanOptions,
+) -> Result<Plan, LedgerError> {
+    let inboxes = config.archive.icloud_inboxes.clone();
+    let mut general = Vec::new();
+    if inboxes.is_empty() {
+        general.push(
+            "no iCloud inbox: name it in [archive] icloud_inboxes (or give an inbox a name with \"icloud\")"
+                .to_string(),
+        );
+    }
+    let (targets, counted) = target_basis(config, options.deep);
+    if counted.is_empty() {
+        general.push(
+            "no offsite target that is a real copy off this machine: a year is safe to delete only with a verified copy elsewhere ([offsite.NAME] of type s3, rclone, or a dir on another disk)"
+                .to_string(),
+        );
+    }
+    let mut basis = Basis {
+        items_from: "the files: the iCloud inboxes now, and every job they had".into(),
+        cannot_see: vec![
+            "items the downloader never fetched (give an inventory of iCloud's items with `--inventory FILE`)".into(),
+        ],
+        targets,
+        deep: options.deep,
+    };
+    let assets: HashMap<u64, Held> = held(ledger)?.into_iter().map(|h| (h.job_id, h)).collect();
+    let jobs: Vec<ledger::JobRecord> = ledger
+        .read(|c| ledger::jobs_in_state(c, None))?
+        .into_iter()
+        .filter(|j| inboxes.contains(&j.inbox))
+        .collect();
+    let companions: Vec<ledger::DoneWrite> =
+        ledger.read(|c| ledger::done_writes(c, "companion"))?;
+    let mut companions_of: HashMap<u64, Vec<&ledger::DoneWrite>> = HashMap::new();
+    // Inbox sidecars kept whole: (source, the BLAKE3 it had).
+    let mut kept_sidecars: HashSet<(PathBuf, String)> = HashSet::new();
+    for write in &companions {
+        companions_of.entry(write.job_id).or_default().push(write);
+        if !write.keeps.is_empty() {
+            kept_sidecars.insert((write.source.clone(), write.keeps.clone()));
+        }
+    }
+    let root_of = |root: Root| root.path(config).map(Path::to_path_buf);
+
+    // 1. Every job of an iCloud inbox.
+    let mut entries: Vec<Entry> = Vec::new();
+    // The jobs of each inbox file, by (inbox, relative path): its years.
+    let mut years_of_file: HashMap<(String, Vec<u8>), BTreeSet<i32>> = HashMap::new();
+    for job in &jobs {
+        let mut entry = Entry::new(
+            name_of(&job.rel_path),
+            Some(display(&job.inbox, &job.rel_path)),
+        );
+        let keeper = match job.state {
+            JobState::Done => assets.get(&job.id),
+            JobState::Duplicate => job.duplicate_of.and_then(|d| assets.get(&d)),
+            _ => None,
+        };
+        // Its own date first (a duplicate's is its own since 0.x; older
+        // ones fall back to the original's), then the original's, then
+        // the downloader's folders.
+        let own = job.capture_time.clone();
+        let time = own
+            .clone()
+            .or_else(|| keeper.and_then(|k| k.capture_time.clone()));
+        entry.item.capture_time = time.clone();
+        if let Some(time) = &own {
+            entry.years.extend(capture_years(time));
+        }
+        if let Some(kept) = keeper.and_then(|k| k.capture_time.as_deref()) {
+            entry.years.extend(capture_years(kept));
+        }
+        entry.years.extend(folder_years(&job.rel_path));
+        years_of_file
+            .entry((job.inbox.clone(), job.rel_path.clone()))
+            .or_default()
+            .extend(entry.years.iter().copied());
+        match keeper {
+            None => {
+                let why = job.last_error.clone().or(job.reason.clone());
+                entry.item.blockers.push(format!(
+                    "not in the library: its job ({}) is {}{}",
+                    job.id,
+                    job.state.as_str(),
+                    why.map(|e| format!(" ({e})")).unwrap_or_default()
+                ));
+            }
+            Some(kept) => {
+                entry.held = Some(kept.clone());
+                entry.item.held_at = Some(format!("{}:{}", kept.root.as_str(), kept.rel));
+                // Sidecars written for it (a duplicate's come with its
+                // original, which has its own entry if it is from iCloud).
+                for write in companions_of.get(&job.id).into_iter().flatten() {
+                    if let Ok(rel) = write.dest.strip_prefix(&config.library_root) {
+                        entry
+                            .sidecars
+                            .push((kept.root, rel.to_string_lossy().into_owned()));
+                    }
+                }
+                if let (Some(blake3), Some(base)) = (&job.blake3, root_of(kept.root)) {
+                    entry.removable = Some(Removable {
+                        path: job.source_path.clone(),
+                        size: job.size,
+                        mtime_ns: job.mtime_ns,
+                        blake3: blake3.clone(),
+                        kept: base.join(&kept.rel),
+                        kept_blake3: kept.blake3.clone(),
+                    });
+                }
+            }
+        }
+        if entry.years.is_empty() {
+            entry.item.blockers.push(
+                "no date: keepsake cannot tell its year, so it blocks every year (date it, e.g. with an XMP sidecar, and ingest again)"
+                    .into(),
+            );
+        }
+        entries.push(entry);
+    }
+
+    // 2. Every file in the iCloud inboxes now: a file no job took as it is
+    // now (new, partial, ignored, settling) blocks the years it could be
+    // of; a sidecar no job kept whole blocks its photo's years.
+    let mut unreadable = Vec::new();
+    for inbox in config.inboxes.iter().filter(|i| inboxes.contains(&i.name)) {
+        for (rel, size, mtime_ns) in files_now(&inbox.path, &mut unreadable) {
+            let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(&rel).to_vec();
+            let path = inbox.path.join(std::ffi::OsStr::from_bytes(&rel));
+            if is_sidecar(&name) && !name.starts_with(b".") {
+                let hash = crate::hashing::blake3_file(&path).unwrap_or_default();
+                if kept_sidecars.contains(&(path.clone(), hash)) {
+                    continue;
+                }
+                // Its photo's years: the photo beside it with its base name.
+                let base = sidecar_base(&name);
+                let dir_len = rel.len() - name.len();
+                let owner_years: BTreeSet<i32> = years_of_file
+                    .iter()
+                    .filter(|((i, r), _)| {
+                        *i == inbox.name
+                            && r.len() > dir_len
+                            && r[..dir_len] == rel[..dir_len]
+                            && crate::discover::stem(&r[dir_len..])
+                                .eq_ignore_ascii_case(crate::discover::stem(&base))
+                    })
+                    .flat_map(|(_, years)| years.iter().copied())
+                    .collect();
+                let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+                entry.years = owner_years;
+                entry.years.extend(folder_years(&rel));
+                entry.item.blockers.push(
+                    "an iCloud sidecar keepsake has not kept whole (taken with no photo, changed since, or merged with changes): run `keepsake ingest`, or copy its values into the library's sidecar".into(),
+                );
+                entries.push(entry);
+                continue;
+            }
+            let seen = ledger.read(|c| ledger::fingerprint(c, &inbox.name, &rel))?;
+            if seen.is_some_and(|f| f.size == size && f.mtime_ns == mtime_ns) {
+                // Its job (above) answers for it.
+                continue;
+            }
+            let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+            entry.years = folder_years(&rel);
+            entry
+                .item
+                .blockers
+                .push(why_not_taken(&name, &inbox.ignore));
+            entries.push(entry);
+        }
+    }
+    general.extend(unreadable);
+
+    // 3. A Live Photo's still and video are planned together: each is in
+    // every year either could be of.
+    let mut pairs: HashMap<(Root, String), Vec<usize>> = HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if let Some(held) = &entry.held {
+            pairs.entry(pair_key(held)).or_default().push(i);
+        }
+    }
+    for members in pairs.values() {
+        let kinds: HashSet<bool> = members
+            .iter()
+            .filter_map(|i| entries[*i].held.as_ref())
+            .map(|h| h.media_kind == "video")
+            .collect();
+        if kinds.len() < 2 {
+            continue;
+        }
+        let union: BTreeSet<i32> = members
+            .iter()
+            .flat_map(|i| entries[*i].years.iter().copied())
+            .collect();
+        for i in members {
+            entries[*i].years.extend(union.iter().copied());
+        }
+    }
+
+    // 4. An inventory of iCloud's own items: each must be one of the items.
+    if let Some(path) = &options.inventory {
+        basis.items_from = format!("an inventory of iCloud's items ({})", path.display());
+        basis.cannot_see = vec![
+            "items the inventory does not list (it is only as complete as the tool that made it)"
+                .into(),
+        ];
+        match read_inventory(path) {
+            Ok(listed) => {
+                for (name, created) in listed {
+                    let years = capture_years(&created);
+                    if !(years.is_empty() || years.contains(&year)) {
+                        continue;
+                    }
+                    let found = entries
+                        .iter()
+                        .any(|e| e.of_year(year) && e.item.icloud_name.eq_ignore_ascii_case(&name));
+                    if !found {
+                        let mut entry = Entry::new(name.clone(), None);
+                        entry.years = years;
+                        entry.item.capture_time = Some(created);
+                        entry.item.blockers.push(format!(
+                            "in iCloud's inventory ({}), but keepsake has no file of that name from this year: download it (icloudpd, kei), then `keepsake ingest`",
+                            path.display()
+                        ));
+                        entries.push(entry);
+                    }
+                }
+            }
+            Err(e) => general.push(e),
+        }
+    }
+
+    entries.retain(|e| e.of_year(year));
+    check_entries(
+        config,
+        ledger,
+        &mut entries,
+        &counted,
+        options.deep,
+        &mut general,
+    )?;
+
+    let mut size_only = Vec::new();
+    for entry in &entries {
+        for (target, state) in &entry.item.offsite {
+            if let Some(why) = state.strip_prefix("size only: ") {
+                size_only.push(format!(
+                    "{target}: {} ({why})",
+                    entry
+                        .item
+                        .held_at
+                        .as_deref()
+                        .unwrap_or(&entry.item.icloud_name)
+                ));
+            }
+        }
+    }
+    let mut items: Vec<(PlanItem, Option<Removable>)> = entries
+        .into_iter()
+        .map(|mut e| {
+            e.item.years = e.years.iter().copied().collect();
+            let removable = e.removable.filter(|_| e.item.blockers.is_empty());
+            (e.item, removable)
+        })
+        .collect();
+    items.sort_by(|(a, _), (b, _)| {
+        a.capture_time
+            .cmp(&b.capture_time)
+            .then(a.icloud_name.cmp(&b.icloud_name))
+            .then(a.inbox_path.cmp(&b.inbox_path))
+    });
+    if items.is_empty() && general.is_empty() {
+        general.push(format!(
+            "no iCloud item of {year} is known to keepsake, so nothing proves iCloud's copies are kept"
+        ));
+    }
+    let safe = general.is_empty() && items.iter().all(|(i, _)| i.blockers.is_empty());
+    let (items, removable): (Vec<PlanItem>, Vec<Option<Removable>>) = items.into_iter().unzip();
+    let mut plan = Plan {
+        year,
+        made_at: jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+        icloud_inboxes: inboxes,
+        basis,
+        items,
+        safe,
+        general,
+        size_only,
+        plan_file: None,
+        safe_list: None,
+        removable: removable.into_iter().flatten().collect(),
+    };
+    write_plan(config, &mut plan).map_err(|source| LedgerError::Io {
+        path: config.state_dir.join("archive"),
+        source,
+    })?;
+    Ok(plan)
+}
+
+/// A Live Photo's still and video sit side by side with one stem.
+pub(super) fn pair_key(held: &Held) -> (Root, String) {
+    let stem = match held.rel.rfind('.') {
+        Some(dot) if dot > held.rel.rfind('/').map_or(0, |s| s + 1) => &held.rel[..dot],
+        _ => held.rel.as_str(),
+    };
+    (held.root, stem.to_ascii_lowercase())
+}
+
+/// `name<TAB or spaces>creation time` per line; `#` comments.
+fn read_inventory(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the inventory {}: {e}; give a file with one iCloud file name and creation time per line",
+            path.display()
+        )
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let split = line
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace() || *c == '\t')
+            .map(|(i, _)| i);
+        // The time is the last field; a name may hold spaces.
+        let (name, time) = match split {
+            Some(i) if time_like(line[i..].trim()) => (line[..i].trim(), line[i..].trim()),
+            _ => {
+                // "NAME 2019-05-01 10:00:00": date and time as two fields.
+                let mut fields: Vec<&str> = line.split_whitespace().collect();
+                let clock = fields.pop();
+                let date = fields.pop();
+                match (date, clock) {
+                    (Some(d), Some(_)) if time_like(d) && !fields.is_empty() => {
+                        let at = line.find(d).unwrap_or(0);
+                        (line[..at].trim(), &line[at..])
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{} line {}: {line:?} is not `FILE NAME<TAB>CREATION TIME` (like `IMG_0001.HEIC\t2019-05-01T10:00:00Z`)",
+                            path.display(),
+                            n + 1
+                        ));
+                    }
+                }
+            }
+        };
+        out.push((name.to_string(), time.replace(' ', "T")));
+    }
+    Ok(out)
+}
+
+fn time_like(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 10 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[7] == b'-'
+}
+
+/// Rehash every held file and sidecar; check every copy on every counted
+/// target, by content where the target gives a hash.
+fn check_entries(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    entries: &mut [Entry],
+    counted: &[String],
+    deep: bool,
+    general: &mut Vec<String>,
+) -> Result<(), LedgerError> {
+    let remote_hash = !deep
+        && counted.iter().any(|t| {
+            config.offsite.get(t).is_some_and(|t| {
+                matches!(t.kind, TargetKind::S3 { .. } | TargetKind::Rclone { .. })
+            })
+        });
+    // (root, rel) → (BLAKE3, SHA-256) of the file now, or None: missing.
+    let mut files: BTreeSet<(Root, String)> = BTreeSet::new();
+    for entry in entries.iter() {
+        if let Some(held) = &entry.held {
+            files.insert((held.root, held.rel.clone()));
+        }
+        files.extend(entry.sidecars.iter().cloned());
+    }
+    let files: Vec<(Root, String)> = files.into_iter().collect();
+    let hashed = crate::par::map(&files, |(root, rel)| {
+        let path = root.path(config)?.join(rel);
+        hash_now(&path, remote_hash)
+    });
+    let now: HashMap<(Root, String), (String, Option<String>)> = files
+        .into_iter()
+        .zip(hashed)
+        .filter_map(|(k, h)| Some((k, h?)))
+        .collect();
+    let sha256: HashMap<String, String> = now
+        .values()
+        .filter_map(|(b, s)| Some((b.clone(), s.clone()?)))
+        .collect();
+
+    // Every push of these files (any version of a sidecar).
+    let wanted: HashSet<&str> = now.keys().map(|(_, rel)| rel.as_str()).collect();
+    let rows: Vec<ledger::PushRow> = ledger
+        .read(|c| ledger::pushes_of(c, None, None))?
+        .into_iter()
+        .filter(|row| counted.contains(&row.target) && wanted.contains(row.file.as_str()))
+        .collect();
+    let done: Vec<ledger::PushRow> = rows.iter().filter(|r| r.state == "done").cloned().collect();
+    let depth = if deep {
+        Depth::Download
+    } else {
+        Depth::Content(Arc::new(sha256))
+    };
+    let checked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LedgerError::Io {
+            path: config.state_dir.clone(),
+            source: e,
+        })?
+        .block_on(crate::offsite::verify_rows(
+            Arc::clone(ledger),
+            config,
+            done,
+            &depth,
+        ));
+    // (target, file) → the best state of any of its pushes.
+    let mut offsite: HashMap<(String, String, String), String> = HashMap::new();
+    let mut any_version: HashMap<(String, String), String> = HashMap::new();
+    for row in &rows {
+        let state = match row.state.as_str() {
+            "done" => match checked.get(&row.id) {
+                Some(Ok(Found::Content)) => "verified".to_string(),
+                Some(Ok(Found::SizeOnly(why))) => format!("size only: {why}"),
+                Some(Ok(Found::Problem(problem))) => problem.clone(),
+                Some(Err(e)) => format!("cannot check: {e}"),
+                None => "not checked".to_string(),
+            },
+            "deferred" => format!(
+                "not pushed yet: {}",
+                row.last_error.clone().unwrap_or_default()
+            ),
+            other => format!("not pushed ({other})"),
+        };
+        let better = |old: &String| rank(&state) < rank(old);
+        let key = (row.target.clone(), row.file.clone(), row.blake3.clone());
+        if offsite.get(&key).is_none_or(better) {
+            offsite.insert(key, state.clone());
+        }
+        let key = (row.target.clone(), row.file.clone());
+        if any_version.get(&key).is_none_or(better) {
+            any_version.insert(key, state);
+        }
+    }
+    let mut down = HashSet::new();
+    for entry in entries.iter_mut() {
+        let Some(held) = entry.held.clone() else {
+            continue;
+        };
+        let here = now.get(&(held.root, held.rel.clone()));
+        entry.item.bytes_verified = here.is_some_and(|(b, _)| *b == held.blake3);
+        if !entry.item.bytes_verified {
+            entry.item.blockers.push(format!(
+                "{}:{} is missing or its bytes changed (run `keepsake verify`)",
+                held.root.as_str(),
+                held.rel
+            ));
+        }
+        for target in counted {
+            let state = offsite
+                .get(&(target.clone(), held.rel.clone(), held.blake3.clone()))
+                .cloned()
+                .unwrap_or_else(|| {
+                    "never pushed (add \"offsite\" to this inbox's pipeline, then `keepsake offsite push`)".into()
+                });
+            if !is_kept(&state) {
+                if state.starts_with("cannot check") {
+                    down.insert(target.clone());
+                }
+                entry
+                    .item
+                    .blockers
+                    .push(format!("offsite {target}: {state}"));
+            }
+            entry.item.offsite.insert(target.clone(), state);
+        }
+        for (root, rel) in entry.sidecars.clone() {
+            let at = format!("{}:{rel}", root.as_str());
+            if !now.contains_key(&(root, rel.clone())) {
+                entry.item.blockers.push(format!(
+                    "its sidecar {at} is missing (run `keepsake verify`)"
+                ));
+                continue;
+            }
+            for target in counted {
+                let state = any_version
+                    .get(&(target.clone(), rel.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| "never pushed".into());
+                if !is_kept(&state) {
+                    entry
+                        .item
+                        .blockers
+                        .push(format!("its sidecar {at} on offsite {target}: {state}"));
+                }
+            }
+            entry.item.sidecars.push(at);
+        }
+    }
+    for target in down {
+        general.push(format!(
+            "offsite target {target} could not be checked; try again when it is reachable"
+        ));
+    }
+    Ok(())
+}
+
+/// Copies that keep an item: verified by content, or by size where the
+/// target gives no hash (named in the plan).
+fn is_kept(state: &str) -> bool {
+    state == "verified" || state.starts_with("size only: ")
+}
+
+/// Which of two states of one file's pushes tells the most.
+fn rank(state: &str) -> u8 {
+    if state == "verified" {
+        0
+    } else if state.starts_with("size only") {
+        1
+    } else {
+        2
+    }
+}
+
+/// BLAKE3 (and, when asked, SHA-256) of a file now; None when it is gone.
+fn hash_now(path: &Path, sha256: bool) -> Option<(String, Option<String>)> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut file = fsops::open_nofollow(path).ok()?;
+    let mut blake3 = blake3::Hasher::new();
+    let mut sha = sha256.then(sha2::Sha256::new);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        blake3.update(&buf[..n]);
+        if let Some(sha) = sha.as_mut() {
+            sha.update(&buf[..n]);
+        }
+    }
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    Some((
+        blake3.finalize().to_hex().to_string(),
+        sha.map(|s| hex(&s.finalize())),
+    ))
+}
+
+// --------------------------------------------------------------- verdicts
+
+fn plan_file(config: &Config, year: i32) -> PathBuf {
+    config
+        .state_dir
+        .join("archive")
+        .join(format!("plan-{year}.json"))
+}
+
+fn safe_list(config: &Config, year: i32) -> PathBuf {
+    config
+        .state_dir
+        .join("archive")
+        .join(format!("safe-to-delete-{year}.txt"))
+}
+
+/// `state_dir/archive/plan-YEAR.json` and, when the year is safe,
+/// `safe-to-delete-YEAR.txt` (iCloud's names with capture times), each
+/// with the time it was made and what it rests on.
+fn write_plan(config: &Config, plan: &mut Plan) -> std::io::Result<()> {
+    let dir = config.state_dir.join("archive");
+    std::fs::create_dir_all(&dir)?;
+    let list = safe_list(config, plan.year);
+    // A list from an earlier, safe plan must not outlive the proof.
+    fsops::remove_temp(&list)?;
+    let file = plan_file(config, plan.year);
+    let json = serde_json::to_vec_pretty(&plan).map_err(std::io::Error::other)?;
+    super::write_replacing(&file, &json)?;
+    plan.plan_file = Some(file);
+    if plan.safe {
+        let mut text = format!(
+            "# {}\n# made {} from {}\n",
+            plan.verdict(),
+            plan.made_at,
+            plan.basis.items_from
+        );
+        for (target, how) in &plan.basis.targets {
+            text.push_str(&format!("# offsite {target}: {how}\n"));
+        }
+        for blind in &plan.basis.cannot_see {
+            text.push_str(&format!("# cannot see: {blind}\n"));
+        }
+        text.push_str(&format!(
+            "# void once anything of {} changes (a new photo, a move, a failed check, a changed target): plan again before you delete\n# iCloud name\tcapture time\n",
+            plan.year
+        ));
+        for item in &plan.items {
+            text.push_str(&format!(
+                "{}\t{}\n",
+                item.icloud_name,
+                item.capture_time.as_deref().unwrap_or("")
+            ));
+        }
+        super::write_replacing(&list, text.as_bytes())?;
+        plan.safe_list = Some(list);
+    }
+    Ok(())
+}
+
+/// Remove the verdicts of `years` (None: every year): something of those
+/// years changed, so no earlier proof stands. Returns the years voided.
+pub fn void(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> Vec<i32> {
+    let dir = config.state_dir.join("archive");
+    let Ok(listing) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut voided = Vec::new();
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(year) = name
+            .strip_prefix("plan-")
+            .and_then(|n| n.strip_suffix(".json"))
+            .or_else(|| {
+                name.strip_prefix("safe-to-delete-")
+                    .and_then(|n| n.strip_suffix(".txt"))
+            })
+            .and_then(|y| y.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if years.is_some_and(|ys| !ys.contains(&year)) {
+            continue;
+        }
+        if fsops::remove_temp(&entry.path()).is_ok() && !voided.contains(&year) {
+            voided.push(year);
+        }
+    }
+    if !voided.is_empty() {
+        tracing::info!(
+            years = ?voided,
+            "archive verdicts voided: {why}; `keepsake archive plan` makes them again"
+        );
+    }
+    voided
+}
+
+/// Void the verdicts that rest on another set of offsite targets than the
+/// config now has.
+pub fn void_stale(config: &Config) {
+    let dir = config.state_dir.join("archive");
+    let Ok(listing) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let (now, _) = target_basis(config, false);
+    let mut stale = BTreeSet::new();
+    for entry in listing.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(year) = name
+            .strip_prefix("plan-")
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|y| y.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let same = serde_json::from_slice::<Plan>(&text).is_ok_and(|plan| {
+            let was: BTreeSet<&String> = plan.basis.targets.keys().collect();
+            let is: BTreeSet<&String> = now.keys().collect();
+            was == is
+                && plan.basis.targets.iter().all(|(name, how)| {
+                    // A deep plan's basis says so; the target is the same.
+                    now.get(name).is_some_and(|n| {
+                        n == how || (how.contains("--deep") && n.starts_with("copy"))
+                    })
+                })
+        });
+        if !same {
+            stale.insert(year);
+        }
+    }
+    if !stale.is_empty() {
+        void(config, Some(&stale), "the offsite targets changed");
+    }
+}
+
+/// The years of a job, for voiding: where its verdict may change.
+pub fn years_of_job(job: &ledger::JobRecord) -> Option<BTreeSet<i32>> {
+    let mut years = folder_years(&job.rel_path);
+    if let Some(time) = &job.capture_time {
+        years.extend(capture_years(time));
+    }
+    (!years.is_empty()).then_some(years)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_time_means_its_local_and_its_utc_year() {
+        assert_eq!(
+            capture_years("2019-12-31T23:59:59-05:00"),
+            BTreeSet::from([2019, 2020])
+        );
+        assert_eq!(
+            capture_years("2019-06-01T10:00:00+02:00"),
+            BTreeSet::from([2019])
+        );
+        assert_eq!(
+            capture_years("2020-01-01T05:00:00"),
+            BTreeSet::from([2019, 2020])
+        );
+        assert_eq!(capture_years("2020-06-01T05:00:00"), BTreeSet::from([2020]));
+        assert!(capture_years("").is_empty());
+    }
+
+    #[test]
+    fn a_downloaders_folders_give_years() {
+        assert_eq!(
+            folder_years(b"2019/05/01/IMG_3.HEIC"),
+            BTreeSet::from([2019])
+        );
+        assert_eq!(
+            folder_years(b"Family/2019/12/IMG_0001.PNG"),
+            BTreeSet::from([2019, 2020])
+        );
+        assert_eq!(
+            folder_years(b"2020/01/01/IMG_1.HEIC"),
+            BTreeSet::from([2019, 2020])
+        );
+        assert_eq!(folder_years(b"2019/IMG_1.HEIC"), BTreeSet::from([2019]));
+        assert!(folder_years(b"IMG_2019.HEIC").is_empty());
+        assert!(folder_years(b"1234/IMG.HEIC").is_empty());
+    }
+
+    #[test]
+    fn junk_is_only_the_documented_litter() {
+        assert!(is_junk(b".DS_Store", false));
+        assert!(is_junk(b"._IMG_1.HEIC", false));
+        assert!(is_junk(b"@eaDir", true));
+        assert!(!is_junk(b"@eaDir", false));
+        assert!(!is_junk(b"IMG_1.HEIC.part", false));
+        assert!(!is_junk(b".IMG_1.HEIC.x8Yz3", false));
+    }
+
+    #[test]
+    fn an_inventory_line_is_a_name_and_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.txt");
+        std::fs::write(
+            &path,
+            "# iCloud\nIMG_0001.HEIC\t2019-05-01T10:00:00Z\nMy photo.JPG 2019-05-02 11:00:00\n\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_inventory(&path).unwrap(),
+            vec![
+                ("IMG_0001.HEIC".into(), "2019-05-01T10:00:00Z".into()),
+                ("My photo.JPG".into(), "2019-05-02T11:00:00".into()),
+            ]
+        );
+        std::fs::write(&path, "IMG_0001.HEIC\n").unwrap();
+        assert!(read_inventory(&path).unwrap_err().contains("line 1"));
+    }
+}
