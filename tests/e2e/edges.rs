@@ -90,7 +90,7 @@ fn ingest(sandbox: &Sandbox) -> Ran {
 
 /// Root reads and writes anything: the permission tests need root to play
 /// another user (`nobody`). /proc/self belongs to the effective user.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
@@ -346,7 +346,7 @@ fn no_fuse_here() -> Option<String> {
 }
 
 /// A bindfs (or tmpfs) mount, unmounted when dropped.
-struct Mount(PathBuf);
+pub(crate) struct Mount(PathBuf);
 
 impl Mount {
     fn bindfs(backing: &Path, at: &Path) -> Result<Mount, String> {
@@ -390,7 +390,7 @@ impl Mount {
     }
 
     /// A tmpfs of `size` (`3m`) at `at`, when this machine lets us mount one.
-    fn tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
+    pub(crate) fn tmpfs(at: &Path, size: &str) -> Result<Mount, String> {
         std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
         let size = format!("size={size}");
         let out = Command::new("mount")

@@ -12,4 +12,5 @@ mod exif;
 mod hostile;
 mod immich;
 mod offsite;
+mod proof;
 mod service;

@@ -388,6 +388,15 @@ pub fn decide(
                 }
                 Effect::DuplicateOf(original) => {
                     claim = Some((original, name.clone()));
+                    // The offsite stage pushes what is placed: here, the
+                    // copy that keeps these bytes.
+                    wit_job.placement = services
+                        .find_by_hash(&wit_job.blake3)
+                        .and_then(|asset| asset.library_path)
+                        .map(|path| Placement {
+                            root: "library".into(),
+                            path,
+                        });
                     break;
                 }
                 Effect::Quarantine(reason) => {

@@ -1,0 +1,717 @@
+//! The safe-to-delete proof, attacked from iCloud's side: each way a 2019
+//! photo can fail to be kept (a partial download, a file not taken yet, a
+//! manifest or same-disk "copy", a year boundary, a duplicate, a sidecar, a
+//! flipped byte, a stale verdict) makes `archive plan --year 2019` say NOT
+//! safe and name the item; each safe counterpart says safe, so the fix is
+//! not "never safe".
+// The tests play icloudpd and the family: they write into the inbox.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use keepsake_tests::*;
+
+use crate::edges::{Mount, is_root};
+
+const PIPELINE: &str = "[\"dedup\", \"exif\", \"library\", \"offsite\"]";
+
+/// An iCloud inbox (`inbox`, copy mode, as icloudpd's download folder is)
+/// with a folder target `usb`; `target` replaces the `[offsite.usb]` table
+/// body, `extra` goes at the end.
+struct Proof {
+    scratch: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+impl Proof {
+    fn new(target: Option<&str>, extra: &str) -> Proof {
+        let scratch = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::new();
+        let usb = scratch.path().join("usb");
+        std::fs::create_dir_all(&usb).unwrap();
+        let target = target.map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "[offsite.usb]\ntype = \"dir\"\nsame_disk = true\npath = {:?}\n",
+                usb.display().to_string()
+            )
+        });
+        sandbox.write_config_with(
+            PIPELINE,
+            "copy",
+            &format!(
+                "[stages.offsite]\ntargets = \"usb\"\n\n{target}\n[archive]\nicloud_inboxes = [\"inbox\"]\n{extra}"
+            ),
+        );
+        Proof { scratch, sandbox }
+    }
+
+    fn usb(&self) -> PathBuf {
+        self.scratch.path().join("usb")
+    }
+
+    fn ingest(&self) {
+        let (code, report) = self.sandbox.ingest();
+        assert_eq!(code, 0, "{report}");
+    }
+
+    /// `archive plan --year Y --json`: (exit code, the plan).
+    fn plan(&self, year: i32, more: &[&str]) -> (i32, serde_json::Value) {
+        let year = year.to_string();
+        let mut args = vec!["archive", "plan", "--year", year.as_str(), "--json"];
+        args.extend_from_slice(more);
+        let out = self.sandbox.run(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let plan = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "no plan ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), plan)
+    }
+
+    /// The plan is safe, and lists these iCloud names.
+    fn assert_safe(&self, year: i32, names: &[&str]) -> serde_json::Value {
+        let (code, plan) = self.plan(year, &[]);
+        assert_eq!(code, 0, "{year} should be safe: {plan:#}");
+        assert_eq!(plan["safe"], true, "{plan:#}");
+        for name in names {
+            assert!(item(&plan, name).is_some(), "{name} is not in {plan:#}");
+        }
+        assert!(self.safe_list(year).exists());
+        plan
+    }
+
+    /// The plan is NOT safe, and `name` is blocked for a reason containing
+    /// every word of `why`.
+    fn assert_blocked(&self, year: i32, name: &str, why: &[&str]) -> serde_json::Value {
+        let (code, plan) = self.plan(year, &[]);
+        assert_eq!(code, 1, "{year} should NOT be safe: {plan:#}");
+        assert_eq!(plan["safe"], false, "{plan:#}");
+        let found = item(&plan, name).unwrap_or_else(|| panic!("{name} is not in {plan:#}"));
+        let blockers = found["blockers"].to_string();
+        for word in why {
+            assert!(
+                blockers.contains(word),
+                "{name}: {word:?} not in {blockers}"
+            );
+        }
+        assert!(
+            !self.safe_list(year).exists(),
+            "no safe-to-delete list for a year that is not safe"
+        );
+        plan
+    }
+
+    fn safe_list(&self, year: i32) -> PathBuf {
+        self.sandbox
+            .config()
+            .state_dir
+            .join(format!("archive/safe-to-delete-{year}.txt"))
+    }
+
+    fn plan_file(&self, year: i32) -> PathBuf {
+        self.sandbox
+            .config()
+            .state_dir
+            .join(format!("archive/plan-{year}.json"))
+    }
+
+    /// The library file of a job, by its relative path in the inbox.
+    fn placed(&self, rel: &str) -> PathBuf {
+        let jobs = self.sandbox.jobs();
+        let job = job_named(&jobs, rel);
+        PathBuf::from(job["destination"].as_str().unwrap())
+    }
+
+    /// The folder target's copy of a library file.
+    fn usb_copy(&self, library_file: &Path) -> PathBuf {
+        self.usb()
+            .join(library_file.strip_prefix(self.sandbox.library()).unwrap())
+    }
+}
+
+fn item<'a>(plan: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    plan["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["icloud_name"] == name)
+}
+
+/// A real JPEG at `inbox/rel` with this DateTimeOriginal (unique bytes).
+fn photo(sandbox: &Sandbox, rel: &str, date: &str, more: &[&str]) {
+    let dest = sandbox.inbox().join(rel);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(corpus_media().join("exiftool_Canon.jpg"), &dest).unwrap();
+    exiftool(
+        &dest,
+        &[
+            "-all=",
+            &format!("-ImageDescription={rel}"),
+            &format!("-DateTimeOriginal={date}"),
+        ],
+        more,
+    );
+}
+
+fn exiftool(path: &Path, tags: &[&str], more: &[&str]) {
+    let out = std::process::Command::new("exiftool")
+        .args(["-q", "-overwrite_original"])
+        .args(tags)
+        .args(more)
+        .arg(path)
+        .output()
+        .expect("exiftool (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "exiftool {tags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn set_mtime(path: &Path, unix: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(unix))
+        .unwrap();
+}
+
+/// Two 2019 photos of icloudpd's `YYYY/MM/DD` tree, taken and pushed.
+fn two_of_2019(proof: &Proof) {
+    photo(
+        &proof.sandbox,
+        "2019/05/01/IMG_0001.JPG",
+        "2019:05:01 10:00:00",
+        &[],
+    );
+    photo(
+        &proof.sandbox,
+        "2019/05/01/IMG_0002.JPG",
+        "2019:05:01 11:00:00",
+        &[],
+    );
+    proof.ingest();
+}
+
+#[test]
+fn a_partial_download_blocks_its_year_until_it_is_taken() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    let plan = proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    assert!(
+        plan["made_at"].as_str().unwrap().starts_with("20"),
+        "{plan}"
+    );
+
+    // icloudpd is still downloading a 2019 photo.
+    let part = proof.sandbox.inbox().join("2019/05/01/IMG_0003.HEIC.part");
+    std::fs::write(&part, b"the first half of a HEIC").unwrap();
+    proof.assert_blocked(2019, "IMG_0003.HEIC.part", &["still downloading"]);
+    // Another year's partial download does not block 2019.
+    std::fs::remove_file(&part).unwrap();
+    let later = proof.sandbox.inbox().join("2021/06/01/IMG_0009.HEIC.part");
+    std::fs::create_dir_all(later.parent().unwrap()).unwrap();
+    std::fs::write(&later, b"half").unwrap();
+    proof.assert_safe(2019, &[]);
+    let (code, plan) = proof.plan(2021, &[]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert!(item(&plan, "IMG_0009.HEIC.part").is_some(), "{plan:#}");
+}
+
+#[test]
+fn a_photo_not_taken_yet_or_ignored_blocks_its_year() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    proof.assert_safe(2019, &[]);
+
+    // Copied in after the last ingest: the plan looks at the folder itself.
+    photo(
+        &proof.sandbox,
+        "2019/06/01/IMG_0004.JPG",
+        "2019:06:01 10:00:00",
+        &[],
+    );
+    proof.assert_blocked(2019, "IMG_0004.JPG", &["not taken yet", "keepsake ingest"]);
+    proof.ingest();
+    let plan = proof.assert_safe(2019, &["IMG_0004.JPG"]);
+    let copy = proof.placed("2019/06/01/IMG_0004.JPG");
+    assert_eq!(
+        blake3_of(&proof.usb_copy(&copy)),
+        blake3_of(&copy),
+        "its offsite copy is its bytes: {plan:#}"
+    );
+
+    // A photo the inbox's globs ignore is never taken, so it blocks.
+    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
+    std::fs::write(
+        proof.sandbox.config_path(),
+        config.replacen(
+            "mode = \"copy\"",
+            "mode = \"copy\"\nignore = [\"*.png\"]",
+            1,
+        ),
+    )
+    .unwrap();
+    let png = proof.sandbox.inbox().join("2019/06/02/IMG_0005.png");
+    std::fs::create_dir_all(png.parent().unwrap()).unwrap();
+    std::fs::copy(corpus_media().join("exiftool_PNG.png"), &png).unwrap();
+    proof.ingest();
+    proof.assert_blocked(2019, "IMG_0005.png", &["ignore"]);
+    // Folder litter is no photo.
+    std::fs::remove_file(&png).unwrap();
+    std::fs::write(proof.sandbox.inbox().join("2019/.DS_Store"), b"litter").unwrap();
+    std::fs::write(proof.sandbox.inbox().join("2019/06/Thumbs.db"), b"litter").unwrap();
+    proof.assert_safe(2019, &[]);
+}
+
+#[test]
+fn a_manifest_target_is_no_copy_and_never_makes_a_year_safe() {
+    let scratch = tempfile::tempdir().unwrap();
+    let manifest = scratch.path().join("restic-files.txt");
+    let restic = format!(
+        "[offsite.restic]\ntype = \"manifest\"\npath = {:?}\n",
+        manifest.display().to_string()
+    );
+    let only = Proof::new(Some(&restic), "");
+    let config = std::fs::read_to_string(only.sandbox.config_path()).unwrap();
+    std::fs::write(
+        only.sandbox.config_path(),
+        config.replace("targets = \"usb\"", "targets = \"restic\""),
+    )
+    .unwrap();
+    two_of_2019(&only);
+    assert!(
+        std::fs::read_to_string(&manifest)
+            .unwrap()
+            .contains("IMG_0001")
+    );
+    let (code, plan) = only.plan(2019, &["--deep"]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert!(
+        plan["general"]
+            .to_string()
+            .contains("no offsite target that is a real copy"),
+        "{plan:#}"
+    );
+    assert!(
+        plan["basis"]["targets"]["restic"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a copy"),
+        "{plan:#}"
+    );
+    assert!(!only.safe_list(2019).exists());
+
+    // With a real copy beside it, the year is safe; the manifest still
+    // counts for nothing.
+    let both = Proof::new(
+        None,
+        &restic.replace("[offsite.restic]", "\n[offsite.restic]"),
+    );
+    let config = std::fs::read_to_string(both.sandbox.config_path()).unwrap();
+    std::fs::write(
+        both.sandbox.config_path(),
+        config.replace("targets = \"usb\"", "targets = \"usb,restic\""),
+    )
+    .unwrap();
+    two_of_2019(&both);
+    let plan = both.assert_safe(2019, &["IMG_0001.JPG"]);
+    let offsite = &item(&plan, "IMG_0001.JPG").unwrap()["offsite"];
+    assert_eq!(offsite["usb"], "verified", "{plan:#}");
+    assert!(offsite.get("restic").is_none(), "{plan:#}");
+}
+
+#[test]
+fn a_live_photo_video_across_new_year_is_planned_with_its_still() {
+    let proof = Proof::new(None, "");
+    // The still: 2019-12-31 23:59:59 at −05:00, which is 2020 in UTC.
+    photo(
+        &proof.sandbox,
+        "2019/12/31/IMG_0100.JPG",
+        "2019:12:31 23:59:59",
+        &["-OffsetTimeOriginal=-05:00"],
+    );
+    // Its video: only a QuickTime date, in UTC, one second later.
+    let video = proof.sandbox.inbox().join("2019/12/31/IMG_0100.MOV");
+    std::fs::copy(corpus_media().join("mde_with-gps.mov"), &video).unwrap();
+    exiftool(
+        &video,
+        &[
+            "-all=",
+            "-QuickTime:CreateDate=2020:01:01 05:00:00",
+            "-QuickTime:Title=IMG_0100",
+        ],
+        &[],
+    );
+    proof.ingest();
+    let still = proof.placed("2019/12/31/IMG_0100.JPG");
+    let clip = proof.placed("2019/12/31/IMG_0100.MOV");
+    assert_eq!(
+        clip.with_extension(""),
+        still.with_extension(""),
+        "the video sits beside its still"
+    );
+    let plan = proof.assert_safe(2019, &["IMG_0100.JPG", "IMG_0100.MOV"]);
+    let years = item(&plan, "IMG_0100.MOV").unwrap()["years"].clone();
+    assert_eq!(years, serde_json::json!([2019, 2020]), "{plan:#}");
+    proof.assert_safe(2020, &["IMG_0100.JPG", "IMG_0100.MOV"]);
+
+    // The video damaged and its offsite copy gone: 2019 is not safe.
+    let mut bytes = std::fs::read(&clip).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&clip, &bytes).unwrap();
+    std::fs::remove_file(proof.usb_copy(&clip)).unwrap();
+    proof.assert_blocked(
+        2019,
+        "IMG_0100.MOV",
+        &["bytes changed", "offsite usb: missing"],
+    );
+}
+
+#[test]
+fn an_undated_png_in_a_december_folder_is_planned_in_that_year() {
+    let proof = Proof::new(None, "");
+    let png = proof.sandbox.inbox().join("2019/12/IMG_0001.PNG");
+    std::fs::create_dir_all(png.parent().unwrap()).unwrap();
+    std::fs::copy(corpus_media().join("exiftool_PNG.png"), &png).unwrap();
+    exiftool(&png, &["-all="], &[]);
+    // icloudpd set its mtime to iCloud's date, which fell into 2020 here.
+    set_mtime(&png, 1_579_000_000); // 2020-01-14
+    proof.ingest();
+    let jobs = proof.sandbox.jobs();
+    let job = job_named(&jobs, "2019/12/IMG_0001.PNG");
+    assert!(
+        job["capture_time"].as_str().unwrap().starts_with("2020"),
+        "{job}"
+    );
+    let plan = proof.assert_safe(2019, &["IMG_0001.PNG"]);
+    assert_eq!(
+        item(&plan, "IMG_0001.PNG").unwrap()["years"],
+        serde_json::json!([2019, 2020])
+    );
+
+    // Its library and offsite copies gone: 2019 is not safe.
+    let copy = proof.placed("2019/12/IMG_0001.PNG");
+    std::fs::remove_file(proof.usb_copy(&copy)).unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    proof.assert_blocked(2019, "IMG_0001.PNG", &["missing"]);
+}
+
+#[test]
+fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() {
+    let proof = Proof::new(None, "");
+    // A phone inbox without offsite took the bytes first, dated 2022.
+    let phone = proof.sandbox.path().join("phone");
+    std::fs::create_dir_all(&phone).unwrap();
+    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
+    std::fs::write(
+        proof.sandbox.config_path(),
+        config.replacen(
+            "[stages.offsite]",
+            "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n[stages.offsite]",
+            1,
+        ),
+    )
+    .unwrap();
+    let shot = phone.join("shot.png");
+    std::fs::copy(corpus_media().join("exiftool_PNG.png"), &shot).unwrap();
+    exiftool(&shot, &["-all="], &[]);
+    set_mtime(&shot, 1_656_000_000); // 2022-06-23
+    proof.ingest();
+    let original = PathBuf::from(
+        job_named(&proof.sandbox.jobs(), "shot.png")["destination"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(
+        !proof.usb_copy(&original).exists(),
+        "the phone inbox pushes nothing"
+    );
+
+    // The same bytes arrive from iCloud, dated 2019 by icloudpd.
+    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
+    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
+    std::fs::copy(&shot, &again).unwrap();
+    set_mtime(&again, 1_559_390_400); // 2019-06-01
+    proof.ingest();
+    let jobs = proof.sandbox.jobs();
+    let dup = job_named(&jobs, "2019/06/01/IMG_0003.PNG");
+    assert_eq!(dup["state"], "duplicate", "{dup}");
+    assert!(
+        dup["capture_time"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("2019"),
+        "the duplicate has its own date: {dup}"
+    );
+    assert_eq!(
+        blake3_of(&proof.usb_copy(&original)),
+        blake3_of(&original),
+        "pushed to the iCloud pipeline's target on the duplicate's behalf"
+    );
+    let plan = proof.assert_safe(2019, &["IMG_0003.PNG"]);
+    assert!(
+        item(&plan, "IMG_0003.PNG").unwrap()["held_at"]
+            .as_str()
+            .unwrap()
+            .contains("2022"),
+        "{plan:#}"
+    );
+    // Without that copy, 2019 is not safe.
+    std::fs::remove_file(proof.usb_copy(&original)).unwrap();
+    proof.assert_blocked(2019, "IMG_0003.PNG", &["offsite usb: missing"]);
+}
+
+#[test]
+fn an_icloud_sidecar_is_part_of_the_proof() {
+    let proof = Proof::new(None, "");
+    photo(
+        &proof.sandbox,
+        "2019/07/01/IMG_0005.JPG",
+        "2019:07:01 10:00:00",
+        &[],
+    );
+    std::fs::write(
+        proof.sandbox.inbox().join("2019/07/01/IMG_0005.JPG.xmp"),
+        "<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>\
+         <rdf:Description rdf:about='' xmlns:xmp='http://ns.adobe.com/xap/1.0/' xmlns:dc='http://purl.org/dc/elements/1.1/' xmp:Rating='4'>\
+         <dc:description><rdf:Alt><rdf:li xml:lang='x-default'>Grandma at the lake</rdf:li></rdf:Alt></dc:description>\
+         </rdf:Description></rdf:RDF></x:xmpmeta>",
+    )
+    .unwrap();
+    proof.ingest();
+    let plan = proof.assert_safe(2019, &["IMG_0005.JPG"]);
+    let sidecars = item(&plan, "IMG_0005.JPG").unwrap()["sidecars"].clone();
+    let sidecar = sidecars[0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no sidecar: {plan:#}"));
+    let rel = sidecar.strip_prefix("library:").unwrap();
+    let in_library = proof.sandbox.library().join(rel);
+    assert!(
+        std::fs::read_to_string(&in_library)
+            .unwrap()
+            .contains("Grandma at the lake"),
+        "the library's sidecar keeps the description"
+    );
+    assert_eq!(blake3_of(&proof.usb().join(rel)), blake3_of(&in_library));
+
+    // The library's sidecar and its offsite copy deleted: not safe.
+    std::fs::remove_file(&in_library).unwrap();
+    std::fs::remove_file(proof.usb().join(rel)).unwrap();
+    proof.assert_blocked(2019, "IMG_0005.JPG", &["sidecar", "missing"]);
+}
+
+#[test]
+fn a_flipped_byte_in_a_folder_copy_blocks_the_year_without_deep() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    let plan = proof.assert_safe(2019, &[]);
+    assert!(
+        plan["basis"]["targets"]["usb"]
+            .as_str()
+            .unwrap()
+            .contains("rehashed"),
+        "{plan:#}"
+    );
+    let copy = proof.usb_copy(&proof.placed("2019/05/01/IMG_0002.JPG"));
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[100] ^= 0x80;
+    std::fs::write(&copy, &bytes).unwrap();
+    proof.assert_blocked(2019, "IMG_0002.JPG", &["offsite usb", "content differs"]);
+}
+
+#[test]
+fn a_folder_target_on_the_library_disk_is_not_off_this_machine() {
+    let scratch = tempfile::tempdir().unwrap();
+    let usb = scratch.path().join("usb");
+    std::fs::create_dir_all(&usb).unwrap();
+    let same = format!(
+        "[offsite.usb]\ntype = \"dir\"\npath = {:?}\n",
+        usb.display().to_string()
+    );
+    let proof = Proof::new(Some(&same), "");
+    two_of_2019(&proof);
+    let (code, plan) = proof.plan(2019, &[]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert!(
+        plan["basis"]["targets"]["usb"]
+            .as_str()
+            .unwrap()
+            .starts_with("not off this machine"),
+        "{plan:#}"
+    );
+    assert!(
+        plan["general"].to_string().contains("real copy"),
+        "{plan:#}"
+    );
+
+    // Said to be another disk: it counts.
+    let marked = Proof::new(None, "");
+    two_of_2019(&marked);
+    marked.assert_safe(2019, &[]);
+
+    // Really another disk (a tmpfs): it counts without being told.
+    if !is_root() {
+        println!("skipped the other-disk half: needs root to mount a tmpfs");
+        return;
+    }
+    let disk = scratch.path().join("disk");
+    let _mount = match Mount::tmpfs(&disk, "16m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            println!("skipped the other-disk half: {why}");
+            return;
+        }
+    };
+    let other = format!(
+        "[offsite.usb]\ntype = \"dir\"\npath = {:?}\n",
+        disk.display().to_string()
+    );
+    let elsewhere = Proof::new(Some(&other), "");
+    two_of_2019(&elsewhere);
+    let plan = elsewhere.assert_safe(2019, &[]);
+    assert!(
+        plan["basis"]["targets"]["usb"]
+            .as_str()
+            .unwrap()
+            .starts_with("copy"),
+        "{plan:#}"
+    );
+}
+
+#[test]
+fn a_verdict_carries_its_time_and_is_voided_by_any_change_to_its_year() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    photo(
+        &proof.sandbox,
+        "2018/03/01/IMG_0050.JPG",
+        "2018:03:01 10:00:00",
+        &[],
+    );
+    proof.ingest();
+    proof.assert_safe(2019, &[]);
+    proof.assert_safe(2018, &[]);
+    let list = std::fs::read_to_string(proof.safe_list(2019)).unwrap();
+    assert!(list.contains("# made 20"), "{list}");
+    assert!(list.contains("offsite usb: copy"), "{list}");
+
+    // A new 2019 photo taken: 2019's verdict goes, 2018's stays.
+    photo(
+        &proof.sandbox,
+        "2019/08/01/IMG_0007.JPG",
+        "2019:08:01 10:00:00",
+        &[],
+    );
+    proof.ingest();
+    assert!(
+        !proof.safe_list(2019).exists(),
+        "a new photo voids the verdict"
+    );
+    assert!(!proof.plan_file(2019).exists());
+    assert!(
+        proof.safe_list(2018).exists(),
+        "another year's verdict stands"
+    );
+
+    // A library file that no longer verifies voids the verdicts.
+    proof.assert_safe(2019, &["IMG_0007.JPG"]);
+    let copy = proof.placed("2019/08/01/IMG_0007.JPG");
+    let good = std::fs::read(&copy).unwrap();
+    let mut bad = good.clone();
+    bad[200] ^= 0x01;
+    std::fs::write(&copy, &bad).unwrap();
+    let (code, out) = proof.sandbox.run_text(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!proof.safe_list(2019).exists(), "a failed verify voids it");
+    std::fs::write(&copy, &good).unwrap();
+
+    // Another set of targets: verdicts made on the old one are void.
+    proof.assert_safe(2019, &[]);
+    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
+    let more = proof.scratch.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    std::fs::write(
+        proof.sandbox.config_path(),
+        format!(
+            "{config}\n[offsite.more]\ntype = \"dir\"\nsame_disk = true\npath = {:?}\n",
+            more.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, plan) = proof.plan(2018, &[]);
+    assert_eq!(code, 1, "nothing is on `more` yet: {plan:#}");
+    assert!(
+        !proof.safe_list(2019).exists(),
+        "2019's verdict rested on other targets"
+    );
+}
+
+#[test]
+fn s3_copies_are_checked_by_the_sha256_the_server_stored() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&scratch.path().join("s3"));
+    let s3 = server.target("usb", scratch.path());
+    let proof = Proof::new(Some(&s3), "");
+    two_of_2019(&proof);
+    // A file large enough to go up in parts: the server keeps no checksum
+    // for those, so the plan checks its size and says so.
+    let large = proof.sandbox.inbox().join("2019/09/01/VID_0001.MOV");
+    std::fs::create_dir_all(large.parent().unwrap()).unwrap();
+    fake_jpeg(&large, 7, 20 << 20);
+    set_mtime(&large, 1_567_339_200); // 2019-09-01
+    proof.ingest();
+    let plan = proof.assert_safe(2019, &["IMG_0001.JPG", "VID_0001.MOV"]);
+    assert!(
+        plan["basis"]["targets"]["usb"]
+            .as_str()
+            .unwrap()
+            .contains("SHA-256"),
+        "{plan:#}"
+    );
+    assert_eq!(
+        item(&plan, "IMG_0001.JPG").unwrap()["offsite"]["usb"],
+        "verified",
+        "checked by content: {plan:#}"
+    );
+    let size_only = plan["size_only"].to_string();
+    assert!(size_only.contains("VID_0001"), "{plan:#}");
+    assert!(!size_only.contains("IMG_0001"), "{plan:#}");
+    // s3s-fs vouches with the checksum it checked at upload and never
+    // rereads the file (AWS keeps its own integrity); `--deep` downloads.
+    let (code, deep) = proof.plan(2019, &["--deep"]);
+    assert_eq!(code, 0, "{deep:#}");
+    assert_eq!(deep["size_only"], serde_json::json!([]), "{deep:#}");
+}
+
+#[test]
+fn an_rclone_remote_is_checked_by_its_sha256_without_a_download() {
+    let scratch = tempfile::tempdir().unwrap();
+    let conf = scratch.path().join("rclone.conf");
+    std::fs::write(&conf, "[nas]\ntype = local\n").unwrap();
+    let remote = scratch.path().join("nas");
+    std::fs::create_dir_all(&remote).unwrap();
+    let target = format!(
+        "[offsite.usb]\ntype = \"rclone\"\nremote = \"nas:{}\"\nrclone_config = {:?}\n",
+        remote.display(),
+        conf.display().to_string()
+    );
+    let proof = Proof::new(Some(&target), "");
+    two_of_2019(&proof);
+    let plan = proof.assert_safe(2019, &[]);
+    assert_eq!(
+        item(&plan, "IMG_0001.JPG").unwrap()["offsite"]["usb"],
+        "verified",
+        "{plan:#}"
+    );
+    let copy = proof.placed("2019/05/01/IMG_0001.JPG");
+    let on_nas = remote.join(copy.strip_prefix(proof.sandbox.library()).unwrap());
+    let mut bytes = std::fs::read(&on_nas).unwrap();
+    bytes[100] ^= 0x80;
+    std::fs::write(&on_nas, &bytes).unwrap();
+    proof.assert_blocked(2019, "IMG_0001.JPG", &["content differs (SHA-256)"]);
+}
