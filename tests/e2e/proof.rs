@@ -715,3 +715,249 @@ fn an_rclone_remote_is_checked_by_its_sha256_without_a_download() {
     std::fs::write(&on_nas, &bytes).unwrap();
     proof.assert_blocked(2019, "IMG_0001.JPG", &["content differs (SHA-256)"]);
 }
+
+/// One row of kei's `assets` table.
+struct KeiRow<'a> {
+    id: &'a str,
+    version: &'a str,
+    filename: &'a str,
+    created_at: i64,
+    status: &'a str,
+    local_path: Option<PathBuf>,
+    last_seen_at: i64,
+}
+
+/// A kei state database of schema `version`, written from kei's published
+/// schema (the columns the proof reads and their neighbours), with these
+/// assets and sync runs (started, completed, status).
+fn kei_db(path: &Path, version: i64, rows: &[KeiRow], runs: &[(i64, Option<i64>, &str)]) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE assets (
+            id TEXT NOT NULL, version_size TEXT NOT NULL, checksum TEXT NOT NULL,
+            filename TEXT NOT NULL, created_at INTEGER NOT NULL, added_at INTEGER,
+            size_bytes INTEGER NOT NULL, media_type TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', downloaded_at INTEGER, local_path TEXT,
+            last_seen_at INTEGER NOT NULL, download_attempts INTEGER DEFAULT 0, last_error TEXT,
+            local_checksum TEXT, download_checksum TEXT,
+            source TEXT NOT NULL DEFAULT 'icloud', is_favorite INTEGER NOT NULL DEFAULT 0,
+            is_deleted INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (id, version_size));
+         CREATE TABLE sync_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, started_at INTEGER NOT NULL,
+            completed_at INTEGER, assets_seen INTEGER DEFAULT 0, assets_downloaded INTEGER DEFAULT 0,
+            assets_failed INTEGER DEFAULT 0, interrupted INTEGER DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'running');
+         CREATE TABLE metadata (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+         CREATE TABLE asset_albums (asset_id TEXT NOT NULL, album_name TEXT NOT NULL,
+            source TEXT NOT NULL, PRIMARY KEY (asset_id, album_name, source));
+         CREATE TABLE asset_people (asset_id TEXT NOT NULL, person_name TEXT NOT NULL,
+            PRIMARY KEY (asset_id, person_name));",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", version).unwrap();
+    for row in rows {
+        let media = if row.version.starts_with("live") {
+            "live_photo_video"
+        } else {
+            "photo"
+        };
+        conn.execute(
+            "INSERT INTO assets (id, version_size, checksum, filename, created_at, size_bytes, \
+             media_type, status, local_path, last_seen_at, last_error) \
+             VALUES (?1, ?2, 'AQID', ?3, ?4, 1000, ?5, ?6, ?7, ?8, ?9)",
+            rusqlite::params![
+                row.id,
+                row.version,
+                row.filename,
+                row.created_at,
+                media,
+                row.status,
+                row.local_path.as_ref().map(|p| p.display().to_string()),
+                row.last_seen_at,
+                (row.status == "failed").then_some("HTTP 503 from iCloud"),
+            ],
+        )
+        .unwrap();
+    }
+    for (started, completed, status) in runs {
+        conn.execute(
+            "INSERT INTO sync_runs (started_at, completed_at, status, interrupted) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![started, completed, status, i64::from(*status != "complete")],
+        )
+        .unwrap();
+    }
+}
+
+const MAY_2019: i64 = 1_556_704_800; // 2019-05-01T10:00:00Z
+const SYNCED: i64 = 1_764_000_000; // 2025-11-24
+
+#[test]
+fn kei_state_makes_every_icloud_item_of_the_year_required() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    let kei = proof.scratch.path().join("kei.db");
+    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
+    std::fs::write(
+        proof.sandbox.config_path(),
+        config.replacen(
+            "[archive]\n",
+            &format!("[archive]\nkei_state = {:?}\n", kei.display().to_string()),
+            1,
+        ),
+    )
+    .unwrap();
+    let inbox = proof.sandbox.inbox();
+    let downloaded = |id, name: &'static str| KeiRow {
+        id,
+        version: "original",
+        filename: name,
+        created_at: MAY_2019,
+        status: "downloaded",
+        local_path: Some(inbox.join(format!("2019/05/01/{name}"))),
+        last_seen_at: SYNCED + 10,
+    };
+    let complete = [(SYNCED, Some(SYNCED + 60), "complete")];
+
+    // Every asset kei has seen is downloaded and taken: safe, with iCloud's ids.
+    kei_db(
+        &kei,
+        7,
+        &[
+            downloaded("AX1", "IMG_0001.JPG"),
+            downloaded("AX2", "IMG_0002.JPG"),
+        ],
+        &complete,
+    );
+    let plan = proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    assert!(
+        plan["basis"]["items_from"]
+            .as_str()
+            .unwrap()
+            .contains("kei"),
+        "{plan:#}"
+    );
+    assert_eq!(item(&plan, "IMG_0001.JPG").unwrap()["icloud_id"], "AX1");
+    let list = std::fs::read_to_string(proof.safe_list(2019)).unwrap();
+    assert!(
+        list.contains("IMG_0002.JPG\t2019-05-01") && list.contains("\tAX2\n"),
+        "{list}"
+    );
+
+    // One kei failed to download: named, not safe.
+    std::fs::remove_file(&kei).unwrap();
+    let mut failed = downloaded("AX3", "IMG_0003.HEIC");
+    failed.status = "failed";
+    failed.local_path = None;
+    kei_db(
+        &kei,
+        7,
+        &[
+            downloaded("AX1", "IMG_0001.JPG"),
+            downloaded("AX2", "IMG_0002.JPG"),
+            failed,
+        ],
+        &complete,
+    );
+    proof.assert_blocked(2019, "IMG_0003.HEIC", &["failed", "kei sync"]);
+
+    // One seen but still pending (a Live Photo's video): named, not safe.
+    std::fs::remove_file(&kei).unwrap();
+    let mut pending = downloaded("AX1", "IMG_0001.MOV");
+    pending.version = "live_original";
+    pending.status = "pending";
+    pending.local_path = None;
+    kei_db(
+        &kei,
+        7,
+        &[
+            downloaded("AX1", "IMG_0001.JPG"),
+            downloaded("AX2", "IMG_0002.JPG"),
+            pending,
+        ],
+        &complete,
+    );
+    proof.assert_blocked(2019, "IMG_0001.MOV (its Live Photo video)", &["pending"]);
+
+    // Not seen since the last complete sync began: not safe.
+    std::fs::remove_file(&kei).unwrap();
+    let mut stale = downloaded("AX2", "IMG_0002.JPG");
+    stale.last_seen_at = SYNCED - 86_400;
+    kei_db(
+        &kei,
+        7,
+        &[downloaded("AX1", "IMG_0001.JPG"), stale],
+        &complete,
+    );
+    proof.assert_blocked(2019, "IMG_0002.JPG", &["not seen"]);
+
+    // The last sync did not complete: not safe, whatever the assets say.
+    std::fs::remove_file(&kei).unwrap();
+    kei_db(
+        &kei,
+        7,
+        &[
+            downloaded("AX1", "IMG_0001.JPG"),
+            downloaded("AX2", "IMG_0002.JPG"),
+        ],
+        &[
+            (SYNCED, Some(SYNCED + 60), "complete"),
+            (SYNCED + 3600, None, "interrupted"),
+        ],
+    );
+    let (code, plan) = proof.plan(2019, &[]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert!(
+        plan["general"].to_string().contains("not complete"),
+        "{plan:#}"
+    );
+
+    // A schema keepsake does not know is refused, by name.
+    std::fs::remove_file(&kei).unwrap();
+    kei_db(&kei, 8, &[downloaded("AX1", "IMG_0001.JPG")], &complete);
+    let (code, plan) = proof.plan(2019, &[]);
+    assert_eq!(code, 1, "{plan:#}");
+    let general = plan["general"].to_string();
+    assert!(
+        general.contains("schema version 8") && general.contains("only version 7"),
+        "{plan:#}"
+    );
+}
+
+#[test]
+fn an_inventory_names_the_items_the_downloader_never_fetched() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    let plan = proof.assert_safe(2019, &[]);
+    assert!(
+        plan["basis"]["cannot_see"]
+            .to_string()
+            .contains("never fetched"),
+        "{plan:#}"
+    );
+    let inventory = proof.scratch.path().join("icloud.txt");
+    std::fs::write(
+        &inventory,
+        "IMG_0001.JPG\t2019-05-01T10:00:00Z\nIMG_0002.JPG\t2019-05-01T11:00:00Z\n",
+    )
+    .unwrap();
+    let inv = inventory.display().to_string();
+    let (code, plan) = proof.plan(2019, &["--inventory", &inv]);
+    assert_eq!(code, 0, "{plan:#}");
+    std::fs::write(
+        &inventory,
+        "IMG_0001.JPG\t2019-05-01T10:00:00Z\nIMG_0002.JPG\t2019-05-01T11:00:00Z\nIMG_0009.HEIC\t2019-08-09T12:00:00Z\nIMG_2020.HEIC\t2020-08-09T12:00:00Z\n",
+    )
+    .unwrap();
+    let (code, plan) = proof.plan(2019, &["--inventory", &inv]);
+    assert_eq!(code, 1, "{plan:#}");
+    let missing = item(&plan, "IMG_0009.HEIC").unwrap_or_else(|| panic!("{plan:#}"));
+    assert!(
+        missing["blockers"].to_string().contains("inventory"),
+        "{missing}"
+    );
+    assert!(
+        item(&plan, "IMG_2020.HEIC").is_none(),
+        "another year's item: {plan:#}"
+    );
+}

@@ -82,6 +82,8 @@ pub struct PlanItem {
     pub icloud_name: String,
     /// `inbox:relative path` of the file the downloader wrote, if any.
     pub inbox_path: Option<String>,
+    /// iCloud's own id of the asset, where kei's state names it.
+    pub icloud_id: Option<String>,
     pub capture_time: Option<String>,
     /// Every year it could belong to (none known: every year).
     pub years: Vec<i32>,
@@ -311,6 +313,8 @@ fn nearest_device(path: &Path) -> Option<u64> {
 /// A candidate item while the plan is built.
 struct Entry {
     item: PlanItem,
+    /// The inbox file it stands for, if any.
+    file: Option<PathBuf>,
     /// Empty: no date, so every year.
     years: BTreeSet<i32>,
     held: Option<Held>,
@@ -325,6 +329,7 @@ impl Entry {
             item: PlanItem {
                 icloud_name,
                 inbox_path,
+                icloud_id: None,
                 capture_time: None,
                 years: Vec::new(),
                 held_at: None,
@@ -333,6 +338,7 @@ impl Entry {
                 offsite: BTreeMap::new(),
                 blockers: Vec::new(),
             },
+            file: None,
             years: BTreeSet::new(),
             held: None,
             sidecars: Vec::new(),
@@ -471,6 +477,7 @@ pub fn plan(
             name_of(&job.rel_path),
             Some(display(&job.inbox, &job.rel_path)),
         );
+        entry.file = Some(job.source_path.clone());
         let keeper = match job.state {
             JobState::Done => assets.get(&job.id),
             JobState::Duplicate => job.duplicate_of.and_then(|d| assets.get(&d)),
@@ -580,6 +587,7 @@ pub fn plan(
                 continue;
             }
             let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+            entry.file = Some(path.clone());
             entry.years = folder_years(&rel);
             entry
                 .item
@@ -590,7 +598,16 @@ pub fn plan(
     }
     general.extend(unreadable);
 
-    // 3. A Live Photo's still and video are planned together: each is in
+    // 3. kei's inventory: every iCloud asset it has seen of the year, each
+    // downloaded into an iCloud inbox and taken.
+    if let Some(path) = &config.archive.kei_state {
+        match super::kei::read(path) {
+            Ok(state) => with_kei(&state, path, year, &mut entries, &mut basis, &mut general),
+            Err(e) => general.push(e),
+        }
+    }
+
+    // 4. A Live Photo's still and video are planned together: each is in
     // every year either could be of.
     let mut pairs: HashMap<(Root, String), Vec<usize>> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
@@ -616,7 +633,7 @@ pub fn plan(
         }
     }
 
-    // 4. An inventory of iCloud's own items: each must be one of the items.
+    // 5. An inventory of iCloud's own items: each must be one of the items.
     if let Some(path) = &options.inventory {
         basis.items_from = format!("an inventory of iCloud's items ({})", path.display());
         basis.cannot_see = vec![
@@ -715,6 +732,109 @@ pub fn plan(
         source,
     })?;
     Ok(plan)
+}
+
+/// Every asset kei has seen of `year` must be one of the entries, whole:
+/// downloaded, seen since kei's last complete sync, and taken by keepsake.
+fn with_kei(
+    state: &super::kei::KeiState,
+    path: &Path,
+    year: i32,
+    entries: &mut Vec<Entry>,
+    basis: &mut Basis,
+    general: &mut Vec<String>,
+) {
+    use super::kei::{rfc3339, years_of};
+    basis.items_from = match state.last_complete {
+        Some((_, done)) => format!(
+            "kei's state ({}): every iCloud asset kei has seen; its last complete sync ended {}",
+            path.display(),
+            rfc3339(done)
+        ),
+        None => format!(
+            "kei's state ({}), which has no complete sync run",
+            path.display()
+        ),
+    };
+    basis.cannot_see = vec![
+        "assets added to iCloud after kei's last complete sync".into(),
+        "versions kei does not download (the proof needs the original and a Live Photo's video)"
+            .into(),
+    ];
+    if let Some((began, status)) = &state.unfinished {
+        general.push(format!(
+            "kei's last sync run (begun {}) is {status}, not complete, so it may not have seen every iCloud item: let `kei sync` finish, then plan again",
+            rfc3339(*began)
+        ));
+    }
+    let Some((started, _)) = state.last_complete else {
+        general.push(
+            "kei has no complete sync run, so its list of iCloud's items may be partial: let `kei sync` finish once, then plan again"
+                .into(),
+        );
+        return;
+    };
+    let by_file: HashMap<PathBuf, usize> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((e.file.clone()?, i)))
+        .collect();
+    for asset in state.items.iter().filter(|a| !a.deleted) {
+        let years = years_of(asset.created_at);
+        if !years.contains(&year) {
+            continue;
+        }
+        let what = if asset.version.starts_with("live") {
+            format!("{} (its Live Photo video)", asset.filename)
+        } else {
+            asset.filename.clone()
+        };
+        let mut problem = None;
+        if asset.status != "downloaded" {
+            problem = Some(format!(
+                "kei has it as {} in iCloud, not downloaded{}: run `kei sync` until it is",
+                asset.status,
+                asset
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        } else if asset.last_seen_at < started {
+            problem = Some(format!(
+                "kei has not seen it in iCloud since its last complete sync began ({}): deleted there, or missed; run `kei sync` and plan again",
+                rfc3339(started)
+            ));
+        }
+        let found = asset
+            .local_path
+            .as_ref()
+            .and_then(|p| by_file.get(p).copied());
+        match (problem, found) {
+            (None, Some(i)) => {
+                let entry = &mut entries[i];
+                entry.years.extend(years.iter().copied());
+                entry.item.icloud_id = Some(asset.id.clone());
+                entry.item.icloud_name = asset.filename.clone();
+            }
+            (problem, _) => {
+                let mut entry = Entry::new(what, None);
+                entry.item.icloud_id = Some(asset.id.clone());
+                entry.item.capture_time = Some(rfc3339(asset.created_at));
+                entry.years = years;
+                entry.item.blockers.push(problem.unwrap_or_else(|| {
+                    format!(
+                        "kei downloaded it to {}, but keepsake has no job for that file: is it inside an iCloud inbox? (`keepsake ingest`)",
+                        asset
+                            .local_path
+                            .as_deref()
+                            .map_or("nowhere".into(), |p| p.display().to_string())
+                    )
+                }));
+                entries.push(entry);
+            }
+        }
+    }
 }
 
 /// A Live Photo's still and video sit side by side with one stem.
@@ -1019,14 +1139,15 @@ fn write_plan(config: &Config, plan: &mut Plan) -> std::io::Result<()> {
             text.push_str(&format!("# cannot see: {blind}\n"));
         }
         text.push_str(&format!(
-            "# void once anything of {} changes (a new photo, a move, a failed check, a changed target): plan again before you delete\n# iCloud name\tcapture time\n",
+            "# void once anything of {} changes (a new photo, a move, a failed check, a changed target): plan again before you delete\n# iCloud name\tcapture time\tiCloud id\n",
             plan.year
         ));
         for item in &plan.items {
             text.push_str(&format!(
-                "{}\t{}\n",
+                "{}\t{}\t{}\n",
                 item.icloud_name,
-                item.capture_time.as_deref().unwrap_or("")
+                item.capture_time.as_deref().unwrap_or(""),
+                item.icloud_id.as_deref().unwrap_or("")
             ));
         }
         super::write_replacing(&list, text.as_bytes())?;

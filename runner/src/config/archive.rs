@@ -26,6 +26,9 @@ pub(super) struct RawArchive {
     /// its files from the icloudpd download tree (copy-mode inboxes).
     #[serde(default)]
     remove_icloud_copies: bool,
+    /// kei's state database (`~/.config/kei/…/USER.db`): its inventory of
+    /// iCloud's items makes the proof see what the downloader never fetched.
+    kei_state: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +40,7 @@ pub struct ArchiveConfig {
     pub sweep_every: Option<std::time::Duration>,
     pub auto_run: bool,
     pub remove_icloud_copies: bool,
+    pub kei_state: Option<PathBuf>,
 }
 
 impl RawArchive {
@@ -139,6 +143,7 @@ impl RawArchive {
             sweep_every,
             auto_run: self.auto_run,
             remove_icloud_copies: self.remove_icloud_copies,
+            kei_state: self.kei_state.as_ref().map(|p| super::resolve(base, p)),
         })
     }
 }
