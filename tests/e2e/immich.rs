@@ -826,3 +826,123 @@ fn album_additions_wait_in_the_ledger_through_an_outage_and_go_in_one_request() 
     );
     assert_eq!(fake.schema_violations(), Vec::<String>::new());
 }
+
+#[test]
+fn kei_albums_and_favourites_reach_immich_and_the_sidecars_without_replacing_the_familys() {
+    use crate::proof::{KeiRow, MAY_2019, SYNCED, kei_db};
+    let fake = FakeImmich::start();
+    let sandbox = immich_sandbox(&fake, None, "");
+    let kei = sandbox.path().join("kei.db");
+    let config = std::fs::read_to_string(sandbox.config_path()).unwrap();
+    std::fs::write(
+        sandbox.config_path(),
+        format!(
+            "{config}\n[archive]\nicloud_inboxes = [\"inbox\"]\nkei_state = {:?}\n",
+            kei.display().to_string()
+        ),
+    )
+    .unwrap();
+    sandbox.add("IMG_0001.JPG", &corpus_media().join("exiftool_Canon.jpg"));
+    sandbox.add(
+        "IMG_0002.JPG",
+        &corpus_media().join("immich_tanners_ridge.jpg"),
+    );
+    // The family rated the second one 2 and put it in "Family" already.
+    std::fs::write(
+        sandbox.inbox().join("IMG_0002.JPG.xmp"),
+        "<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>\
+         <rdf:Description rdf:about='' xmlns:xmp='http://ns.adobe.com/xap/1.0/' xmlns:lr='http://ns.adobe.com/lightroom/1.0/' xmp:Rating='2'>\
+         <lr:hierarchicalSubject><rdf:Bag><rdf:li>Albums|Family</rdf:li></rdf:Bag></lr:hierarchicalSubject>\
+         </rdf:Description></rdf:RDF></x:xmpmeta>",
+    )
+    .unwrap();
+    let row = |id, name: &'static str| KeiRow {
+        id,
+        version: "original",
+        filename: name,
+        created_at: MAY_2019,
+        status: "downloaded",
+        local_path: Some(sandbox.inbox().join(name)),
+        last_seen_at: SYNCED + 10,
+    };
+    kei_db(
+        &kei,
+        7,
+        &[row("AX1", "IMG_0001.JPG"), row("AX2", "IMG_0002.JPG")],
+        &[(SYNCED, Some(SYNCED + 60), "complete")],
+    );
+    let db = rusqlite::Connection::open(&kei).unwrap();
+    db.execute_batch(
+        "INSERT INTO asset_albums VALUES ('AX1', 'Summer', 'icloud'), ('AX1', 'Beach', 'icloud'), ('AX2', 'Summer', 'icloud');
+         UPDATE assets SET is_favorite = 1;",
+    )
+    .unwrap();
+    drop(db);
+    let (_, report) = sandbox.ingest();
+    assert_eq!(report["after_placed"]["failed"], 0, "{report}");
+
+    let jobs = sandbox.jobs();
+    let placed = |name: &str| {
+        let job = keepsake_tests::job_named(&jobs, name);
+        assert!(job["facts"]["icloud.id"].as_str().is_some(), "{job}");
+        std::path::PathBuf::from(job["destination"].as_str().unwrap())
+    };
+    let first = sidecar_text(&placed("IMG_0001.JPG"));
+    assert!(
+        first.contains("Albums|Summer") && first.contains("Albums|Beach"),
+        "{first}"
+    );
+    let rated = |text: &str, n: &str| {
+        [
+            format!("Rating=\"{n}\""),
+            format!("Rating='{n}'"),
+            format!("<xmp:Rating>{n}<"),
+        ]
+        .iter()
+        .any(|form| text.contains(form.as_str()))
+    };
+    assert!(rated(&first, "5"), "{first}");
+    let second = sidecar_text(&placed("IMG_0002.JPG"));
+    assert!(
+        second.contains("Albums|Family") && second.contains("Albums|Summer"),
+        "{second}"
+    );
+    assert!(
+        rated(&second, "2") && !rated(&second, "5"),
+        "the family's rating stays: {second}"
+    );
+
+    let calls = calls(&sandbox);
+    let asset_of = |name: &str| {
+        let id = keepsake_tests::job_named(&jobs, name)["id"]
+            .as_u64()
+            .unwrap();
+        calls[&id].1["immich.asset_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, two) = (asset_of("IMG_0001.JPG"), asset_of("IMG_0002.JPG"));
+    let albums: BTreeMap<String, BTreeSet<String>> = fake
+        .albums()
+        .into_iter()
+        .map(|a| (a.name, a.asset_ids.into_iter().collect()))
+        .collect();
+    assert_eq!(
+        albums["Summer"],
+        BTreeSet::from([one.clone(), two.clone()]),
+        "{albums:?}"
+    );
+    assert_eq!(albums["Beach"], BTreeSet::from([one.clone()]));
+    assert_eq!(albums["Family"], BTreeSet::from([two.clone()]));
+    let favorite = |id: &str| {
+        fake.assets()
+            .into_iter()
+            .find(|a| a.id == id)
+            .unwrap()
+            .is_favorite
+    };
+    assert!(favorite(&one), "kei's favourite is an Immich favourite");
+    assert!(!favorite(&two), "the family's rating 2 stands");
+    assert_eq!(fake.schema_violations(), Vec::<String>::new());
+}

@@ -717,20 +717,25 @@ fn an_rclone_remote_is_checked_by_its_sha256_without_a_download() {
 }
 
 /// One row of kei's `assets` table.
-struct KeiRow<'a> {
-    id: &'a str,
-    version: &'a str,
-    filename: &'a str,
-    created_at: i64,
-    status: &'a str,
-    local_path: Option<PathBuf>,
-    last_seen_at: i64,
+pub(crate) struct KeiRow<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) filename: &'a str,
+    pub(crate) created_at: i64,
+    pub(crate) status: &'a str,
+    pub(crate) local_path: Option<PathBuf>,
+    pub(crate) last_seen_at: i64,
 }
 
 /// A kei state database of schema `version`, written from kei's published
 /// schema (the columns the proof reads and their neighbours), with these
 /// assets and sync runs (started, completed, status).
-fn kei_db(path: &Path, version: i64, rows: &[KeiRow], runs: &[(i64, Option<i64>, &str)]) {
+pub(crate) fn kei_db(
+    path: &Path,
+    version: i64,
+    rows: &[KeiRow],
+    runs: &[(i64, Option<i64>, &str)],
+) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
         "CREATE TABLE assets (
@@ -789,8 +794,8 @@ fn kei_db(path: &Path, version: i64, rows: &[KeiRow], runs: &[(i64, Option<i64>,
     }
 }
 
-const MAY_2019: i64 = 1_556_704_800; // 2019-05-01T10:00:00Z
-const SYNCED: i64 = 1_764_000_000; // 2025-11-24
+pub(crate) const MAY_2019: i64 = 1_556_704_800; // 2019-05-01T10:00:00Z
+pub(crate) const SYNCED: i64 = 1_764_000_000; // 2025-11-24
 
 #[test]
 fn kei_state_makes_every_icloud_item_of_the_year_required() {

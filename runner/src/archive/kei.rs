@@ -133,6 +133,34 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
     query(&conn).map_err(|e| fail(e.to_string()))
 }
 
+/// What kei knows of one downloaded file, for the stages: iCloud's id, its
+/// albums, whether it is a favourite.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeiInfo {
+    pub id: String,
+    pub albums: Vec<String>,
+    pub favorite: bool,
+}
+
+/// kei's downloaded files by path: what ingest adds to their sidecars.
+pub fn by_path(state: &KeiState) -> std::collections::HashMap<PathBuf, KeiInfo> {
+    state
+        .items
+        .iter()
+        .filter(|item| item.status == "downloaded")
+        .filter_map(|item| {
+            Some((
+                item.local_path.clone()?,
+                KeiInfo {
+                    id: item.id.clone(),
+                    albums: state.albums.get(&item.id).cloned().unwrap_or_default(),
+                    favorite: state.favorites.contains(&item.id),
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The years an instant could be of, anywhere on Earth (±14 hours).
 pub fn years_of(unix: i64) -> std::collections::BTreeSet<i32> {
     [-14 * 3600, 0, 14 * 3600]

@@ -339,6 +339,7 @@ impl Pipeline {
             reserved_paths: Mutex::new(HashSet::new()),
             stills: Mutex::new(Default::default()),
             kv_meter: Default::default(),
+            kei: self.kei_files(),
         });
         let applied = std::thread::scope(|scope| -> Result<Vec<(u64, Applied)>, PipelineError> {
             let (to_apply, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
@@ -413,6 +414,22 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// kei's albums and favourites of the files it downloaded, when its
+    /// state is configured (read once per ingest; an unreadable one is
+    /// logged and changes nothing).
+    fn kei_files(&self) -> HashMap<PathBuf, crate::archive::kei::KeiInfo> {
+        let Some(path) = &self.config.archive.kei_state else {
+            return HashMap::new();
+        };
+        match crate::archive::kei::read(path) {
+            Ok(state) => crate::archive::kei::by_path(&state),
+            Err(e) => {
+                tracing::warn!("{e}: kei's albums and favourites are not added");
+                HashMap::new()
+            }
+        }
     }
 
     /// A job of a year changed: the archive verdicts of its years (of every
@@ -636,6 +653,7 @@ pub fn date_files(
         reserved_paths: Mutex::new(HashSet::new()),
         stills: Mutex::new(Default::default()),
         kv_meter: Default::default(),
+        kei: HashMap::new(),
     });
     let pipeline = vec!["exif".to_string()];
     let mut out = Vec::with_capacity(files.len());

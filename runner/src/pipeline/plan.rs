@@ -43,6 +43,10 @@ pub(super) fn plan(
     remove_sources: bool,
     services: &IngestServices,
 ) -> JobPlan {
+    let mut decided = decided;
+    if let Some(kei) = services.kei.get(&job.source_path) {
+        with_kei(&mut decided, job, kei);
+    }
     let facts: serde_json::Map<String, serde_json::Value> = decided
         .facts
         .iter()
@@ -512,6 +516,57 @@ fn write_xmp(
 }
 
 /// A companion's text, never through a link.
+/// What kei knows of an iCloud file joins what the stages set: iCloud's id
+/// and albums as facts, the albums in the sidecar (`lr:hierarchicalSubject`
+/// `Albums|NAME`, which the immich stage makes into albums) and a favourite
+/// as rating 5. Merged: the albums join those the sidecar has, and a rating
+/// the family (or a stage) set stays.
+fn with_kei(decided: &mut Decided, job: &JobRecord, kei: &crate::archive::kei::KeiInfo) {
+    let fact = |key: &str, value: String| crate::host::Fact {
+        key: key.into(),
+        value,
+    };
+    decided.facts.push(fact("icloud.id", kei.id.clone()));
+    if !kei.albums.is_empty() {
+        decided
+            .facts
+            .push(fact("icloud.albums", kei.albums.join("\n")));
+    }
+    if kei.favorite {
+        decided.facts.push(fact("icloud.favorite", "true".into()));
+    }
+    let media_name = file_name_of(&job.source_path);
+    let own = job
+        .companions
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(&format!("{media_name}.xmp")))
+        .and_then(|c| read_companion(&job.companion_dir().join(c)).ok())
+        .unwrap_or_default();
+    const TAGS: &str = "lr:hierarchicalSubject";
+    let staged = |xmp: &[(String, String)], name: &str| {
+        xmp.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    };
+    if !kei.albums.is_empty() {
+        let mut tags: Vec<String> = match staged(&decided.xmp, TAGS) {
+            Some(value) => value.lines().map(str::to_string).collect(),
+            None => keepsake_xmp::items(&own, TAGS),
+        };
+        for album in &kei.albums {
+            let tag = format!("{}{album}", keepsake_xmp::ALBUM_TAG);
+            if !album.contains(['\n', '|']) && !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        decided.xmp.retain(|(n, _)| n != TAGS);
+        decided.xmp.push((TAGS.into(), tags.join("\n")));
+    }
+    let rated = staged(&decided.xmp, "xmp:Rating").is_some()
+        || keepsake_xmp::property(&own, "xmp:Rating").is_some();
+    if kei.favorite && !rated {
+        decided.xmp.push(("xmp:Rating".into(), "5".into()));
+    }
+}
+
 fn read_companion(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();

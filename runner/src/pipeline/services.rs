@@ -18,6 +18,8 @@ pub(super) struct IngestServices {
     /// Live Photo stills decided in this ingest.
     pub(super) stills: super::live::SharedStills,
     pub(super) kv_meter: KvMeter,
+    /// kei's albums and favourites of the files it downloaded, by path.
+    pub(super) kei: HashMap<PathBuf, crate::archive::kei::KeiInfo>,
 }
 
 /// What each stage keeps in its key-value store, counted once from the
