@@ -849,6 +849,24 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
         "{list}"
     );
 
+    // kei runs in another container and wrote under its own mount point:
+    // its files are found by their `YYYY/MM/DD/NAME`.
+    std::fs::remove_file(&kei).unwrap();
+    let elsewhere = |id, name: &'static str| KeiRow {
+        local_path: Some(PathBuf::from(format!("/data/icloud/2019/05/01/{name}"))),
+        ..downloaded(id, name)
+    };
+    kei_db(
+        &kei,
+        7,
+        &[
+            elsewhere("AX1", "IMG_0001.JPG"),
+            elsewhere("AX2", "IMG_0002.JPG"),
+        ],
+        &complete,
+    );
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+
     // One kei failed to download: named, not safe.
     std::fs::remove_file(&kei).unwrap();
     let mut failed = downloaded("AX3", "IMG_0003.HEIC");

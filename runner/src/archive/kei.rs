@@ -143,22 +143,83 @@ pub struct KeiInfo {
 }
 
 /// kei's downloaded files by path: what ingest adds to their sidecars.
-pub fn by_path(state: &KeiState) -> std::collections::HashMap<PathBuf, KeiInfo> {
-    state
+pub fn by_path(state: &KeiState) -> PathIndex<KeiInfo> {
+    let mut index = PathIndex::default();
+    for item in state
         .items
         .iter()
         .filter(|item| item.status == "downloaded")
-        .filter_map(|item| {
-            Some((
-                item.local_path.clone()?,
+    {
+        if let Some(path) = &item.local_path {
+            index.insert(
+                path,
                 KeiInfo {
                     id: item.id.clone(),
                     albums: state.albums.get(&item.id).cloned().unwrap_or_default(),
                     favorite: state.favorites.contains(&item.id),
                 },
-            ))
-        })
+            );
+        }
+    }
+    index
+}
+
+/// How many trailing components identify a download: kei's and icloudpd's
+/// `YYYY/MM/DD/NAME`.
+const TAIL: usize = 4;
+
+/// Files by path, where kei's paths and keepsake's may start differently
+/// (kei in another container with another mount point, a folder reached
+/// through a link): a path is found whole, or else by its last components
+/// (at least its folder and name) when no other file has the same.
+#[derive(Debug)]
+pub struct PathIndex<T> {
+    whole: HashMap<PathBuf, T>,
+    /// None: more than one file ends this way.
+    tails: HashMap<PathBuf, Option<T>>,
+}
+
+impl<T> Default for PathIndex<T> {
+    fn default() -> Self {
+        PathIndex {
+            whole: HashMap::new(),
+            tails: HashMap::new(),
+        }
+    }
+}
+
+fn tails(path: &Path) -> Vec<PathBuf> {
+    let parts: Vec<_> = path.components().collect();
+    (2..=TAIL.min(parts.len()))
+        .map(|n| parts[parts.len() - n..].iter().collect())
         .collect()
+}
+
+impl<T: Clone> PathIndex<T> {
+    pub fn insert(&mut self, path: &Path, value: T) {
+        self.whole.insert(path.to_path_buf(), value.clone());
+        for tail in tails(path) {
+            self.tails
+                .entry(tail)
+                .and_modify(|v| *v = None)
+                .or_insert_with(|| Some(value.clone()));
+        }
+    }
+
+    pub fn get(&self, path: &Path) -> Option<&T> {
+        if let Some(found) = self.whole.get(path) {
+            return Some(found);
+        }
+        // The longest unique tail both paths share.
+        tails(path)
+            .iter()
+            .rev()
+            .find_map(|tail| self.tails.get(tail).and_then(Option::as_ref))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.whole.is_empty()
+    }
 }
 
 /// The years an instant could be of, anywhere on Earth (±14 hours).
@@ -184,6 +245,27 @@ pub fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_download_is_found_under_another_mount_point_when_its_tail_is_unique() {
+        let mut index = PathIndex::default();
+        index.insert(Path::new("/data/2019/05/01/IMG_1.HEIC"), 1);
+        index.insert(Path::new("/data/2019/05/02/IMG_1.HEIC"), 2);
+        index.insert(Path::new("/data/a/IMG_2.HEIC"), 3);
+        index.insert(Path::new("/data/b/IMG_2.HEIC"), 4);
+        assert_eq!(
+            index.get(Path::new("/data/2019/05/01/IMG_1.HEIC")),
+            Some(&1)
+        );
+        assert_eq!(
+            index.get(Path::new("/photos/icloud/2019/05/02/IMG_1.HEIC")),
+            Some(&2)
+        );
+        assert_eq!(index.get(Path::new("/photos/a/IMG_2.HEIC")), Some(&3));
+        // Only the name in common: not the same file.
+        assert_eq!(index.get(Path::new("/photos/c/IMG_2.HEIC")), None);
+        assert_eq!(index.get(Path::new("/IMG_2.HEIC")), None);
+    }
 
     #[test]
     fn an_instant_near_new_year_is_of_both_years() {

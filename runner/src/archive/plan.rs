@@ -774,11 +774,12 @@ fn with_kei(
         );
         return;
     };
-    let by_file: HashMap<PathBuf, usize> = entries
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| Some((e.file.clone()?, i)))
-        .collect();
+    let mut by_file = super::kei::PathIndex::default();
+    for (i, entry) in entries.iter().enumerate() {
+        if let Some(file) = &entry.file {
+            by_file.insert(file, i);
+        }
+    }
     for asset in state.items.iter().filter(|a| !a.deleted) {
         let years = years_of(asset.created_at);
         if !years.contains(&year) {

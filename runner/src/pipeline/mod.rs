@@ -419,15 +419,15 @@ impl Pipeline {
     /// kei's albums and favourites of the files it downloaded, when its
     /// state is configured (read once per ingest; an unreadable one is
     /// logged and changes nothing).
-    fn kei_files(&self) -> HashMap<PathBuf, crate::archive::kei::KeiInfo> {
+    fn kei_files(&self) -> crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo> {
         let Some(path) = &self.config.archive.kei_state else {
-            return HashMap::new();
+            return Default::default();
         };
         match crate::archive::kei::read(path) {
             Ok(state) => crate::archive::kei::by_path(&state),
             Err(e) => {
                 tracing::warn!("{e}: kei's albums and favourites are not added");
-                HashMap::new()
+                Default::default()
             }
         }
     }
@@ -653,7 +653,7 @@ pub fn date_files(
         reserved_paths: Mutex::new(HashSet::new()),
         stills: Mutex::new(Default::default()),
         kv_meter: Default::default(),
-        kei: HashMap::new(),
+        kei: Default::default(),
     });
     let pipeline = vec!["exif".to_string()];
     let mut out = Vec::with_capacity(files.len());
