@@ -260,8 +260,15 @@ fn a_photo_not_taken_yet_or_ignored_blocks_its_year() {
     std::fs::copy(corpus_media().join("exiftool_PNG.png"), &png).unwrap();
     proof.ingest();
     proof.assert_blocked(2019, "IMG_0005.png", &["ignore"]);
-    // Folder litter is no photo.
+    // A photo reached through a link is never taken, so it blocks too.
     std::fs::remove_file(&png).unwrap();
+    let outside = proof.scratch.path().join("IMG_0006.JPG");
+    std::fs::copy(corpus_media().join("exiftool_Canon.jpg"), &outside).unwrap();
+    let link = proof.sandbox.inbox().join("2019/06/02/IMG_0006.JPG");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    proof.assert_blocked(2019, "IMG_0006.JPG", &["link"]);
+    std::fs::remove_file(&link).unwrap();
+    // Folder litter is no photo.
     std::fs::write(proof.sandbox.inbox().join("2019/.DS_Store"), b"litter").unwrap();
     std::fs::write(proof.sandbox.inbox().join("2019/06/Thumbs.db"), b"litter").unwrap();
     proof.assert_safe(2019, &[]);
@@ -975,6 +982,22 @@ fn an_inventory_names_the_items_the_downloader_never_fetched() {
     let (code, plan) = proof.plan(2019, &["--inventory", &inv]);
     assert_eq!(code, 1, "{plan:#}");
     let missing = item(&plan, "IMG_0009.HEIC").unwrap_or_else(|| panic!("{plan:#}"));
+    // Two iCloud items of one name (the camera's counter wrapped) need two
+    // files: one file answers for one line.
+    std::fs::write(
+        &inventory,
+        "IMG_0001.JPG\t2019-05-01T10:00:00Z\nIMG_0002.JPG\t2019-05-01T11:00:00Z\nIMG_0001.JPG\t2019-11-02T09:00:00Z\n",
+    )
+    .unwrap();
+    let (code, twice) = proof.plan(2019, &["--inventory", &inv]);
+    assert_eq!(code, 1, "{twice:#}");
+    let named: Vec<_> = twice["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["icloud_name"] == "IMG_0001.JPG")
+        .collect();
+    assert_eq!(named.len(), 2, "{twice:#}");
     assert!(
         missing["blockers"].to_string().contains("inventory"),
         "{missing}"

@@ -190,9 +190,12 @@ impl<T> Default for PathIndex<T> {
 
 fn tails(path: &Path) -> Vec<PathBuf> {
     let parts: Vec<_> = path.components().collect();
-    (2..=TAIL.min(parts.len()))
-        .map(|n| parts[parts.len() - n..].iter().collect())
-        .collect()
+    // Its whole `YYYY/MM/DD/NAME`: a shorter tail (a day and a name) would
+    // match another year's photo of the same name.
+    if parts.len() < TAIL {
+        return Vec::new();
+    }
+    vec![parts[parts.len() - TAIL..].iter().collect()]
 }
 
 impl<T: Clone> PathIndex<T> {
@@ -251,8 +254,8 @@ mod tests {
         let mut index = PathIndex::default();
         index.insert(Path::new("/data/2019/05/01/IMG_1.HEIC"), 1);
         index.insert(Path::new("/data/2019/05/02/IMG_1.HEIC"), 2);
-        index.insert(Path::new("/data/a/IMG_2.HEIC"), 3);
-        index.insert(Path::new("/data/b/IMG_2.HEIC"), 4);
+        index.insert(Path::new("/a/2018/05/01/IMG_2.HEIC"), 3);
+        index.insert(Path::new("/b/2018/05/01/IMG_2.HEIC"), 4);
         assert_eq!(
             index.get(Path::new("/data/2019/05/01/IMG_1.HEIC")),
             Some(&1)
@@ -261,9 +264,10 @@ mod tests {
             index.get(Path::new("/photos/icloud/2019/05/02/IMG_1.HEIC")),
             Some(&2)
         );
-        assert_eq!(index.get(Path::new("/photos/a/IMG_2.HEIC")), Some(&3));
-        // Only the name in common: not the same file.
-        assert_eq!(index.get(Path::new("/photos/c/IMG_2.HEIC")), None);
+        // Two files end the same way: neither is taken for a third.
+        assert_eq!(index.get(Path::new("/c/2018/05/01/IMG_2.HEIC")), None);
+        // A day and a name in common: not the same file.
+        assert_eq!(index.get(Path::new("/photos/2017/05/01/IMG_1.HEIC")), None);
         assert_eq!(index.get(Path::new("/IMG_2.HEIC")), None);
     }
 

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::discover::{is_ignored, is_sidecar};
-use crate::effects::kept::{Kept, remove_source, remove_unchanged_source};
+use crate::effects::kept::{Kept, remove_unchanged_source};
 use crate::effects::{fault_point, fsops};
 use crate::hashing::blake3_file;
 use crate::ledger::{self, Ledger, LedgerError};
@@ -415,12 +415,17 @@ fn remove_icloud_copies(
     }
     for copy in &plan.removable {
         match fsops::fingerprint(&copy.path) {
-            Some((now_size, now_mtime, _))
-                if now_size == copy.size && now_mtime == copy.mtime_ns =>
+            Some((now_size, now_mtime, now_inode))
+                if now_size == copy.size
+                    && now_mtime == copy.mtime_ns
+                    && now_inode == copy.inode =>
             {
+                // Read again: a downloader may rewrite a file in place
+                // (kei's XMP embedding) without changing its size or mtime.
                 let kept =
                     Kept::verify_for(&copy.kept, &copy.kept_blake3, &copy.path, &copy.blake3);
-                match kept.and_then(|kept| remove_source(&copy.path, &copy.blake3, &kept)) {
+                match kept.and_then(|kept| remove_unchanged_source(&copy.path, &copy.blake3, &kept))
+                {
                     Ok(()) => report.icloud_removed += 1,
                     Err(e) => report
                         .errors

@@ -139,6 +139,7 @@ pub(super) struct Removable {
     pub path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
+    pub inode: u64,
     pub blake3: String,
     /// The copy that keeps its bytes, and that copy's BLAKE3.
     pub kept: PathBuf,
@@ -186,14 +187,10 @@ pub fn capture_years(time: &str) -> BTreeSet<i32> {
     };
     years.insert(local);
     match time.parse::<jiff::Timestamp>() {
-        Ok(instant) => {
-            years.insert(i32::from(
-                instant
-                    .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                    .datetime()
-                    .year(),
-            ));
-        }
+        // An offset is often UTC's (QuickTime, an mtime on a UTC host),
+        // not the zone the family sees the photo in: every year the instant
+        // is somewhere on Earth.
+        Ok(instant) => years.extend(super::kei::years_of(instant.as_second())),
         Err(_) => {
             let month_day = time.get(5..10).unwrap_or("");
             let hour: u32 = time.get(11..13).and_then(|h| h.parse().ok()).unwrap_or(12);
@@ -222,19 +219,33 @@ pub fn folder_years(rel: &[u8]) -> BTreeSet<i32> {
     };
     let mut years = BTreeSet::new();
     for (i, part) in folders.iter().enumerate() {
-        let Some(year) = number(part, 4).filter(|y| (1900..=2200).contains(y)) else {
+        // `2019/12/31`, or one folder `2019-12-31`, `2019_12`, `2019-12`.
+        let fields: Vec<&[u8]> = part.split(|b| *b == b'-' || *b == b'_').collect();
+        let (year, month, day) = if fields.len() == 1 {
+            (
+                number(part, 4),
+                folders.get(i + 1).and_then(|m| number(m, 2)),
+                folders.get(i + 2).and_then(|d| number(d, 2)),
+            )
+        } else if (2..=3).contains(&fields.len()) {
+            let Some(month) = number(fields[1], 2) else {
+                continue;
+            };
+            (
+                number(fields[0], 4),
+                Some(month),
+                fields.get(2).and_then(|d| number(d, 2)),
+            )
+        } else {
+            continue;
+        };
+        let Some(year) = year.filter(|y| (1900..=2200).contains(y)) else {
             continue;
         };
         let year = year as i32;
         years.insert(year);
-        let month = folders
-            .get(i + 1)
-            .and_then(|m| number(m, 2))
-            .filter(|m| (1..=12).contains(m));
-        let day = month
-            .and(folders.get(i + 2))
-            .and_then(|d| number(d, 2))
-            .filter(|d| (1..=31).contains(d));
+        let month = month.filter(|m| (1..=12).contains(m));
+        let day = month.and(day).filter(|d| (1..=31).contains(d));
         match (month, day) {
             (Some(12), None | Some(31)) => {
                 years.insert(year + 1);
@@ -360,9 +371,13 @@ fn display(inbox: &str, rel: &[u8]) -> String {
     format!("{inbox}:{}", String::from_utf8_lossy(rel))
 }
 
-/// Every file under an inbox now, junk aside, links never followed:
-/// (inbox-relative path, size, mtime in ns).
-fn files_now(root: &Path, errors: &mut Vec<String>) -> Vec<(Vec<u8>, u64, i64)> {
+/// A file under an inbox now: (inbox-relative path, size, mtime in ns,
+/// inode, a regular file (false: a link or a special file)).
+type FileNow = (Vec<u8>, u64, i64, u64, bool);
+
+/// Every file under an inbox now, junk aside, links listed, never followed.
+fn files_now(root: &Path, errors: &mut Vec<String>) -> Vec<FileNow> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -391,8 +406,15 @@ fn files_now(root: &Path, errors: &mut Vec<String>) -> Vec<(Vec<u8>, u64, i64)> 
             }
             if meta.is_dir() {
                 stack.push((entry.path(), child));
-            } else if meta.is_file() {
-                out.push((child, meta.len(), crate::discover::mtime_ns(&meta)));
+            } else {
+                let regular = meta.is_file();
+                out.push((
+                    child,
+                    meta.len(),
+                    crate::discover::mtime_ns(&meta),
+                    meta.ino(),
+                    regular,
+                ));
             }
         }
     }
@@ -449,6 +471,16 @@ pub fn plan(
         targets,
         deep: options.deep,
     };
+    // The files the jobs took, read before the jobs: a job made meanwhile
+    // (by a running service) then finds its file "not taken yet", never
+    // answered for by a job this plan did not read.
+    let mut taken: HashMap<String, HashMap<Vec<u8>, ledger::Fingerprint>> = HashMap::new();
+    for inbox in &inboxes {
+        taken.insert(
+            inbox.clone(),
+            ledger.read(|c| ledger::fingerprints_of(c, inbox))?,
+        );
+    }
     let assets: HashMap<u64, Held> = held(ledger)?.into_iter().map(|h| (h.job_id, h)).collect();
     let jobs: Vec<ledger::JobRecord> = ledger
         .read(|c| ledger::jobs_in_state(c, None))?
@@ -472,7 +504,20 @@ pub fn plan(
     let mut entries: Vec<Entry> = Vec::new();
     // The jobs of each inbox file, by (inbox, relative path): its years.
     let mut years_of_file: HashMap<(String, Vec<u8>), BTreeSet<i32>> = HashMap::new();
+    // The newest job of each inbox file: an older one that stood down for
+    // it ("job N takes it") answers for nothing.
+    let mut newest: HashMap<(&str, &[u8]), u64> = HashMap::new();
     for job in &jobs {
+        let id = newest.entry((&job.inbox, &job.rel_path)).or_insert(job.id);
+        *id = (*id).max(job.id);
+    }
+    for job in &jobs {
+        let superseded = newest
+            .get(&(job.inbox.as_str(), job.rel_path.as_slice()))
+            .is_some_and(|n| *n > job.id);
+        if superseded && job.state == JobState::Skipped {
+            continue;
+        }
         let mut entry = Entry::new(
             name_of(&job.rel_path),
             Some(display(&job.inbox, &job.rel_path)),
@@ -529,6 +574,7 @@ pub fn plan(
                         path: job.source_path.clone(),
                         size: job.size,
                         mtime_ns: job.mtime_ns,
+                        inode: job.inode,
                         blake3: blake3.clone(),
                         kept: base.join(&kept.rel),
                         kept_blake3: kept.blake3.clone(),
@@ -550,9 +596,18 @@ pub fn plan(
     // of; a sidecar no job kept whole blocks its photo's years.
     let mut unreadable = Vec::new();
     for inbox in config.inboxes.iter().filter(|i| inboxes.contains(&i.name)) {
-        for (rel, size, mtime_ns) in files_now(&inbox.path, &mut unreadable) {
+        for (rel, size, mtime_ns, inode, regular) in files_now(&inbox.path, &mut unreadable) {
             let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(&rel).to_vec();
             let path = inbox.path.join(std::ffi::OsStr::from_bytes(&rel));
+            if !regular {
+                let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+                entry.years = folder_years(&rel);
+                entry.item.blockers.push(
+                    "a link (or special file), which keepsake never follows or takes: put the file itself there, then `keepsake ingest`".into(),
+                );
+                entries.push(entry);
+                continue;
+            }
             if is_sidecar(&name) && !name.starts_with(b".") {
                 let hash = crate::hashing::blake3_file(&path).unwrap_or_default();
                 if kept_sidecars.contains(&(path.clone(), hash)) {
@@ -581,8 +636,8 @@ pub fn plan(
                 entries.push(entry);
                 continue;
             }
-            let seen = ledger.read(|c| ledger::fingerprint(c, &inbox.name, &rel))?;
-            if seen.is_some_and(|f| f.size == size && f.mtime_ns == mtime_ns) {
+            let seen = taken.get(&inbox.name).and_then(|t| t.get(&rel));
+            if seen.is_some_and(|f| f.size == size && f.mtime_ns == mtime_ns && f.inode == inode) {
                 // Its job (above) answers for it.
                 continue;
             }
@@ -642,15 +697,22 @@ pub fn plan(
         ];
         match read_inventory(path) {
             Ok(listed) => {
+                let mut answered = HashSet::new();
                 for (name, created) in listed {
                     let years = capture_years(&created);
                     if !(years.is_empty() || years.contains(&year)) {
                         continue;
                     }
-                    let found = entries
-                        .iter()
-                        .any(|e| e.of_year(year) && e.item.icloud_name.eq_ignore_ascii_case(&name));
-                    if !found {
+                    // Each file answers for one line: two iCloud items of
+                    // one name need two files.
+                    let found = entries.iter().enumerate().position(|(i, e)| {
+                        !answered.contains(&i)
+                            && e.of_year(year)
+                            && e.item.icloud_name.eq_ignore_ascii_case(&name)
+                    });
+                    if let Some(i) = found {
+                        answered.insert(i);
+                    } else {
                         let mut entry = Entry::new(name.clone(), None);
                         entry.years = years;
                         entry.item.capture_time = Some(created);
@@ -875,8 +937,11 @@ fn read_inventory(path: &Path) -> Result<Vec<(String, String)>, String> {
                 let clock = fields.pop();
                 let date = fields.pop();
                 match (date, clock) {
-                    (Some(d), Some(_)) if time_like(d) && !fields.is_empty() => {
-                        let at = line.find(d).unwrap_or(0);
+                    (Some(d), Some(c)) if time_like(d) && !fields.is_empty() => {
+                        let at = line
+                            .rfind(c)
+                            .and_then(|end| line[..end].rfind(d))
+                            .unwrap_or(0);
                         (line[..at].trim(), &line[at..])
                     }
                     _ => {
@@ -1281,6 +1346,12 @@ mod tests {
             BTreeSet::from([2019, 2020])
         );
         assert_eq!(folder_years(b"2019/IMG_1.HEIC"), BTreeSet::from([2019]));
+        assert_eq!(
+            folder_years(b"2019-12-31/IMG_1.HEIC"),
+            BTreeSet::from([2019, 2020])
+        );
+        assert_eq!(folder_years(b"2019_06/IMG_1.HEIC"), BTreeSet::from([2019]));
+        assert!(folder_years(b"Trip-2019/IMG_1.HEIC").is_empty());
         assert!(folder_years(b"IMG_2019.HEIC").is_empty());
         assert!(folder_years(b"1234/IMG.HEIC").is_empty());
     }

@@ -188,6 +188,25 @@ pub fn fingerprint(
     .optional()
 }
 
+/// The fingerprints of every file an inbox's jobs took, by relative path.
+pub fn fingerprints_of(
+    conn: &Connection,
+    inbox: &str,
+) -> rusqlite::Result<std::collections::HashMap<Vec<u8>, Fingerprint>> {
+    conn.prepare_cached("SELECT rel_path, size, mtime_ns, inode FROM sources WHERE inbox = ?1")?
+        .query_map([inbox], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                Fingerprint {
+                    size: r.get(1)?,
+                    mtime_ns: r.get(2)?,
+                    inode: r.get(3)?,
+                },
+            ))
+        })?
+        .collect()
+}
+
 /// Record a new job for a file and remember its fingerprint.
 pub fn insert_job(conn: &Connection, job: &NewJob) -> rusqlite::Result<u64> {
     let now = now();
