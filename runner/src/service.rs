@@ -156,6 +156,8 @@ async fn serve(
             ),
         }
     }
+    // Verdicts made on another set of offsite targets stand no more.
+    crate::archive::void_stale(&config);
     let watched: Vec<&str> = inboxes.iter().map(|i| i.name.as_str()).collect();
     tracing::info!(
         inboxes = %watched.join(", "),

@@ -656,6 +656,25 @@ fn a_verdict_carries_its_time_and_is_voided_by_any_change_to_its_year() {
         !proof.safe_list(2019).exists(),
         "2019's verdict rested on other targets"
     );
+
+    // The same target name pointing elsewhere voids it too.
+    std::fs::write(proof.sandbox.config_path(), &config).unwrap();
+    proof.assert_safe(2019, &[]);
+    let moved = proof.scratch.path().join("usb-moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::write(
+        proof.sandbox.config_path(),
+        config.replace(
+            &format!("{:?}", proof.usb().display().to_string()),
+            &format!("{:?}", moved.display().to_string()),
+        ),
+    )
+    .unwrap();
+    let _ = proof.plan(2018, &[]);
+    assert!(
+        !proof.safe_list(2019).exists(),
+        "its target's folder changed under the same name"
+    );
 }
 
 #[test]

@@ -108,6 +108,10 @@ pub struct Basis {
     /// Per offsite target: how its copies were checked, or why it does not
     /// count as a copy.
     pub targets: BTreeMap<String, String>,
+    /// Per offsite target: a digest of its whole table (where, which
+    /// bucket, which keys), so a target changed under its name voids it.
+    #[serde(default)]
+    pub target_ids: BTreeMap<String, String>,
     pub deep: bool,
 }
 
@@ -312,6 +316,18 @@ fn target_basis(config: &Config, deep: bool) -> (BTreeMap<String, String>, Vec<S
     (basis, counted)
 }
 
+/// A digest of each offsite target's table.
+fn target_ids(config: &Config) -> BTreeMap<String, String> {
+    config
+        .offsite
+        .iter()
+        .map(|(name, target)| {
+            let digest = blake3::hash(format!("{target:?}").as_bytes()).to_hex();
+            (name.clone(), digest[..16].to_string())
+        })
+        .collect()
+}
+
 /// The device of `path`, or of its nearest existing parent (a folder
 /// target not created yet lives where it will be created).
 fn nearest_device(path: &Path) -> Option<u64> {
@@ -469,6 +485,7 @@ pub fn plan(
             "items the downloader never fetched (give an inventory of iCloud's items with `--inventory FILE`)".into(),
         ],
         targets,
+        target_ids: target_ids(config),
         deep: options.deep,
     };
     // The files the jobs took, read before the jobs: a job made meanwhile
@@ -1267,6 +1284,7 @@ pub fn void_stale(config: &Config) {
         return;
     };
     let (now, _) = target_basis(config, false);
+    let ids = target_ids(config);
     let mut stale = BTreeSet::new();
     for entry in listing.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -1284,6 +1302,7 @@ pub fn void_stale(config: &Config) {
             let was: BTreeSet<&String> = plan.basis.targets.keys().collect();
             let is: BTreeSet<&String> = now.keys().collect();
             was == is
+                && plan.basis.target_ids == ids
                 && plan.basis.targets.iter().all(|(name, how)| {
                     // A deep plan's basis says so; the target is the same.
                     now.get(name).is_some_and(|n| {
