@@ -169,7 +169,19 @@ pub(super) fn plan(
             // This inbox's targets get the bytes too, on the duplicate's
             // behalf: the original may have come from an inbox without them.
             if let Some(keeper) = &plan.keeper
-                && let Ok(rel) = keeper.path.strip_prefix(&config.library_root)
+                // An archived copy keeps its library-relative path (and its
+                // pushes their keys) under the archive root.
+                && let Some(rel) = keeper
+                    .path
+                    .strip_prefix(&config.library_root)
+                    .ok()
+                    .or_else(|| {
+                        config
+                            .archive
+                            .root
+                            .as_deref()
+                            .and_then(|a| keeper.path.strip_prefix(a).ok())
+                    })
             {
                 let rel = rel.to_string_lossy().into_owned();
                 let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
