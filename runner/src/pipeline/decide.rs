@@ -287,6 +287,14 @@ pub fn decide(
         };
         let effects = match result {
             Ok(effects) => effects,
+            // A duplicate is one whatever these stages say: an error only
+            // costs it its own date or push (the plan then blocks its year).
+            Err(e) if claim.is_some() => {
+                tracing::warn!(job = job.id, "stage `{name}` on a duplicate: {e}");
+                call.error = Some(e.to_string());
+                decided.calls.push(call);
+                continue;
+            }
             Err(StageCallError::Stage {
                 error: StageError::InvalidInput(reason),
                 ..
