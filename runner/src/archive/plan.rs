@@ -1239,6 +1239,19 @@ fn write_plan(config: &Config, plan: &mut Plan) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The year of a verdict file's name, and whether it is the plan (else
+/// the safe-to-delete list): the names [`plan_file`] and [`safe_list`] give.
+fn verdict_of(name: &str) -> Option<(i32, bool)> {
+    let plan = name
+        .strip_prefix("plan-")
+        .and_then(|n| n.strip_suffix(".json"));
+    let list = name
+        .strip_prefix("safe-to-delete-")
+        .and_then(|n| n.strip_suffix(".txt"));
+    let year = plan.or(list)?.parse().ok()?;
+    Some((year, plan.is_some()))
+}
+
 /// Remove the verdicts of `years` (None: every year): something of those
 /// years changed, so no earlier proof stands. Returns the years voided.
 pub fn void(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> Vec<i32> {
@@ -1249,15 +1262,7 @@ pub fn void(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> Vec<i3
     let mut voided = Vec::new();
     for entry in listing.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(year) = name
-            .strip_prefix("plan-")
-            .and_then(|n| n.strip_suffix(".json"))
-            .or_else(|| {
-                name.strip_prefix("safe-to-delete-")
-                    .and_then(|n| n.strip_suffix(".txt"))
-            })
-            .and_then(|y| y.parse::<i32>().ok())
-        else {
+        let Some((year, _)) = verdict_of(&name) else {
             continue;
         };
         if years.is_some_and(|ys| !ys.contains(&year)) {
@@ -1288,11 +1293,7 @@ pub fn void_stale(config: &Config) {
     let mut stale = BTreeSet::new();
     for entry in listing.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(year) = name
-            .strip_prefix("plan-")
-            .and_then(|n| n.strip_suffix(".json"))
-            .and_then(|y| y.parse::<i32>().ok())
-        else {
+        let Some((year, true)) = verdict_of(&name) else {
             continue;
         };
         let Ok(text) = std::fs::read(entry.path()) else {
