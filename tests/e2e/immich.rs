@@ -859,6 +859,7 @@ fn kei_albums_and_favourites_reach_immich_and_the_sidecars_without_replacing_the
     let row = |id, name: &'static str| KeiRow {
         id,
         version: "original",
+        media_type: "",
         filename: name,
         created_at: MAY_2019,
         status: "downloaded",

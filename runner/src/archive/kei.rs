@@ -1,8 +1,9 @@
 //! kei's state database, read-only: the inventory of iCloud's own items.
 //!
 //! kei (the Rust rewrite of icloudpd) keeps a SQLite database of every
-//! iCloud asset it has seen: one row per downloaded version (`original`,
-//! and a Live Photo's `live_original` video under the same id), its status
+//! iCloud asset it has seen: one row per version it downloads (`original`,
+//! `medium`, `adjusted`…, and a Live Photo's `live_original` video under the
+//! same id), its status
 //! (`pending`, `downloaded`, `failed`), its creation time and where it was
 //! written; and one row per sync run. keepsake knows schema version 7
 //! (`PRAGMA user_version`) and refuses any other, since a column that means
@@ -22,6 +23,9 @@ pub struct KeiItem {
     /// iCloud's id of the asset (a Live Photo's still and video share it).
     pub id: String,
     pub version: String,
+    /// `photo`, `video`, `live_photo_image` (a Live Photo's still) or
+    /// `live_photo_video`.
+    pub media_type: String,
     pub filename: String,
     /// Unix seconds (UTC).
     pub created_at: i64,
@@ -40,15 +44,48 @@ pub struct KeiState {
     pub last_complete: Option<(i64, i64)>,
     /// The latest sync run, when it did not complete: (started, status).
     pub unfinished: Option<(i64, String)>,
+    /// Full enumerations kei began and has not finished cleanly:
+    /// (zone, began at), from its `enum_in_progress:<zone>` markers.
+    pub enumerating: Vec<(String, String)>,
     /// Albums of each asset id.
     pub albums: HashMap<String, Vec<String>>,
     /// Asset ids kei marks as favourites.
     pub favorites: std::collections::HashSet<String>,
 }
 
-/// The versions the proof needs: the original, and a Live Photo's video.
-fn required(version: &str) -> bool {
-    matches!(version, "original" | "live_original" | "liveoriginal")
+/// The version the proof needs of every asset: iCloud's original.
+pub fn is_original(item: &KeiItem) -> bool {
+    item.version == "original"
+}
+
+/// The version the proof needs of a Live Photo: its video, at its original size.
+pub fn is_live_original(item: &KeiItem) -> bool {
+    matches!(item.version.as_str(), "live_original" | "liveoriginal")
+}
+
+/// Whether the asset is a Live Photo (its still, or any of its video's sizes).
+pub fn is_live(item: &KeiItem) -> bool {
+    item.media_type.starts_with("live_photo") || item.version.starts_with("live")
+}
+
+impl KeiState {
+    /// The rows of each asset, grouped by iCloud's id, in kei's order.
+    pub fn assets(&self) -> Vec<(&str, Vec<&KeiItem>)> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut rows: HashMap<&str, Vec<&KeiItem>> = HashMap::new();
+        for item in &self.items {
+            rows.entry(&item.id)
+                .or_insert_with(|| {
+                    order.push(&item.id);
+                    Vec::new()
+                })
+                .push(item);
+        }
+        order
+            .into_iter()
+            .map(|id| (id, rows.remove(id).unwrap_or_default()))
+            .collect()
+    }
 }
 
 /// Open `path` read-only and read what the proof needs.
@@ -79,13 +116,15 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
         let mut state = KeiState::default();
         let mut stmt = conn.prepare(
             "SELECT id, version_size, filename, created_at, status, local_path, last_seen_at, \
-             last_error, is_deleted, is_favorite FROM assets ORDER BY created_at, id, version_size",
+             last_error, is_deleted, is_favorite, media_type FROM assets \
+             ORDER BY created_at, id, version_size",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 KeiItem {
                     id: r.get(0)?,
                     version: r.get(1)?,
+                    media_type: r.get(10)?,
                     filename: r.get(2)?,
                     created_at: r.get(3)?,
                     status: r.get(4)?,
@@ -102,9 +141,7 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
             if favorite {
                 state.favorites.insert(item.id.clone());
             }
-            if required(&item.version) {
-                state.items.push(item);
-            }
+            state.items.push(item);
         }
         state.last_complete = conn
             .query_row(
@@ -122,6 +159,12 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
             )
             .ok()
             .filter(|(_, status)| status != "complete");
+        let mut stmt = conn.prepare(
+            "SELECT substr(key, 18), value FROM metadata WHERE key LIKE 'enum_in_progress:%' ORDER BY key",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            state.enumerating.push(row?);
+        }
         let mut stmt =
             conn.prepare("SELECT asset_id, album_name FROM asset_albums ORDER BY rowid")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
@@ -138,6 +181,8 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeiInfo {
     pub id: String,
+    /// iCloud's creation time, Unix seconds.
+    pub created_at: i64,
     pub albums: Vec<String>,
     pub favorite: bool,
 }
@@ -155,6 +200,7 @@ pub fn by_path(state: &KeiState) -> PathIndex<KeiInfo> {
                 path,
                 KeiInfo {
                     id: item.id.clone(),
+                    created_at: item.created_at,
                     albums: state.albums.get(&item.id).cloned().unwrap_or_default(),
                     favorite: state.favorites.contains(&item.id),
                 },

@@ -267,15 +267,14 @@ pub fn folder_years(rel: &[u8]) -> BTreeSet<i32> {
 
 /// Why each offsite target counts as a copy off this machine, or does not.
 fn target_basis(config: &Config, deep: bool) -> (BTreeMap<String, String>, Vec<String>) {
-    use std::os::unix::fs::MetadataExt;
-    let device = |path: &Path| std::fs::metadata(path).ok().map(|m| m.dev());
-    let ours: HashSet<u64> = [
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let ours: HashSet<Disk> = [
         Some(config.library_root.as_path()),
         config.archive.root.as_deref(),
     ]
     .into_iter()
     .flatten()
-    .filter_map(device)
+    .flat_map(|path| disks(path, &mountinfo))
     .collect();
     let mut basis = BTreeMap::new();
     let mut counted = Vec::new();
@@ -287,7 +286,7 @@ fn target_basis(config: &Config, deep: bool) -> (BTreeMap<String, String>, Vec<S
             ),
             TargetKind::Dir { path }
                 if !target.same_disk
-                    && nearest_device(path).is_some_and(|dev| ours.contains(&dev)) =>
+                    && disks(path, &mountinfo).iter().any(|d| ours.contains(d)) =>
             {
                 format!(
                     "not off this machine: {} is on the same disk as the library or archive; a copy there dies with it (say `same_disk = true` in [offsite.{name}] if it really is another disk)",
@@ -335,6 +334,84 @@ fn nearest_device(path: &Path) -> Option<u64> {
     path.ancestors()
         .find_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.dev())
+}
+
+/// What a disk is known by: the device number a path reports, and the
+/// block device or pool behind its mount. btrfs subvolumes (a Synology
+/// share), ZFS datasets and bind mounts each report a device number of
+/// their own, yet die with the one disk behind them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Disk {
+    Number(u64),
+    Backing(String),
+}
+
+fn disks(path: &Path, mountinfo: &str) -> Vec<Disk> {
+    let mut found: Vec<Disk> = nearest_device(path).map(Disk::Number).into_iter().collect();
+    let near = path.ancestors().find_map(|p| std::fs::canonicalize(p).ok());
+    if let Some(backing) = near.and_then(|p| backing_of(mountinfo, &p)) {
+        found.push(Disk::Backing(backing));
+    }
+    found
+}
+
+/// The block device (or ZFS pool) behind the mount that holds `path`, from
+/// `/proc/self/mountinfo`: the longest mount point that is a prefix of it.
+/// None for filesystems with no disk of their own (tmpfs, overlay, FUSE,
+/// NFS, SMB): those are told apart by device number alone.
+fn backing_of(mountinfo: &str, path: &Path) -> Option<String> {
+    let unescape = |field: &str| -> String {
+        // Spaces, tabs, newlines and backslashes are written `\ooo`.
+        let bytes = field.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let octal = bytes
+                .get(i + 1..i + 4)
+                .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+            match octal {
+                Some(d) => {
+                    out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8) + (b - b'0')));
+                    i += 4;
+                }
+                None => {
+                    out.push(bytes[i]);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut best: Option<(usize, String)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(mount_point), Some(fstype), Some(source)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
+        else {
+            continue;
+        };
+        let mount_point = PathBuf::from(unescape(mount_point));
+        if !path.starts_with(&mount_point) {
+            continue;
+        }
+        let depth = mount_point.components().count();
+        let source = unescape(source);
+        let backing = if *fstype == "zfs" {
+            format!("zfs:{}", source.split('/').next().unwrap_or(&source))
+        } else if source.starts_with("/dev/") {
+            format!("block:{source}")
+        } else {
+            String::new()
+        };
+        // A later mount on the same point hides the earlier one.
+        if best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+            best = Some((depth, backing));
+        }
+    }
+    best.map(|(_, b)| b).filter(|b| !b.is_empty())
 }
 
 /// A candidate item while the plan is built.
@@ -837,13 +914,22 @@ fn with_kei(
     };
     basis.cannot_see = vec![
         "assets added to iCloud after kei's last complete sync".into(),
-        "versions kei does not download (the proof needs the original and a Live Photo's video)"
+        "assets kei's own filters leave out (an album, `--recent`, skipped videos): kei does not record them"
             .into(),
     ];
     if let Some((began, status)) = &state.unfinished {
         general.push(format!(
             "kei's last sync run (begun {}) is {status}, not complete, so it may not have seen every iCloud item: let `kei sync` finish, then plan again",
             rfc3339(*began)
+        ));
+    }
+    for (zone, began) in &state.enumerating {
+        let began = began
+            .trim()
+            .parse::<i64>()
+            .map_or_else(|_| began.clone(), rfc3339);
+        general.push(format!(
+            "kei began listing every item of iCloud's {zone} ({began}) and has not finished: let `kei sync` finish, then plan again"
         ));
     }
     let Some((started, _)) = state.last_complete else {
@@ -859,59 +945,104 @@ fn with_kei(
             by_file.insert(file, i);
         }
     }
-    for asset in state.items.iter().filter(|a| !a.deleted) {
-        let years = years_of(asset.created_at);
+    for (id, rows) in state.assets() {
+        let rows: Vec<_> = rows.into_iter().filter(|a| !a.deleted).collect();
+        let Some(first) = rows.first() else {
+            continue; // deleted in iCloud
+        };
+        let years = years_of(first.created_at);
         if !years.contains(&year) {
             continue;
         }
-        let what = if asset.version.starts_with("live") {
-            format!("{} (its Live Photo video)", asset.filename)
-        } else {
-            asset.filename.clone()
+        let original = rows.iter().copied().find(|a| super::kei::is_original(a));
+        let name = original.unwrap_or(first).filename.clone();
+        let sizes = || {
+            rows.iter()
+                .map(|a| a.version.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
-        let mut problem = None;
-        if asset.status != "downloaded" {
-            problem = Some(format!(
-                "kei has it as {} in iCloud, not downloaded{}: run `kei sync` until it is",
-                asset.status,
-                asset
-                    .last_error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            ));
-        } else if asset.last_seen_at < started {
-            problem = Some(format!(
-                "kei has not seen it in iCloud since its last complete sync began ({}): deleted there, or missed; run `kei sync` and plan again",
-                rfc3339(started)
+        let mut missing = Vec::new();
+        if original.is_none() {
+            missing.push((
+                name.clone(),
+                format!(
+                    "kei keeps only its {} size, not iCloud's original: set kei's size to original, run `kei sync`, then plan again",
+                    sizes()
+                ),
             ));
         }
-        let found = asset
-            .local_path
-            .as_ref()
-            .and_then(|p| by_file.get(p).copied());
-        match (problem, found) {
-            (None, Some(i)) => {
-                let entry = &mut entries[i];
-                entry.years.extend(years.iter().copied());
-                entry.item.icloud_id = Some(asset.id.clone());
-                entry.item.icloud_name = asset.filename.clone();
+        let live = rows
+            .iter()
+            .copied()
+            .find(|a| super::kei::is_live_original(a));
+        if live.is_none() && rows.iter().any(|a| super::kei::is_live(a)) {
+            missing.push((
+                format!("{name} (its Live Photo video)"),
+                format!(
+                    "kei has not got the Live Photo's video at its original size (it keeps: {}): let kei download Live Photo videos at original size, run `kei sync`, then plan again",
+                    sizes()
+                ),
+            ));
+        }
+        for (what, why) in missing {
+            let mut entry = Entry::new(what, None);
+            entry.item.icloud_id = Some(id.to_string());
+            entry.item.capture_time = Some(rfc3339(first.created_at));
+            entry.years = years.clone();
+            entry.item.blockers.push(why);
+            entries.push(entry);
+        }
+        for asset in original.into_iter().chain(live) {
+            let what = if super::kei::is_live_original(asset) {
+                format!("{} (its Live Photo video)", asset.filename)
+            } else {
+                name.clone()
+            };
+            let mut problem = None;
+            if asset.status != "downloaded" {
+                problem = Some(format!(
+                    "kei has it as {} in iCloud, not downloaded{}: run `kei sync` until it is",
+                    asset.status,
+                    asset
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ));
+            } else if asset.last_seen_at < started {
+                problem = Some(format!(
+                    "kei has not seen it in iCloud since its last complete sync began ({}): deleted there, or missed; run `kei sync` and plan again",
+                    rfc3339(started)
+                ));
             }
-            (problem, _) => {
-                let mut entry = Entry::new(what, None);
-                entry.item.icloud_id = Some(asset.id.clone());
-                entry.item.capture_time = Some(rfc3339(asset.created_at));
-                entry.years = years;
-                entry.item.blockers.push(problem.unwrap_or_else(|| {
-                    format!(
-                        "kei downloaded it to {}, but keepsake has no job for that file: is it inside an iCloud inbox? (`keepsake ingest`)",
-                        asset
-                            .local_path
-                            .as_deref()
-                            .map_or("nowhere".into(), |p| p.display().to_string())
-                    )
-                }));
-                entries.push(entry);
+            let found = asset
+                .local_path
+                .as_ref()
+                .and_then(|p| by_file.get(p).copied());
+            match (problem, found) {
+                (None, Some(i)) => {
+                    let entry = &mut entries[i];
+                    entry.years.extend(years.iter().copied());
+                    entry.item.icloud_id = Some(id.to_string());
+                    entry.item.icloud_name = asset.filename.clone();
+                }
+                (problem, _) => {
+                    let mut entry = Entry::new(what, None);
+                    entry.item.icloud_id = Some(id.to_string());
+                    entry.item.capture_time = Some(rfc3339(asset.created_at));
+                    entry.years = years.clone();
+                    entry.item.blockers.push(problem.unwrap_or_else(|| {
+                        format!(
+                            "kei downloaded it to {}, but keepsake has no job for that file: is it inside an iCloud inbox? (`keepsake ingest`)",
+                            asset
+                                .local_path
+                                .as_deref()
+                                .map_or("nowhere".into(), |p| p.display().to_string())
+                        )
+                    }));
+                    entries.push(entry);
+                }
             }
         }
     }
@@ -1108,17 +1239,24 @@ fn check_entries(
         }
         for (root, rel) in entry.sidecars.clone() {
             let at = format!("{}:{rel}", root.as_str());
-            if !now.contains_key(&(root, rel.clone())) {
+            let Some((current, _)) = now.get(&(root, rel.clone())) else {
                 entry.item.blockers.push(format!(
                     "its sidecar {at} is missing (run `keepsake verify`)"
                 ));
                 continue;
-            }
+            };
+            // The sidecar as it is now must be the one offsite: an older
+            // version there lacks what changed since (or the library's
+            // copy is the one damaged).
             for target in counted {
-                let state = any_version
-                    .get(&(target.clone(), rel.clone()))
-                    .cloned()
-                    .unwrap_or_else(|| "never pushed".into());
+                let state = match (
+                    offsite.get(&(target.clone(), rel.clone(), current.clone())),
+                    any_version.get(&(target.clone(), rel.clone())),
+                ) {
+                    (Some(state), _) => state.clone(),
+                    (None, Some(_)) => "only another version of it is offsite, not its bytes now (changed since it was pushed, or damaged here: `keepsake verify`, then `keepsake offsite push`)".into(),
+                    (None, None) => "never pushed".into(),
+                };
                 if !is_kept(&state) {
                     entry
                         .item
@@ -1332,6 +1470,36 @@ pub fn years_of_job(job: &ledger::JobRecord) -> Option<BTreeSet<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_btrfs_subvolumes_or_zfs_datasets_of_one_disk_are_one_disk() {
+        // A Synology volume: shares are btrfs subvolumes of /dev/md2, each
+        // with its own device number.
+        let mountinfo = "\
+22 1 0:20 / / rw - ext4 /dev/sda1 rw
+30 22 0:45 /@syno/photo /volume1/photo rw - btrfs /dev/md2 rw,subvol=/@syno/photo
+31 22 0:46 /@syno/backup /volume1/backup rw - btrfs /dev/md2 rw,subvol=/@syno/backup
+32 22 0:47 / /tank/photos rw - zfs tank/photos rw
+33 22 0:48 / /tank/backup rw - zfs tank/backup rw
+34 22 0:49 / /mnt/usb\\040disk rw - ext4 /dev/sdb1 rw
+35 22 0:50 / /tmp/a rw - tmpfs tmpfs rw
+36 22 0:51 / /tmp/b rw - tmpfs tmpfs rw
+";
+        let of = |p: &str| backing_of(mountinfo, Path::new(p));
+        assert_eq!(
+            of("/volume1/photo/2019/a.jpg"),
+            of("/volume1/backup/keepsake")
+        );
+        assert_eq!(of("/volume1/photo"), Some("block:/dev/md2".into()));
+        assert_eq!(of("/tank/photos/x"), Some("zfs:tank".into()));
+        assert_eq!(of("/tank/photos/x"), of("/tank/backup"));
+        assert_eq!(of("/mnt/usb disk/keepsake"), Some("block:/dev/sdb1".into()));
+        assert_ne!(of("/mnt/usb disk/keepsake"), of("/volume1/photo"));
+        assert_eq!(of("/srv/library"), Some("block:/dev/sda1".into()));
+        // No disk of their own: told apart by device number only.
+        assert_eq!(of("/tmp/a/x"), None);
+        assert_eq!(of("/tmp/b"), None);
+    }
 
     #[test]
     fn a_capture_time_means_its_local_and_its_utc_year() {

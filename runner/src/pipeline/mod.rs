@@ -114,8 +114,16 @@ pub struct Pipeline {
     placed_failures: Mutex<HashMap<String, u32>>,
     /// Assets up to this id have their placed-phase calls queued.
     placed_queued_to: std::sync::atomic::AtomicI64,
+    /// kei's files, read again only when its database (or its WAL) changed.
+    kei_cache: Mutex<Option<(KeiStamp, Arc<KeiFiles>)>>,
     _lock: StateLock,
 }
+
+type KeiFiles = crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo>;
+
+/// (size, mtime) of kei's database and of its write-ahead log: kei writes
+/// in WAL mode, so a change may sit in the log only.
+type KeiStamp = [Option<(u64, std::time::SystemTime)>; 2];
 
 impl Pipeline {
     /// Lock the state folder, open the ledger, replay the journal, load stages.
@@ -156,6 +164,7 @@ impl Pipeline {
             progress: None,
             placed_failures: Mutex::new(HashMap::new()),
             placed_queued_to: std::sync::atomic::AtomicI64::new(0),
+            kei_cache: Mutex::new(None),
             _lock: lock,
         })
     }
@@ -391,7 +400,7 @@ impl Pipeline {
             decided?;
             applied
         })?;
-        self.void_verdicts(applied.iter().map(|(id, _)| *id));
+        self.void_verdicts(applied.iter().map(|(id, _)| *id), &services.kei);
         for (job_id, applied) in applied {
             report.processed += 1;
             match applied {
@@ -417,24 +426,42 @@ impl Pipeline {
     }
 
     /// kei's albums and favourites of the files it downloaded, when its
-    /// state is configured (read once per ingest; an unreadable one is
-    /// logged and changes nothing).
-    fn kei_files(&self) -> crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo> {
+    /// state is configured: read again only when kei changed it (an
+    /// unreadable one is logged and changes nothing).
+    fn kei_files(&self) -> Arc<KeiFiles> {
         let Some(path) = &self.config.archive.kei_state else {
             return Default::default();
         };
-        match crate::archive::kei::read(path) {
-            Ok(state) => crate::archive::kei::by_path(&state),
+        let stamp_of = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let stamp = [stamp_of(path), stamp_of(std::path::Path::new(&wal))];
+        let mut cache = self.kei_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, files)) = cache.as_ref() {
+            if *seen == stamp {
+                return Arc::clone(files);
+            }
+        }
+        let files = match crate::archive::kei::read(path) {
+            Ok(state) => Arc::new(crate::archive::kei::by_path(&state)),
             Err(e) => {
                 tracing::warn!("{e}: kei's albums and favourites are not added");
                 Default::default()
             }
-        }
+        };
+        *cache = Some((stamp, Arc::clone(&files)));
+        files
     }
 
-    /// A job of a year changed: the archive verdicts of its years (of every
-    /// year, for a job without a date) stand no more.
-    fn void_verdicts(&self, jobs: impl Iterator<Item = u64>) {
+    /// Jobs changed: the archive verdicts of their years (of every year,
+    /// for a job without a date, or when the ledger cannot say) stand no
+    /// more. A job's years are those the plan gives it: its folder, its
+    /// capture time in every zone, and kei's creation time of its file.
+    fn void_verdicts(&self, jobs: impl Iterator<Item = u64>, kei: &KeiFiles) {
         let dir = self.config.state_dir.join("archive");
         let any = std::fs::read_dir(&dir).is_ok_and(|mut listing| listing.next().is_some());
         if !any {
@@ -442,8 +469,17 @@ impl Pipeline {
         }
         let mut years = std::collections::BTreeSet::new();
         for id in jobs {
-            let Ok(Some(job)) = self.ledger.read(|c| ledger::job(c, id)) else {
-                continue;
+            let job = match self.ledger.read(|c| ledger::job(c, id)) {
+                Ok(Some(job)) => job,
+                Ok(None) => continue,
+                Err(e) => {
+                    crate::archive::void(
+                        &self.config,
+                        None,
+                        &format!("the ledger could not say which years job {id} is of ({e})"),
+                    );
+                    return;
+                }
             };
             match crate::archive::years_of_job(&job) {
                 Some(of_job) => years.extend(of_job),
@@ -451,6 +487,9 @@ impl Pipeline {
                     crate::archive::void(&self.config, None, "a photo without a date was taken");
                     return;
                 }
+            }
+            if let Some(info) = kei.get(&job.source_path) {
+                years.extend(crate::archive::kei::years_of(info.created_at));
             }
         }
         if !years.is_empty() {
