@@ -482,6 +482,50 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
 }
 
 #[test]
+fn an_icloud_duplicate_of_a_file_placed_in_the_same_ingest_is_pushed_for_the_icloud_targets() {
+    let proof = Proof::new(None, "");
+    // A phone inbox without offsite, scanned first, and iCloud bring the
+    // same bytes in one ingest: the iCloud file is a duplicate of a file
+    // not yet committed when it is decided.
+    let phone = proof.sandbox.path().join("phone");
+    std::fs::create_dir_all(&phone).unwrap();
+    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
+    std::fs::write(
+        proof.sandbox.config_path(),
+        config.replacen(
+            "[[inbox]]",
+            "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n[[inbox]]",
+            1,
+        ),
+    )
+    .unwrap();
+    let shot = phone.join("shot.png");
+    std::fs::copy(corpus_media().join("exiftool_PNG.png"), &shot).unwrap();
+    exiftool(&shot, &["-all="], &[]);
+    set_mtime(&shot, 1_656_000_000); // 2022-06-23
+    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
+    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
+    std::fs::copy(&shot, &again).unwrap();
+    set_mtime(&again, 1_559_390_400); // 2019-06-01
+    proof.ingest();
+    let jobs = proof.sandbox.jobs();
+    let first = job_named(&jobs, "shot.png");
+    let dup = job_named(&jobs, "2019/06/01/IMG_0003.PNG");
+    assert_eq!(first["state"], "done", "{first}");
+    assert_eq!(dup["state"], "duplicate", "{dup}");
+    assert_eq!(dup["duplicate_of"], first["id"], "{dup}");
+    let original = PathBuf::from(first["destination"].as_str().unwrap());
+    assert_eq!(
+        blake3_of(&proof.usb_copy(&original)),
+        blake3_of(&original),
+        "pushed to the iCloud pipeline's target on the duplicate's behalf"
+    );
+    proof.assert_safe(2019, &["IMG_0003.PNG"]);
+    std::fs::remove_file(proof.usb_copy(&original)).unwrap();
+    proof.assert_blocked(2019, "IMG_0003.PNG", &["offsite usb: missing"]);
+}
+
+#[test]
 fn an_icloud_sidecar_is_part_of_the_proof() {
     let proof = Proof::new(None, "");
     photo(

@@ -86,6 +86,11 @@ pub struct Finish {
     /// Offsite pushes, recorded when the job is done.
     #[serde(default)]
     pub pushes: Vec<ledger::NewPush>,
+    /// A duplicate of a file still being placed: (target, key template with
+    /// `{path}`) of the pushes to make on its behalf once its original is
+    /// committed, of that original's copy.
+    #[serde(default)]
+    pub pushes_on_behalf: Vec<(String, String)>,
 }
 
 impl Finish {
@@ -505,6 +510,30 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             match failed.get(job_id) {
                 Some(message) => ledger::fail_job(tx, *job_id, message)?,
                 None => finish_job(tx, *job_id, &plan.finish)?,
+            }
+        }
+        // Duplicates of files this batch (or one just before) placed: their
+        // inbox's targets get the original's copy on their behalf, now that
+        // it has a place.
+        for (job_id, plan) in &plans_by_id {
+            if let Some(original) = plan.depends_on
+                && !failed.contains_key(job_id)
+                && plan.finish.pushes.is_empty()
+                && !plan.finish.pushes_on_behalf.is_empty()
+                && let Some(keeper) = committed_copy(tx, original, &plan.source_blake3)?
+                && let Some(asset) = ledger::asset_by_job(tx, original)?
+            {
+                let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
+                for (target, template) in &plan.finish.pushes_on_behalf {
+                    let push = ledger::NewPush {
+                        target: target.clone(),
+                        key: template.replace("{path}", &asset.library_path),
+                        file: asset.library_path.clone(),
+                        blake3: keeper.copy_blake3.clone(),
+                        size,
+                    };
+                    ledger::insert_push(tx, *job_id, &push)?;
+                }
             }
         }
         Ok(())

@@ -100,6 +100,10 @@ pub enum LoadError {
 /// the pipeline (which also knows the assets being placed in this batch).
 pub trait Services: Send + Sync {
     fn find_by_hash(&self, blake3: &str) -> Option<AssetRef>;
+    /// Where bytes decided but not committed yet are to go (library-relative).
+    fn planned_path(&self, _blake3: &str) -> Option<String> {
+        None
+    }
     fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>>;
     /// Store a pair, unless that would take the stage past `quota`
     /// (`Err` says how far).

@@ -398,9 +398,11 @@ pub fn decide(
                     claim = Some((original, name.clone()));
                     // The offsite stage pushes what is placed: here, the
                     // copy that keeps these bytes.
+                    // (Still being placed: where it is to go.)
                     wit_job.placement = services
                         .find_by_hash(&wit_job.blake3)
                         .and_then(|asset| asset.library_path)
+                        .or_else(|| services.planned_path(&wit_job.blake3))
                         .map(|path| Placement {
                             root: "library".into(),
                             path,

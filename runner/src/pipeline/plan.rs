@@ -67,6 +67,7 @@ pub(super) fn plan(
         asset: None,
         wake_at: None,
         pushes: Vec::new(),
+        pushes_on_behalf: Vec::new(),
     };
     let mut plan = JobPlan {
         job_id: job.id,
@@ -112,10 +113,10 @@ pub(super) fn plan(
     }
     // The host keeps the library free of duplicates whatever the pipeline:
     // bytes already placed (or being placed in this batch) are a duplicate.
-    if let Decision::Place(_) = decision {
+    if let Decision::Place(path) = &decision {
         if let Ok(Some(asset)) = ledger.read(|c| ledger::asset_by_hash(c, &blake3)) {
             decision = Decision::Duplicate(asset.job_id);
-        } else if let Some(other) = services.reserve(&blake3, job.id) {
+        } else if let Some(other) = services.reserve(&blake3, job.id, path) {
             decision = Decision::Duplicate(other);
         }
     }
@@ -196,6 +197,15 @@ pub(super) fn plan(
                         blake3: keeper.copy_blake3.clone(),
                         size,
                     })
+                    .collect();
+            } else if plan.depends_on.is_some() {
+                // Its original is still being placed: the pushes are made
+                // when it is committed, of its copy.
+                finish.pushes_on_behalf = decided
+                    .pushes
+                    .iter()
+                    .filter(|(target, _)| config.offsite.contains_key(target))
+                    .cloned()
                     .collect();
             }
             move_sources(&mut plan, job, remove_sources);

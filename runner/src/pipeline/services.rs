@@ -13,7 +13,8 @@ use crate::ledger::{self, Ledger};
 /// name), so two files in flight never both take the same bytes or name.
 pub(super) struct IngestServices {
     pub(super) ledger: Arc<Ledger>,
-    pub(super) reserved: Mutex<HashMap<String, u64>>,
+    /// Bytes decided but not committed: the job placing them, and where.
+    pub(super) reserved: Mutex<HashMap<String, (u64, String)>>,
     pub(super) reserved_paths: Mutex<HashSet<PathBuf>>,
     /// Live Photo stills decided in this ingest.
     pub(super) stills: super::live::SharedStills,
@@ -70,7 +71,7 @@ impl IngestServices {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(blake3)
-            .copied()
+            .map(|(job, _)| *job)
     }
 
     /// Forget reservations of applied jobs: the ledger and disk answer now.
@@ -79,7 +80,7 @@ impl IngestServices {
         self.reserved
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, job| !ids.contains(job));
+            .retain(|_, (job, _)| !ids.contains(job));
         let mut paths = self
             .reserved_paths
             .lock()
@@ -91,12 +92,12 @@ impl IngestServices {
         }
     }
 
-    pub(super) fn reserve(&self, blake3: &str, job_id: u64) -> Option<u64> {
+    pub(super) fn reserve(&self, blake3: &str, job_id: u64, path: &str) -> Option<u64> {
         let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         match reserved.get(blake3) {
-            Some(&other) if other != job_id => Some(other),
+            Some(&(other, _)) if other != job_id => Some(other),
             _ => {
-                reserved.insert(blake3.to_string(), job_id);
+                reserved.insert(blake3.to_string(), (job_id, path.to_string()));
                 None
             }
         }
@@ -104,8 +105,16 @@ impl IngestServices {
 }
 
 impl Services for IngestServices {
+    fn planned_path(&self, blake3: &str) -> Option<String> {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(blake3)
+            .map(|(_, path)| path.clone())
+    }
+
     fn find_by_hash(&self, blake3: &str) -> Option<AssetRef> {
-        if let Some(&job_id) = self
+        if let Some(&(job_id, _)) = self
             .reserved
             .lock()
             .unwrap_or_else(|e| e.into_inner())
