@@ -427,16 +427,39 @@ fn sweep(config: &Config, pipeline: &Pipeline) {
         if crate::shutdown::requested() {
             return;
         }
-        // The whole year in one turn: no cycle changes it between its plan,
-        // its moves and the removal of iCloud copies.
-        let _turn = crate::archive::turn();
-        let plan = match crate::archive::plan(config, &ledger, year, &Default::default()) {
-            Ok(plan) => plan,
+        // The plan rehashes every copy, which takes long: it is made
+        // without the turn, so ingest goes on meanwhile, and written under
+        // the turn only if no cycle changed anything while it was made
+        // (else made again; the third time under the turn). Its moves and
+        // the removal of iCloud copies come in the same turn as its writing.
+        let mut tries = 0;
+        let made = loop {
+            tries += 1;
+            let seen = crate::archive::changes();
+            if tries == 3 {
+                let turn = crate::archive::turn();
+                break crate::archive::plan_unwritten(config, &ledger, year, &Default::default())
+                    .map(|plan| (plan, turn));
+            }
+            let made = crate::archive::plan_unwritten(config, &ledger, year, &Default::default());
+            let turn = crate::archive::turn();
+            match made {
+                Ok(plan) if crate::archive::changes() == seen => break Ok((plan, turn)),
+                Ok(_) => tracing::debug!(year, "archive sweep: the year changed while planned"),
+                Err(e) => break Err(e),
+            }
+        };
+        let (mut plan, _turn) = match made {
+            Ok(made) => made,
             Err(e) => {
                 tracing::error!("archive sweep, plan {year}: {e}");
                 continue;
             }
         };
+        if let Err(e) = crate::archive::record(config, &mut plan) {
+            tracing::error!("archive sweep, plan {year}: {e}");
+            continue;
+        }
         tracing::info!("archive sweep: {}", plan.verdict());
         if !(plan.safe && config.archive.auto_run) {
             continue;

@@ -594,6 +594,23 @@ fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back
     assert_eq!(swept["assets_read"], 5, "{swept}");
     assert_eq!(swept["sidecars_written"], 0, "{swept}");
 
+    // Verdicts of the year of `a`, and of a year no file is of.
+    let year_of_a: String =
+        a.0.strip_prefix(sandbox.library())
+            .unwrap()
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .into_owned();
+    let verdicts = sandbox.config().state_dir.join("archive");
+    std::fs::create_dir_all(&verdicts).unwrap();
+    for year in [year_of_a.as_str(), "1901"] {
+        std::fs::write(verdicts.join(format!("plan-{year}.json")), "{}").unwrap();
+        std::fs::write(verdicts.join(format!("safe-to-delete-{year}.txt")), "").unwrap();
+    }
+
     // What the family does in Immich's web UI.
     fake.add_to_album_as_user("Summer 2024", &a.1);
     fake.add_to_album_as_user("Trips & Tours", &a.1);
@@ -606,6 +623,16 @@ fn write_back_keeps_immich_edits_in_sidecars_and_a_rebuilt_immich_gets_them_back
     let swept = pull(&sandbox, &[]);
     assert_eq!(swept["sidecars_written"], 5, "{swept}");
     assert_eq!(swept["errors"], serde_json::json!([]), "{swept}");
+    // A rewritten sidecar is not the one offsite: its year's verdict goes,
+    // another year's stays.
+    assert!(
+        !verdicts
+            .join(format!("safe-to-delete-{year_of_a}.txt"))
+            .exists()
+            && !verdicts.join(format!("plan-{year_of_a}.json")).exists(),
+        "the verdict of {year_of_a} is voided by the write-back"
+    );
+    assert!(verdicts.join("safe-to-delete-1901.txt").exists());
 
     // keepsake's own XMP reader (the one the exif stage uses) ...
     let text = sidecar_text(&a.0);

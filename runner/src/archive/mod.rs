@@ -232,8 +232,8 @@ fn walk(base: &Path, state_dir: &Path, errors: &mut Vec<String>) -> Vec<String> 
 pub mod kei;
 mod plan;
 pub use plan::{
-    Basis, JUNK, Plan, PlanItem, PlanOptions, capture_years, folder_years, plan, void, void_stale,
-    years_of_job,
+    Basis, JUNK, Plan, PlanItem, PlanOptions, capture_years, folder_years, plan, plan_unwritten,
+    record, void, void_stale, years_of_job,
 };
 
 pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -344,6 +344,21 @@ const BATCH: usize = 256;
 /// plan never reads a year while a cycle changes it, and a removal acts
 /// only on the plan it just made.
 pub static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Changes to what a plan reads (jobs applied, sidecars written), counted
+/// in this process: a plan made without the turn is written only if none
+/// came while it was made.
+static CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Count a change (before its verdicts are voided, under the turn).
+pub fn changed() {
+    CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// How many changes this process has counted.
+pub fn changes() -> u64 {
+    CHANGES.load(std::sync::atomic::Ordering::SeqCst)
+}
 
 /// Take the turn ([`MOVING`]); the archive commands and the sweep hold it.
 pub fn turn() -> std::sync::MutexGuard<'static, ()> {

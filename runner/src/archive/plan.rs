@@ -541,6 +541,27 @@ pub fn plan(
     year: i32,
     options: &PlanOptions,
 ) -> Result<Plan, LedgerError> {
+    let mut plan = plan_unwritten(config, ledger, year, options)?;
+    record(config, &mut plan)?;
+    Ok(plan)
+}
+
+/// Write a plan made by [`plan_unwritten`]: its file and, when safe, its
+/// safe-to-delete list (replacing the year's old verdict).
+pub fn record(config: &Config, plan: &mut Plan) -> Result<(), LedgerError> {
+    write_plan(config, plan).map_err(|source| LedgerError::Io {
+        path: config.state_dir.join("archive"),
+        source,
+    })
+}
+
+/// Make the plan of `year` without writing it.
+pub fn plan_unwritten(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    year: i32,
+    options: &PlanOptions,
+) -> Result<Plan, LedgerError> {
     let inboxes = config.archive.icloud_inboxes.clone();
     let mut general = Vec::new();
     if inboxes.is_empty() {
@@ -868,7 +889,7 @@ pub fn plan(
     }
     let safe = general.is_empty() && items.iter().all(|(i, _)| i.blockers.is_empty());
     let (items, removable): (Vec<PlanItem>, Vec<Option<Removable>>) = items.into_iter().unzip();
-    let mut plan = Plan {
+    let plan = Plan {
         year,
         made_at: jiff::Timestamp::now()
             .round(jiff::Unit::Second)
@@ -883,10 +904,6 @@ pub fn plan(
         safe_list: None,
         removable: removable.into_iter().flatten().collect(),
     };
-    write_plan(config, &mut plan).map_err(|source| LedgerError::Io {
-        path: config.state_dir.join("archive"),
-        source,
-    })?;
     Ok(plan)
 }
 

@@ -428,7 +428,7 @@ impl Pipeline {
     /// kei's albums and favourites of the files it downloaded, when its
     /// state is configured: read again only when kei changed it (an
     /// unreadable one is logged and changes nothing).
-    fn kei_files(&self) -> Arc<KeiFiles> {
+    pub(crate) fn kei_files(&self) -> Arc<KeiFiles> {
         let Some(path) = &self.config.archive.kei_state else {
             return Default::default();
         };
@@ -461,7 +461,10 @@ impl Pipeline {
     /// for a job without a date, or when the ledger cannot say) stand no
     /// more. A job's years are those the plan gives it: its folder, its
     /// capture time in every zone, and kei's creation time of its file.
-    fn void_verdicts(&self, jobs: impl Iterator<Item = u64>, kei: &KeiFiles) {
+    pub(crate) fn void_verdicts(&self, jobs: impl Iterator<Item = u64>, kei: &KeiFiles) {
+        // A plan being made meanwhile (without the turn) must not be
+        // written: it may have read the year before this change.
+        crate::archive::changed();
         let dir = self.config.state_dir.join("archive");
         let any = std::fs::read_dir(&dir).is_ok_and(|mut listing| listing.next().is_some());
         if !any {

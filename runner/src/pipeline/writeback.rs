@@ -170,6 +170,7 @@ impl Pipeline {
             let Some(last) = rows.last() else {
                 return Ok(());
             };
+            let mut rewritten: Vec<u64> = Vec::new();
             after = last.job_id;
             let mut done: Vec<(i64, String)> = Vec::new();
             for row in &rows {
@@ -193,6 +194,9 @@ impl Pipeline {
                 match write_sidecar(&media, &wanted, &written) {
                     Ok(changed) => {
                         report.sidecars_written += u64::from(changed);
+                        if changed && let Ok(id) = u64::try_from(row.job_id) {
+                            rewritten.push(id);
+                        }
                         let text = serde_json::to_string(&wanted).unwrap_or_default();
                         done.push((row.job_id, text));
                     }
@@ -213,6 +217,11 @@ impl Pipeline {
                 }
                 Ok(())
             })?;
+            // A rewritten sidecar is not the one offsite: its years' verdicts
+            // stand no more.
+            if !rewritten.is_empty() {
+                self.void_verdicts(rewritten.into_iter(), &self.kei_files());
+            }
         }
     }
 
