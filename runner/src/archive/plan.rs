@@ -414,6 +414,9 @@ fn backing_of(mountinfo: &str, path: &Path) -> Option<String> {
     best.map(|(_, b)| b).filter(|b| !b.is_empty())
 }
 
+/// What no level of proof can see from the files alone.
+const UNMOUNTED: &str = "downloads on an inbox disk that is not mounted: an empty mount point looks like an inbox with nothing new (a missing inbox folder blocks)";
+
 /// A candidate item while the plan is built.
 struct Entry {
     item: PlanItem,
@@ -581,6 +584,7 @@ pub fn plan_unwritten(
         items_from: "the files: the iCloud inboxes now, and every job they had".into(),
         cannot_see: vec![
             "items the downloader never fetched (give an inventory of iCloud's items with `--inventory FILE`)".into(),
+            UNMOUNTED.into(),
         ],
         targets,
         target_ids: target_ids(config),
