@@ -216,6 +216,25 @@ mod tests {
         std::fs::write(&other, b"another photo, edited").unwrap();
         assert!(remove_unchanged_source(&other, &other_hash, &kept).is_err());
         assert!(other.exists());
+        // Rewritten in place with the same size and mtime (kei embedding
+        // a rating inside XMP padding): read again, so it stays, new bytes
+        // and all.
+        let download = dir.path().join("download.jpg");
+        std::fs::write(&download, b"photo").unwrap();
+        let mtime = std::fs::metadata(&download).unwrap().modified().unwrap();
+        std::fs::write(&download, b"PHOTO").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&download)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&download).unwrap().modified().unwrap(),
+            mtime
+        );
+        assert!(remove_unchanged_source(&download, &hash, &kept).is_err());
+        assert_eq!(std::fs::read(&download).unwrap(), b"PHOTO");
         // With the proof of its bytes: gone, the copy stays.
         remove_source(&source, &hash, &kept).unwrap();
         assert!(!source.exists());
