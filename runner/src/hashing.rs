@@ -177,7 +177,31 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// BLAKE3 (and, when asked, SHA-256) of a file now, in one read; None when
+/// it cannot be read (gone, or a link: it is opened without following).
+pub fn blake3_and_sha256(path: &std::path::Path, sha256: bool) -> Option<(String, Option<String>)> {
+    let mut file = crate::effects::fsops::open_nofollow(path).ok()?;
+    let mut blake3 = blake3::Hasher::new();
+    let mut sha = sha256.then(sha2::Sha256::new);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        blake3.update(&buf[..n]);
+        if let Some(sha) = sha.as_mut() {
+            sha.update(&buf[..n]);
+        }
+    }
+    Some((
+        blake3.finalize().to_hex().to_string(),
+        sha.map(|s| hex(&s.finalize())),
+    ))
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -1160,7 +1160,7 @@ fn check_entries(
     let files: Vec<(Root, String)> = files.into_iter().collect();
     let hashed = crate::par::map(&files, |(root, rel)| {
         let path = root.path(config)?.join(rel);
-        hash_now(&path, remote_hash)
+        crate::hashing::blake3_and_sha256(&path, remote_hash)
     });
     let now: HashMap<(Root, String), (String, Option<String>)> = files
         .into_iter()
@@ -1311,31 +1311,6 @@ fn rank(state: &str) -> u8 {
     } else {
         2
     }
-}
-
-/// BLAKE3 (and, when asked, SHA-256) of a file now; None when it is gone.
-fn hash_now(path: &Path, sha256: bool) -> Option<(String, Option<String>)> {
-    use sha2::Digest;
-    use std::io::Read;
-    let mut file = fsops::open_nofollow(path).ok()?;
-    let mut blake3 = blake3::Hasher::new();
-    let mut sha = sha256.then(sha2::Sha256::new);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        blake3.update(&buf[..n]);
-        if let Some(sha) = sha.as_mut() {
-            sha.update(&buf[..n]);
-        }
-    }
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    Some((
-        blake3.finalize().to_hex().to_string(),
-        sha.map(|s| hex(&s.finalize())),
-    ))
 }
 
 // --------------------------------------------------------------- verdicts

@@ -390,7 +390,7 @@ impl Store {
                         base64::engine::general_purpose::STANDARD.decode(v).ok()
                     })
                     .filter(|digest| digest.len() == 32)
-                    .map(|digest| digest.iter().map(|b| format!("{b:02x}")).collect());
+                    .map(|digest| crate::hashing::hex(&digest));
                 Ok(stored)
             }
             Backend::Rclone { rcd, remote } => {
