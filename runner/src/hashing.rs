@@ -177,12 +177,43 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// BLAKE3 (and, when asked, SHA-256) of a file now, in one read; None when
+/// Digests of a file that offsite targets keep for their objects, so a copy
+/// can be checked without downloading it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: Option<String>,
+    pub sha1: Option<String>,
+    pub md5: Option<String>,
+}
+
+impl Digests {
+    /// The local digest of `kind` (`sha256`, `sha1`, `md5`).
+    pub fn of(&self, kind: &str) -> Option<&str> {
+        match kind {
+            "sha256" => self.sha256.as_deref(),
+            "sha1" => self.sha1.as_deref(),
+            "md5" => self.md5.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Which [`Digests`] to compute besides BLAKE3.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    pub sha256: bool,
+    /// SHA-1 and MD5: rclone remotes that keep no SHA-256 keep one of these.
+    pub sha1_md5: bool,
+}
+
+/// BLAKE3 and the digests asked for of a file now, in one read; None when
 /// it cannot be read (gone, or a link: it is opened without following).
-pub fn blake3_and_sha256(path: &std::path::Path, sha256: bool) -> Option<(String, Option<String>)> {
+pub fn blake3_and_digests(path: &std::path::Path, want: Want) -> Option<(String, Digests)> {
     let mut file = crate::effects::fsops::open_nofollow(path).ok()?;
     let mut blake3 = blake3::Hasher::new();
-    let mut sha = sha256.then(sha2::Sha256::new);
+    let mut sha256 = want.sha256.then(sha2::Sha256::new);
+    let mut sha1 = want.sha1_md5.then(sha1::Sha1::new);
+    let mut md5 = want.sha1_md5.then(md5::Md5::new);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf).ok()?;
@@ -190,13 +221,23 @@ pub fn blake3_and_sha256(path: &std::path::Path, sha256: bool) -> Option<(String
             break;
         }
         blake3.update(&buf[..n]);
-        if let Some(sha) = sha.as_mut() {
-            sha.update(&buf[..n]);
+        if let Some(h) = sha256.as_mut() {
+            h.update(&buf[..n]);
+        }
+        if let Some(h) = sha1.as_mut() {
+            h.update(&buf[..n]);
+        }
+        if let Some(h) = md5.as_mut() {
+            h.update(&buf[..n]);
         }
     }
     Some((
         blake3.finalize().to_hex().to_string(),
-        sha.map(|s| hex(&s.finalize())),
+        Digests {
+            sha256: sha256.map(|h| hex(&h.finalize())),
+            sha1: sha1.map(|h| hex(&h.finalize())),
+            md5: md5.map(|h| hex(&h.finalize())),
+        },
     ))
 }
 

@@ -814,6 +814,54 @@ fn an_rclone_remote_is_checked_by_its_sha256_without_a_download() {
     proof.assert_blocked(2019, "IMG_0001.JPG", &["content differs (SHA-256)"]);
 }
 
+#[test]
+fn an_rclone_remote_that_keeps_only_md5_or_sha1_is_checked_by_it() {
+    // rclone's chunker keeps one digest of each object in its metadata
+    // (as a cloud drive keeps only MD5 or SHA-1): no SHA-256.
+    for (kind, label) in [("md5", "MD5"), ("sha1", "SHA-1")] {
+        let scratch = tempfile::tempdir().unwrap();
+        let remote = scratch.path().join("nas");
+        std::fs::create_dir_all(&remote).unwrap();
+        let conf = scratch.path().join("rclone.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[disk]\ntype = local\n\n[nas]\ntype = chunker\nremote = disk:{}\nhash_type = {kind}all\n",
+                remote.display()
+            ),
+        )
+        .unwrap();
+        let target = format!(
+            "[offsite.usb]\ntype = \"rclone\"\nremote = \"nas:\"\nrclone_config = {:?}\n",
+            conf.display().to_string()
+        );
+        let proof = Proof::new(Some(&target), "");
+        two_of_2019(&proof);
+        let plan = proof.assert_safe(2019, &[]);
+        assert_eq!(
+            item(&plan, "IMG_0001.JPG").unwrap()["offsite"]["usb"],
+            "verified",
+            "{kind}: {plan:#}"
+        );
+        // The remote's digest of the object is not the library file's.
+        let copy = proof.placed("2019/05/01/IMG_0001.JPG");
+        let meta = remote.join(copy.strip_prefix(proof.sandbox.library()).unwrap());
+        let text = std::fs::read_to_string(&meta).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let digest = stored[kind].as_str().unwrap().to_string();
+        let other: String = digest
+            .chars()
+            .map(|c| if c == '0' { '1' } else { '0' })
+            .collect();
+        std::fs::write(&meta, text.replace(&digest, &other)).unwrap();
+        proof.assert_blocked(
+            2019,
+            "IMG_0001.JPG",
+            &[&format!("content differs ({label})")],
+        );
+    }
+}
+
 /// One row of kei's `assets` table.
 pub(crate) struct KeiRow<'a> {
     pub(crate) id: &'a str,

@@ -307,7 +307,7 @@ fn target_basis(config: &Config, deep: bool) -> (BTreeMap<String, String>, Vec<S
             }
             TargetKind::Rclone { .. } => {
                 counted.push(name.clone());
-                "copy: the remote's SHA-256 where it has one; size elsewhere".into()
+                "copy: the remote's SHA-256, SHA-1 or MD5 where it keeps one; size elsewhere".into()
             }
         };
         basis.insert(name.clone(), how);
@@ -1143,13 +1143,18 @@ fn check_entries(
     deep: bool,
     general: &mut Vec<String>,
 ) -> Result<(), LedgerError> {
-    let remote_hash = !deep
-        && counted.iter().any(|t| {
-            config.offsite.get(t).is_some_and(|t| {
-                matches!(t.kind, TargetKind::S3 { .. } | TargetKind::Rclone { .. })
-            })
-        });
-    // (root, rel) → (BLAKE3, SHA-256) of the file now, or None: missing.
+    // The digests the counted targets keep of their objects.
+    let kinds = |f: fn(&TargetKind) -> bool| {
+        !deep
+            && counted
+                .iter()
+                .any(|t| config.offsite.get(t).is_some_and(|t| f(&t.kind)))
+    };
+    let want = crate::hashing::Want {
+        sha256: kinds(|k| matches!(k, TargetKind::S3 { .. } | TargetKind::Rclone { .. })),
+        sha1_md5: kinds(|k| matches!(k, TargetKind::Rclone { .. })),
+    };
+    // (root, rel) → (BLAKE3, digests) of the file now, or None: missing.
     let mut files: BTreeSet<(Root, String)> = BTreeSet::new();
     for entry in entries.iter() {
         if let Some(held) = &entry.held {
@@ -1160,17 +1165,14 @@ fn check_entries(
     let files: Vec<(Root, String)> = files.into_iter().collect();
     let hashed = crate::par::map(&files, |(root, rel)| {
         let path = root.path(config)?.join(rel);
-        crate::hashing::blake3_and_sha256(&path, remote_hash)
+        crate::hashing::blake3_and_digests(&path, want)
     });
-    let now: HashMap<(Root, String), (String, Option<String>)> = files
+    let now: HashMap<(Root, String), (String, crate::hashing::Digests)> = files
         .into_iter()
         .zip(hashed)
         .filter_map(|(k, h)| Some((k, h?)))
         .collect();
-    let sha256: HashMap<String, String> = now
-        .values()
-        .filter_map(|(b, s)| Some((b.clone(), s.clone()?)))
-        .collect();
+    let digests: HashMap<String, crate::hashing::Digests> = now.values().cloned().collect();
 
     // Every push of these files (any version of a sidecar).
     let wanted: HashSet<&str> = now.keys().map(|(_, rel)| rel.as_str()).collect();
@@ -1183,7 +1185,7 @@ fn check_entries(
     let depth = if deep {
         Depth::Download
     } else {
-        Depth::Content(Arc::new(sha256))
+        Depth::Content(Arc::new(digests))
     };
     let checked = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -408,9 +408,9 @@ pub enum Depth {
     Size,
     /// The content wherever the target gives a hash without a download: a
     /// folder's copy is rehashed, an S3 server's stored SHA-256 and an
-    /// rclone remote's SHA-256 are compared with `sha256` (of the local
-    /// files, by their BLAKE3); elsewhere the size.
-    Content(Arc<HashMap<String, String>>),
+    /// rclone remote's SHA-256, SHA-1 or MD5 are compared with the digests
+    /// of the local files (by their BLAKE3); elsewhere the size.
+    Content(Arc<HashMap<String, crate::hashing::Digests>>),
     /// Every object downloaded and rehashed.
     Download,
 }
@@ -543,11 +543,23 @@ async fn check_one(
                     "the library file changed since it was pushed: size checked".into(),
                 ));
             };
-            match store.sha256(&key).await? {
-                Some(theirs) if theirs == *expected => Ok(Found::Content),
-                Some(_) => Ok(Found::Problem("content differs (SHA-256)".into())),
+            match store.digest(&key).await? {
+                Some((kind, theirs)) => match expected.of(kind) {
+                    Some(ours) if ours == theirs => Ok(Found::Content),
+                    Some(_) => Ok(Found::Problem(format!(
+                        "content differs ({})",
+                        match kind {
+                            "sha256" => "SHA-256",
+                            "sha1" => "SHA-1",
+                            _ => "MD5",
+                        }
+                    ))),
+                    None => Ok(Found::SizeOnly(format!(
+                        "keepsake did not read the local file's {kind}: size checked"
+                    ))),
+                },
                 None => Ok(Found::SizeOnly(
-                    "the target keeps no SHA-256 for it: size checked (`--deep` downloads it)"
+                    "the target keeps no SHA-256, SHA-1 or MD5 for it: size checked (`--deep` downloads it)"
                         .into(),
                 )),
             }

@@ -341,12 +341,14 @@ impl Store {
         }
     }
 
-    /// The SHA-256 (lowercase hex) the target gives for `key` without a
-    /// download: the checksum an S3 server stored when it checked the
-    /// upload (a HEAD in checksum mode), or an rclone remote's own hash.
-    /// `None` where the target has none for it (a multipart object on a
-    /// server that keeps no checksum for those, a remote without SHA-256).
-    pub async fn sha256(&self, key: &str) -> Result<Option<String>, StoreError> {
+    /// A digest the target gives for `key` without a download, as (kind,
+    /// lowercase hex), kind being `sha256`, `sha1` or `md5`: the SHA-256 an
+    /// S3 server stored when it checked the upload (a HEAD in checksum
+    /// mode), or an rclone remote's own hash (its SHA-256, else its SHA-1,
+    /// else its MD5). `None` where the target has none for it (a multipart
+    /// object on a server that keeps no checksum for those, a remote that
+    /// keeps none of the three).
+    pub async fn digest(&self, key: &str) -> Result<Option<(&'static str, String)>, StoreError> {
         let name = &self.name;
         match &self.backend {
             Backend::S3 { s3, prefix } => {
@@ -390,7 +392,7 @@ impl Store {
                         base64::engine::general_purpose::STANDARD.decode(v).ok()
                     })
                     .filter(|digest| digest.len() == 32)
-                    .map(|digest| crate::hashing::hex(&digest));
+                    .map(|digest| ("sha256", crate::hashing::hex(&digest)));
                 Ok(stored)
             }
             Backend::Rclone { rcd, remote } => {
@@ -399,17 +401,22 @@ impl Store {
                         "operations/stat",
                         json!({ "fs": remote, "remote": key, "opt": {
                             "noModTime": true, "noMimeType": true,
-                            "showHash": true, "hashTypes": ["sha256"],
+                            "showHash": true, "hashTypes": ["sha256", "sha1", "md5"],
                         } }),
                         Some(Duration::from_secs(600)),
                     )
                     .await
                     .map_err(|e| rc_error(name, key, e))?;
-                Ok(found
-                    .pointer("/item/Hashes/sha256")
-                    .and_then(|h| h.as_str())
-                    .filter(|h| h.len() == 64)
-                    .map(str::to_ascii_lowercase))
+                // The strongest the remote keeps; a hex digest of its length.
+                Ok([("sha256", 64), ("sha1", 40), ("md5", 32)]
+                    .into_iter()
+                    .find_map(|(kind, len)| {
+                        found
+                            .pointer(&format!("/item/Hashes/{kind}"))
+                            .and_then(|h| h.as_str())
+                            .filter(|h| h.len() == len && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                            .map(|h| (kind, h.to_ascii_lowercase()))
+                    }))
             }
             Backend::Dir { .. } | Backend::Manifest { .. } => Ok(None),
         }

@@ -441,10 +441,10 @@ impl Pipeline {
         wal.push("-wal");
         let stamp = [stamp_of(path), stamp_of(std::path::Path::new(&wal))];
         let mut cache = self.kei_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, files)) = cache.as_ref() {
-            if *seen == stamp {
-                return Arc::clone(files);
-            }
+        if let Some((seen, files)) = cache.as_ref()
+            && *seen == stamp
+        {
+            return Arc::clone(files);
         }
         let files = match crate::archive::kei::read(path) {
             Ok(state) => Arc::new(crate::archive::kei::by_path(&state)),
