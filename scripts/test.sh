@@ -39,10 +39,11 @@ step "cargo fmt"
 cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-# One build of everything, the keepsake binary and the benchmark included:
-# the tests and the benchmark use these instead of building their own
-# (`cargo build -p keepsake` alone resolves dependency features differently
-# and would build wasmtime again).
+# One build of everything, the keepsake binary and the benchmark included.
+# runner/Cargo.toml declares the features the rest of the workspace turns
+# on, so `cargo build -p keepsake` (and `cargo run -- run` afterwards)
+# rebuilds no dependency; KEEPSAKE_BIN only spares each test binary a
+# cargo call.
 step "cargo build"
 cargo build --workspace --all-targets
 export KEEPSAKE_BIN="$PWD/target/debug/keepsake"

@@ -35,11 +35,10 @@ pub fn corpus_media() -> PathBuf {
     corpus_dir().join("media")
 }
 
-/// The `keepsake` binary, built once per test process so it is never stale.
-/// `KEEPSAKE_BIN` names one built already: the test command builds the
-/// whole workspace first and sets it, because `cargo build -p keepsake`
-/// alone resolves dependency features differently from the workspace and
-/// would build wasmtime a second time.
+/// The `keepsake` binary, built once per test process so it is never stale
+/// (`cargo build -p keepsake` resolves the same dependency features as the
+/// workspace, so it rebuilds no dependency). `KEEPSAKE_BIN` names one built
+/// already: the test command sets it and spares each test binary the call.
 pub fn keepsake_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
