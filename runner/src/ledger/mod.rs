@@ -4,6 +4,7 @@
 
 mod jobs;
 mod journal;
+mod placed;
 mod pushes;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use jobs::*;
 pub use journal::*;
+pub use placed::*;
 pub use pushes::*;
 
 const MIGRATIONS: &[&str] = &[
