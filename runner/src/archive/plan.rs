@@ -713,64 +713,12 @@ pub fn plan_unwritten(
     // 2. Every file in the iCloud inboxes now: a file no job took as it is
     // now (new, partial, ignored, settling) blocks the years it could be
     // of; a sidecar no job kept whole blocks its photo's years.
-    let mut unreadable = Vec::new();
-    for inbox in config.inboxes.iter().filter(|i| inboxes.contains(&i.name)) {
-        for (rel, size, mtime_ns, inode, regular) in files_now(&inbox.path, &mut unreadable) {
-            let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(&rel).to_vec();
-            let path = inbox.path.join(std::ffi::OsStr::from_bytes(&rel));
-            if !regular {
-                let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
-                entry.years = folder_years(&rel);
-                entry.item.blockers.push(
-                    "a link (or special file), which keepsake never follows or takes: put the file itself there, then `keepsake ingest`".into(),
-                );
-                entries.push(entry);
-                continue;
-            }
-            if is_sidecar(&name) && !name.starts_with(b".") {
-                let hash = crate::hashing::blake3_file(&path).unwrap_or_default();
-                if kept_sidecars.contains(&(path.clone(), hash)) {
-                    continue;
-                }
-                // Its photo's years: the photo beside it with its base name.
-                let base = sidecar_base(&name);
-                let dir_len = rel.len() - name.len();
-                let owner_years: BTreeSet<i32> = years_of_file
-                    .iter()
-                    .filter(|((i, r), _)| {
-                        *i == inbox.name
-                            && r.len() > dir_len
-                            && r[..dir_len] == rel[..dir_len]
-                            && crate::discover::stem(&r[dir_len..])
-                                .eq_ignore_ascii_case(crate::discover::stem(&base))
-                    })
-                    .flat_map(|(_, years)| years.iter().copied())
-                    .collect();
-                let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
-                entry.years = owner_years;
-                entry.years.extend(folder_years(&rel));
-                entry.item.blockers.push(
-                    "an iCloud sidecar keepsake has not kept whole (taken with no photo, changed since, or merged with changes): run `keepsake ingest`, or copy its values into the library's sidecar".into(),
-                );
-                entries.push(entry);
-                continue;
-            }
-            let seen = taken.get(&inbox.name).and_then(|t| t.get(&rel));
-            if seen.is_some_and(|f| f.size == size && f.mtime_ns == mtime_ns && f.inode == inode) {
-                // Its job (above) answers for it.
-                continue;
-            }
-            let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
-            entry.file = Some(path.clone());
-            entry.years = folder_years(&rel);
-            entry
-                .item
-                .blockers
-                .push(why_not_taken(&name, &inbox.ignore));
-            entries.push(entry);
-        }
-    }
-    general.extend(unreadable);
+    let now = InboxesNow {
+        taken: &taken,
+        kept_sidecars: &kept_sidecars,
+        years_of_file: &years_of_file,
+    };
+    with_files_now(config, &inboxes, &now, &mut entries, &mut general);
 
     // 3. kei's inventory: every iCloud asset it has seen of the year, each
     // downloaded into an iCloud inbox and taken.
@@ -783,68 +731,11 @@ pub fn plan_unwritten(
 
     // 4. A Live Photo's still and video are planned together: each is in
     // every year either could be of.
-    let mut pairs: HashMap<(Root, String), Vec<usize>> = HashMap::new();
-    for (i, entry) in entries.iter().enumerate() {
-        if let Some(held) = &entry.held {
-            pairs.entry(pair_key(held)).or_default().push(i);
-        }
-    }
-    for members in pairs.values() {
-        let kinds: HashSet<bool> = members
-            .iter()
-            .filter_map(|i| entries[*i].held.as_ref())
-            .map(|h| h.media_kind == "video")
-            .collect();
-        if kinds.len() < 2 {
-            continue;
-        }
-        let union: BTreeSet<i32> = members
-            .iter()
-            .flat_map(|i| entries[*i].years.iter().copied())
-            .collect();
-        for i in members {
-            entries[*i].years.extend(union.iter().copied());
-        }
-    }
+    plan_pairs_together(&mut entries);
 
     // 5. An inventory of iCloud's own items: each must be one of the items.
     if let Some(path) = &options.inventory {
-        basis.items_from = format!("an inventory of iCloud's items ({})", path.display());
-        basis.cannot_see = vec![
-            "items the inventory does not list (it is only as complete as the tool that made it)"
-                .into(),
-        ];
-        match read_inventory(path) {
-            Ok(listed) => {
-                let mut answered = HashSet::new();
-                for (name, created) in listed {
-                    let years = capture_years(&created);
-                    if !(years.is_empty() || years.contains(&year)) {
-                        continue;
-                    }
-                    // Each file answers for one line: two iCloud items of
-                    // one name need two files.
-                    let found = entries.iter().enumerate().position(|(i, e)| {
-                        !answered.contains(&i)
-                            && e.of_year(year)
-                            && e.item.icloud_name.eq_ignore_ascii_case(&name)
-                    });
-                    if let Some(i) = found {
-                        answered.insert(i);
-                    } else {
-                        let mut entry = Entry::new(name.clone(), None);
-                        entry.years = years;
-                        entry.item.capture_time = Some(created);
-                        entry.item.blockers.push(format!(
-                            "in iCloud's inventory ({}), but keepsake has no file of that name from this year: download it (icloudpd, kei), then `keepsake ingest`",
-                            path.display()
-                        ));
-                        entries.push(entry);
-                    }
-                }
-            }
-            Err(e) => general.push(e),
-        }
+        with_inventory(path, year, &mut entries, &mut basis, &mut general);
     }
 
     entries.retain(|e| e.of_year(year));
@@ -909,6 +800,161 @@ pub fn plan_unwritten(
         removable: removable.into_iter().flatten().collect(),
     };
     Ok(plan)
+}
+
+/// What the ledger says of the iCloud inboxes' files, for [`with_files_now`].
+struct InboxesNow<'a> {
+    /// The files the jobs took, by inbox and relative path.
+    taken: &'a HashMap<String, HashMap<Vec<u8>, ledger::Fingerprint>>,
+    /// Inbox sidecars kept whole: (source, the BLAKE3 it had).
+    kept_sidecars: &'a HashSet<(PathBuf, String)>,
+    /// The years of each job's file, by (inbox, relative path).
+    years_of_file: &'a HashMap<(String, Vec<u8>), BTreeSet<i32>>,
+}
+
+/// Every file in the iCloud inboxes now that no job answers for becomes an
+/// entry that blocks the years it could be of.
+fn with_files_now(
+    config: &Config,
+    inboxes: &[String],
+    now: &InboxesNow<'_>,
+    entries: &mut Vec<Entry>,
+    general: &mut Vec<String>,
+) {
+    let (taken, kept_sidecars, years_of_file) = (now.taken, now.kept_sidecars, now.years_of_file);
+    let mut unreadable = Vec::new();
+    for inbox in config.inboxes.iter().filter(|i| inboxes.contains(&i.name)) {
+        for (rel, size, mtime_ns, inode, regular) in files_now(&inbox.path, &mut unreadable) {
+            let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(&rel).to_vec();
+            let path = inbox.path.join(std::ffi::OsStr::from_bytes(&rel));
+            if !regular {
+                let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+                entry.years = folder_years(&rel);
+                entry.item.blockers.push(
+                    "a link (or special file), which keepsake never follows or takes: put the file itself there, then `keepsake ingest`".into(),
+                );
+                entries.push(entry);
+                continue;
+            }
+            if is_sidecar(&name) && !name.starts_with(b".") {
+                let hash = crate::hashing::blake3_file(&path).unwrap_or_default();
+                if kept_sidecars.contains(&(path.clone(), hash)) {
+                    continue;
+                }
+                // Its photo's years: the photo beside it with its base name.
+                let base = sidecar_base(&name);
+                let dir_len = rel.len() - name.len();
+                let owner_years: BTreeSet<i32> = years_of_file
+                    .iter()
+                    .filter(|((i, r), _)| {
+                        *i == inbox.name
+                            && r.len() > dir_len
+                            && r[..dir_len] == rel[..dir_len]
+                            && crate::discover::stem(&r[dir_len..])
+                                .eq_ignore_ascii_case(crate::discover::stem(&base))
+                    })
+                    .flat_map(|(_, years)| years.iter().copied())
+                    .collect();
+                let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+                entry.years = owner_years;
+                entry.years.extend(folder_years(&rel));
+                entry.item.blockers.push(
+                    "an iCloud sidecar keepsake has not kept whole (taken with no photo, changed since, or merged with changes): run `keepsake ingest`, or copy its values into the library's sidecar".into(),
+                );
+                entries.push(entry);
+                continue;
+            }
+            let seen = taken.get(&inbox.name).and_then(|t| t.get(&rel));
+            if seen.is_some_and(|f| f.size == size && f.mtime_ns == mtime_ns && f.inode == inode) {
+                // Its job (above) answers for it.
+                continue;
+            }
+            let mut entry = Entry::new(name_of(&rel), Some(display(&inbox.name, &rel)));
+            entry.file = Some(path.clone());
+            entry.years = folder_years(&rel);
+            entry
+                .item
+                .blockers
+                .push(why_not_taken(&name, &inbox.ignore));
+            entries.push(entry);
+        }
+    }
+    general.extend(unreadable);
+}
+
+/// A Live Photo's still and video: each is planned in every year either
+/// could be of.
+fn plan_pairs_together(entries: &mut [Entry]) {
+    let mut pairs: HashMap<(Root, String), Vec<usize>> = HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if let Some(held) = &entry.held {
+            pairs.entry(pair_key(held)).or_default().push(i);
+        }
+    }
+    for members in pairs.values() {
+        let kinds: HashSet<bool> = members
+            .iter()
+            .filter_map(|i| entries[*i].held.as_ref())
+            .map(|h| h.media_kind == "video")
+            .collect();
+        if kinds.len() < 2 {
+            continue;
+        }
+        let union: BTreeSet<i32> = members
+            .iter()
+            .flat_map(|i| entries[*i].years.iter().copied())
+            .collect();
+        for i in members {
+            entries[*i].years.extend(union.iter().copied());
+        }
+    }
+}
+
+/// Each item of an inventory of iCloud's own items of the year must be one
+/// of the entries (one entry answers for one line).
+fn with_inventory(
+    path: &Path,
+    year: i32,
+    entries: &mut Vec<Entry>,
+    basis: &mut Basis,
+    general: &mut Vec<String>,
+) {
+    basis.items_from = format!("an inventory of iCloud's items ({})", path.display());
+    basis.cannot_see = vec![
+        "items the inventory does not list (it is only as complete as the tool that made it)"
+            .into(),
+    ];
+    match read_inventory(path) {
+        Ok(listed) => {
+            let mut answered = HashSet::new();
+            for (name, created) in listed {
+                let years = capture_years(&created);
+                if !(years.is_empty() || years.contains(&year)) {
+                    continue;
+                }
+                // Each file answers for one line: two iCloud items of
+                // one name need two files.
+                let found = entries.iter().enumerate().position(|(i, e)| {
+                    !answered.contains(&i)
+                        && e.of_year(year)
+                        && e.item.icloud_name.eq_ignore_ascii_case(&name)
+                });
+                if let Some(i) = found {
+                    answered.insert(i);
+                } else {
+                    let mut entry = Entry::new(name.clone(), None);
+                    entry.years = years;
+                    entry.item.capture_time = Some(created);
+                    entry.item.blockers.push(format!(
+                        "in iCloud's inventory ({}), but keepsake has no file of that name from this year: download it (icloudpd, kei), then `keepsake ingest`",
+                        path.display()
+                    ));
+                    entries.push(entry);
+                }
+            }
+        }
+        Err(e) => general.push(e),
+    }
 }
 
 /// Every asset kei has seen of `year` must be one of the entries, whole:
