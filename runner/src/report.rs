@@ -471,6 +471,9 @@ pub fn print_plugins<'a>(
                 used_by.join(", ")
             }
         )?;
+        if stage.info.sweeps {
+            writeln!(out, "  sweeps: exports `sweep` (a service stage)")?;
+        }
         for (name, description, default) in &stage.info.options {
             writeln!(
                 out,

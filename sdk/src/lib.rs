@@ -20,15 +20,14 @@
 //!         }
 //!         Ok(vec![])
 //!     }
-//!     // Only stages that talk to a remote service (Immich) send or read
-//!     // anything here.
-//!     fn sweep(_: SweepRequest) -> Result<Vec<RemoteChange>, StageError> {
-//!         Ok(vec![])
-//!     }
 //! }
 //!
 //! export_stage!(Screens);
 //! ```
+//!
+//! A stage that talks to a remote service (Immich) implements
+//! [`ServiceGuest`] instead, which adds `sweep`, and exports itself with
+//! `export_service_stage!`.
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and name the
 //! `.wasm` file in the config.
@@ -45,6 +44,23 @@ pub mod bindings {
     });
 }
 
+/// The `service-stage` world: a stage that also sweeps a remote service.
+#[doc(hidden)]
+#[allow(unsafe_code, clippy::all, missing_docs)]
+pub mod service_bindings {
+    wit_bindgen::generate!({
+        world: "service-stage",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "export_service_stage",
+        default_bindings_module: "keepsake_sdk::service_bindings",
+        with: {
+            "keepsake:stage/types@0.5.1": crate::bindings::keepsake::stage::types,
+            "keepsake:stage/host@0.5.1": crate::bindings::keepsake::stage::host,
+        },
+    });
+}
+
 pub use bindings::Guest;
 pub use bindings::export_stage;
 pub use bindings::keepsake::stage::host;
@@ -54,6 +70,10 @@ pub use bindings::keepsake::stage::types::{
     RemoteAsset, RemoteChange, StageError, SweepRequest, XmpTarget, XmpWrite,
 };
 pub use keepsake_xmp as xmp;
+/// What a service stage implements: [`Guest`]'s `describe` and `run`, and
+/// `sweep`.
+pub use service_bindings::Guest as ServiceGuest;
+pub use service_bindings::export_service_stage;
 
 /// Dates without a time-zone database: proleptic Gregorian days since
 /// 1970-01-01 (Howard Hinnant's algorithms), for stages that turn dates into
@@ -102,7 +122,14 @@ pub fn fact<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
         .map(|f| f.value.as_str())
 }
 
-/// A stage's option, or its default.
+/// A stage's option: the config's value, else the default `describe`
+/// gave it (the host answers with that), else empty.
+pub fn option(name: &str) -> String {
+    host::get_option(name).unwrap_or_default()
+}
+
+/// A stage's option, or `default` for an option `describe` gives no
+/// default (the host answers with the described default before this one).
 pub fn option_or(name: &str, default: &str) -> String {
     host::get_option(name).unwrap_or_else(|| default.to_string())
 }

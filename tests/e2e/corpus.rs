@@ -153,45 +153,51 @@ fn sidecars_travel_with_their_file() {
 
 #[test]
 fn the_example_family_plugin_sends_screenshots_to_screens() {
-    let sandbox = Sandbox::new();
-    let plugin = guest("screenshots_plugin");
-    sandbox.write_config_with(
-        "[\"dedup\", \"screenshots\", \"library\"]",
-        "copy",
-        &format!(
-            "[stages.screenshots]\nwasm = {:?}\nfolder = \"screens\"\n",
-            plugin.display().to_string()
-        ),
-    );
-    let png = std::fs::read(corpus_media().join("exiftool_PNG.png")).unwrap();
-    std::fs::write(
-        sandbox
-            .inbox()
-            .join("Screenshot 2024-05-12 at 10.00.00.png"),
-        &png,
-    )
-    .unwrap();
-    sandbox.add("IMG_1.jpg", &corpus_media().join("exiftool_Canon.jpg"));
-    let (code, report) = sandbox.ingest();
-    assert_eq!(code, 0, "{report}");
-    assert_eq!(report["placed"], 2);
-    let screenshot = sandbox
-        .library()
-        .join("screens/Screenshot 2024-05-12 at 10.00.00.png");
-    assert_eq!(std::fs::read(&screenshot).unwrap(), png);
-    let library = hash_tree(&sandbox.library());
-    let other = library
-        .keys()
-        .find(|p| p.to_string_lossy().ends_with("_IMG_1.jpg"))
+    // The example as built now (a plain stage, its defaults written once,
+    // in `describe`), and the same plugin built against contract 0.5.0,
+    // which exports a no-op `sweep`: both load and work, with no option set.
+    let fixture = workspace_root().join("tests/fixtures/screenshots-plugin-sdk-0.5.0.wasm");
+    for (plugin, sweeps) in [(guest("screenshots_plugin"), false), (fixture, true)] {
+        let sandbox = Sandbox::new();
+        sandbox.write_config_with(
+            "[\"dedup\", \"screenshots\", \"library\"]",
+            "copy",
+            &format!(
+                "[stages.screenshots]\nwasm = {:?}\n",
+                plugin.display().to_string()
+            ),
+        );
+        let png = std::fs::read(corpus_media().join("exiftool_PNG.png")).unwrap();
+        std::fs::write(
+            sandbox
+                .inbox()
+                .join("Screenshot 2024-05-12 at 10.00.00.png"),
+            &png,
+        )
         .unwrap();
-    assert!(!other.starts_with("screens"), "{}", other.display());
+        sandbox.add("IMG_1.jpg", &corpus_media().join("exiftool_Canon.jpg"));
+        let (code, report) = sandbox.ingest();
+        assert_eq!(code, 0, "{}: {report}", plugin.display());
+        assert_eq!(report["placed"], 2);
+        let screenshot = sandbox
+            .library()
+            .join("screens/Screenshot 2024-05-12 at 10.00.00.png");
+        assert_eq!(std::fs::read(&screenshot).unwrap(), png);
+        let library = hash_tree(&sandbox.library());
+        let other = library
+            .keys()
+            .find(|p| p.to_string_lossy().ends_with("_IMG_1.jpg"))
+            .unwrap();
+        assert!(!other.starts_with("screens"), "{}", other.display());
 
-    let out = sandbox.run(&["plugins", "list"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("screenshots") && text.contains("option folder"),
-        "{text}"
-    );
+        let out = sandbox.run(&["plugins", "list"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("screenshots") && text.contains("option folder"),
+            "{text}"
+        );
+        assert_eq!(text.contains("sweeps:"), sweeps, "{text}");
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use keepsake_sdk::{
     Description, Effect, Guest, Job, Placement, StageError, describe, export_stage, file_name,
-    option_or,
+    option,
 };
 
 struct Screens;
@@ -30,7 +30,7 @@ impl Guest for Screens {
 
     fn run(job: Job) -> Result<Vec<Effect>, StageError> {
         let name = file_name(&job);
-        let prefixes = option_or("prefixes", "Screenshot,Screen Shot");
+        let prefixes = option("prefixes");
         let is_screenshot = prefixes
             .split(',')
             .map(str::trim)
@@ -38,16 +38,11 @@ impl Guest for Screens {
         if !is_screenshot {
             return Ok(vec![]);
         }
-        let folder = option_or("folder", "screens");
+        let folder = option("folder");
         Ok(vec![Effect::Place(Placement {
             root: "library".into(),
             path: format!("{folder}/{name}"),
         })])
-    }
-
-    /// Nothing to read back: this stage talks to no remote service.
-    fn sweep(_: keepsake_sdk::SweepRequest) -> Result<Vec<keepsake_sdk::RemoteChange>, StageError> {
-        Ok(Vec::new())
     }
 }
 

@@ -145,11 +145,6 @@ impl Guest for Exif {
         }
         Ok(effects)
     }
-
-    /// Nothing to read back: this stage talks to no remote service.
-    fn sweep(_: keepsake_sdk::SweepRequest) -> Result<Vec<keepsake_sdk::RemoteChange>, StageError> {
-        Ok(Vec::new())
-    }
 }
 
 export_stage!(Exif);

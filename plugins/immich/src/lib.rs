@@ -88,7 +88,7 @@ const OPTIONS: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
-impl Guest for Immich {
+impl ServiceGuest for Immich {
     fn describe() -> Description {
         describe_placed(
             "immich",
@@ -217,7 +217,7 @@ impl Guest for Immich {
     }
 }
 
-export_stage!(Immich);
+export_service_stage!(Immich);
 
 /// A favorite the sidecar keeps (rating 5). A key without `asset.update`
 /// is told in the log; it does not hold back the uploads.

@@ -13,11 +13,6 @@ const DEFAULT_UNDATED: &str = "undated/{name}";
 struct Library;
 
 impl Guest for Library {
-    /// Nothing to read back: this stage talks to no remote service.
-    fn sweep(_: keepsake_sdk::SweepRequest) -> Result<Vec<keepsake_sdk::RemoteChange>, StageError> {
-        Ok(Vec::new())
-    }
-
     fn describe() -> Description {
         describe(
             "library",

@@ -104,11 +104,6 @@ impl Guest for Offsite {
             })
             .collect())
     }
-
-    /// Nothing to read back: this stage talks to no remote service.
-    fn sweep(_: keepsake_sdk::SweepRequest) -> Result<Vec<keepsake_sdk::RemoteChange>, StageError> {
-        Ok(Vec::new())
-    }
 }
 
 export_stage!(Offsite);

@@ -27,6 +27,10 @@ pub use bindings::keepsake::stage::types::{
 use bindings::{Stage, StagePre};
 pub use cache::CacheOutcome;
 
+/// The version of the stage contract (`sdk/wit/stage.wit`) this host
+/// speaks; components of any 0.5 version load.
+pub const WIT_VERSION: &str = "0.5.1";
+
 /// How often the epoch advances: the granularity of CPU deadlines.
 const TICK: Duration = Duration::from_millis(5);
 /// The most one `read` call returns.
@@ -72,7 +76,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     #[error(
-        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@0.5.0 for wasm32-wasip2): {message:#}"
+        "stage `{stage}`: {origin} is not a keepsake stage component (keepsake:stage@{WIT_VERSION} for wasm32-wasip2, or an earlier 0.5): {message:#}"
     )]
     Invalid {
         stage: String,
@@ -157,6 +161,9 @@ pub struct StageInfo {
     pub options: Vec<(String, String, Option<String>)>,
     /// Runs once the file is placed (`phase: placed`), not while deciding.
     pub placed: bool,
+    /// A service stage: it exports `sweep` (and every component built
+    /// against contract 0.5.0 does).
+    pub sweeps: bool,
 }
 
 pub struct LoadedStage {
@@ -164,12 +171,78 @@ pub struct LoadedStage {
     pub info: StageInfo,
     pub cache: CacheOutcome,
     pub origin: String,
-    pre: StagePre<StageState>,
+    pre: Pre,
     timeout: Duration,
     memory_bytes: usize,
     options: Arc<BTreeMap<String, String>>,
     grant: Arc<HttpGrant>,
     kv_quota: KvQuota,
+}
+
+/// A stage pre-instantiated in the world it was built for: a plain stage
+/// (`describe`, `run`) or a service stage, which also sweeps.
+enum Pre {
+    Plain(StagePre<StageState>),
+    Service(bindings::service::ServiceStagePre<StageState>),
+}
+
+/// An instance of either world.
+enum Instance {
+    Plain(Stage),
+    Service(bindings::service::ServiceStage),
+}
+
+impl Pre {
+    fn new(instance_pre: wasmtime::component::InstancePre<StageState>) -> wasmtime::Result<Pre> {
+        // A component that exports `sweep` (every one built against 0.5.0,
+        // and every service stage) is a service stage.
+        match bindings::service::ServiceStagePre::new(instance_pre.clone()) {
+            Ok(pre) => Ok(Pre::Service(pre)),
+            Err(_) => Ok(Pre::Plain(StagePre::new(instance_pre)?)),
+        }
+    }
+
+    fn instantiate(&self, store: &mut Store<StageState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Pre::Plain(pre) => Instance::Plain(pre.instantiate(store)?),
+            Pre::Service(pre) => Instance::Service(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Instance {
+    fn call_describe(
+        &self,
+        store: &mut Store<StageState>,
+    ) -> wasmtime::Result<bindings::keepsake::stage::types::Description> {
+        match self {
+            Instance::Plain(i) => i.call_describe(store),
+            Instance::Service(i) => i.call_describe(store),
+        }
+    }
+
+    fn call_run(
+        &self,
+        store: &mut Store<StageState>,
+        job: &Job,
+    ) -> wasmtime::Result<Result<Vec<Effect>, StageError>> {
+        match self {
+            Instance::Plain(i) => i.call_run(store, job),
+            Instance::Service(i) => i.call_run(store, job),
+        }
+    }
+
+    /// A plain stage talks to no service: it has nothing to send or read.
+    fn call_sweep(
+        &self,
+        store: &mut Store<StageState>,
+        request: SweepRequest,
+    ) -> wasmtime::Result<Result<Vec<RemoteChange>, StageError>> {
+        match self {
+            Instance::Plain(_) => Ok(Ok(Vec::new())),
+            Instance::Service(i) => i.call_sweep(store, request),
+        }
+    }
 }
 
 /// How a stage runs: its limits, options and grants from the config.
@@ -536,7 +609,7 @@ impl StageRuntime {
         let (component, cache) =
             cache::load(&self.engine, wasm, self.cache_dir.as_deref()).map_err(invalid)?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
-        let pre = StagePre::new(instance_pre).map_err(invalid)?;
+        let pre = Pre::new(instance_pre).map_err(invalid)?;
         let mut stage = LoadedStage {
             name: name.to_string(),
             info: StageInfo {
@@ -545,6 +618,7 @@ impl StageRuntime {
                 summary: String::new(),
                 options: Vec::new(),
                 placed: false,
+                sweeps: false,
             },
             cache,
             origin: origin.to_string(),
@@ -571,6 +645,7 @@ impl StageRuntime {
                 .map(|o| (o.name, o.description, o.default_value))
                 .collect(),
             placed: description.phase == bindings::keepsake::stage::types::Phase::Placed,
+            sweeps: matches!(stage.pre, Pre::Service(_)),
         };
         if !stage.grant.origins.is_empty() && !stage.info.placed {
             return Err(invalid(wasmtime::Error::msg(
@@ -592,6 +667,18 @@ impl StageRuntime {
                 });
             }
         }
+        // An option the config leaves out has the default the stage
+        // described: `get-option` answers with it, so a stage writes each
+        // default once, in `describe`.
+        let mut options = (*stage.options).clone();
+        for (option, _, default) in &stage.info.options {
+            if let Some(default) = default {
+                options
+                    .entry(option.clone())
+                    .or_insert_with(|| default.clone());
+            }
+        }
+        stage.options = Arc::new(options);
         Ok(stage)
     }
 
@@ -667,7 +754,7 @@ impl StageRuntime {
         job_id: u64,
         files: CallFiles,
         services: Arc<dyn Services>,
-        f: impl FnOnce(&Stage, &mut Store<StageState>) -> wasmtime::Result<Result<T, StageError>>,
+        f: impl FnOnce(&Instance, &mut Store<StageState>) -> wasmtime::Result<Result<T, StageError>>,
     ) -> (Result<T, StageCallError>, CallStats) {
         let started = Instant::now();
         let (mut store, stderr) = self.store(stage, job_id, files, services);

@@ -87,11 +87,6 @@ impl Guest for Snoop {
             fact("snoop.env", env.join(",")),
         ])
     }
-
-    /// Nothing to read back: this stage talks to no remote service.
-    fn sweep(_: keepsake_sdk::SweepRequest) -> Result<Vec<keepsake_sdk::RemoteChange>, StageError> {
-        Ok(Vec::new())
-    }
 }
 
 export_stage!(Snoop);
