@@ -275,7 +275,7 @@ impl<T: Clone> PathIndex<T> {
 pub fn years_of(unix: i64) -> std::collections::BTreeSet<i32> {
     [-14 * 3600, 0, 14 * 3600]
         .into_iter()
-        .filter_map(|shift| jiff::Timestamp::from_second(unix + shift).ok())
+        .filter_map(|shift| jiff::Timestamp::from_second(unix.checked_add(shift)?).ok())
         .map(|t| {
             i32::from(
                 t.to_zoned_datetime(jiff::tz::TimeZone::UTC)

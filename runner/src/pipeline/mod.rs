@@ -399,7 +399,11 @@ impl Pipeline {
                 .map_err(|_| PipelineError::Setup("the thread applying effects panicked".into()))?;
             decided?;
             applied
-        })?;
+        });
+        // Batches may have committed before an error: a plan made
+        // meanwhile must not be written either way.
+        crate::archive::changed();
+        let applied = applied?;
         self.void_verdicts(applied.iter().map(|(id, _)| *id), &services.kei);
         for (job_id, applied) in applied {
             report.processed += 1;
