@@ -403,6 +403,11 @@ impl Pipeline {
         // Batches may have committed before an error: a plan made
         // meanwhile must not be written either way.
         crate::archive::changed();
+        if applied.is_err() {
+            // Which years the committed batches touched is not known here:
+            // every verdict goes.
+            crate::archive::void(&self.config, None, "an ingest stopped on an error");
+        }
         let applied = applied?;
         self.void_verdicts(applied.iter().map(|(id, _)| *id), &services.kei);
         for (job_id, applied) in applied {
