@@ -416,18 +416,20 @@ fn an_undated_png_in_a_december_folder_is_planned_in_that_year() {
     proof.assert_blocked(2019, "IMG_0001.PNG", &["missing"]);
 }
 
-#[test]
-fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() {
-    let proof = Proof::new(None, "");
-    // A phone inbox without offsite took the bytes first, dated 2022.
+/// A `phone` inbox without offsite, declared just before the config's
+/// first `before` table, holding `shot.png` (a PNG without metadata, mtime
+/// 2022-06-23).
+fn phone_shot(proof: &Proof, before: &str) -> PathBuf {
     let phone = proof.sandbox.path().join("phone");
     std::fs::create_dir_all(&phone).unwrap();
     let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
     std::fs::write(
         proof.sandbox.config_path(),
         config.replacen(
-            "[stages.offsite]",
-            "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n[stages.offsite]",
+            before,
+            &format!(
+                "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n{before}"
+            ),
             1,
         ),
     )
@@ -436,6 +438,14 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
     std::fs::copy(corpus_media().join("exiftool_PNG.png"), &shot).unwrap();
     exiftool(&shot, &["-all="], &[]);
     set_mtime(&shot, 1_656_000_000); // 2022-06-23
+    shot
+}
+
+#[test]
+fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() {
+    let proof = Proof::new(None, "");
+    // A phone inbox without offsite took the bytes first, dated 2022.
+    let shot = phone_shot(&proof, "[stages.offsite]");
     proof.ingest();
     let original = PathBuf::from(
         job_named(&proof.sandbox.jobs(), "shot.png")["destination"]
@@ -487,22 +497,7 @@ fn an_icloud_duplicate_of_a_file_placed_in_the_same_ingest_is_pushed_for_the_icl
     // A phone inbox without offsite, scanned first, and iCloud bring the
     // same bytes in one ingest: the iCloud file is a duplicate of a file
     // not yet committed when it is decided.
-    let phone = proof.sandbox.path().join("phone");
-    std::fs::create_dir_all(&phone).unwrap();
-    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
-    std::fs::write(
-        proof.sandbox.config_path(),
-        config.replacen(
-            "[[inbox]]",
-            "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n[[inbox]]",
-            1,
-        ),
-    )
-    .unwrap();
-    let shot = phone.join("shot.png");
-    std::fs::copy(corpus_media().join("exiftool_PNG.png"), &shot).unwrap();
-    exiftool(&shot, &["-all="], &[]);
-    set_mtime(&shot, 1_656_000_000); // 2022-06-23
+    let shot = phone_shot(&proof, "[[inbox]]");
     let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
     std::fs::create_dir_all(again.parent().unwrap()).unwrap();
     std::fs::copy(&shot, &again).unwrap();
