@@ -3,7 +3,7 @@
 //! with and without the component cache, a rescan of an unchanged inbox, the
 //! service (`service.rs`) and offsite push against rclone (`offsite.rs`).
 //!
-//! cargo run -p keepsake-tests --bin keepsake-bench -- [--quick]
+//! cargo run -p keepsake-tests --bin keepsake-bench -- [--quick | --smoke]
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -27,8 +27,17 @@ struct Sizes {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let sizes = if quick {
+    // `--smoke`: tiny sizes, so CI proves every case still runs (the
+    // figures mean little); `--quick`: small sizes for a session's check.
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let quick = smoke || std::env::args().any(|a| a == "--quick");
+    let sizes = if smoke {
+        Sizes {
+            small_files: 50,
+            large_bytes: 8 << 20,
+            unchanged_files: 200,
+        }
+    } else if quick {
         Sizes {
             small_files: 300,
             large_bytes: 64 << 20,
@@ -214,7 +223,14 @@ fn main() {
     ]);
 
     // 5. The service.
-    let service_sizes = if quick {
+    let service_sizes = if smoke {
+        service::ServiceSizes {
+            latency_files: 3,
+            storm_files: 100,
+            idle_secs: 2,
+            ledger_jobs: 1_000,
+        }
+    } else if quick {
         service::ServiceSizes {
             latency_files: 10,
             storm_files: 1_000,
@@ -232,7 +248,12 @@ fn main() {
     rows.extend(service::rows(&root, &service_sizes));
 
     // 6. Offsite push, against rclone.
-    let offsite_sizes = if quick {
+    let offsite_sizes = if smoke {
+        offsite::OffsiteSizes {
+            small_files: 20,
+            large_bytes: 16 << 20,
+        }
+    } else if quick {
         offsite::OffsiteSizes {
             small_files: 200,
             large_bytes: 256 << 20,
@@ -246,7 +267,12 @@ fn main() {
     rows.extend(offsite::rows(&root, &offsite_sizes));
 
     // 7. Verify and archive.
-    let archive_sizes = if quick {
+    let archive_sizes = if smoke {
+        archive::ArchiveSizes {
+            files: 50,
+            large_bytes: 8 << 20,
+        }
+    } else if quick {
         archive::ArchiveSizes {
             files: 500,
             large_bytes: 64 << 20,
@@ -258,11 +284,13 @@ fn main() {
         }
     };
     rows.extend(archive::rows(&root, &archive_sizes, &b3sum));
-    rows.extend(immich::rows(&root, if quick { 200 } else { 2_000 }));
-    rows.extend(immich::sweep_rows(
-        &root,
-        if quick { 1_000 } else { 10_000 },
-    ));
+    let (uploads, sweeps) = match (smoke, quick) {
+        (true, _) => (30, 200),
+        (false, true) => (200, 1_000),
+        (false, false) => (2_000, 10_000),
+    };
+    rows.extend(immich::rows(&root, uploads));
+    rows.extend(immich::sweep_rows(&root, sweeps));
 
     print_rows(&rows);
     print_per_format(&per_format);
