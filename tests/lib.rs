@@ -387,6 +387,17 @@ pub fn fake_jpeg(path: &Path, seed: u64, len: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A QuickTime-looking file of `mib` MiB, every 4 KiB block numbered, so
+/// no two blocks are alike (large enough for multipart uploads).
+pub fn write_large(path: &Path, mib: usize) {
+    let mut bytes = vec![0u8; mib << 20];
+    bytes[..12].copy_from_slice(b"\0\0\0\x14ftypqt  ");
+    for (i, chunk) in bytes.chunks_mut(4096).enumerate().skip(1) {
+        chunk[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// Copy a folder tree (test setup only).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

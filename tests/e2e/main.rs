@@ -5,6 +5,7 @@
 mod archive;
 mod bad_input;
 mod cli;
+mod conformance;
 mod corpus;
 mod crash;
 mod edges;

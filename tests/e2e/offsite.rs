@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use keepsake_tests::{S3Server, Sandbox, blake3_of, copy_tree, corpus_media};
+use keepsake_tests::{S3Server, Sandbox, blake3_of, copy_tree, corpus_media, write_large};
 
 const PIPELINE: &str = "[\"dedup\", \"exif\", \"library\", \"offsite\"]";
 
@@ -154,15 +154,6 @@ fn an_outage_defers_pushes_and_they_complete_when_the_server_returns() {
     }
     let (code, out) = run(&sandbox, &["offsite", "verify", "--deep"]);
     assert_eq!(code, 0, "{out}");
-}
-
-fn write_large(path: &Path, mib: usize) {
-    let mut bytes = vec![0u8; mib << 20];
-    bytes[..12].copy_from_slice(b"\0\0\0\x14ftypqt  ");
-    for (i, chunk) in bytes.chunks_mut(4096).enumerate().skip(1) {
-        chunk[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
 }
 
 #[test]

@@ -2,8 +2,12 @@
 //! the `offsite` stage asked for to its targets, records each push in the
 //! ledger, defers what a target cannot take now, and verifies on demand.
 
+mod dir;
+mod manifest;
 mod pace;
-pub mod rclone;
+mod rcd;
+mod rclone;
+mod s3;
 pub mod seal;
 pub mod store;
 
