@@ -6,6 +6,7 @@ mod jobs;
 mod journal;
 mod placed;
 mod pushes;
+mod states;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -16,6 +17,7 @@ pub use jobs::*;
 pub use journal::*;
 pub use placed::*;
 pub use pushes::*;
+pub use states::*;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
