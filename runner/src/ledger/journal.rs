@@ -1,7 +1,7 @@
 //! The effect journal: intent before acting, done after verifying; and
 //! the protocol it shares with the archive's move journal (`moves.rs`):
 //! one set of states ([`JournalState`]), one state change
-//! ([`set_journal_state`]).
+//! ([`set_journal_state`]) and one temp name ([`temp_path`]).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -101,7 +101,7 @@ pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result
         keeps
     ])?;
     let id = conn.last_insert_rowid() as u64;
-    let temp = temp_path(dest, id);
+    let temp = temp_path(dest, Journal::Effects, id);
     conn.prepare_cached("UPDATE journal SET temp = ?2 WHERE id = ?1")?
         .execute(params![id, temp.as_os_str().as_bytes()])?;
     Ok(JournalEntry {
@@ -117,11 +117,12 @@ pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result
     })
 }
 
-/// `.keepsake-<id>.tmp` next to the destination: same folder, so the final
-/// rename is atomic; a dotfile, so other tools ignore it.
-pub fn temp_path(dest: &Path, id: u64) -> PathBuf {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    dir.join(format!(".keepsake-{id}.tmp"))
+/// The temp name of entry `id` of `journal`, next to `dest`; see
+/// [`crate::effects::fsops::temp_name`]. It is stored with the entry when
+/// the intent is recorded, and recovery removes the stored name, so the
+/// names older versions made are still cleaned up.
+pub fn temp_path(dest: &Path, journal: Journal, id: u64) -> PathBuf {
+    crate::effects::fsops::temp_name(dest, journal.table(), id)
 }
 
 /// Set entry `id` of `journal` from `from` to `to`, the one state change
