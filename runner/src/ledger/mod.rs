@@ -4,6 +4,7 @@
 
 mod jobs;
 mod journal;
+mod moves;
 mod placed;
 mod pushes;
 mod states;
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use jobs::*;
 pub use journal::*;
+pub use moves::*;
 pub use placed::*;
 pub use pushes::*;
 pub use states::*;
@@ -30,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_writeback.sql"),
     include_str!("migrations/0009_library_blake3.sql"),
     include_str!("migrations/0010_journal_keeps.sql"),
+    include_str!("migrations/0011_one_journal_protocol.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
