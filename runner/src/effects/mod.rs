@@ -727,15 +727,12 @@ fn committed_copy(
     if ledger::asset_by_job(conn, original)?.is_none_or(|asset| asset.blake3 != source_blake3) {
         return Ok(None);
     }
-    Ok(
-        ledger::last_done_write(conn, original, Action::Place)?.map(|(path, copy_blake3)| {
-            Keeper {
-                path,
-                copy_blake3,
-                source_blake3: source_blake3.to_string(),
-            }
-        }),
-    )
+    let copy = ledger::last_done_write(conn, original, Action::Place)?;
+    Ok(copy.map(|(path, copy_blake3)| Keeper {
+        path,
+        copy_blake3,
+        source_blake3: source_blake3.to_string(),
+    }))
 }
 
 fn finish_job(
