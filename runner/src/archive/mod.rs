@@ -16,7 +16,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rusqlite::params;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -24,32 +23,12 @@ use crate::discover::{is_ignored, is_sidecar};
 use crate::effects::kept::{Kept, remove_unchanged_source};
 use crate::effects::{fault_point, fsops};
 use crate::hashing::blake3_file;
-use crate::ledger::{self, Ledger, LedgerError};
+use crate::ledger::{self, JournalState, Ledger, LedgerError};
 
-/// Which root a file lives under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Root {
-    Library,
-    Archive,
-}
+/// Which root a file lives under (`assets.root`).
+pub use crate::ledger::Root;
 
 impl Root {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Root::Library => "library",
-            Root::Archive => "archive",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Root> {
-        match text {
-            "library" => Some(Root::Library),
-            "archive" => Some(Root::Archive),
-            _ => None,
-        }
-    }
-
     pub fn path(self, config: &Config) -> Option<&Path> {
         match self {
             Root::Library => Some(&config.library_root),
@@ -82,27 +61,21 @@ fn year_of(capture_time: Option<&str>) -> Option<i32> {
 }
 
 pub fn held(ledger: &Ledger) -> Result<Vec<Held>, LedgerError> {
-    ledger.read(|c| {
-        c.prepare(
+    Ok(ledger
+        .read(ledger::held_assets)?
+        .into_iter()
+        .map(|a| Held {
+            asset_id: a.asset_id,
+            job_id: a.job_id,
             // The copy's own hash: with embedded XMP it is not the original's.
-            "SELECT a.id, a.job_id, COALESCE(a.library_blake3, a.blake3), a.size, a.library_path, a.root, \
-             COALESCE(a.capture_time, j.capture_time), a.media_kind FROM assets a JOIN jobs j ON j.id = a.job_id \
-             ORDER BY a.library_path",
-        )?
-        .query_map([], |r| {
-            Ok(Held {
-                asset_id: r.get(0)?,
-                job_id: r.get(1)?,
-                blake3: r.get(2)?,
-                size: r.get(3)?,
-                rel: r.get(4)?,
-                root: Root::parse(&r.get::<_, String>(5)?).unwrap_or(Root::Library),
-                capture_time: r.get(6)?,
-                media_kind: r.get(7)?,
-            })
-        })?
-        .collect()
-    })
+            blake3: a.blake3,
+            size: a.size,
+            rel: a.library_path,
+            root: a.root,
+            capture_time: a.capture_time,
+            media_kind: a.media_kind,
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------- verify
@@ -613,14 +586,7 @@ fn check_archive_root(archive: &Path, ledger: &Ledger) -> Result<Result<(), Stri
             archive.display()
         )));
     }
-    let archived_before: i64 = ledger.read(|c| {
-        c.query_row(
-            "SELECT (SELECT COUNT(*) FROM assets WHERE root = 'archive') + (SELECT COUNT(*) FROM moves)",
-            [],
-            |r| r.get(0),
-        )
-    })?;
-    if archived_before > 0 {
+    if ledger.read(ledger::ever_archived)? {
         return Ok(Err(format!(
             "archive root {} has no {ARCHIVE_MARKER} although keepsake archived there before: is the disk mounted?",
             archive.display()
@@ -677,35 +643,26 @@ fn move_batch(
         return Ok(false);
     }
     // 1. Intents, before anything is touched.
-    let ids: Vec<u64> = ledger.write(|tx| {
-        let now = ledger::now();
-        let mut ids = Vec::new();
+    let journaled: Vec<(u64, PathBuf)> = ledger.write(|tx| {
+        let mut journaled = Vec::new();
         for m in moves {
             let source = config.library_root.join(&m.rel);
             let dest = archive.join(&m.rel);
-            tx.prepare_cached(
-                "INSERT INTO moves (asset_id, rel_path, source, dest, temp, blake3, size, state, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, 'intent', ?7, ?7)",
-            )?
-            .execute(params![
-                m.asset_id,
-                m.rel,
-                source.as_os_str().as_bytes(),
-                dest.as_os_str().as_bytes(),
-                m.blake3,
-                m.size,
-                now
-            ])?;
-            let id = tx.last_insert_rowid() as u64;
-            let temp = temp_for(&dest, id);
-            tx.execute(
-                "UPDATE moves SET temp = ?2 WHERE id = ?1",
-                params![id, temp.as_os_str().as_bytes()],
-            )?;
-            ids.push(id);
+            journaled.push(ledger::insert_move(
+                tx,
+                &ledger::NewMove {
+                    asset_id: m.asset_id,
+                    rel_path: &m.rel,
+                    source: &source,
+                    dest: &dest,
+                    blake3: &m.blake3,
+                    size: m.size,
+                },
+            )?);
         }
-        Ok(ids)
+        Ok(journaled)
     })?;
+    let ids: Vec<u64> = journaled.iter().map(|(id, _)| *id).collect();
     fault_point("archive: intents");
     // 2. Each file: a rename on the same filesystem; else a copy to a
     //    temp name, and then all temps synced at once, rehashed and renamed.
@@ -713,10 +670,10 @@ fn move_batch(
     let mut copied = Vec::new();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
     let mut full = None;
-    for (m, id) in moves.iter().zip(&ids) {
+    for (m, (id, temp)) in moves.iter().zip(&journaled) {
         let source = config.library_root.join(&m.rel);
         let dest = archive.join(&m.rel);
-        let temp = temp_for(&dest, *id);
+        let temp = temp.clone();
         match move_one(&source, &dest, &temp, &m.blake3) {
             Ok((gained, step)) => {
                 dirs.extend(gained);
@@ -794,19 +751,8 @@ fn move_batch(
     }
     fault_point("archive: synced");
     ledger.write(|tx| {
-        let now = ledger::now();
         for (m, id) in &placed {
-            tx.execute(
-                "UPDATE moves SET state = 'placed', updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
-            if let Some(asset_id) = m.asset_id {
-                tx.execute(
-                    "UPDATE assets SET root = 'archive' WHERE id = ?1",
-                    [asset_id],
-                )?;
-                requeue_placed(tx, asset_id)?;
-            }
+            ledger::mark_move_placed(tx, *id, m.asset_id)?;
         }
         let unplaced: Vec<u64> = ids
             .iter()
@@ -814,10 +760,7 @@ fn move_batch(
             .copied()
             .collect();
         for id in unplaced {
-            tx.execute(
-                "UPDATE moves SET state = 'rolledback', updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
+            ledger::mark_move_unplaced(tx, id)?;
         }
         Ok(())
     })?;
@@ -844,12 +787,8 @@ fn move_batch(
     fault_point("archive: sources removed");
 
     ledger.write(|tx| {
-        let now = ledger::now();
         for (_, id) in &placed {
-            tx.execute(
-                "UPDATE moves SET state = 'done', updated_at = ?2 WHERE id = ?1",
-                params![id, now],
-            )?;
+            ledger::mark_move_done(tx, *id)?;
         }
         Ok(())
     })?;
@@ -867,22 +806,6 @@ fn move_batch(
         return Ok(true);
     }
     Ok(false)
-}
-
-fn temp_for(dest: &Path, id: u64) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Cut to fit a name's 255 bytes (the id keeps it unique).
-    let name: String = name
-        .chars()
-        .scan(0, |len, c| {
-            *len += c.len_utf8();
-            (*len <= 200).then_some(c)
-        })
-        .collect();
-    dest.with_file_name(format!(".keepsake-archive-{id}-{name}.tmp"))
 }
 
 /// Returns the folders that gained an entry.
@@ -961,37 +884,8 @@ fn inject_full() -> std::io::Result<()> {
 
 /// Finish or roll back the moves a crash interrupted: afterwards every file
 /// is in exactly one root and the ledger says which.
-struct OpenMove {
-    id: u64,
-    asset_id: Option<u64>,
-    source: PathBuf,
-    dest: PathBuf,
-    temp: PathBuf,
-    blake3: String,
-}
-
 pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
-    let open: Vec<OpenMove> = ledger.read(|c| {
-        c.prepare(
-            "SELECT id, asset_id, source, dest, temp, blake3 FROM moves \
-             WHERE state IN ('intent', 'placed') ORDER BY id",
-        )?
-        .query_map([], |r| {
-            let path = |i| -> rusqlite::Result<PathBuf> {
-                let bytes: Vec<u8> = r.get(i)?;
-                Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
-            };
-            Ok(OpenMove {
-                id: r.get(0)?,
-                asset_id: r.get(1)?,
-                source: path(2)?,
-                dest: path(3)?,
-                temp: path(4)?,
-                blake3: r.get(5)?,
-            })
-        })?
-        .collect()
-    })?;
+    let open: Vec<ledger::OpenMove> = ledger.read(ledger::open_moves)?;
     if open.is_empty() {
         return Ok(0);
     }
@@ -1005,25 +899,24 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
         return Ok(0);
     }
     let mut finished = 0;
-    for OpenMove {
-        id,
-        asset_id,
-        source,
-        dest,
-        temp,
-        blake3,
-    } in open
-    {
-        let _ = fsops::remove_temp(&temp);
+    for open in open {
+        let ledger::OpenMove {
+            source,
+            dest,
+            temp,
+            blake3,
+            ..
+        } = &open;
+        let _ = fsops::remove_temp(temp);
         // The archive copy there, verified and durable: the library copy goes.
-        let kept = Kept::verify(&dest, &blake3, &blake3);
+        let kept = Kept::verify(dest, blake3, blake3);
         let outcome = if let Ok(kept) = kept {
             // Listed in manifest targets at its archive path before the
             // library copy goes (a crash may have come before the run did).
-            for error in list_in_manifests(config, std::slice::from_ref(&dest)) {
+            for error in list_in_manifests(config, std::slice::from_ref(dest)) {
                 tracing::error!("{error}");
             }
-            let removed = remove_unchanged_source(&source, &blake3, &kept);
+            let removed = remove_unchanged_source(source, blake3, &kept);
             if let Err(e) = removed {
                 tracing::error!(
                     "archive move of {}: {e}; tried again at the next start",
@@ -1031,35 +924,15 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
                 );
                 continue;
             }
-            "done"
+            JournalState::Done
         } else if source.exists() {
             // Not (durably) in the archive: it stays in the library.
-            "rolledback"
+            JournalState::RolledBack
         } else {
-            "lost"
+            JournalState::Lost
         };
-        ledger.write(|tx| {
-            tx.execute(
-                "UPDATE moves SET state = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, outcome, ledger::now()],
-            )?;
-            if let Some(asset_id) = asset_id {
-                let root = if outcome == "done" {
-                    "archive"
-                } else {
-                    "library"
-                };
-                tx.execute(
-                    "UPDATE assets SET root = ?2 WHERE id = ?1",
-                    params![asset_id, root],
-                )?;
-                if outcome == "done" {
-                    requeue_placed(tx, asset_id)?;
-                }
-            }
-            Ok(())
-        })?;
-        if outcome == "lost" {
+        ledger.write(|tx| ledger::settle_move(tx, &open, outcome))?;
+        if outcome == JournalState::Lost {
             tracing::error!(
                 "archive move of {} found neither a verified archive copy nor the library file; restore it from offsite",
                 source.display()
@@ -1068,19 +941,4 @@ pub fn recover(config: &Config, ledger: &Ledger) -> Result<usize, LedgerError> {
         finished += 1;
     }
     Ok(finished)
-}
-
-/// A file that moved to the archive is at a new path: the `immich` stage
-/// sees it again. For Immich's external-library mode it is a new asset
-/// there, which gets the file's albums and favorite back (from the config's
-/// rules and its sidecar); an uploaded file keeps the asset it has, and
-/// the stage sends nothing. Other placed stages (notifications) do not
-/// run again.
-fn requeue_placed(tx: &rusqlite::Transaction<'_>, asset_id: u64) -> rusqlite::Result<usize> {
-    tx.execute(
-        "UPDATE placed_calls SET state = 'pending', attempts = 0, wake_at = NULL, \
-         last_error = NULL, updated_at = ?2 \
-         WHERE job_id = (SELECT job_id FROM assets WHERE id = ?1) AND stage = 'immich' AND state = 'done'",
-        params![asset_id, ledger::now()],
-    )
 }

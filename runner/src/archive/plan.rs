@@ -607,7 +607,7 @@ pub fn plan_unwritten(
         .filter(|j| inboxes.contains(&j.inbox))
         .collect();
     let companions: Vec<ledger::DoneWrite> =
-        ledger.read(|c| ledger::done_writes(c, "companion"))?;
+        ledger.read(|c| ledger::done_writes(c, ledger::Action::Companion))?;
     let mut companions_of: HashMap<u64, Vec<&ledger::DoneWrite>> = HashMap::new();
     // Inbox sidecars kept whole: (source, the BLAKE3 it had).
     let mut kept_sidecars: HashSet<(PathBuf, String)> = HashSet::new();

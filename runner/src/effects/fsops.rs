@@ -358,6 +358,21 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The temp name of a journaled write, for both journals:
+/// `<dest dir>/.keepsake-<journal>-<id>.tmp`, where `<journal>` is the
+/// table holding the entry (`journal` or `moves`) and `<id>` its row id. In
+/// `dest`'s folder, so the final rename is atomic and never crosses a
+/// filesystem; a dotfile ending in `.tmp`, so the inbox walker and other
+/// tools ignore it; at most 32 bytes, so it always fits a name.
+///
+/// Older versions wrote `.keepsake-<id>.tmp` (effects) and
+/// `.keepsake-archive-<id>-<name>.tmp` (moves). Each entry stores its temp
+/// name, and recovery removes the stored one, so those are still cleaned up.
+pub fn temp_name(dest: &Path, journal: &str, id: u64) -> PathBuf {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    dir.join(format!(".keepsake-{journal}-{id}.tmp"))
+}
+
 /// Remove one of keepsake's own temp files; a missing one is fine.
 pub fn remove_temp(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {
@@ -472,6 +487,12 @@ pub fn append_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temp_name_sits_beside_its_destination_and_names_its_entry() {
+        let temp = temp_name(Path::new("/library/2019/IMG_1.jpg"), "moves", 7);
+        assert_eq!(temp.as_path(), Path::new("/library/2019/.keepsake-moves-7.tmp"));
+    }
 
     #[test]
     fn a_path_through_a_link_is_told_apart() {

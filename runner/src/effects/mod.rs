@@ -19,14 +19,13 @@ pub mod fsops;
 pub mod kept;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{self, Action, JobState, Ledger, LedgerError, Outcome};
+use crate::ledger::{self, Action, JobState, JournalState, Ledger, LedgerError, Outcome};
 use kept::Kept;
 
 /// `KEEPSAKE_FAULT_AFTER=k` aborts the process at the k-th fault point: the
@@ -479,16 +478,16 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
     ledger.write(|tx| {
         if any_placed {
             // Files land again: a disk that was full has room now.
-            if tx.execute("DELETE FROM service_state WHERE key = 'disk_full'", [])? > 0 {
+            if ledger::clear_service_state(tx, "disk_full")? {
                 // Take the reserve again for the next time a disk fills.
                 ledger.hold_reserve();
             }
         }
         for entry in &entries {
             let state = if failed.contains_key(&entry.job_id) {
-                "rolled_back"
+                JournalState::RolledBack
             } else {
-                "done"
+                JournalState::Done
             };
             ledger::mark(tx, entry.id, state)?;
         }
@@ -725,24 +724,15 @@ fn committed_copy(
     original: u64,
     source_blake3: &str,
 ) -> rusqlite::Result<Option<Keeper>> {
-    use rusqlite::OptionalExtension;
     if ledger::asset_by_job(conn, original)?.is_none_or(|asset| asset.blake3 != source_blake3) {
         return Ok(None);
     }
-    conn.query_row(
-        "SELECT dest, blake3 FROM journal WHERE job_id = ?1 AND action = 'place' AND state = 'done' \
-         ORDER BY id DESC LIMIT 1",
-        [original],
-        |r| {
-            let dest: Vec<u8> = r.get(0)?;
-            Ok(Keeper {
-                path: PathBuf::from(std::ffi::OsStr::from_bytes(&dest)),
-                copy_blake3: r.get(1)?,
-                source_blake3: source_blake3.to_string(),
-            })
-        },
-    )
-    .optional()
+    let copy = ledger::last_done_write(conn, original, Action::Place)?;
+    Ok(copy.map(|(path, copy_blake3)| Keeper {
+        path,
+        copy_blake3,
+        source_blake3: source_blake3.to_string(),
+    }))
 }
 
 fn finish_job(
@@ -826,18 +816,15 @@ pub fn recover(ledger: &Ledger) -> Result<Recovery, LedgerError> {
             match (&finish, complete) {
                 (Some(finish), true) => {
                     for entry in &entries {
-                        ledger::mark(tx, entry.id, "done")?;
+                        ledger::mark(tx, entry.id, JournalState::Done)?;
                     }
                     finish_job(tx, job_id, finish)?;
                 }
                 _ => {
                     for entry in &entries {
-                        ledger::mark(tx, entry.id, "rolled_back")?;
+                        ledger::mark(tx, entry.id, JournalState::RolledBack)?;
                     }
-                    tx.execute(
-                        "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1",
-                        rusqlite::params![job_id, ledger::now()],
-                    )?;
+                    ledger::requeue_job(tx, job_id)?;
                 }
             }
             Ok(())

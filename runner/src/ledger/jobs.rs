@@ -4,50 +4,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Serialize;
 
-use super::now;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Pending,
-    Done,
-    Duplicate,
-    Quarantined,
-    Skipped,
-    Failed,
-    /// A stage asked to be run again later (`wake_at`).
-    Deferred,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 7] = [
-        JobState::Pending,
-        JobState::Done,
-        JobState::Duplicate,
-        JobState::Quarantined,
-        JobState::Skipped,
-        JobState::Failed,
-        JobState::Deferred,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Done => "done",
-            JobState::Duplicate => "duplicate",
-            JobState::Quarantined => "quarantined",
-            JobState::Skipped => "skipped",
-            JobState::Failed => "failed",
-            JobState::Deferred => "deferred",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-}
+use super::{JobState, now};
 
 /// A file found in an inbox, before keepsake has read it.
 #[derive(Debug, Clone)]
@@ -115,19 +73,6 @@ impl JobRecord {
     }
 }
 
-/// The quarantine copy a job's bytes were kept in, if any.
-pub fn quarantine_copy(conn: &Connection, job_id: u64) -> rusqlite::Result<Option<PathBuf>> {
-    conn.prepare_cached(
-        "SELECT dest FROM journal WHERE job_id = ?1 AND action = 'quarantine' AND state = 'done' \
-         ORDER BY id DESC LIMIT 1",
-    )?
-    .query_row([job_id], |r| {
-        let dest: Vec<u8> = r.get(0)?;
-        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&dest)))
-    })
-    .optional()
-}
-
 const JOB_COLUMNS: &str = "id, inbox, rel_path, source_path, size, mtime_ns, inode, companions, \
     state, attempts, last_error, reason, blake3, sha1, media_kind, capture_time, capture_source, \
     dest_path, duplicate_of, updated_at, facts, wake_at";
@@ -145,7 +90,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         mtime_ns: row.get(5)?,
         inode: row.get(6)?,
         companions: serde_json::from_str(&companions).unwrap_or_default(),
-        state: JobState::parse(&state).ok_or_else(|| {
+        state: JobState::from_sql(&state).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
                 8,
                 rusqlite::types::Type::Text,
@@ -211,8 +156,8 @@ pub fn fingerprints_of(
 pub fn insert_job(conn: &Connection, job: &NewJob) -> rusqlite::Result<u64> {
     let now = now();
     let (state, reason) = match &job.settled {
-        Some((state, reason)) => (state.as_str(), Some(reason.as_str())),
-        None => (JobState::Pending.as_str(), None),
+        Some((state, reason)) => (state.as_sql(), Some(reason.as_str())),
+        None => (JobState::Pending.as_sql(), None),
     };
     conn.prepare_cached(
         "INSERT INTO jobs (inbox, rel_path, source_path, size, mtime_ns, inode, companions, state, \
@@ -233,6 +178,11 @@ pub fn insert_job(conn: &Connection, job: &NewJob) -> rusqlite::Result<u64> {
     let id = conn.last_insert_rowid() as u64;
     // The file changed while its earlier job was still waiting or failed:
     // the new job takes it, the old one stands down (and says why).
+    debug_assert!(
+        [JobState::Pending, JobState::Failed, JobState::Deferred]
+            .into_iter()
+            .all(|from| JobState::Skipped.may_follow(from))
+    );
     conn.prepare_cached(
         "UPDATE jobs SET state = 'skipped', reason = ?3, updated_at = ?4 \
          WHERE id = (SELECT job_id FROM sources WHERE inbox = ?1 AND rel_path = ?2) \
@@ -281,7 +231,7 @@ pub fn jobs_in_state(
             .prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id"
             ))?
-            .query_map([state.as_str()], job_from_row)?
+            .query_map([state.as_sql()], job_from_row)?
             .collect(),
         None => conn
             .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id"))?
@@ -296,7 +246,7 @@ pub fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<(JobState, u64)>>
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
     for row in rows {
         let (state, n) = row?;
-        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_str() == state) {
+        if let Some(slot) = counts.iter_mut().find(|(s, _)| s.as_sql() == state) {
             slot.1 = n;
         }
     }
@@ -306,6 +256,16 @@ pub fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<(JobState, u64)>>
 /// Put failed and deferred jobs (or one job, also quarantined or skipped)
 /// back in the queue now. Returns how many.
 pub fn retry(conn: &Connection, job: Option<u64>) -> rusqlite::Result<usize> {
+    debug_assert!(
+        [
+            JobState::Failed,
+            JobState::Deferred,
+            JobState::Quarantined,
+            JobState::Skipped
+        ]
+        .into_iter()
+        .all(|from| JobState::Pending.may_follow(from))
+    );
     match job {
         Some(id) => conn.execute(
             "UPDATE jobs SET state = 'pending', wake_at = NULL, updated_at = ?2 WHERE id = ?1 \
@@ -363,8 +323,8 @@ fn wake_times(conn: &Connection, backoff: &Backoff) -> rusqlite::Result<Vec<(u64
     let mut times = Vec::new();
     for row in rows {
         let (id, state, attempts, updated_at, wake_at) = row?;
-        let at = match state.as_str() {
-            "deferred" => Some(wake_at.unwrap_or(updated_at)),
+        let at = match JobState::from_sql(&state) {
+            Some(JobState::Deferred) => Some(wake_at.unwrap_or(updated_at)),
             _ => backoff.next_run(attempts, updated_at),
         };
         if let Some(at) = at {
@@ -382,6 +342,12 @@ pub fn wake_due(conn: &Connection, now: i64, backoff: &Backoff) -> rusqlite::Res
         .filter(|(_, at)| *at <= now)
         .map(|(id, _)| id)
         .collect();
+    // `wake_times` read only failed and deferred jobs.
+    debug_assert!(
+        [JobState::Failed, JobState::Deferred]
+            .into_iter()
+            .all(|from| JobState::Pending.may_follow(from))
+    );
     let mut update = conn.prepare_cached(
         "UPDATE jobs SET state = 'pending', wake_at = NULL, updated_at = ?2 WHERE id = ?1",
     )?;
@@ -418,7 +384,7 @@ pub fn inbox_counts(conn: &Connection) -> rusqlite::Result<Vec<(String, JobState
     let mut out = Vec::new();
     for row in rows {
         let (inbox, state, n) = row?;
-        if let Some(state) = JobState::parse(&state) {
+        if let Some(state) = JobState::from_sql(&state) {
             out.push((inbox, state, n));
         }
     }
@@ -433,6 +399,11 @@ pub fn set_service_state(conn: &Connection, key: &str, value: &str) -> rusqlite:
     )?
     .execute(params![key, value])?;
     Ok(())
+}
+
+/// Forget a key `status` shows; whether it was there.
+pub fn clear_service_state(conn: &Connection, key: &str) -> rusqlite::Result<bool> {
+    Ok(conn.execute("DELETE FROM service_state WHERE key = ?1", [key])? > 0)
 }
 
 pub fn service_state(
@@ -485,7 +456,7 @@ pub fn finish_job(
     )?
     .execute(params![
         id,
-        state.as_str(),
+        state.as_sql(),
         outcome.reason,
         outcome.capture_time,
         outcome.capture_source,
@@ -496,6 +467,17 @@ pub fn finish_job(
         now(),
         outcome.wake_at,
     ])?;
+    Ok(())
+}
+
+/// Put a job whose journaled writes were rolled back (`effects::recover`)
+/// back in the queue. Its previous state is not checked (in practice
+/// `pending`); `wake_at` and `attempts` stay as they are.
+pub fn requeue_job(conn: &Connection, id: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1",
+        params![id, now()],
+    )?;
     Ok(())
 }
 

@@ -1,12 +1,15 @@
-//! The effect journal: intent before acting, done after verifying.
+//! The effect journal: intent before acting, done after verifying; and
+//! the protocol it shares with the archive's move journal (`moves.rs`):
+//! one set of states ([`JournalState`]), one state change
+//! ([`set_journal_state`]) and one temp name ([`temp_path`]).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::now;
+use super::{Journal, JournalState, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -98,7 +101,7 @@ pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result
         keeps
     ])?;
     let id = conn.last_insert_rowid() as u64;
-    let temp = temp_path(dest, id);
+    let temp = temp_path(dest, Journal::Effects, id);
     conn.prepare_cached("UPDATE journal SET temp = ?2 WHERE id = ?1")?
         .execute(params![id, temp.as_os_str().as_bytes()])?;
     Ok(JournalEntry {
@@ -114,11 +117,53 @@ pub fn insert_intent(conn: &Connection, intent: &Intent<'_>) -> rusqlite::Result
     })
 }
 
-/// `.keepsake-<id>.tmp` next to the destination: same folder, so the final
-/// rename is atomic; a dotfile, so other tools ignore it.
-pub fn temp_path(dest: &Path, id: u64) -> PathBuf {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    dir.join(format!(".keepsake-{id}.tmp"))
+/// The temp name of entry `id` of `journal`, next to `dest`; see
+/// [`crate::effects::fsops::temp_name`]. It is stored with the entry when
+/// the intent is recorded, and recovery removes the stored name, so the
+/// names older versions made are still cleaned up.
+pub fn temp_path(dest: &Path, journal: Journal, id: u64) -> PathBuf {
+    crate::effects::fsops::temp_name(dest, journal.table(), id)
+}
+
+/// Set entry `id` of `journal` from `from` to `to`, the one state change
+/// both journals make. The caller knows `from` (it read or wrote it in this
+/// transaction); debug builds check it and the transition (`FORMAT.md`
+/// §3.2, §3.3). The update itself does not filter on `from`.
+pub fn set_journal_state(
+    conn: &Connection,
+    journal: Journal,
+    id: u64,
+    from: JournalState,
+    to: JournalState,
+) -> rusqlite::Result<()> {
+    debug_assert!(
+        journal.uses(to) && to.may_follow(from),
+        "{} entry {id}: {from:?} -> {to:?} is no transition of its journal",
+        journal.table()
+    );
+    if cfg!(debug_assertions) {
+        let now_in: Option<String> = conn
+            .prepare_cached(&format!(
+                "SELECT state FROM {} WHERE id = ?1",
+                journal.table()
+            ))?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if let Some(now_in) = now_in {
+            debug_assert_eq!(
+                JournalState::from_sql(&now_in),
+                Some(from),
+                "{} entry {id} is {now_in:?}, not {from:?}",
+                journal.table()
+            );
+        }
+    }
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        journal.table()
+    ))?
+    .execute(params![id, to.as_sql(), now()])?;
+    Ok(())
 }
 
 /// The destination changed (a name collision found at rename time).
@@ -128,10 +173,10 @@ pub fn set_dest(conn: &Connection, id: u64, dest: &Path) -> rusqlite::Result<()>
     Ok(())
 }
 
-pub fn mark(conn: &Connection, id: u64, state: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE journal SET state = ?2, updated_at = ?3 WHERE id = ?1")?
-        .execute(params![id, state, now()])?;
-    Ok(())
+/// Settle an open entry: `intent` → `done` or `rolled_back`, the only
+/// transitions of the effect journal.
+pub fn mark(conn: &Connection, id: u64, state: JournalState) -> rusqlite::Result<()> {
+    set_journal_state(conn, Journal::Effects, id, JournalState::Intent, state)
 }
 
 /// Entries neither done nor rolled back: what a crash left behind.
@@ -166,13 +211,13 @@ pub struct DoneWrite {
     pub keeps: String,
 }
 
-/// Every done write of `action` (e.g. "companion"), oldest first.
-pub fn done_writes(conn: &Connection, action: &str) -> rusqlite::Result<Vec<DoneWrite>> {
+/// Every done write of `action`, oldest first.
+pub fn done_writes(conn: &Connection, action: Action) -> rusqlite::Result<Vec<DoneWrite>> {
     conn.prepare_cached(
         "SELECT job_id, source, dest, blake3, COALESCE(keeps, blake3) FROM journal \
          WHERE state = 'done' AND action = ?1 ORDER BY id",
     )?
-    .query_map([action], |r| {
+    .query_map([action.as_str()], |r| {
         let path = |b: Vec<u8>| PathBuf::from(std::ffi::OsStr::from_bytes(&b));
         Ok(DoneWrite {
             job_id: r.get(0)?,
@@ -183,4 +228,26 @@ pub fn done_writes(conn: &Connection, action: &str) -> rusqlite::Result<Vec<Done
         })
     })?
     .collect()
+}
+
+/// The newest done write of `action` for job `job_id`: (dest, the BLAKE3 of
+/// the bytes there).
+pub fn last_done_write(
+    conn: &Connection,
+    job_id: u64,
+    action: Action,
+) -> rusqlite::Result<Option<(PathBuf, String)>> {
+    conn.prepare_cached(
+        "SELECT dest, blake3 FROM journal WHERE job_id = ?1 AND action = ?2 AND state = 'done' \
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(params![job_id, action.as_str()], |r| {
+        Ok((path_of(r.get(0)?), r.get(1)?))
+    })
+    .optional()
+}
+
+/// The quarantine copy a job's bytes were kept in, if any.
+pub fn quarantine_copy(conn: &Connection, job_id: u64) -> rusqlite::Result<Option<PathBuf>> {
+    Ok(last_done_write(conn, job_id, Action::Quarantine)?.map(|(dest, _)| dest))
 }

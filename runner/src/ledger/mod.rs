@@ -4,8 +4,10 @@
 
 mod jobs;
 mod journal;
+mod moves;
 mod placed;
 mod pushes;
+mod states;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -14,8 +16,10 @@ use rusqlite::{Connection, OpenFlags, Transaction};
 
 pub use jobs::*;
 pub use journal::*;
+pub use moves::*;
 pub use placed::*;
 pub use pushes::*;
+pub use states::*;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
@@ -28,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_writeback.sql"),
     include_str!("migrations/0009_library_blake3.sql"),
     include_str!("migrations/0010_journal_keeps.sql"),
+    include_str!("migrations/0011_one_journal_protocol.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
