@@ -12,6 +12,7 @@ pub mod effects;
 pub mod hashing;
 pub mod host;
 pub mod immich;
+pub mod kei;
 pub mod ledger;
 pub mod media;
 pub mod offsite;

@@ -4,6 +4,7 @@
 
 mod jobs;
 mod journal;
+pub(crate) mod kei;
 mod placed;
 mod pushes;
 

@@ -26,6 +26,7 @@ use crate::config::{Config, InboxMode, StageSource};
 use crate::discover;
 use crate::effects::{self, Applied, Recovery};
 use crate::host::{LoadError, LoadedStage, Services, StageRuntime};
+use crate::kei::{KeiCache, KeiFiles};
 use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, StateLock};
 
 pub use decide::Decision;
@@ -115,15 +116,9 @@ pub struct Pipeline {
     /// Assets up to this id have their placed-phase calls queued.
     placed_queued_to: std::sync::atomic::AtomicI64,
     /// kei's files, read again only when its database (or its WAL) changed.
-    kei_cache: Mutex<Option<(KeiStamp, Arc<KeiFiles>)>>,
+    kei_cache: KeiCache,
     _lock: StateLock,
 }
-
-type KeiFiles = crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo>;
-
-/// (size, mtime) of kei's database and of its write-ahead log: kei writes
-/// in WAL mode, so a change may sit in the log only.
-type KeiStamp = [Option<(u64, std::time::SystemTime)>; 2];
 
 impl Pipeline {
     /// Lock the state folder, open the ledger, replay the journal, load stages.
@@ -164,7 +159,7 @@ impl Pipeline {
             progress: None,
             placed_failures: Mutex::new(HashMap::new()),
             placed_queued_to: std::sync::atomic::AtomicI64::new(0),
-            kei_cache: Mutex::new(None),
+            kei_cache: KeiCache::default(),
             _lock: lock,
         })
     }
@@ -438,32 +433,7 @@ impl Pipeline {
     /// state is configured: read again only when kei changed it (an
     /// unreadable one is logged and changes nothing).
     pub(crate) fn kei_files(&self) -> Arc<KeiFiles> {
-        let Some(path) = &self.config.archive.kei_state else {
-            return Default::default();
-        };
-        let stamp_of = |p: &std::path::Path| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)))
-        };
-        let mut wal = path.clone().into_os_string();
-        wal.push("-wal");
-        let stamp = [stamp_of(path), stamp_of(std::path::Path::new(&wal))];
-        let mut cache = self.kei_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, files)) = cache.as_ref()
-            && *seen == stamp
-        {
-            return Arc::clone(files);
-        }
-        let files = match crate::archive::kei::read(path) {
-            Ok(state) => Arc::new(crate::archive::kei::by_path(&state)),
-            Err(e) => {
-                tracing::warn!("{e}: kei's albums and favourites are not added");
-                Default::default()
-            }
-        };
-        *cache = Some((stamp, Arc::clone(&files)));
-        files
+        self.kei_cache.files(self.config.archive.kei_state.as_deref())
     }
 
     /// Jobs changed: the archive verdicts of their years (of every year,
@@ -501,7 +471,7 @@ impl Pipeline {
                 }
             }
             if let Some(info) = kei.get(&job.source_path) {
-                years.extend(crate::archive::kei::years_of(info.created_at));
+                years.extend(crate::kei::years_of(info.created_at));
             }
         }
         if !years.is_empty() {

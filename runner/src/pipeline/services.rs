@@ -20,7 +20,7 @@ pub(super) struct IngestServices {
     pub(super) stills: super::live::SharedStills,
     pub(super) kv_meter: KvMeter,
     /// kei's albums and favourites of the files it downloaded, by path.
-    pub(super) kei: Arc<crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo>>,
+    pub(super) kei: Arc<crate::kei::KeiFiles>,
 }
 
 /// What each stage keeps in its key-value store, counted once from the
