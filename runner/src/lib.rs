@@ -14,6 +14,7 @@ pub mod host;
 pub mod immich;
 pub mod kei;
 pub mod ledger;
+mod library_jobs;
 pub mod media;
 pub mod offsite;
 pub mod par;

@@ -83,7 +83,7 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
         };
         let opening = tokio::task::spawn_blocking({
             let config = config.clone();
-            move || Pipeline::open(config)
+            move || crate::library_jobs::open_pipeline(config)
         });
         let pipeline = tokio::select! {
             _ = signals.recv() => {

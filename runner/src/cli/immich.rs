@@ -8,7 +8,7 @@ use anyhow::bail;
 use super::{ImmichCommand, Outcome, load_config, open_existing};
 use crate::config::{Config, ImmichConfig};
 use crate::ledger;
-use crate::pipeline::Pipeline;
+use crate::library_jobs::open_pipeline;
 
 pub(super) fn immich(config: Option<&Path>, command: ImmichCommand) -> anyhow::Result<Outcome> {
     let (config, _) = load_config(config)?;
@@ -41,7 +41,7 @@ fn status(config: &Config, immich: &ImmichConfig, json: bool) -> anyhow::Result<
 /// `keepsake immich pull [--changes]`: what the family did in Immich, into
 /// the sidecars.
 fn pull(config: Config, json: bool, changes: bool) -> anyhow::Result<Outcome> {
-    let pipeline = Pipeline::open(config)?;
+    let pipeline = open_pipeline(config)?;
     let swept = pipeline.sweep(!changes)?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -66,7 +66,7 @@ fn pull(config: Config, json: bool, changes: bool) -> anyhow::Result<Outcome> {
 
 /// `keepsake immich sync [--all]`: send what waits, now.
 fn sync(config: Config, json: bool, all: bool) -> anyhow::Result<Outcome> {
-    let pipeline = Pipeline::open(config)?;
+    let pipeline = open_pipeline(config)?;
     let forgotten = if all {
         Some(crate::immich::forget(pipeline.ledger())?)
     } else {

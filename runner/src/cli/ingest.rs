@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::{Outcome, load_config};
-use crate::pipeline::Pipeline;
+use crate::pipeline::Progress;
 
 /// `keepsake ingest [PATH]... [--json]`.
 pub(super) fn ingest(
@@ -27,9 +27,14 @@ pub(super) fn ingest(
             bail!("{} does not exist", path.display());
         }
     }
-    let mut pipeline = Pipeline::open(config.clone())?;
+    let mut pipeline = crate::library_jobs::open_pipeline(config.clone())?;
     if std::io::stderr().is_terminal() {
-        pipeline.show_progress(progress_bar());
+        let bar = progress_bar();
+        pipeline.on_progress(move |progress| match progress {
+            Progress::Started { jobs } => bar.set_length(jobs),
+            Progress::Decided(jobs) => bar.inc(jobs),
+            Progress::Finished => bar.finish_and_clear(),
+        });
     }
     let mut result = pipeline.ingest(paths)?;
     if !pipeline.placed_stages().is_empty() {

@@ -3,6 +3,7 @@
 //! host, journaled → done.
 
 mod decide;
+mod hooks;
 mod live;
 pub mod paths;
 pub mod placed;
@@ -30,6 +31,7 @@ use crate::kei::{KeiCache, KeiFiles};
 use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, StateLock};
 
 pub use decide::Decision;
+pub use hooks::{NoVerdicts, OnProgress, Progress, Verdicts};
 
 /// Jobs processed together: one intent commit, one sync, one done commit.
 const BATCH_FILES: usize = 256;
@@ -109,8 +111,10 @@ pub struct Pipeline {
     runtime: StageRuntime,
     stages: BTreeMap<String, LoadedStage>,
     pub recovery: Recovery,
-    /// Shown while jobs are decided (the CLI sets it when stderr is a terminal).
-    progress: Option<indicatif::ProgressBar>,
+    /// Told while jobs are decided (the CLI shows a bar on a terminal).
+    progress: Option<OnProgress>,
+    /// Hear of every change an ingest makes to what they read.
+    verdicts: Arc<dyn Verdicts>,
     /// Placed-phase stages' temporary failures in a row, for their backoff.
     placed_failures: Mutex<HashMap<String, u32>>,
     /// Assets up to this id have their placed-phase calls queued.
@@ -157,6 +161,7 @@ impl Pipeline {
             stages,
             recovery,
             progress: None,
+            verdicts: Arc::new(NoVerdicts),
             placed_failures: Mutex::new(HashMap::new()),
             placed_queued_to: std::sync::atomic::AtomicI64::new(0),
             kei_cache: KeiCache::default(),
@@ -187,10 +192,16 @@ impl Pipeline {
         }
     }
 
-    /// Show progress on a terminal: the bar's length is set to the number
-    /// of jobs to take once discovery is done.
-    pub fn show_progress(&mut self, bar: indicatif::ProgressBar) {
-        self.progress = Some(bar);
+    /// Tell `progress` how far each [`Pipeline::process`] is: the number
+    /// of jobs to take once discovery is done, then each batch decided.
+    pub fn on_progress(&mut self, progress: impl Fn(Progress) + Send + Sync + 'static) {
+        self.progress = Some(Box::new(progress));
+    }
+
+    /// Who keeps the verdicts an ingest's changes void (the rolling
+    /// archive's plans); until set, none are kept.
+    pub fn set_verdicts(&mut self, verdicts: Arc<dyn Verdicts>) {
+        self.verdicts = verdicts;
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -309,19 +320,13 @@ impl Pipeline {
             mut report,
             started,
         } = discovery;
-        if let Some(bar) = &self.progress {
-            let pending = self.ledger.read(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'pending'",
-                    [],
-                    |r| r.get::<_, u64>(0),
-                )
-            })?;
-            bar.set_length(pending);
+        if let Some(progress) = &self.progress {
+            let pending = self.ledger.read(ledger::pending_count)?;
+            progress(Progress::Started { jobs: pending });
         }
         self.process_pending(&inboxes, &mut report)?;
-        if let Some(bar) = &self.progress {
-            bar.finish_and_clear();
+        if let Some(progress) = &self.progress {
+            progress(Progress::Finished);
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -397,11 +402,11 @@ impl Pipeline {
         });
         // Batches may have committed before an error: a plan made
         // meanwhile must not be written either way.
-        crate::archive::changed();
+        self.verdicts.changed();
         if applied.is_err() {
             // Which years the committed batches touched is not known here:
             // every verdict goes.
-            crate::archive::void(&self.config, None, "an ingest stopped on an error");
+            self.verdicts.void(None, "an ingest stopped on an error");
         }
         let applied = applied?;
         self.void_verdicts(applied.iter().map(|(id, _)| *id), &services.kei);
@@ -436,17 +441,16 @@ impl Pipeline {
         self.kei_cache.files(self.config.archive.kei_state.as_deref())
     }
 
-    /// Jobs changed: the archive verdicts of their years (of every year,
-    /// for a job without a date, or when the ledger cannot say) stand no
-    /// more. A job's years are those the plan gives it: its folder, its
-    /// capture time in every zone, and kei's creation time of its file.
+    /// Jobs changed: the verdicts of their years (of every year, for a
+    /// job without a date, or when the ledger cannot say) stand no more.
+    /// A job's years are those the verdicts give it (for the archive's
+    /// plan: its folder, its capture time in every zone) and kei's
+    /// creation time of its file.
     pub(crate) fn void_verdicts(&self, jobs: impl Iterator<Item = u64>, kei: &KeiFiles) {
-        // A plan being made meanwhile (without the turn) must not be
-        // written: it may have read the year before this change.
-        crate::archive::changed();
-        let dir = self.config.state_dir.join("archive");
-        let any = std::fs::read_dir(&dir).is_ok_and(|mut listing| listing.next().is_some());
-        if !any {
+        // A verdict being made meanwhile must not be written: it may have
+        // read the year before this change.
+        self.verdicts.changed();
+        if !self.verdicts.any() {
             return;
         }
         let mut years = std::collections::BTreeSet::new();
@@ -455,18 +459,17 @@ impl Pipeline {
                 Ok(Some(job)) => job,
                 Ok(None) => continue,
                 Err(e) => {
-                    crate::archive::void(
-                        &self.config,
+                    self.verdicts.void(
                         None,
                         &format!("the ledger could not say which years job {id} is of ({e})"),
                     );
                     return;
                 }
             };
-            match crate::archive::years_of_job(&job) {
+            match self.verdicts.years_of_job(&job) {
                 Some(of_job) => years.extend(of_job),
                 None => {
-                    crate::archive::void(&self.config, None, "a photo without a date was taken");
+                    self.verdicts.void(None, "a photo without a date was taken");
                     return;
                 }
             }
@@ -475,11 +478,8 @@ impl Pipeline {
             }
         }
         if !years.is_empty() {
-            crate::archive::void(
-                &self.config,
-                Some(&years),
-                "new photos of the year were taken",
-            );
+            self.verdicts
+                .void(Some(&years), "new photos of the year were taken");
         }
     }
 
@@ -625,8 +625,8 @@ impl Pipeline {
                 }
                 Ok(())
             })?;
-            if let Some(bar) = &self.progress {
-                bar.inc(plans.len() as u64);
+            if let Some(progress) = &self.progress {
+                progress(Progress::Decided(plans.len() as u64));
             }
             tracing::debug!(
                 files = plans.len(),
@@ -741,18 +741,12 @@ fn same_filesystem(a: &Path, b: &Path) -> bool {
 }
 
 /// Open the ledger and bring it and the folders back to a clean state:
-/// unfinished effects and archive moves are completed or rolled back, and
-/// staging scratch is cleared.
+/// unfinished effects are completed or rolled back, and staging scratch is
+/// cleared. (The library jobs' own journals, such as the archive's moves,
+/// are their callers' to replay, after this.)
 fn open_ledger(config: &Config) -> Result<(Arc<Ledger>, Recovery), PipelineError> {
     let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
     let recovery = effects::recover(&ledger)?;
-    let moves = crate::archive::recover(config, &ledger)?;
-    if moves > 0 {
-        tracing::info!(
-            moves,
-            "finished the archive moves an unclean stop interrupted"
-        );
-    }
     // Staging copies are never journaled: whatever a crash left is scratch.
     let _ = effects::fsops::clear_staging(&config.state_dir.join("staging"));
     if recovery.finished + recovery.requeued > 0 {
