@@ -17,6 +17,7 @@ use crate::discover::{is_ignored, is_sidecar};
 use crate::hashing::hash_reader;
 use crate::ledger::{self, JobState, Ledger, LedgerError, NewJob};
 use crate::media;
+use crate::pipeline::{Dated, PipelineError};
 
 /// The pseudo-inbox that rebuilt assets are recorded under.
 pub const REBUILD_INBOX: &str = "(library)";
@@ -69,7 +70,7 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
         recorded,
         unread_dirs,
     } = walked;
-    match crate::pipeline::date_files(config, ledger, &recorded) {
+    match date_files(config, ledger, &recorded) {
         Ok(dates) => ledger.write(|tx| {
             for ((job_id, _, _), dated) in recorded.iter().zip(dates) {
                 let Some((time, source, confidence)) = dated else {
@@ -121,6 +122,21 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
         }
     }
     Ok(report)
+}
+
+/// Date files already in a root with the real `exif` stage, as an ingest
+/// would (sidecars beside them count). `files`: (job id, path, sidecar
+/// names beside it). None for a file the stage could not date, or when the
+/// config has no `exif` stage.
+fn date_files(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    files: &[(u64, PathBuf, Vec<String>)],
+) -> Result<Vec<Option<Dated>>, PipelineError> {
+    if !config.stages.contains_key("exif") || files.is_empty() {
+        return Ok(vec![None; files.len()]);
+    }
+    crate::pipeline::capture_times(config, ledger, &["exif".to_string()], REBUILD_INBOX, files)
 }
 
 /// What the walks of the roots found.

@@ -2,6 +2,7 @@
 //! read) → job row → stages (wasm: look, decide) → effects applied by the
 //! host, journaled → done.
 
+mod dating;
 mod decide;
 mod hooks;
 mod live;
@@ -30,6 +31,7 @@ use crate::host::{LoadError, LoadedStage, Services, StageRuntime};
 use crate::kei::{KeiCache, KeiFiles};
 use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, StateLock};
 
+pub use dating::{Dated, capture_times};
 pub use decide::Decision;
 pub use hooks::{NoVerdicts, OnProgress, Progress, Verdicts};
 
@@ -649,89 +651,6 @@ fn relative_to(root: &Path, path: &Path) -> Option<Vec<u8>> {
         .filter(|rel| !rel.is_empty())
 }
 
-/// Compile or load from the cache every stage the config names.
-/// A capture time as the ledger records it: (ISO 8601, source, confidence).
-pub type Dated = (String, String, String);
-
-/// Date files already in a root with the real `exif` stage, as an ingest
-/// would (sidecars beside them count): for `ledger rebuild`. `files`:
-/// (job id, path, sidecar names beside it). None for a file the stage
-/// could not date, or when the config has no `exif` stage.
-pub fn date_files(
-    config: &Config,
-    ledger: &Arc<Ledger>,
-    files: &[(u64, PathBuf, Vec<String>)],
-) -> Result<Vec<Option<Dated>>, PipelineError> {
-    if !config.stages.contains_key("exif") || files.is_empty() {
-        return Ok(vec![None; files.len()]);
-    }
-    let mut only_exif = config.clone();
-    only_exif.stages.retain(|name, _| name == "exif");
-    let (runtime, stages) = load_stages(&only_exif)?;
-    let services: Arc<dyn Services> = Arc::new(IngestServices {
-        ledger: Arc::clone(ledger),
-        reserved: Mutex::new(HashMap::new()),
-        reserved_paths: Mutex::new(HashSet::new()),
-        stills: Mutex::new(Default::default()),
-        kv_meter: Default::default(),
-        kei: Default::default(),
-    });
-    let pipeline = vec!["exif".to_string()];
-    let mut out = Vec::with_capacity(files.len());
-    for chunk in files.chunks(BATCH_FILES) {
-        let jobs: Vec<JobRecord> = chunk
-            .iter()
-            .map(|(id, path, companions)| {
-                let meta = std::fs::symlink_metadata(path).ok();
-                JobRecord {
-                    id: *id,
-                    inbox: crate::rebuild::REBUILD_INBOX.to_string(),
-                    rel_path: path
-                        .file_name()
-                        .map(|n| n.as_bytes().to_vec())
-                        .unwrap_or_default(),
-                    source_path: path.clone(),
-                    size: meta.as_ref().map_or(0, |m| m.len()),
-                    mtime_ns: meta.as_ref().map_or(0, discover::mtime_ns),
-                    inode: meta.as_ref().map_or(0, std::os::unix::fs::MetadataExt::ino),
-                    companions: companions.clone(),
-                    state: JobState::Pending,
-                    attempts: 0,
-                    last_error: None,
-                    reason: None,
-                    blake3: None,
-                    sha1: None,
-                    media_kind: None,
-                    capture_time: None,
-                    capture_source: None,
-                    dest_path: None,
-                    duplicate_of: None,
-                    updated_at: 0,
-                    facts: "{}".into(),
-                    wake_at: None,
-                    from_quarantine: false,
-                    companions_in: None,
-                }
-            })
-            .collect();
-        let reads = read::read_all(&jobs, None);
-        let decided =
-            crate::par::map_owned(jobs.iter().zip(reads).collect::<Vec<_>>(), |(job, read)| {
-                decide::decide(&runtime, &stages, &pipeline, job, read, &services)
-            });
-        out.extend(decided.into_iter().map(|d| {
-            d.capture.map(|c| {
-                (
-                    decide::iso(&c),
-                    c.source.clone(),
-                    plan::confidence_text(c.confidence).to_string(),
-                )
-            })
-        }));
-    }
-    Ok(out)
-}
-
 fn same_filesystem(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -760,6 +679,7 @@ fn open_ledger(config: &Config) -> Result<(Arc<Ledger>, Recovery), PipelineError
     Ok((ledger, recovery))
 }
 
+/// Compile or load from the cache every stage the config names.
 pub fn load_stages(
     config: &Config,
 ) -> Result<(StageRuntime, BTreeMap<String, LoadedStage>), PipelineError> {
