@@ -42,7 +42,7 @@ fn status(config: &Config, immich: &ImmichConfig, json: bool) -> anyhow::Result<
 /// the sidecars.
 fn pull(config: Config, json: bool, changes: bool) -> anyhow::Result<Outcome> {
     let pipeline = open_pipeline(config)?;
-    let swept = pipeline.sweep(!changes)?;
+    let swept = crate::immich::writeback::sweep(&pipeline, !changes)?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&swept)?)?;
@@ -85,7 +85,7 @@ fn sync(config: Config, json: bool, all: bool) -> anyhow::Result<Outcome> {
     pipeline
         .ledger()
         .write(|tx| ledger::wake_placed_calls(tx, "immich"))?;
-    let after = pipeline.run_placed()?;
+    let after = crate::immich::placed::PlacedPhase::default().run(&pipeline)?;
     let counts = crate::immich::counts(pipeline.ledger())?;
     if json {
         writeln!(

@@ -7,13 +7,11 @@ mod decide;
 mod hooks;
 mod live;
 pub mod paths;
-pub mod placed;
 mod plan;
 mod queue;
 mod read;
 mod register;
 mod services;
-pub mod writeback;
 
 use services::IngestServices;
 
@@ -33,7 +31,9 @@ use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, StateLock};
 
 pub use dating::{Dated, capture_times};
 pub use decide::Decision;
+pub(crate) use decide::local_mtime;
 pub use hooks::{NoVerdicts, OnProgress, Progress, Verdicts};
+pub(crate) use services::KvMeter;
 
 /// Jobs processed together: one intent commit, one sync, one done commit.
 const BATCH_FILES: usize = 256;
@@ -77,10 +77,6 @@ pub struct IngestReport {
     pub stage_calls: u64,
     /// Bytes stages read through the host's bounded `read`.
     pub stage_bytes_read: u64,
-    /// What the offsite push after the ingest did, when targets are set.
-    pub offsite: Option<crate::offsite::PushReport>,
-    /// What the placed-phase stages (Immich, ...) did, when a pipeline has one.
-    pub after_placed: Option<placed::PlacedReport>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -117,10 +113,6 @@ pub struct Pipeline {
     progress: Option<OnProgress>,
     /// Hear of every change an ingest makes to what they read.
     verdicts: Arc<dyn Verdicts>,
-    /// Placed-phase stages' temporary failures in a row, for their backoff.
-    placed_failures: Mutex<HashMap<String, u32>>,
-    /// Assets up to this id have their placed-phase calls queued.
-    placed_queued_to: std::sync::atomic::AtomicI64,
     /// kei's files, read again only when its database (or its WAL) changed.
     kei_cache: KeiCache,
     _lock: StateLock,
@@ -164,8 +156,6 @@ impl Pipeline {
             recovery,
             progress: None,
             verdicts: Arc::new(NoVerdicts),
-            placed_failures: Mutex::new(HashMap::new()),
-            placed_queued_to: std::sync::atomic::AtomicI64::new(0),
             kei_cache: KeiCache::default(),
             _lock: lock,
         })
@@ -216,6 +206,16 @@ impl Pipeline {
 
     pub fn stages(&self) -> impl Iterator<Item = &LoadedStage> {
         self.stages.values()
+    }
+
+    /// The loaded stage of that name (for the phases run after an ingest).
+    pub(crate) fn stage(&self, name: &str) -> Option<&LoadedStage> {
+        self.stages.get(name)
+    }
+
+    /// The runtime the stages run on.
+    pub(crate) fn runtime(&self) -> &StageRuntime {
+        &self.runtime
     }
 
     fn inbox_plans(&self, paths: &[PathBuf]) -> Vec<(String, InboxPlan, Option<PathBuf>)> {

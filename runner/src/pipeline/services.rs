@@ -26,14 +26,14 @@ pub(super) struct IngestServices {
 /// What each stage keeps in its key-value store, counted once from the
 /// ledger and then kept up to date, so a quota check costs no scan.
 #[derive(Default)]
-pub(super) struct KvMeter {
+pub(crate) struct KvMeter {
     usage: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl KvMeter {
     /// Account for `stage` setting `key` to `value_len` bytes (replacing a
     /// pair of `old` bytes, if any), or say why the quota refuses it.
-    pub(super) fn admit(
+    pub(crate) fn admit(
         &self,
         ledger: &Ledger,
         stage: &str,

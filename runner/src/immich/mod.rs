@@ -1,6 +1,12 @@
-//! `keepsake immich status|sync|retry`: how the `immich` stage is doing. The
-//! uploads and album writes are the stage's (sandboxed, `placed` phase);
-//! this module only reads the ledger and asks the server who it is.
+//! Immich and the other services files go to once they are in the
+//! library. The uploads and album writes are the `immich` stage's
+//! (sandboxed, `placed` phase): [`placed`] runs that phase's queue after an
+//! ingest, [`writeback`] the sweep that brings what the family did in
+//! Immich into the sidecars. This file is `keepsake immich status|sync`:
+//! how the stage is doing, from the ledger, and who the server is.
+
+pub mod placed;
+pub mod writeback;
 
 use std::time::Duration;
 

@@ -29,11 +29,12 @@ use std::sync::Arc;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 
-use super::placed::{LedgerServices, sidecars_beside};
-use super::{Pipeline, PipelineError};
+use super::placed::{self, LedgerServices, sidecars_beside};
+use crate::config::Config;
 use crate::effects::fsops;
 use crate::host::{CaptureTime, RemoteAsset, RemoteChange, Services};
 use crate::ledger;
+use crate::pipeline::{Pipeline, PipelineError};
 
 /// Properties the write-back sets and never removes (see [`write_sidecar`]).
 const KEPT: &[&str] = &[
@@ -61,179 +62,188 @@ pub struct SweepReport {
     pub errors: Vec<String>,
 }
 
-impl Pipeline {
-    /// Sweep every placed-phase stage (Immich) and write what changed into
-    /// sidecars. Runs on its own thread, as wasi:http needs.
-    pub fn sweep(&self, full: bool) -> Result<SweepReport, PipelineError> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| self.sweep_here(full))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
+/// Sweep every placed-phase stage (Immich) and write what changed into
+/// sidecars. Runs on its own thread, as wasi:http needs.
+pub fn sweep(pipeline: &Pipeline, full: bool) -> Result<SweepReport, PipelineError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| sweep_here(pipeline, full))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
 
-    /// The service's schedule: a sweep every `[immich] pull_minutes`, a
-    /// full one once a day. `None` when none is due.
-    pub fn sweep_due(&self) -> Option<bool> {
-        let minutes = self.config.immich.as_ref().map_or(0, |i| i.pull_minutes);
-        if minutes == 0 || self.placed_stages().is_empty() {
-            return None;
-        }
-        let now = ledger::now();
-        // The stage swept longest ago decides (one never swept: now).
-        let mut last = i64::MAX;
-        let mut last_full = i64::MAX;
-        for stage in self.placed_stages() {
-            let (at, full) = self
-                .ledger
-                .read(|c| {
-                    c.query_row(
-                        "SELECT last_at, last_full_at FROM sweeps WHERE stage = ?1",
-                        [&stage],
-                        |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
-                    )
-                    .optional()
-                })
-                .ok()?
-                .unwrap_or((None, None));
-            last = last.min(at.unwrap_or(0));
-            last_full = last_full.min(full.unwrap_or(0));
-        }
-        (now - last >= i64::from(minutes) * 60).then_some(now - last_full >= FULL_EVERY_SECS)
+/// The service's schedule: a sweep every `[immich] pull_minutes`, a full
+/// one once a day. `None` when none is due.
+pub fn sweep_due(pipeline: &Pipeline) -> Option<bool> {
+    let minutes = pipeline
+        .config()
+        .immich
+        .as_ref()
+        .map_or(0, |i| i.pull_minutes);
+    if minutes == 0 || placed::stages(pipeline).is_empty() {
+        return None;
     }
+    let now = ledger::now();
+    // The stage swept longest ago decides (one never swept: now).
+    let mut last = i64::MAX;
+    let mut last_full = i64::MAX;
+    for stage in placed::stages(pipeline) {
+        let (at, full) = pipeline
+            .ledger()
+            .read(|c| {
+                c.query_row(
+                    "SELECT last_at, last_full_at FROM sweeps WHERE stage = ?1",
+                    [&stage],
+                    |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+                )
+                .optional()
+            })
+            .ok()?
+            .unwrap_or((None, None));
+        last = last.min(at.unwrap_or(0));
+        last_full = last_full.min(full.unwrap_or(0));
+    }
+    (now - last >= i64::from(minutes) * 60).then_some(now - last_full >= FULL_EVERY_SECS)
+}
 
-    fn sweep_here(&self, full: bool) -> Result<SweepReport, PipelineError> {
-        let mut report = SweepReport {
-            full,
-            ..SweepReport::default()
+fn sweep_here(pipeline: &Pipeline, full: bool) -> Result<SweepReport, PipelineError> {
+    let ledger = pipeline.ledger();
+    let mut report = SweepReport {
+        full,
+        ..SweepReport::default()
+    };
+    for name in placed::stages(pipeline) {
+        let Some(stage) = pipeline.stage(&name) else {
+            continue;
         };
-        for name in self.placed_stages() {
-            let Some(stage) = self.stages.get(&name) else {
+        let services = Arc::new(LedgerServices::new(&pipeline.ledger_arc()));
+        let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
+        let request = crate::host::SweepRequest {
+            send_only: false,
+            full,
+        };
+        let (result, stats) = pipeline.runtime().sweep(stage, request, shared);
+        report.requests += stats.requests;
+        let now = ledger::now();
+        let changes = match result {
+            Ok(changes) => changes,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(stage = name, "sweep: {message}");
+                // The next try waits for the schedule like a success:
+                // a server that is down gets one request per period.
+                ledger.write(|tx| {
+                    tx.execute(
+                        "INSERT INTO sweeps (stage, last_at, last_error) VALUES (?1, ?3, ?2) \
+                         ON CONFLICT(stage) DO UPDATE SET last_at = ?3, last_error = ?2",
+                        params![name, message, now],
+                    )
+                })?;
+                report.errors.push(message);
+                continue;
+            }
+        };
+        let held = std::mem::take(&mut *services.held());
+        let counts = ledger.write(|tx| {
+            for ((stage, key), value) in &held {
+                ledger::kv_set(tx, stage, key, value)?;
+            }
+            let counts = record(tx, &name, &changes)?;
+            tx.execute(
+                "INSERT INTO sweeps (stage, last_at, last_full_at, last_error) \
+                 VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END, NULL) \
+                 ON CONFLICT(stage) DO UPDATE SET last_at = ?2, \
+                 last_full_at = CASE WHEN ?3 THEN ?2 ELSE last_full_at END, last_error = NULL",
+                params![name, now, full],
+            )?;
+            Ok(counts)
+        })?;
+        report.albums_read += counts.0;
+        report.assets_read += counts.1;
+        report.changed += counts.2;
+        write_sidecars(pipeline, &name, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Bring every sidecar the stage's records say is behind up to date.
+fn write_sidecars(
+    pipeline: &Pipeline,
+    stage: &str,
+    report: &mut SweepReport,
+) -> Result<(), PipelineError> {
+    let ledger = pipeline.ledger();
+    let config = pipeline.config();
+    let mut after = 0i64;
+    loop {
+        let rows = ledger.read(|c| dirty_rows(c, stage, after))?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let mut rewritten: Vec<u64> = Vec::new();
+        after = last.job_id;
+        let mut done: Vec<(i64, String)> = Vec::new();
+        for row in &rows {
+            let wanted = wanted_properties(row);
+            let written: BTreeMap<String, String> =
+                serde_json::from_str(&row.written).unwrap_or_default();
+            if wanted == written {
+                // A crash between writing and recording may have left
+                // this sidecar's temp behind.
+                if let Some(temp) = media_path(config, row).as_deref().and_then(sidecar_temp) {
+                    let _ = fsops::remove_temp(&temp);
+                }
+                done.push((row.job_id, row.written.clone()));
+                continue;
+            }
+            let Some(media) = media_path(config, row) else {
+                // Not in the library (any more): nothing to write.
+                done.push((row.job_id, row.written.clone()));
                 continue;
             };
-            let services = Arc::new(LedgerServices::new(&self.ledger));
-            let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
-            let request = crate::host::SweepRequest {
-                send_only: false,
-                full,
-            };
-            let (result, stats) = self.runtime.sweep(stage, request, shared);
-            report.requests += stats.requests;
-            let now = ledger::now();
-            let changes = match result {
-                Ok(changes) => changes,
-                Err(e) => {
-                    let message = e.to_string();
-                    tracing::warn!(stage = name, "sweep: {message}");
-                    // The next try waits for the schedule like a success:
-                    // a server that is down gets one request per period.
-                    self.ledger.write(|tx| {
-                        tx.execute(
-                            "INSERT INTO sweeps (stage, last_at, last_error) VALUES (?1, ?3, ?2) \
-                             ON CONFLICT(stage) DO UPDATE SET last_at = ?3, last_error = ?2",
-                            params![name, message, now],
-                        )
-                    })?;
+            match write_sidecar(&media, &wanted, &written) {
+                Ok(changed) => {
+                    report.sidecars_written += u64::from(changed);
+                    if changed && let Ok(id) = u64::try_from(row.job_id) {
+                        rewritten.push(id);
+                    }
+                    let text = serde_json::to_string(&wanted).unwrap_or_default();
+                    done.push((row.job_id, text));
+                }
+                Err(message) => {
+                    // Stays behind; the next sweep tries again.
+                    let message = format!("{}: {message}", media.display());
+                    tracing::warn!(stage, job = row.job_id, "{message}");
                     report.errors.push(message);
-                    continue;
                 }
-            };
-            let held = std::mem::take(&mut *services.held());
-            let counts = self.ledger.write(|tx| {
-                for ((stage, key), value) in &held {
-                    ledger::kv_set(tx, stage, key, value)?;
-                }
-                let counts = record(tx, &name, &changes)?;
+            }
+        }
+        ledger.write(|tx| {
+            for (job_id, written) in &done {
                 tx.execute(
-                    "INSERT INTO sweeps (stage, last_at, last_full_at, last_error) \
-                     VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END, NULL) \
-                     ON CONFLICT(stage) DO UPDATE SET last_at = ?2, \
-                     last_full_at = CASE WHEN ?3 THEN ?2 ELSE last_full_at END, last_error = NULL",
-                    params![name, now, full],
+                    "UPDATE remote_assets SET written = ?3, dirty = 0 WHERE stage = ?1 AND job_id = ?2",
+                    params![stage, job_id, written],
                 )?;
-                Ok(counts)
-            })?;
-            report.albums_read += counts.0;
-            report.assets_read += counts.1;
-            report.changed += counts.2;
-            self.write_sidecars(&name, &mut report)?;
-        }
-        Ok(report)
-    }
-
-    /// Bring every sidecar the stage's records say is behind up to date.
-    fn write_sidecars(&self, stage: &str, report: &mut SweepReport) -> Result<(), PipelineError> {
-        let mut after = 0i64;
-        loop {
-            let rows = self.ledger.read(|c| dirty_rows(c, stage, after))?;
-            let Some(last) = rows.last() else {
-                return Ok(());
-            };
-            let mut rewritten: Vec<u64> = Vec::new();
-            after = last.job_id;
-            let mut done: Vec<(i64, String)> = Vec::new();
-            for row in &rows {
-                let wanted = wanted_properties(row);
-                let written: BTreeMap<String, String> =
-                    serde_json::from_str(&row.written).unwrap_or_default();
-                if wanted == written {
-                    // A crash between writing and recording may have left
-                    // this sidecar's temp behind.
-                    if let Some(temp) = self.media_path(row).as_deref().and_then(sidecar_temp) {
-                        let _ = fsops::remove_temp(&temp);
-                    }
-                    done.push((row.job_id, row.written.clone()));
-                    continue;
-                }
-                let Some(media) = self.media_path(row) else {
-                    // Not in the library (any more): nothing to write.
-                    done.push((row.job_id, row.written.clone()));
-                    continue;
-                };
-                match write_sidecar(&media, &wanted, &written) {
-                    Ok(changed) => {
-                        report.sidecars_written += u64::from(changed);
-                        if changed && let Ok(id) = u64::try_from(row.job_id) {
-                            rewritten.push(id);
-                        }
-                        let text = serde_json::to_string(&wanted).unwrap_or_default();
-                        done.push((row.job_id, text));
-                    }
-                    Err(message) => {
-                        // Stays behind; the next sweep tries again.
-                        let message = format!("{}: {message}", media.display());
-                        tracing::warn!(stage, job = row.job_id, "{message}");
-                        report.errors.push(message);
-                    }
-                }
             }
-            self.ledger.write(|tx| {
-                for (job_id, written) in &done {
-                    tx.execute(
-                        "UPDATE remote_assets SET written = ?3, dirty = 0 WHERE stage = ?1 AND job_id = ?2",
-                        params![stage, job_id, written],
-                    )?;
-                }
-                Ok(())
-            })?;
-            // A rewritten sidecar is not the one offsite: its years' verdicts
-            // stand no more.
-            if !rewritten.is_empty() {
-                self.void_verdicts(rewritten.into_iter(), &self.kei_files());
-            }
+            Ok(())
+        })?;
+        // A rewritten sidecar is not the one offsite: its years' verdicts
+        // stand no more.
+        if !rewritten.is_empty() {
+            pipeline.void_verdicts(rewritten.into_iter(), &pipeline.kei_files());
         }
     }
+}
 
-    fn media_path(&self, row: &DirtyRow) -> Option<PathBuf> {
-        let (path, root) = (row.library_path.as_ref()?, row.root.as_deref()?);
-        let base = if root == "archive" {
-            self.config.archive.root.clone()?
-        } else {
-            self.config.library_root.clone()
-        };
-        Some(base.join(path))
-    }
+fn media_path(config: &Config, row: &DirtyRow) -> Option<PathBuf> {
+    let (path, root) = (row.library_path.as_ref()?, row.root.as_deref()?);
+    let base = if root == "archive" {
+        config.archive.root.clone()?
+    } else {
+        config.library_root.clone()
+    };
+    Some(base.join(path))
 }
 
 /// Record what a sweep read; mark the assets whose sidecar may change.
@@ -602,7 +612,7 @@ fn write_sidecar(
 fn sidecar_temp(media: &Path) -> Option<PathBuf> {
     let name = media.file_name()?.to_string_lossy().into_owned();
     let dir = media.parent()?;
-    let temp = super::paths::fit_name(&format!(".{name}.xmp.keepsake-tmp"), 250);
+    let temp = crate::pipeline::paths::fit_name(&format!(".{name}.xmp.keepsake-tmp"), 250);
     Some(dir.join(temp))
 }
 

@@ -8,14 +8,15 @@
 //! it, with a growing backoff, so an Immich that is down or a wrong API key
 //! costs one request per retry instead of one per file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Pipeline, PipelineError};
+use crate::pipeline::{KvMeter, Pipeline, PipelineError, display_rel, local_mtime};
 use crate::host::{
     CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, Placement, Services,
     StageCallError, StageError, WitMediaKind,
@@ -38,43 +39,52 @@ pub struct PlacedReport {
     pub waiting: BTreeMap<String, String>,
 }
 
-impl Pipeline {
-    /// The placed-phase stages some inbox's pipeline names.
-    pub fn placed_stages(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .config
-            .inboxes
-            .iter()
-            .flat_map(|i| i.pipeline.iter())
-            .filter(|name| self.stages.get(*name).is_some_and(|s| s.info.placed))
-            .cloned()
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
+/// The placed-phase stages some inbox's pipeline names.
+pub fn stages(pipeline: &Pipeline) -> Vec<String> {
+    let mut names: Vec<String> = pipeline
+        .config()
+        .inboxes
+        .iter()
+        .flat_map(|i| i.pipeline.iter())
+        .filter(|name| pipeline.stage(name).is_some_and(|s| s.info.placed))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
 
+/// The placed phase of an open pipeline, as this process runs it: its
+/// stages' backoff and how far the queue was filled.
+#[derive(Default)]
+pub struct PlacedPhase {
+    /// Placed-phase stages' temporary failures in a row, for their backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Assets up to this id have their placed-phase calls queued.
+    queued_to: AtomicI64,
+}
+
+impl PlacedPhase {
     /// Queue a call for every library file whose inbox pipeline names a
     /// placed-phase stage and has none yet: new files, and the whole
     /// library when such a stage is added to a pipeline (the first time in
     /// a process; then only assets recorded since, by their ids).
-    pub fn enqueue_placed(&self) -> Result<u64, LedgerError> {
-        use std::sync::atomic::Ordering;
+    pub fn enqueue(&self, pipeline: &Pipeline) -> Result<u64, LedgerError> {
         let now = ledger::now();
-        let from = self.placed_queued_to.load(Ordering::Relaxed);
-        let to: i64 = self
-            .ledger
+        let from = self.queued_to.load(Ordering::Relaxed);
+        let to: i64 = pipeline
+            .ledger()
             .read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM assets", [], |r| r.get(0)))?;
         if to <= from {
             return Ok(0);
         }
         let mut queued = 0;
-        for inbox in &self.config.inboxes {
+        for inbox in &pipeline.config().inboxes {
             for name in &inbox.pipeline {
-                if !self.stages.get(name).is_some_and(|s| s.info.placed) {
+                if !pipeline.stage(name).is_some_and(|s| s.info.placed) {
                     continue;
                 }
-                queued += self.ledger.write(|tx| {
+                queued += pipeline.ledger().write(|tx| {
                     tx.execute(
                         "INSERT OR IGNORE INTO placed_calls (job_id, stage, state, created_at, updated_at) \
                          SELECT j.id, ?2, 'pending', ?3, ?3 FROM assets a JOIN jobs j ON j.id = a.job_id \
@@ -84,28 +94,32 @@ impl Pipeline {
                 })? as u64;
             }
         }
-        self.placed_queued_to.store(to, Ordering::Relaxed);
+        self.queued_to.store(to, Ordering::Relaxed);
         Ok(queued)
     }
 
     /// Queue what is new, then run every due call, stage by stage. Runs on
     /// its own thread: wasi:http drives its requests on a runtime of its own.
-    pub fn run_placed(&self) -> Result<PlacedReport, PipelineError> {
-        self.run_placed_for(None)
+    pub fn run(&self, pipeline: &Pipeline) -> Result<PlacedReport, PipelineError> {
+        self.run_for(pipeline, None)
     }
 
-    /// [`Self::run_placed`], stopping after `budget` (the service's cycles:
+    /// [`Self::run`], stopping after `budget` (the service's cycles:
     /// a first upload of a whole library must not keep new files waiting;
     /// the rest goes in the next cycles).
-    pub fn run_placed_for(&self, budget: Option<Duration>) -> Result<PlacedReport, PipelineError> {
-        if self.placed_stages().is_empty() {
+    pub fn run_for(
+        &self,
+        pipeline: &Pipeline,
+        budget: Option<Duration>,
+    ) -> Result<PlacedReport, PipelineError> {
+        if stages(pipeline).is_empty() {
             return Ok(PlacedReport::default());
         }
-        self.enqueue_placed()?;
+        self.enqueue(pipeline)?;
         let until = budget.map(|b| std::time::Instant::now() + b);
         std::thread::scope(|scope| {
             scope
-                .spawn(|| self.run_placed_here(until))
+                .spawn(|| self.run_here(pipeline, until))
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
@@ -113,9 +127,9 @@ impl Pipeline {
 
     /// The stage's temporary failures in a row (after counting this one,
     /// or reset by a success).
-    fn placed_streak(&self, stage: &str, failed: bool) -> u32 {
+    fn streak(&self, stage: &str, failed: bool) -> u32 {
         let mut streaks = self
-            .placed_failures
+            .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let streak = streaks.entry(stage.to_string()).or_insert(0);
@@ -123,20 +137,23 @@ impl Pipeline {
         *streak
     }
 
-    fn run_placed_here(
+    fn run_here(
         &self,
+        pipeline: &Pipeline,
         until: Option<std::time::Instant>,
     ) -> Result<PlacedReport, PipelineError> {
+        let config = pipeline.config();
+        let ledger = pipeline.ledger();
         let mut report = PlacedReport::default();
-        let services = Arc::new(LedgerServices::new(&self.ledger));
+        let services = Arc::new(LedgerServices::new(&pipeline.ledger_arc()));
         let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
         let mut batch: Vec<Outcome> = Vec::new();
-        for name in self.placed_stages() {
-            let Some(stage) = self.stages.get(&name) else {
+        for name in stages(pipeline) {
+            let Some(stage) = pipeline.stage(&name) else {
                 continue;
             };
             let now = ledger::now();
-            let due = self.ledger.read(|c| due_calls(c, &name, now))?;
+            let due = ledger.read(|c| due_calls(c, &name, now))?;
             let mut ran = false;
             for (call_id, job_id, attempts) in due {
                 if crate::shutdown::requested()
@@ -145,22 +162,21 @@ impl Pipeline {
                     break;
                 }
                 if batch.len() >= COMMIT_EVERY {
-                    self.commit(&services, &mut batch)?;
+                    commit(ledger, &services, &mut batch)?;
                 }
-                let Some((job, files)) =
-                    self.ledger.read(|c| placed_job(c, &self.config, job_id))?
+                let Some((job, files)) = ledger.read(|c| placed_job(c, config, job_id))?
                 else {
                     // Not readable now (an unmounted disk?), or gone: it
                     // waits, and fails after as many tries as a job.
                     let message = "the library file cannot be opened (is its disk mounted? `keepsake verify` lists missing files)".to_string();
-                    if attempts + 1 >= self.config.service.backoff.max_attempts {
+                    if attempts + 1 >= config.service.backoff.max_attempts {
                         batch.push(Outcome::failed(call_id, message, 0));
                         report.failed += 1;
                     } else {
                         batch.push(Outcome::deferred(
                             call_id,
                             message,
-                            ledger::now() + backoff(&self.config, attempts),
+                            ledger::now() + backoff(config, attempts),
                             Vec::new(),
                             0,
                         ));
@@ -168,7 +184,9 @@ impl Pipeline {
                     }
                     continue;
                 };
-                let (result, stats) = self.runtime.call(stage, &job, files, Arc::clone(&shared));
+                let (result, stats) = pipeline
+                    .runtime()
+                    .call(stage, &job, files, Arc::clone(&shared));
                 report.requests += stats.requests;
                 match result {
                     Ok(effects) => {
@@ -217,7 +235,7 @@ impl Pipeline {
                             });
                             report.deferred += 1;
                         } else {
-                            self.placed_streak(&name, false);
+                            self.streak(&name, false);
                             batch.push(Outcome {
                                 call_id,
                                 state: "done",
@@ -254,8 +272,8 @@ impl Pipeline {
                         // next try starts with another file (fewest tries
                         // first), so one bad file cannot hold the rest.
                         tracing::warn!(stage = name, job = job_id, "{message}");
-                        let streak = self.placed_streak(&name, true);
-                        let wait = backoff(&self.config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
+                        let streak = self.streak(&name, true);
+                        let wait = backoff(config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
                         let wake = ledger::now() + wait;
                         batch.push(Outcome::deferred(
                             call_id,
@@ -264,8 +282,8 @@ impl Pipeline {
                             Vec::new(),
                             stats.requests,
                         ));
-                        self.commit(&services, &mut batch)?;
-                        self.ledger.write(|tx| {
+                        commit(ledger, &services, &mut batch)?;
+                        ledger.write(|tx| {
                             tx.execute(
                                 "UPDATE placed_calls SET state = 'deferred', wake_at = ?2, updated_at = ?3 \
                                  WHERE stage = ?1 AND (state = 'pending' OR (state = 'deferred' AND wake_at < ?2))",
@@ -285,7 +303,7 @@ impl Pipeline {
                 }
                 ran = true;
             }
-            self.commit(&services, &mut batch)?;
+            commit(ledger, &services, &mut batch)?;
             // `immich sync` and `ingest` (no budget) always send; the
             // service's passes when a call ran (its sweeps send too).
             if ran || until.is_none() {
@@ -295,57 +313,59 @@ impl Pipeline {
                     send_only: true,
                     full: false,
                 };
-                let (result, stats) = self.runtime.sweep(stage, request, Arc::clone(&shared));
+                let (result, stats) = pipeline
+                    .runtime()
+                    .sweep(stage, request, Arc::clone(&shared));
                 report.requests += stats.requests;
                 if let Err(e) = result {
                     tracing::warn!(stage = name, "sending what the stage batched: {e}");
                     report.waiting.insert(name.clone(), e.to_string());
                 }
-                self.commit(&services, &mut batch)?;
+                commit(ledger, &services, &mut batch)?;
             }
         }
-        self.commit(&services, &mut batch)?;
+        commit(ledger, &services, &mut batch)?;
         Ok(report)
     }
+}
 
-    /// Write the batch's outcomes and the stages' key-value writes in one
-    /// commit. A crash before it repeats those calls, which is harmless:
-    /// the stages are idempotent (Immich answers "duplicate").
-    fn commit(
-        &self,
-        services: &LedgerServices,
-        batch: &mut Vec<Outcome>,
-    ) -> Result<(), LedgerError> {
-        let held = std::mem::take(&mut *services.held());
-        if batch.is_empty() && held.is_empty() {
-            return Ok(());
-        }
-        let outcomes = std::mem::take(batch);
-        self.ledger.write(|tx| {
-            for ((stage, key), value) in &held {
-                ledger::kv_set(tx, stage, key, value)?;
-            }
-            for outcome in &outcomes {
-                save_facts(tx, outcome.call_id, &outcome.facts)?;
-                tx.execute(
-                    "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
-                     attempts = attempts + ?7, requests = requests + ?5, \
-                     done_at = CASE WHEN ?2 = 'done' THEN ?6 ELSE done_at END, updated_at = ?6 \
-                     WHERE id = ?1",
-                    params![
-                        outcome.call_id,
-                        outcome.state,
-                        outcome.error,
-                        outcome.wake_at,
-                        outcome.requests,
-                        ledger::now(),
-                        u32::from(outcome.attempt)
-                    ],
-                )?;
-            }
-            Ok(())
-        })
+/// Write the batch's outcomes and the stages' key-value writes in one
+/// commit. A crash before it repeats those calls, which is harmless: the
+/// stages are idempotent (Immich answers "duplicate").
+fn commit(
+    ledger: &Ledger,
+    services: &LedgerServices,
+    batch: &mut Vec<Outcome>,
+) -> Result<(), LedgerError> {
+    let held = std::mem::take(&mut *services.held());
+    if batch.is_empty() && held.is_empty() {
+        return Ok(());
     }
+    let outcomes = std::mem::take(batch);
+    ledger.write(|tx| {
+        for ((stage, key), value) in &held {
+            ledger::kv_set(tx, stage, key, value)?;
+        }
+        for outcome in &outcomes {
+            save_facts(tx, outcome.call_id, &outcome.facts)?;
+            tx.execute(
+                "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
+                 attempts = attempts + ?7, requests = requests + ?5, \
+                 done_at = CASE WHEN ?2 = 'done' THEN ?6 ELSE done_at END, updated_at = ?6 \
+                 WHERE id = ?1",
+                params![
+                    outcome.call_id,
+                    outcome.state,
+                    outcome.error,
+                    outcome.wake_at,
+                    outcome.requests,
+                    ledger::now(),
+                    u32::from(outcome.attempt)
+                ],
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Results committed a batch at a time.
@@ -529,12 +549,12 @@ fn placed_job(
     }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let companions = sidecars_beside(&path);
-    let (mtime, mtime_offset) = super::decide::local_mtime(job.mtime_ns);
+    let (mtime, mtime_offset) = local_mtime(job.mtime_ns);
     let capture_source = job.capture_source.clone().unwrap_or_default();
     let wit = Job {
         id: job.id,
         inbox: job.inbox.clone(),
-        relative_path: super::display_rel(&job.rel_path),
+        relative_path: display_rel(&job.rel_path),
         size,
         mtime,
         mtime_offset_minutes: mtime_offset,
@@ -656,7 +676,7 @@ pub(super) struct LedgerServices {
     held: std::sync::Mutex<BTreeMap<(String, String), Vec<u8>>>,
     /// Held writes count against the stage's quota too, so what waits in
     /// memory for the next commit is bounded by it.
-    kv_meter: super::services::KvMeter,
+    kv_meter: KvMeter,
 }
 
 impl LedgerServices {
