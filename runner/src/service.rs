@@ -669,15 +669,11 @@ fn warn_if_late(
     let taken = pipeline
         .ledger()
         .read(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM sources s JOIN jobs j ON j.id = s.job_id \
-                 WHERE s.inbox = ?1 AND (s.rel_path = ?2 OR s.rel_path LIKE ?3) AND j.state != 'pending'",
-                rusqlite::params![
-                    inbox,
-                    [prefix.clone(), base.clone()].concat(),
-                    format!("{}%", String::from_utf8_lossy(&[prefix, base].concat()))
-                ],
-                |r| r.get::<_, i64>(0),
+            ledger::ingest::taken_sources(
+                c,
+                inbox,
+                &[prefix.clone(), base.clone()].concat(),
+                &format!("{}%", String::from_utf8_lossy(&[prefix, base].concat())),
             )
         })
         .unwrap_or(0);
@@ -781,14 +777,7 @@ fn placed_due(pipeline: &Pipeline) -> bool {
     placed::stages(pipeline).iter().any(|stage| {
         pipeline
             .ledger()
-            .read(|c| {
-                c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM placed_calls WHERE stage = ?1 AND state = 'pending') \
-                     OR EXISTS (SELECT 1 FROM placed_calls WHERE stage = ?1 AND state = 'deferred' AND wake_at <= ?2)",
-                    rusqlite::params![stage, now],
-                    |r| r.get::<_, bool>(0),
-                )
-            })
+            .read(|c| ledger::placed_call_due(c, stage, now))
             .unwrap_or(false)
     })
 }

@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
-
 use crate::pipeline::{KvMeter, Pipeline, PipelineError, display_rel, local_mtime};
 use crate::host::{
     CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, Placement, Services,
@@ -74,7 +72,7 @@ impl PlacedPhase {
         let from = self.queued_to.load(Ordering::Relaxed);
         let to: i64 = pipeline
             .ledger()
-            .read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM assets", [], |r| r.get(0)))?;
+            .read(ledger::max_asset_id)?;
         if to <= from {
             return Ok(0);
         }
@@ -84,14 +82,10 @@ impl PlacedPhase {
                 if !pipeline.stage(name).is_some_and(|s| s.info.placed) {
                     continue;
                 }
-                queued += pipeline.ledger().write(|tx| {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO placed_calls (job_id, stage, state, created_at, updated_at) \
-                         SELECT j.id, ?2, 'pending', ?3, ?3 FROM assets a JOIN jobs j ON j.id = a.job_id \
-                         WHERE a.id > ?4 AND a.id <= ?5 AND j.inbox = ?1 AND j.state = 'done'",
-                        params![inbox.name, name, now, from, to],
-                    )
-                })? as u64;
+                queued += pipeline
+                    .ledger()
+                    .write(|tx| ledger::queue_placed_calls(tx, &inbox.name, name, now, from, to))?
+                    as u64;
             }
         }
         self.queued_to.store(to, Ordering::Relaxed);
@@ -153,7 +147,7 @@ impl PlacedPhase {
                 continue;
             };
             let now = ledger::now();
-            let due = ledger.read(|c| due_calls(c, &name, now))?;
+            let due = ledger.read(|c| ledger::due_placed_calls(c, &name, now, PASS_LIMIT))?;
             let mut ran = false;
             for (call_id, job_id, attempts) in due {
                 if crate::shutdown::requested()
@@ -284,11 +278,7 @@ impl PlacedPhase {
                         ));
                         commit(ledger, &services, &mut batch)?;
                         ledger.write(|tx| {
-                            tx.execute(
-                                "UPDATE placed_calls SET state = 'deferred', wake_at = ?2, updated_at = ?3 \
-                                 WHERE stage = ?1 AND (state = 'pending' OR (state = 'deferred' AND wake_at < ?2))",
-                                params![name, wake, ledger::now()],
-                            )
+                            ledger::defer_placed_stage(tx, &name, wake, ledger::now())
                         })?;
                         report.deferred += 1;
                         report.waiting.insert(name.clone(), message);
@@ -347,21 +337,15 @@ fn commit(
             ledger::kv_set(tx, stage, key, value)?;
         }
         for outcome in &outcomes {
-            save_facts(tx, outcome.call_id, &outcome.facts)?;
-            tx.execute(
-                "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
-                 attempts = attempts + ?7, requests = requests + ?5, \
-                 done_at = CASE WHEN ?2 = 'done' THEN ?6 ELSE done_at END, updated_at = ?6 \
-                 WHERE id = ?1",
-                params![
-                    outcome.call_id,
-                    outcome.state,
-                    outcome.error,
-                    outcome.wake_at,
-                    outcome.requests,
-                    ledger::now(),
-                    u32::from(outcome.attempt)
-                ],
+            ledger::save_placed_facts(tx, outcome.call_id, &outcome.facts)?;
+            ledger::record_placed_call(
+                tx,
+                outcome.call_id,
+                outcome.state,
+                outcome.error.as_deref(),
+                outcome.wake_at,
+                outcome.requests,
+                outcome.attempt,
             )?;
         }
         Ok(())
@@ -418,55 +402,12 @@ impl Outcome {
     }
 }
 
-/// The due calls of a stage: pending or woken, Live Photo videos before
-/// their stills (a still is uploaded with its video's id), then by job.
-fn due_calls(
-    conn: &rusqlite::Connection,
-    stage: &str,
-    now: i64,
-) -> rusqlite::Result<Vec<(i64, u64, u32)>> {
-    let mut stmt = conn.prepare(
-        "SELECT p.id, p.job_id, p.attempts FROM placed_calls p JOIN jobs j ON j.id = p.job_id \
-         WHERE p.stage = ?1 AND (p.state = 'pending' OR (p.state = 'deferred' AND p.wake_at <= ?2)) \
-         ORDER BY json_extract(j.facts, '$.\"live.still_job\"') IS NULL, p.attempts, p.job_id LIMIT ?3",
-    )?;
-    stmt.query_map(params![stage, now, PASS_LIMIT as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?
-    .collect()
-}
-
 fn backoff(config: &crate::config::Config, attempts: u32) -> i64 {
     config
         .service
         .backoff
         .delay(attempts + 1)
         .min(MAX_BACKOFF_SECS)
-}
-
-fn save_facts(
-    tx: &rusqlite::Transaction<'_>,
-    call_id: i64,
-    facts: &[(String, String)],
-) -> rusqlite::Result<()> {
-    if facts.is_empty() {
-        return Ok(());
-    }
-    let old: String = tx.query_row(
-        "SELECT facts FROM placed_calls WHERE id = ?1",
-        [call_id],
-        |r| r.get(0),
-    )?;
-    let mut map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&old).unwrap_or_default();
-    for (k, v) in facts {
-        map.insert(k.clone(), serde_json::Value::String(v.clone()));
-    }
-    tx.execute(
-        "UPDATE placed_calls SET facts = ?2 WHERE id = ?1",
-        params![call_id, serde_json::Value::Object(map).to_string()],
-    )?;
-    Ok(())
 }
 
 fn effect_name(effect: &Effect) -> &'static str {
@@ -493,13 +434,7 @@ fn placed_job(
     let Some(job) = ledger::job(conn, job_id)? else {
         return Ok(None);
     };
-    let asset: Option<(String, String, String, Option<String>)> = conn
-        .query_row(
-            "SELECT library_path, root, sha1, capture_time FROM assets WHERE job_id = ?1",
-            [job_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
+    let asset = ledger::placed_asset(conn, job_id)?;
     let Some((library_path, root, sha1, capture_text)) = asset else {
         return Ok(None);
     };
@@ -534,13 +469,7 @@ fn placed_job(
             })
             .collect();
     // The still of a Live Photo learns which job is its video.
-    let video: Option<u64> = conn
-        .query_row(
-            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') = ?1 AND state = 'done' LIMIT 1",
-            [job_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let video = ledger::live_video_of(conn, job_id)?;
     if let Some(video) = video {
         facts.push(Fact {
             key: "live.video_job".into(),
@@ -698,21 +627,13 @@ impl LedgerServices {
 impl Services for LedgerServices {
     fn find_by_hash(&self, blake3: &str) -> Option<crate::host::AssetRef> {
         self.ledger
-            .read(|c| {
-                c.query_row(
-                    "SELECT job_id, library_path FROM assets WHERE blake3 = ?1",
-                    [blake3],
-                    |r| {
-                        Ok(crate::host::AssetRef {
-                            job_id: r.get(0)?,
-                            library_path: r.get(1)?,
-                        })
-                    },
-                )
-                .optional()
-            })
+            .read(|c| ledger::placed_by_hash(c, blake3))
             .ok()
             .flatten()
+            .map(|(job_id, library_path)| crate::host::AssetRef {
+                job_id,
+                library_path,
+            })
     }
     fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
         if let Some(value) = self.held().get(&(stage.to_string(), key.to_string())) {

@@ -2,11 +2,15 @@
 //! steps stages took, assets, the effect journal and each stage's key-value
 //! store. Migrations are plain `.sql` files applied in order at open.
 
+pub(crate) mod immich;
+pub(crate) mod ingest;
 mod jobs;
 mod journal;
 pub(crate) mod kei;
 mod placed;
 mod pushes;
+pub(crate) mod rebuild;
+pub(crate) mod writeback;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
