@@ -2,6 +2,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls
 //! [`cli::run`]; everything else lives here so tests drive it directly.
+//! The modules the tests reach are public; the rest are the crate's own.
 
 pub mod archive;
 pub mod builtin;
@@ -9,19 +10,19 @@ pub mod cli;
 pub mod config;
 pub mod discover;
 pub mod effects;
-pub mod hashing;
+pub(crate) mod hashing;
 pub mod host;
-pub mod immich;
-pub mod kei;
+pub(crate) mod immich;
+pub(crate) mod kei;
 pub mod ledger;
 mod library_jobs;
-pub mod media;
-pub mod offsite;
-pub mod par;
+pub(crate) mod media;
+pub(crate) mod offsite;
+pub(crate) mod par;
 pub mod pipeline;
-pub mod rebuild;
-pub mod report;
-pub mod service;
-pub mod shutdown;
-pub mod sidecar;
-pub mod watch;
+pub(crate) mod rebuild;
+pub(crate) mod report;
+pub(crate) mod service;
+pub(crate) mod shutdown;
+pub(crate) mod sidecar;
+pub(crate) mod watch;
