@@ -133,10 +133,6 @@ impl<T: Clone> PathIndex<T> {
             .rev()
             .find_map(|tail| self.tails.get(tail).and_then(Option::as_ref))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.whole.is_empty()
-    }
 }
 
 /// The years an instant could be of, anywhere on Earth (±14 hours).
