@@ -123,7 +123,13 @@ fn date_files(
     if !config.stages.contains_key("exif") || files.is_empty() {
         return Ok(vec![None; files.len()]);
     }
-    crate::pipeline::capture_times(config, ledger, &["exif".to_string()], REBUILD_INBOX, files)
+    crate::pipeline::capture_times(
+        config,
+        ledger,
+        &["exif".to_string()],
+        REBUILD_INBOX,
+        files,
+    )
 }
 
 /// What the walks of the roots found.

@@ -30,7 +30,11 @@ pub fn asset_locations(conn: &Connection) -> rusqlite::Result<Vec<(u64, String, 
 }
 
 /// The asset at `library_path` is in `root`.
-pub fn set_asset_root(conn: &Connection, library_path: &str, root: &str) -> rusqlite::Result<usize> {
+pub fn set_asset_root(
+    conn: &Connection,
+    library_path: &str,
+    root: &str,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE assets SET root = ?2 WHERE library_path = ?1",
         params![library_path, root],

@@ -34,7 +34,12 @@ pub fn record_sweep_error(
 }
 
 /// A sweep of the stage (a full one, when `full`) went through at `now`.
-pub fn record_sweep(conn: &Connection, stage: &str, now: i64, full: bool) -> rusqlite::Result<usize> {
+pub fn record_sweep(
+    conn: &Connection,
+    stage: &str,
+    now: i64,
+    full: bool,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "INSERT INTO sweeps (stage, last_at, last_full_at, last_error) \
          VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END, NULL) \
@@ -152,7 +157,11 @@ pub fn set_remote_asset_state(
 }
 
 /// Mark the asset's sidecar behind.
-pub fn mark_remote_asset_dirty(conn: &Connection, stage: &str, job_id: u64) -> rusqlite::Result<usize> {
+pub fn mark_remote_asset_dirty(
+    conn: &Connection,
+    stage: &str,
+    job_id: u64,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "INSERT INTO remote_assets (stage, job_id, dirty) VALUES (?1, ?2, 1) \
          ON CONFLICT(stage, job_id) DO UPDATE SET dirty = 1",
