@@ -2,6 +2,7 @@
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls
 //! [`cli::run`]; everything else lives here so tests drive it directly.
+//! The modules the tests reach are public; the rest are the crate's own.
 
 pub mod archive;
 pub mod builtin;
@@ -11,15 +12,17 @@ pub mod discover;
 pub mod effects;
 pub mod hashing;
 pub mod host;
-pub mod immich;
+pub(crate) mod immich;
+pub(crate) mod kei;
 pub mod ledger;
-pub mod media;
+mod library_jobs;
+pub(crate) mod media;
 pub mod offsite;
-pub mod par;
+pub(crate) mod par;
 pub mod pipeline;
-pub mod rebuild;
-pub mod report;
-pub mod service;
-pub mod shutdown;
-pub mod sidecar;
+pub(crate) mod rebuild;
+pub(crate) mod report;
+pub(crate) mod service;
+pub(crate) mod shutdown;
+pub(crate) mod sidecar;
 pub mod watch;

@@ -9,14 +9,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rusqlite::params;
-
 use crate::archive::Root;
 use crate::config::Config;
 use crate::discover::{is_ignored, is_sidecar};
 use crate::hashing::hash_reader;
 use crate::ledger::{self, JobState, Ledger, LedgerError, NewJob};
 use crate::media;
+use crate::pipeline::{Dated, PipelineError};
 
 /// The pseudo-inbox that rebuilt assets are recorded under.
 pub const REBUILD_INBOX: &str = "(library)";
@@ -69,20 +68,13 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
         recorded,
         unread_dirs,
     } = walked;
-    match crate::pipeline::date_files(config, ledger, &recorded) {
+    match date_files(config, ledger, &recorded) {
         Ok(dates) => ledger.write(|tx| {
             for ((job_id, _, _), dated) in recorded.iter().zip(dates) {
                 let Some((time, source, confidence)) = dated else {
                     continue;
                 };
-                tx.execute(
-                    "UPDATE jobs SET capture_time = ?2, capture_source = ?3, capture_confidence = ?4 WHERE id = ?1",
-                    params![job_id, time, source, confidence],
-                )?;
-                tx.execute(
-                    "UPDATE assets SET capture_time = ?2, capture_source = ?3 WHERE job_id = ?1",
-                    params![job_id, time, source],
-                )?;
+                ledger::rebuild::set_capture(tx, *job_id, &time, &source, &confidence)?;
             }
             Ok(())
         })?,
@@ -91,11 +83,7 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
             .push(format!("cannot date the recorded files: {e}")),
     }
     // Rows whose file is in neither root.
-    let recorded: Vec<(u64, String, String)> = ledger.read(|c| {
-        c.prepare("SELECT job_id, library_path, root FROM assets")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect()
-    })?;
+    let recorded = ledger.read(ledger::rebuild::asset_locations)?;
     for (job_id, path, root) in recorded {
         if unreadable.contains(&root.as_str())
             || (root == "archive" && config.archive.root.is_none())
@@ -112,7 +100,7 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
             continue;
         }
         if !found.contains(&(root.clone(), path.clone())) {
-            drop_asset(ledger, "job_id = ?1", &job_id.to_string())?;
+            ledger.write(|tx| ledger::rebuild::drop_asset_of_job(tx, job_id))?;
             report.missing.push(if root == "library" {
                 path
             } else {
@@ -121,6 +109,27 @@ pub fn rebuild(config: &Config, ledger: &Arc<Ledger>) -> Result<RebuildReport, L
         }
     }
     Ok(report)
+}
+
+/// Date files already in a root with the real `exif` stage, as an ingest
+/// would (sidecars beside them count). `files`: (job id, path, sidecar
+/// names beside it). None for a file the stage could not date, or when the
+/// config has no `exif` stage.
+fn date_files(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    files: &[(u64, PathBuf, Vec<String>)],
+) -> Result<Vec<Option<Dated>>, PipelineError> {
+    if !config.stages.contains_key("exif") || files.is_empty() {
+        return Ok(vec![None; files.len()]);
+    }
+    crate::pipeline::capture_times(
+        config,
+        ledger,
+        &["exif".to_string()],
+        REBUILD_INBOX,
+        files,
+    )
 }
 
 /// What the walks of the roots found.
@@ -225,20 +234,16 @@ fn record(
         if asset.copy_blake3 == hashes.blake3 {
             // The file may have moved between the roots behind our back.
             ledger.write(|tx| {
-                tx.execute(
-                    "UPDATE assets SET root = ?2 WHERE library_path = ?1",
-                    params![rel, root.as_str()],
-                )?;
+                ledger::rebuild::set_asset_root(tx, rel, root.as_str())?;
                 // A row an older rebuild keyed by the embedded copy's own
                 // hash learns its original's (unless another row has it).
                 if asset.blake3 != original && ledger::asset_by_hash(tx, &original)?.is_none() {
-                    tx.execute(
-                        "UPDATE assets SET blake3 = ?2, library_blake3 = ?3 WHERE library_path = ?1",
-                        params![rel, original, hashes.blake3],
-                    )?;
-                    tx.execute(
-                        "UPDATE jobs SET blake3 = ?2 WHERE id = ?1",
-                        params![asset.job_id, original],
+                    ledger::rebuild::set_original_hash(
+                        tx,
+                        asset.job_id,
+                        rel,
+                        &original,
+                        &hashes.blake3,
                     )?;
                 }
                 Ok(())
@@ -246,7 +251,7 @@ fn record(
             report.unchanged += 1;
             return Ok(None);
         }
-        drop_asset(ledger, "library_path = ?1", rel)?;
+        ledger.write(|tx| ledger::rebuild::drop_asset_at(tx, rel))?;
         report.changed += 1;
     } else if let Some(other) = ledger.read(|c| ledger::asset_by_hash(c, &original))? {
         report
@@ -270,10 +275,7 @@ fn record(
                 settled: Some((JobState::Done, "recorded by `keepsake ledger rebuild`".into())),
             },
         )?;
-        tx.execute(
-            "UPDATE jobs SET blake3 = ?2, sha1 = ?3, media_kind = ?4, dest_path = ?5, attempts = 1 WHERE id = ?1",
-            params![job_id, original, hashes.sha1, kind.as_str(), rel],
-        )?;
+        ledger::rebuild::set_rebuilt_job(tx, job_id, &original, &hashes.sha1, kind.as_str(), rel)?;
         ledger::insert_asset(
             tx,
             &ledger::NewAsset {
@@ -288,10 +290,7 @@ fn record(
                 library_blake3: Some(&hashes.blake3),
             },
         )?;
-        tx.execute(
-            "UPDATE assets SET root = ?2 WHERE library_path = ?1",
-            params![rel, root.as_str()],
-        )?;
+        ledger::rebuild::set_asset_root(tx, rel, root.as_str())?;
         Ok(job_id)
     })?;
     Ok(Some(job_id))
@@ -313,16 +312,4 @@ fn embedded_original(path: &Path) -> Option<String> {
     let original = keepsake_xmp::property(xmp, crate::sidecar::ORIGINAL_BLAKE3).filter(hex)?;
     let image = keepsake_xmp::property(xmp, crate::sidecar::IMAGE_BLAKE3).filter(hex)?;
     (crate::sidecar::blake3_without_xmp(&bytes)? == image).then_some(original)
-}
-
-/// Drop an asset row, and the archive journal's references to it.
-fn drop_asset(ledger: &Ledger, condition: &str, value: &str) -> Result<(), LedgerError> {
-    ledger.write(|tx| {
-        tx.execute(
-            &format!("UPDATE moves SET asset_id = NULL WHERE asset_id IN (SELECT id FROM assets WHERE {condition})"),
-            [value],
-        )?;
-        tx.execute(&format!("DELETE FROM assets WHERE {condition}"), [value])
-    })?;
-    Ok(())
 }

@@ -14,6 +14,8 @@ pub fn print_ingest(
     out: &mut impl Write,
     config: &Config,
     report: &IngestReport,
+    offsite: Option<&crate::offsite::PushReport>,
+    after_placed: Option<&crate::immich::placed::PlacedReport>,
 ) -> io::Result<()> {
     writeln!(
         out,
@@ -72,7 +74,7 @@ pub fn print_ingest(
             "ignored", report.ignored
         )?;
     }
-    if let Some(pushed) = &report.offsite {
+    if let Some(pushed) = offsite {
         writeln!(
             out,
             "  {:<12} {:>7}  pushed offsite ({} MiB); {} deferred, {} conflicts (`keepsake offsite status`)",
@@ -86,7 +88,7 @@ pub fn print_ingest(
             writeln!(out, "  ! {error}")?;
         }
     }
-    if let Some(after) = &report.after_placed {
+    if let Some(after) = after_placed {
         writeln!(
             out,
             "  {:<12} {:>7}  sent to services such as Immich; {} waiting, {} failed (`keepsake immich status`)",

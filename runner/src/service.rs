@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::discover;
+use crate::immich::placed::{self, PlacedPhase};
+use crate::immich::writeback;
 use crate::ledger::{self, Ledger};
 use crate::pipeline::{IngestReport, Pipeline, PipelineError};
 use crate::watch::tracker::{Stable, Tracker};
@@ -83,7 +85,7 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
         };
         let opening = tokio::task::spawn_blocking({
             let config = config.clone();
-            move || Pipeline::open(config)
+            move || crate::library_jobs::open_pipeline(config)
         });
         let pipeline = tokio::select! {
             _ = signals.recv() => {
@@ -133,6 +135,8 @@ async fn serve(
     mut signals: Signals,
 ) -> Result<(), ServiceError> {
     let inboxes = Arc::new(WatchedInbox::all(&config));
+    // Files placed go on to Immich and the like, between cycles.
+    let placed = Arc::new(PlacedPhase::default());
     let service = &config.service;
     let (send, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -222,6 +226,7 @@ async fn serve(
         if work.is_none() && (!ready.is_empty() || check_queue) {
             let batch = std::mem::take(&mut ready);
             let pipeline = Arc::clone(&pipeline);
+            let placed = Arc::clone(&placed);
             let inboxes = Arc::clone(&inboxes);
             let backoff = service.backoff;
             work = Some(tokio::task::spawn_blocking(move || {
@@ -229,7 +234,7 @@ async fn serve(
                 let _turn = crate::archive::MOVING
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                cycle(&pipeline, &inboxes, batch, &backoff)
+                cycle(&pipeline, &placed, &inboxes, batch, &backoff)
             }));
             check_queue = false;
             dirty = true;
@@ -543,6 +548,7 @@ fn handle_event(
 /// One processing cycle, on a blocking thread.
 fn cycle(
     pipeline: &Pipeline,
+    placed: &PlacedPhase,
     inboxes: &[WatchedInbox],
     ready: Vec<Stable>,
     backoff: &ledger::Backoff,
@@ -589,7 +595,7 @@ fn cycle(
     report.elapsed = processed.elapsed;
     // Files placed by now go to Immich and the like; what they defer wakes
     // a later cycle (see `queue_has_work`).
-    match pipeline.run_placed_for(Some(std::time::Duration::from_secs(60))) {
+    match placed.run_for(pipeline, Some(std::time::Duration::from_secs(60))) {
         Ok(after) => {
             if after.done + after.deferred + after.failed > 0 {
                 tracing::info!(
@@ -606,8 +612,8 @@ fn cycle(
         Err(e) => tracing::warn!("placed-phase stages: {e}"),
     }
     // What the family did in Immich goes into the sidecars, on schedule.
-    if let Some(full) = pipeline.sweep_due() {
-        match pipeline.sweep(full) {
+    if let Some(full) = writeback::sweep_due(pipeline) {
+        match writeback::sweep(pipeline, full) {
             Ok(swept) => {
                 if swept.sidecars_written > 0 || !swept.errors.is_empty() {
                     tracing::info!(
@@ -663,15 +669,11 @@ fn warn_if_late(
     let taken = pipeline
         .ledger()
         .read(|c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM sources s JOIN jobs j ON j.id = s.job_id \
-                 WHERE s.inbox = ?1 AND (s.rel_path = ?2 OR s.rel_path LIKE ?3) AND j.state != 'pending'",
-                rusqlite::params![
-                    inbox,
-                    [prefix.clone(), base.clone()].concat(),
-                    format!("{}%", String::from_utf8_lossy(&[prefix, base].concat()))
-                ],
-                |r| r.get::<_, i64>(0),
+            ledger::ingest::taken_sources(
+                c,
+                inbox,
+                &[prefix.clone(), base.clone()].concat(),
+                &format!("{}%", String::from_utf8_lossy(&[prefix, base].concat())),
             )
         })
         .unwrap_or(0);
@@ -763,26 +765,19 @@ fn queue_has_work(pipeline: &Pipeline, config: &Config) -> bool {
     pending > 0
         || next_wake.is_some_and(|at| at <= ledger::now())
         || placed_due(pipeline)
-        || pipeline.sweep_due().is_some()
+        || writeback::sweep_due(pipeline).is_some()
 }
 
 /// A placed-phase call (Immich, ...) is due, or a placed file has none yet.
 fn placed_due(pipeline: &Pipeline) -> bool {
-    if pipeline.placed_stages().is_empty() {
+    if placed::stages(pipeline).is_empty() {
         return false;
     }
     let now = ledger::now();
-    pipeline.placed_stages().iter().any(|stage| {
+    placed::stages(pipeline).iter().any(|stage| {
         pipeline
             .ledger()
-            .read(|c| {
-                c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM placed_calls WHERE stage = ?1 AND state = 'pending') \
-                     OR EXISTS (SELECT 1 FROM placed_calls WHERE stage = ?1 AND state = 'deferred' AND wake_at <= ?2)",
-                    rusqlite::params![stage, now],
-                    |r| r.get::<_, bool>(0),
-                )
-            })
+            .read(|c| ledger::placed_call_due(c, stage, now))
             .unwrap_or(false)
     })
 }

@@ -202,7 +202,7 @@ fn walk(base: &Path, state_dir: &Path, errors: &mut Vec<String>) -> Vec<String> 
 
 // ---------------------------------------------------------------- plan
 
-pub mod kei;
+pub(crate) use crate::kei;
 mod plan;
 pub use plan::{
     Basis, JUNK, Plan, PlanItem, PlanOptions, capture_years, folder_years, plan, plan_unwritten,

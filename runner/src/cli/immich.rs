@@ -8,7 +8,7 @@ use anyhow::bail;
 use super::{ImmichCommand, Outcome, load_config, open_existing};
 use crate::config::{Config, ImmichConfig};
 use crate::ledger;
-use crate::pipeline::Pipeline;
+use crate::library_jobs::open_pipeline;
 
 pub(super) fn immich(config: Option<&Path>, command: ImmichCommand) -> anyhow::Result<Outcome> {
     let (config, _) = load_config(config)?;
@@ -41,8 +41,8 @@ fn status(config: &Config, immich: &ImmichConfig, json: bool) -> anyhow::Result<
 /// `keepsake immich pull [--changes]`: what the family did in Immich, into
 /// the sidecars.
 fn pull(config: Config, json: bool, changes: bool) -> anyhow::Result<Outcome> {
-    let pipeline = Pipeline::open(config)?;
-    let swept = pipeline.sweep(!changes)?;
+    let pipeline = open_pipeline(config)?;
+    let swept = crate::immich::writeback::sweep(&pipeline, !changes)?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&swept)?)?;
@@ -66,7 +66,7 @@ fn pull(config: Config, json: bool, changes: bool) -> anyhow::Result<Outcome> {
 
 /// `keepsake immich sync [--all]`: send what waits, now.
 fn sync(config: Config, json: bool, all: bool) -> anyhow::Result<Outcome> {
-    let pipeline = Pipeline::open(config)?;
+    let pipeline = open_pipeline(config)?;
     let forgotten = if all {
         Some(crate::immich::forget(pipeline.ledger())?)
     } else {
@@ -85,7 +85,7 @@ fn sync(config: Config, json: bool, all: bool) -> anyhow::Result<Outcome> {
     pipeline
         .ledger()
         .write(|tx| ledger::wake_placed_calls(tx, "immich"))?;
-    let after = pipeline.run_placed()?;
+    let after = crate::immich::placed::PlacedPhase::default().run(&pipeline)?;
     let counts = crate::immich::counts(pipeline.ledger())?;
     if json {
         writeln!(

@@ -6,7 +6,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::{Outcome, load_config};
-use crate::pipeline::Pipeline;
+use crate::immich::placed::{self, PlacedPhase, PlacedReport};
+use crate::offsite::PushReport;
+use crate::pipeline::{IngestReport, Progress};
+
+/// What `keepsake ingest` reports: the ingest, then what ran after it.
+/// Its JSON is the ingest report's keys, then `offsite` and `after_placed`.
+#[derive(Debug, serde::Serialize)]
+struct IngestSummary {
+    #[serde(flatten)]
+    ingest: IngestReport,
+    /// What the offsite push after the ingest did, when targets are set.
+    offsite: Option<PushReport>,
+    /// What the placed-phase stages (Immich, ...) did, when a pipeline has one.
+    after_placed: Option<PlacedReport>,
+}
 
 /// `keepsake ingest [PATH]... [--json]`.
 pub(super) fn ingest(
@@ -27,13 +41,22 @@ pub(super) fn ingest(
             bail!("{} does not exist", path.display());
         }
     }
-    let mut pipeline = Pipeline::open(config.clone())?;
+    let mut pipeline = crate::library_jobs::open_pipeline(config.clone())?;
     if std::io::stderr().is_terminal() {
-        pipeline.show_progress(progress_bar());
+        let bar = progress_bar();
+        pipeline.on_progress(move |progress| match progress {
+            Progress::Started { jobs } => bar.set_length(jobs),
+            Progress::Decided(jobs) => bar.inc(jobs),
+            Progress::Finished => bar.finish_and_clear(),
+        });
     }
-    let mut result = pipeline.ingest(paths)?;
-    if !pipeline.placed_stages().is_empty() {
-        result.after_placed = Some(pipeline.run_placed()?);
+    let mut result = IngestSummary {
+        ingest: pipeline.ingest(paths)?,
+        offsite: None,
+        after_placed: None,
+    };
+    if !placed::stages(&pipeline).is_empty() {
+        result.after_placed = Some(PlacedPhase::default().run(&pipeline)?);
     }
     if !config.offsite.is_empty() {
         let ledger = pipeline.ledger_arc();
@@ -46,9 +69,15 @@ pub(super) fn ingest(
     if json {
         writeln!(out, "{}", serde_json::to_string(&result)?)?;
     } else {
-        crate::report::print_ingest(&mut out, &config, &result)?;
+        crate::report::print_ingest(
+            &mut out,
+            &config,
+            &result.ingest,
+            result.offsite.as_ref(),
+            result.after_placed.as_ref(),
+        )?;
     }
-    Ok(Outcome::ok_if(result.failed == 0))
+    Ok(Outcome::ok_if(result.ingest.failed == 0))
 }
 
 /// Files, rate and time left, on a terminal.

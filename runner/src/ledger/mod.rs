@@ -2,12 +2,17 @@
 //! steps stages took, assets, the effect journal and each stage's key-value
 //! store. Migrations are plain `.sql` files applied in order at open.
 
+pub(crate) mod immich;
+pub(crate) mod ingest;
 mod jobs;
 mod journal;
+pub(crate) mod kei;
 mod moves;
 mod placed;
 mod pushes;
+pub(crate) mod rebuild;
 mod states;
+pub(crate) mod writeback;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};

@@ -85,7 +85,7 @@ fn wit_kind(kind: MediaKind) -> WitMediaKind {
 }
 
 /// The file's modification time in the host's local time zone.
-pub(super) fn local_mtime(mtime_ns: i64) -> (Datetime, i16) {
+pub(crate) fn local_mtime(mtime_ns: i64) -> (Datetime, i16) {
     let zoned = jiff::Timestamp::from_nanosecond(mtime_ns as i128)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .to_zoned_datetime(jiff::tz::TimeZone::system());

@@ -71,14 +71,7 @@ impl Stills {
             if let Some(still) = self.by_id.get(id) {
                 return Some(still.clone());
             }
-            let earlier = ledger.read(|c| {
-                c.query_row(
-                    "SELECT id, dest_path FROM jobs WHERE state = 'done' AND media_kind != 'video' \
-                     AND json_extract(facts, '$.\"live.content_id\"') = ?1 ORDER BY id LIMIT 1",
-                    [id],
-                    |r| Ok((r.get::<_, u64>(0)?, r.get::<_, String>(1)?)),
-                )
-            });
+            let earlier = ledger.read(|c| crate::ledger::ingest::still_by_content_id(c, id));
             if let Ok((job_id, dest)) = earlier {
                 return Some(Still {
                     job_id,

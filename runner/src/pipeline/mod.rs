@@ -2,16 +2,16 @@
 //! read) → job row → stages (wasm: look, decide) → effects applied by the
 //! host, journaled → done.
 
+mod dating;
 mod decide;
+mod hooks;
 mod live;
 pub mod paths;
-pub mod placed;
 mod plan;
 mod queue;
 mod read;
 mod register;
 mod services;
-pub mod writeback;
 
 use services::IngestServices;
 
@@ -26,9 +26,14 @@ use crate::config::{Config, InboxMode, StageSource};
 use crate::discover;
 use crate::effects::{self, Applied, Recovery};
 use crate::host::{LoadError, LoadedStage, Services, StageRuntime};
+use crate::kei::{KeiCache, KeiFiles};
 use crate::ledger::{self, JobRecord, JobState, Ledger, LedgerError, StateLock};
 
+pub use dating::{Dated, capture_times};
 pub use decide::Decision;
+pub(crate) use decide::local_mtime;
+pub use hooks::{NoVerdicts, OnProgress, Progress, Verdicts};
+pub(crate) use services::KvMeter;
 
 /// Jobs processed together: one intent commit, one sync, one done commit.
 const BATCH_FILES: usize = 256;
@@ -72,10 +77,6 @@ pub struct IngestReport {
     pub stage_calls: u64,
     /// Bytes stages read through the host's bounded `read`.
     pub stage_bytes_read: u64,
-    /// What the offsite push after the ingest did, when targets are set.
-    pub offsite: Option<crate::offsite::PushReport>,
-    /// What the placed-phase stages (Immich, ...) did, when a pipeline has one.
-    pub after_placed: Option<placed::PlacedReport>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -108,22 +109,14 @@ pub struct Pipeline {
     runtime: StageRuntime,
     stages: BTreeMap<String, LoadedStage>,
     pub recovery: Recovery,
-    /// Shown while jobs are decided (the CLI sets it when stderr is a terminal).
-    progress: Option<indicatif::ProgressBar>,
-    /// Placed-phase stages' temporary failures in a row, for their backoff.
-    placed_failures: Mutex<HashMap<String, u32>>,
-    /// Assets up to this id have their placed-phase calls queued.
-    placed_queued_to: std::sync::atomic::AtomicI64,
+    /// Told while jobs are decided (the CLI shows a bar on a terminal).
+    progress: Option<OnProgress>,
+    /// Hear of every change an ingest makes to what they read.
+    verdicts: Arc<dyn Verdicts>,
     /// kei's files, read again only when its database (or its WAL) changed.
-    kei_cache: Mutex<Option<(KeiStamp, Arc<KeiFiles>)>>,
+    kei_cache: KeiCache,
     _lock: StateLock,
 }
-
-type KeiFiles = crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo>;
-
-/// (size, mtime) of kei's database and of its write-ahead log: kei writes
-/// in WAL mode, so a change may sit in the log only.
-type KeiStamp = [Option<(u64, std::time::SystemTime)>; 2];
 
 impl Pipeline {
     /// Lock the state folder, open the ledger, replay the journal, load stages.
@@ -162,9 +155,8 @@ impl Pipeline {
             stages,
             recovery,
             progress: None,
-            placed_failures: Mutex::new(HashMap::new()),
-            placed_queued_to: std::sync::atomic::AtomicI64::new(0),
-            kei_cache: Mutex::new(None),
+            verdicts: Arc::new(NoVerdicts),
+            kei_cache: KeiCache::default(),
             _lock: lock,
         })
     }
@@ -192,10 +184,16 @@ impl Pipeline {
         }
     }
 
-    /// Show progress on a terminal: the bar's length is set to the number
-    /// of jobs to take once discovery is done.
-    pub fn show_progress(&mut self, bar: indicatif::ProgressBar) {
-        self.progress = Some(bar);
+    /// Tell `progress` how far each [`Pipeline::process`] is: the number
+    /// of jobs to take once discovery is done, then each batch decided.
+    pub fn on_progress(&mut self, progress: impl Fn(Progress) + Send + Sync + 'static) {
+        self.progress = Some(Box::new(progress));
+    }
+
+    /// Who keeps the verdicts an ingest's changes void (the rolling
+    /// archive's plans); until set, none are kept.
+    pub fn set_verdicts(&mut self, verdicts: Arc<dyn Verdicts>) {
+        self.verdicts = verdicts;
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -208,6 +206,16 @@ impl Pipeline {
 
     pub fn stages(&self) -> impl Iterator<Item = &LoadedStage> {
         self.stages.values()
+    }
+
+    /// The loaded stage of that name (for the phases run after an ingest).
+    pub(crate) fn stage(&self, name: &str) -> Option<&LoadedStage> {
+        self.stages.get(name)
+    }
+
+    /// The runtime the stages run on.
+    pub(crate) fn runtime(&self) -> &StageRuntime {
+        &self.runtime
     }
 
     fn inbox_plans(&self, paths: &[PathBuf]) -> Vec<(String, InboxPlan, Option<PathBuf>)> {
@@ -314,19 +322,13 @@ impl Pipeline {
             mut report,
             started,
         } = discovery;
-        if let Some(bar) = &self.progress {
-            let pending = self.ledger.read(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE state = 'pending'",
-                    [],
-                    |r| r.get::<_, u64>(0),
-                )
-            })?;
-            bar.set_length(pending);
+        if let Some(progress) = &self.progress {
+            let pending = self.ledger.read(ledger::pending_count)?;
+            progress(Progress::Started { jobs: pending });
         }
         self.process_pending(&inboxes, &mut report)?;
-        if let Some(bar) = &self.progress {
-            bar.finish_and_clear();
+        if let Some(progress) = &self.progress {
+            progress(Progress::Finished);
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -402,11 +404,11 @@ impl Pipeline {
         });
         // Batches may have committed before an error: a plan made
         // meanwhile must not be written either way.
-        crate::archive::changed();
+        self.verdicts.changed();
         if applied.is_err() {
             // Which years the committed batches touched is not known here:
             // every verdict goes.
-            crate::archive::void(&self.config, None, "an ingest stopped on an error");
+            self.verdicts.void(None, "an ingest stopped on an error");
         }
         let applied = applied?;
         self.void_verdicts(applied.iter().map(|(id, _)| *id), &services.kei);
@@ -438,45 +440,19 @@ impl Pipeline {
     /// state is configured: read again only when kei changed it (an
     /// unreadable one is logged and changes nothing).
     pub(crate) fn kei_files(&self) -> Arc<KeiFiles> {
-        let Some(path) = &self.config.archive.kei_state else {
-            return Default::default();
-        };
-        let stamp_of = |p: &std::path::Path| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)))
-        };
-        let mut wal = path.clone().into_os_string();
-        wal.push("-wal");
-        let stamp = [stamp_of(path), stamp_of(std::path::Path::new(&wal))];
-        let mut cache = self.kei_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, files)) = cache.as_ref()
-            && *seen == stamp
-        {
-            return Arc::clone(files);
-        }
-        let files = match crate::archive::kei::read(path) {
-            Ok(state) => Arc::new(crate::archive::kei::by_path(&state)),
-            Err(e) => {
-                tracing::warn!("{e}: kei's albums and favourites are not added");
-                Default::default()
-            }
-        };
-        *cache = Some((stamp, Arc::clone(&files)));
-        files
+        self.kei_cache.files(self.config.archive.kei_state.as_deref())
     }
 
-    /// Jobs changed: the archive verdicts of their years (of every year,
-    /// for a job without a date, or when the ledger cannot say) stand no
-    /// more. A job's years are those the plan gives it: its folder, its
-    /// capture time in every zone, and kei's creation time of its file.
+    /// Jobs changed: the verdicts of their years (of every year, for a
+    /// job without a date, or when the ledger cannot say) stand no more.
+    /// A job's years are those the verdicts give it (for the archive's
+    /// plan: its folder, its capture time in every zone) and kei's
+    /// creation time of its file.
     pub(crate) fn void_verdicts(&self, jobs: impl Iterator<Item = u64>, kei: &KeiFiles) {
-        // A plan being made meanwhile (without the turn) must not be
-        // written: it may have read the year before this change.
-        crate::archive::changed();
-        let dir = self.config.state_dir.join("archive");
-        let any = std::fs::read_dir(&dir).is_ok_and(|mut listing| listing.next().is_some());
-        if !any {
+        // A verdict being made meanwhile must not be written: it may have
+        // read the year before this change.
+        self.verdicts.changed();
+        if !self.verdicts.any() {
             return;
         }
         let mut years = std::collections::BTreeSet::new();
@@ -485,31 +461,27 @@ impl Pipeline {
                 Ok(Some(job)) => job,
                 Ok(None) => continue,
                 Err(e) => {
-                    crate::archive::void(
-                        &self.config,
+                    self.verdicts.void(
                         None,
                         &format!("the ledger could not say which years job {id} is of ({e})"),
                     );
                     return;
                 }
             };
-            match crate::archive::years_of_job(&job) {
+            match self.verdicts.years_of_job(&job) {
                 Some(of_job) => years.extend(of_job),
                 None => {
-                    crate::archive::void(&self.config, None, "a photo without a date was taken");
+                    self.verdicts.void(None, "a photo without a date was taken");
                     return;
                 }
             }
             if let Some(info) = kei.get(&job.source_path) {
-                years.extend(crate::archive::kei::years_of(info.created_at));
+                years.extend(crate::kei::years_of(info.created_at));
             }
         }
         if !years.is_empty() {
-            crate::archive::void(
-                &self.config,
-                Some(&years),
-                "new photos of the year were taken",
-            );
+            self.verdicts
+                .void(Some(&years), "new photos of the year were taken");
         }
     }
 
@@ -655,8 +627,8 @@ impl Pipeline {
                 }
                 Ok(())
             })?;
-            if let Some(bar) = &self.progress {
-                bar.inc(plans.len() as u64);
+            if let Some(progress) = &self.progress {
+                progress(Progress::Decided(plans.len() as u64));
             }
             tracing::debug!(
                 files = plans.len(),
@@ -679,89 +651,6 @@ fn relative_to(root: &Path, path: &Path) -> Option<Vec<u8>> {
         .filter(|rel| !rel.is_empty())
 }
 
-/// Compile or load from the cache every stage the config names.
-/// A capture time as the ledger records it: (ISO 8601, source, confidence).
-pub type Dated = (String, String, String);
-
-/// Date files already in a root with the real `exif` stage, as an ingest
-/// would (sidecars beside them count): for `ledger rebuild`. `files`:
-/// (job id, path, sidecar names beside it). None for a file the stage
-/// could not date, or when the config has no `exif` stage.
-pub fn date_files(
-    config: &Config,
-    ledger: &Arc<Ledger>,
-    files: &[(u64, PathBuf, Vec<String>)],
-) -> Result<Vec<Option<Dated>>, PipelineError> {
-    if !config.stages.contains_key("exif") || files.is_empty() {
-        return Ok(vec![None; files.len()]);
-    }
-    let mut only_exif = config.clone();
-    only_exif.stages.retain(|name, _| name == "exif");
-    let (runtime, stages) = load_stages(&only_exif)?;
-    let services: Arc<dyn Services> = Arc::new(IngestServices {
-        ledger: Arc::clone(ledger),
-        reserved: Mutex::new(HashMap::new()),
-        reserved_paths: Mutex::new(HashSet::new()),
-        stills: Mutex::new(Default::default()),
-        kv_meter: Default::default(),
-        kei: Default::default(),
-    });
-    let pipeline = vec!["exif".to_string()];
-    let mut out = Vec::with_capacity(files.len());
-    for chunk in files.chunks(BATCH_FILES) {
-        let jobs: Vec<JobRecord> = chunk
-            .iter()
-            .map(|(id, path, companions)| {
-                let meta = std::fs::symlink_metadata(path).ok();
-                JobRecord {
-                    id: *id,
-                    inbox: crate::rebuild::REBUILD_INBOX.to_string(),
-                    rel_path: path
-                        .file_name()
-                        .map(|n| n.as_bytes().to_vec())
-                        .unwrap_or_default(),
-                    source_path: path.clone(),
-                    size: meta.as_ref().map_or(0, |m| m.len()),
-                    mtime_ns: meta.as_ref().map_or(0, discover::mtime_ns),
-                    inode: meta.as_ref().map_or(0, std::os::unix::fs::MetadataExt::ino),
-                    companions: companions.clone(),
-                    state: JobState::Pending,
-                    attempts: 0,
-                    last_error: None,
-                    reason: None,
-                    blake3: None,
-                    sha1: None,
-                    media_kind: None,
-                    capture_time: None,
-                    capture_source: None,
-                    dest_path: None,
-                    duplicate_of: None,
-                    updated_at: 0,
-                    facts: "{}".into(),
-                    wake_at: None,
-                    from_quarantine: false,
-                    companions_in: None,
-                }
-            })
-            .collect();
-        let reads = read::read_all(&jobs, None);
-        let decided =
-            crate::par::map_owned(jobs.iter().zip(reads).collect::<Vec<_>>(), |(job, read)| {
-                decide::decide(&runtime, &stages, &pipeline, job, read, &services)
-            });
-        out.extend(decided.into_iter().map(|d| {
-            d.capture.map(|c| {
-                (
-                    decide::iso(&c),
-                    c.source.clone(),
-                    plan::confidence_text(c.confidence).to_string(),
-                )
-            })
-        }));
-    }
-    Ok(out)
-}
-
 fn same_filesystem(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -771,18 +660,12 @@ fn same_filesystem(a: &Path, b: &Path) -> bool {
 }
 
 /// Open the ledger and bring it and the folders back to a clean state:
-/// unfinished effects and archive moves are completed or rolled back, and
-/// staging scratch is cleared.
+/// unfinished effects are completed or rolled back, and staging scratch is
+/// cleared. (The library jobs' own journals, such as the archive's moves,
+/// are their callers' to replay, after this.)
 fn open_ledger(config: &Config) -> Result<(Arc<Ledger>, Recovery), PipelineError> {
     let ledger = Arc::new(Ledger::open(&config.ledger_path())?);
     let recovery = effects::recover(&ledger)?;
-    let moves = crate::archive::recover(config, &ledger)?;
-    if moves > 0 {
-        tracing::info!(
-            moves,
-            "finished the archive moves an unclean stop interrupted"
-        );
-    }
     // Staging copies are never journaled: whatever a crash left is scratch.
     let _ = effects::fsops::clear_staging(&config.state_dir.join("staging"));
     if recovery.finished + recovery.requeued > 0 {
@@ -796,6 +679,7 @@ fn open_ledger(config: &Config) -> Result<(Arc<Ledger>, Recovery), PipelineError
     Ok((ledger, recovery))
 }
 
+/// Compile or load from the cache every stage the config names.
 pub fn load_stages(
     config: &Config,
 ) -> Result<(StageRuntime, BTreeMap<String, LoadedStage>), PipelineError> {

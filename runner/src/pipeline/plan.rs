@@ -543,7 +543,7 @@ fn write_xmp(
 /// `Albums|NAME`, which the immich stage makes into albums) and a favourite
 /// as rating 5. Merged: the albums join those the sidecar has, and a rating
 /// the family (or a stage) set stays.
-fn with_kei(decided: &mut Decided, job: &JobRecord, kei: &crate::archive::kei::KeiInfo) {
+fn with_kei(decided: &mut Decided, job: &JobRecord, kei: &crate::kei::KeiInfo) {
     let fact = |key: &str, value: String| crate::host::Fact {
         key: key.into(),
         value,

@@ -1,8 +1,6 @@
 //! Recording jobs for new or changed inbox files, by fingerprint; and, in
 //! move mode, removing inbox files a crash left behind after their commit.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::discover::Candidate;
@@ -151,15 +149,7 @@ fn leftover(
     rel_path: &[u8],
     config: &crate::config::Config,
 ) -> rusqlite::Result<Option<Leftover>> {
-    use rusqlite::OptionalExtension;
-    let row: Option<(u64, String, Option<String>, Option<u64>)> = conn
-        .query_row(
-            "SELECT j.id, j.state, j.blake3, j.duplicate_of FROM sources s JOIN jobs j ON j.id = s.job_id \
-             WHERE s.inbox = ?1 AND s.rel_path = ?2",
-            rusqlite::params![inbox, rel_path],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
+    let row = ledger::ingest::job_of_source(conn, inbox, rel_path)?;
     let Some((job_id, state, Some(blake3), duplicate_of)) = row else {
         return Ok(None);
     };
@@ -173,15 +163,7 @@ fn leftover(
         }))
     };
     let done_writes = |action: &str| -> rusqlite::Result<Vec<JournaledWrite>> {
-        let mut stmt = conn.prepare_cached(
-            "SELECT source, dest, blake3, COALESCE(keeps, blake3) FROM journal \
-             WHERE job_id = ?1 AND state = 'done' AND action = ?2",
-        )?;
-        stmt.query_map(rusqlite::params![job_id, action], |r| {
-            let path = |b: Vec<u8>| PathBuf::from(OsStr::from_bytes(&b));
-            Ok((path(r.get(0)?), path(r.get(1)?), r.get(2)?, r.get(3)?))
-        })?
-        .collect()
+        ledger::ingest::done_writes_of_job(conn, job_id, action)
     };
     let keeper = match state.as_str() {
         "done" => asset_copy(job_id)?,

@@ -20,20 +20,20 @@ pub(super) struct IngestServices {
     pub(super) stills: super::live::SharedStills,
     pub(super) kv_meter: KvMeter,
     /// kei's albums and favourites of the files it downloaded, by path.
-    pub(super) kei: Arc<crate::archive::kei::PathIndex<crate::archive::kei::KeiInfo>>,
+    pub(super) kei: Arc<crate::kei::KeiFiles>,
 }
 
 /// What each stage keeps in its key-value store, counted once from the
 /// ledger and then kept up to date, so a quota check costs no scan.
 #[derive(Default)]
-pub(super) struct KvMeter {
+pub(crate) struct KvMeter {
     usage: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl KvMeter {
     /// Account for `stage` setting `key` to `value_len` bytes (replacing a
     /// pair of `old` bytes, if any), or say why the quota refuses it.
-    pub(super) fn admit(
+    pub(crate) fn admit(
         &self,
         ledger: &Ledger,
         stage: &str,

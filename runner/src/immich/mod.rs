@@ -1,16 +1,20 @@
-//! `keepsake immich status|sync|retry`: how the `immich` stage is doing. The
-//! uploads and album writes are the stage's (sandboxed, `placed` phase);
-//! this module only reads the ledger and asks the server who it is.
+//! Immich and the other services files go to once they are in the
+//! library. The uploads and album writes are the `immich` stage's
+//! (sandboxed, `placed` phase): [`placed`] runs that phase's queue after an
+//! ingest, [`writeback`] the sweep that brings what the family did in
+//! Immich into the sidecars. This file is `keepsake immich status|sync`:
+//! how the stage is doing, from the ledger, and who the server is.
+
+pub mod placed;
+pub mod writeback;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use rusqlite::OptionalExtension;
-
 use crate::config::{Config, ImmichConfig};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{self, Ledger, LedgerError};
 
 /// The stage's calls in the ledger, by state.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -52,22 +56,16 @@ pub struct Status {
 pub fn counts(ledger: &Ledger) -> Result<Counts, LedgerError> {
     ledger.read(|c| {
         let mut counts = Counts::default();
-        let mut stmt = c.prepare(
-            "SELECT state, facts, requests, last_error, wake_at, updated_at FROM placed_calls WHERE stage = 'immich'",
-        )?;
         let mut newest_error = i64::MIN;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, u64>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        })?;
-        for row in rows {
-            let (state, facts, requests, error, wake_at, updated) = row?;
+        for call in ledger::immich::calls(c)? {
+            let ledger::immich::ImmichCall {
+                state,
+                facts,
+                requests,
+                last_error: error,
+                wake_at,
+                updated_at: updated,
+            } = call;
             counts.requests += requests;
             let facts: serde_json::Value = serde_json::from_str(&facts).unwrap_or_default();
             match state.as_str() {
@@ -95,23 +93,12 @@ pub fn counts(ledger: &Ledger) -> Result<Counts, LedgerError> {
                 counts.last_error = Some(error);
             }
         }
-        if let Some((at, full, error)) = c
-            .query_row(
-                "SELECT last_at, last_full_at, last_error FROM sweeps WHERE stage = 'immich'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?
-        {
+        if let Some((at, full, error)) = ledger::immich::sweep(c)? {
             counts.last_pull_at = at;
             counts.last_full_pull_at = full;
             counts.last_pull_error = error;
         }
-        counts.sidecars_behind = c.query_row(
-            "SELECT COUNT(*) FROM remote_assets WHERE stage = 'immich' AND dirty = 1",
-            [],
-            |r| r.get(0),
-        )?;
+        counts.sidecars_behind = ledger::immich::sidecars_behind(c)?;
         Ok(counts)
     })
 }
@@ -121,24 +108,7 @@ pub fn counts(ledger: &Ledger) -> Result<Counts, LedgerError> {
 /// The sidecars, and what keepsake wrote into them, stay: the next upload
 /// reads albums and favorites back from them. Returns the files queued.
 pub fn forget(ledger: &Ledger) -> Result<usize, LedgerError> {
-    ledger.write(|tx| {
-        tx.execute("DELETE FROM kv WHERE stage = 'immich'", [])?;
-        tx.execute(
-            "DELETE FROM remote_album_members WHERE stage = 'immich'",
-            [],
-        )?;
-        tx.execute("DELETE FROM remote_albums WHERE stage = 'immich'", [])?;
-        tx.execute(
-            "UPDATE remote_assets SET state = NULL, dirty = 0 WHERE stage = 'immich'",
-            [],
-        )?;
-        tx.execute("DELETE FROM sweeps WHERE stage = 'immich'", [])?;
-        tx.execute(
-            "UPDATE placed_calls SET state = 'pending', wake_at = NULL, attempts = 0, \
-             last_error = NULL, facts = '{}' WHERE stage = 'immich'",
-            [],
-        )
-    })
+    ledger.write(|tx| ledger::immich::forget(tx))
 }
 
 pub fn status(config: &Config, immich: &ImmichConfig, ledger: Option<&Ledger>) -> Status {

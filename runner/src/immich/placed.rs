@@ -8,14 +8,13 @@
 //! it, with a growing backoff, so an Immich that is down or a wrong API key
 //! costs one request per retry instead of one per file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
-
-use super::{Pipeline, PipelineError};
+use crate::pipeline::{KvMeter, Pipeline, PipelineError, display_rel, local_mtime};
 use crate::host::{
     CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, Placement, Services,
     StageCallError, StageError, WitMediaKind,
@@ -38,74 +37,83 @@ pub struct PlacedReport {
     pub waiting: BTreeMap<String, String>,
 }
 
-impl Pipeline {
-    /// The placed-phase stages some inbox's pipeline names.
-    pub fn placed_stages(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .config
-            .inboxes
-            .iter()
-            .flat_map(|i| i.pipeline.iter())
-            .filter(|name| self.stages.get(*name).is_some_and(|s| s.info.placed))
-            .cloned()
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-    }
+/// The placed-phase stages some inbox's pipeline names.
+pub fn stages(pipeline: &Pipeline) -> Vec<String> {
+    let mut names: Vec<String> = pipeline
+        .config()
+        .inboxes
+        .iter()
+        .flat_map(|i| i.pipeline.iter())
+        .filter(|name| pipeline.stage(name).is_some_and(|s| s.info.placed))
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
 
+/// The placed phase of an open pipeline, as this process runs it: its
+/// stages' backoff and how far the queue was filled.
+#[derive(Default)]
+pub struct PlacedPhase {
+    /// Placed-phase stages' temporary failures in a row, for their backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Assets up to this id have their placed-phase calls queued.
+    queued_to: AtomicI64,
+}
+
+impl PlacedPhase {
     /// Queue a call for every library file whose inbox pipeline names a
     /// placed-phase stage and has none yet: new files, and the whole
     /// library when such a stage is added to a pipeline (the first time in
     /// a process; then only assets recorded since, by their ids).
-    pub fn enqueue_placed(&self) -> Result<u64, LedgerError> {
-        use std::sync::atomic::Ordering;
+    pub fn enqueue(&self, pipeline: &Pipeline) -> Result<u64, LedgerError> {
         let now = ledger::now();
-        let from = self.placed_queued_to.load(Ordering::Relaxed);
-        let to: i64 = self
-            .ledger
-            .read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) FROM assets", [], |r| r.get(0)))?;
+        let from = self.queued_to.load(Ordering::Relaxed);
+        let to: i64 = pipeline
+            .ledger()
+            .read(ledger::max_asset_id)?;
         if to <= from {
             return Ok(0);
         }
         let mut queued = 0;
-        for inbox in &self.config.inboxes {
+        for inbox in &pipeline.config().inboxes {
             for name in &inbox.pipeline {
-                if !self.stages.get(name).is_some_and(|s| s.info.placed) {
+                if !pipeline.stage(name).is_some_and(|s| s.info.placed) {
                     continue;
                 }
-                queued += self.ledger.write(|tx| {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO placed_calls (job_id, stage, state, created_at, updated_at) \
-                         SELECT j.id, ?2, 'pending', ?3, ?3 FROM assets a JOIN jobs j ON j.id = a.job_id \
-                         WHERE a.id > ?4 AND a.id <= ?5 AND j.inbox = ?1 AND j.state = 'done'",
-                        params![inbox.name, name, now, from, to],
-                    )
-                })? as u64;
+                queued += pipeline
+                    .ledger()
+                    .write(|tx| ledger::queue_placed_calls(tx, &inbox.name, name, now, from, to))?
+                    as u64;
             }
         }
-        self.placed_queued_to.store(to, Ordering::Relaxed);
+        self.queued_to.store(to, Ordering::Relaxed);
         Ok(queued)
     }
 
     /// Queue what is new, then run every due call, stage by stage. Runs on
     /// its own thread: wasi:http drives its requests on a runtime of its own.
-    pub fn run_placed(&self) -> Result<PlacedReport, PipelineError> {
-        self.run_placed_for(None)
+    pub fn run(&self, pipeline: &Pipeline) -> Result<PlacedReport, PipelineError> {
+        self.run_for(pipeline, None)
     }
 
-    /// [`Self::run_placed`], stopping after `budget` (the service's cycles:
+    /// [`Self::run`], stopping after `budget` (the service's cycles:
     /// a first upload of a whole library must not keep new files waiting;
     /// the rest goes in the next cycles).
-    pub fn run_placed_for(&self, budget: Option<Duration>) -> Result<PlacedReport, PipelineError> {
-        if self.placed_stages().is_empty() {
+    pub fn run_for(
+        &self,
+        pipeline: &Pipeline,
+        budget: Option<Duration>,
+    ) -> Result<PlacedReport, PipelineError> {
+        if stages(pipeline).is_empty() {
             return Ok(PlacedReport::default());
         }
-        self.enqueue_placed()?;
+        self.enqueue(pipeline)?;
         let until = budget.map(|b| std::time::Instant::now() + b);
         std::thread::scope(|scope| {
             scope
-                .spawn(|| self.run_placed_here(until))
+                .spawn(|| self.run_here(pipeline, until))
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
@@ -113,9 +121,9 @@ impl Pipeline {
 
     /// The stage's temporary failures in a row (after counting this one,
     /// or reset by a success).
-    fn placed_streak(&self, stage: &str, failed: bool) -> u32 {
+    fn streak(&self, stage: &str, failed: bool) -> u32 {
         let mut streaks = self
-            .placed_failures
+            .failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let streak = streaks.entry(stage.to_string()).or_insert(0);
@@ -123,20 +131,23 @@ impl Pipeline {
         *streak
     }
 
-    fn run_placed_here(
+    fn run_here(
         &self,
+        pipeline: &Pipeline,
         until: Option<std::time::Instant>,
     ) -> Result<PlacedReport, PipelineError> {
+        let config = pipeline.config();
+        let ledger = pipeline.ledger();
         let mut report = PlacedReport::default();
-        let services = Arc::new(LedgerServices::new(&self.ledger));
+        let services = Arc::new(LedgerServices::new(&pipeline.ledger_arc()));
         let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
         let mut batch: Vec<Outcome> = Vec::new();
-        for name in self.placed_stages() {
-            let Some(stage) = self.stages.get(&name) else {
+        for name in stages(pipeline) {
+            let Some(stage) = pipeline.stage(&name) else {
                 continue;
             };
             let now = ledger::now();
-            let due = self.ledger.read(|c| due_calls(c, &name, now))?;
+            let due = ledger.read(|c| ledger::due_placed_calls(c, &name, now, PASS_LIMIT))?;
             let mut ran = false;
             for (call_id, job_id, attempts) in due {
                 if crate::shutdown::requested()
@@ -145,22 +156,21 @@ impl Pipeline {
                     break;
                 }
                 if batch.len() >= COMMIT_EVERY {
-                    self.commit(&services, &mut batch)?;
+                    commit(ledger, &services, &mut batch)?;
                 }
-                let Some((job, files)) =
-                    self.ledger.read(|c| placed_job(c, &self.config, job_id))?
+                let Some((job, files)) = ledger.read(|c| placed_job(c, config, job_id))?
                 else {
                     // Not readable now (an unmounted disk?), or gone: it
                     // waits, and fails after as many tries as a job.
                     let message = "the library file cannot be opened (is its disk mounted? `keepsake verify` lists missing files)".to_string();
-                    if attempts + 1 >= self.config.service.backoff.max_attempts {
+                    if attempts + 1 >= config.service.backoff.max_attempts {
                         batch.push(Outcome::failed(call_id, message, 0));
                         report.failed += 1;
                     } else {
                         batch.push(Outcome::deferred(
                             call_id,
                             message,
-                            ledger::now() + backoff(&self.config, attempts),
+                            ledger::now() + backoff(config, attempts),
                             Vec::new(),
                             0,
                         ));
@@ -168,7 +178,9 @@ impl Pipeline {
                     }
                     continue;
                 };
-                let (result, stats) = self.runtime.call(stage, &job, files, Arc::clone(&shared));
+                let (result, stats) = pipeline
+                    .runtime()
+                    .call(stage, &job, files, Arc::clone(&shared));
                 report.requests += stats.requests;
                 match result {
                     Ok(effects) => {
@@ -217,7 +229,7 @@ impl Pipeline {
                             });
                             report.deferred += 1;
                         } else {
-                            self.placed_streak(&name, false);
+                            self.streak(&name, false);
                             batch.push(Outcome {
                                 call_id,
                                 state: "done",
@@ -254,8 +266,8 @@ impl Pipeline {
                         // next try starts with another file (fewest tries
                         // first), so one bad file cannot hold the rest.
                         tracing::warn!(stage = name, job = job_id, "{message}");
-                        let streak = self.placed_streak(&name, true);
-                        let wait = backoff(&self.config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
+                        let streak = self.streak(&name, true);
+                        let wait = backoff(config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
                         let wake = ledger::now() + wait;
                         batch.push(Outcome::deferred(
                             call_id,
@@ -264,13 +276,9 @@ impl Pipeline {
                             Vec::new(),
                             stats.requests,
                         ));
-                        self.commit(&services, &mut batch)?;
-                        self.ledger.write(|tx| {
-                            tx.execute(
-                                "UPDATE placed_calls SET state = 'deferred', wake_at = ?2, updated_at = ?3 \
-                                 WHERE stage = ?1 AND (state = 'pending' OR (state = 'deferred' AND wake_at < ?2))",
-                                params![name, wake, ledger::now()],
-                            )
+                        commit(ledger, &services, &mut batch)?;
+                        ledger.write(|tx| {
+                            ledger::defer_placed_stage(tx, &name, wake, ledger::now())
                         })?;
                         report.deferred += 1;
                         report.waiting.insert(name.clone(), message);
@@ -285,7 +293,7 @@ impl Pipeline {
                 }
                 ran = true;
             }
-            self.commit(&services, &mut batch)?;
+            commit(ledger, &services, &mut batch)?;
             // `immich sync` and `ingest` (no budget) always send; the
             // service's passes when a call ran (its sweeps send too).
             if ran || until.is_none() {
@@ -295,57 +303,53 @@ impl Pipeline {
                     send_only: true,
                     full: false,
                 };
-                let (result, stats) = self.runtime.sweep(stage, request, Arc::clone(&shared));
+                let (result, stats) = pipeline
+                    .runtime()
+                    .sweep(stage, request, Arc::clone(&shared));
                 report.requests += stats.requests;
                 if let Err(e) = result {
                     tracing::warn!(stage = name, "sending what the stage batched: {e}");
                     report.waiting.insert(name.clone(), e.to_string());
                 }
-                self.commit(&services, &mut batch)?;
+                commit(ledger, &services, &mut batch)?;
             }
         }
-        self.commit(&services, &mut batch)?;
+        commit(ledger, &services, &mut batch)?;
         Ok(report)
     }
+}
 
-    /// Write the batch's outcomes and the stages' key-value writes in one
-    /// commit. A crash before it repeats those calls, which is harmless:
-    /// the stages are idempotent (Immich answers "duplicate").
-    fn commit(
-        &self,
-        services: &LedgerServices,
-        batch: &mut Vec<Outcome>,
-    ) -> Result<(), LedgerError> {
-        let held = std::mem::take(&mut *services.held());
-        if batch.is_empty() && held.is_empty() {
-            return Ok(());
-        }
-        let outcomes = std::mem::take(batch);
-        self.ledger.write(|tx| {
-            for ((stage, key), value) in &held {
-                ledger::kv_set(tx, stage, key, value)?;
-            }
-            for outcome in &outcomes {
-                save_facts(tx, outcome.call_id, &outcome.facts)?;
-                tx.execute(
-                    "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
-                     attempts = attempts + ?7, requests = requests + ?5, \
-                     done_at = CASE WHEN ?2 = 'done' THEN ?6 ELSE done_at END, updated_at = ?6 \
-                     WHERE id = ?1",
-                    params![
-                        outcome.call_id,
-                        outcome.state,
-                        outcome.error,
-                        outcome.wake_at,
-                        outcome.requests,
-                        ledger::now(),
-                        u32::from(outcome.attempt)
-                    ],
-                )?;
-            }
-            Ok(())
-        })
+/// Write the batch's outcomes and the stages' key-value writes in one
+/// commit. A crash before it repeats those calls, which is harmless: the
+/// stages are idempotent (Immich answers "duplicate").
+fn commit(
+    ledger: &Ledger,
+    services: &LedgerServices,
+    batch: &mut Vec<Outcome>,
+) -> Result<(), LedgerError> {
+    let held = std::mem::take(&mut *services.held());
+    if batch.is_empty() && held.is_empty() {
+        return Ok(());
     }
+    let outcomes = std::mem::take(batch);
+    ledger.write(|tx| {
+        for ((stage, key), value) in &held {
+            ledger::kv_set(tx, stage, key, value)?;
+        }
+        for outcome in &outcomes {
+            ledger::save_placed_facts(tx, outcome.call_id, &outcome.facts)?;
+            ledger::record_placed_call(
+                tx,
+                outcome.call_id,
+                outcome.state,
+                outcome.error.as_deref(),
+                outcome.wake_at,
+                outcome.requests,
+                outcome.attempt,
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Results committed a batch at a time.
@@ -398,55 +402,12 @@ impl Outcome {
     }
 }
 
-/// The due calls of a stage: pending or woken, Live Photo videos before
-/// their stills (a still is uploaded with its video's id), then by job.
-fn due_calls(
-    conn: &rusqlite::Connection,
-    stage: &str,
-    now: i64,
-) -> rusqlite::Result<Vec<(i64, u64, u32)>> {
-    let mut stmt = conn.prepare(
-        "SELECT p.id, p.job_id, p.attempts FROM placed_calls p JOIN jobs j ON j.id = p.job_id \
-         WHERE p.stage = ?1 AND (p.state = 'pending' OR (p.state = 'deferred' AND p.wake_at <= ?2)) \
-         ORDER BY json_extract(j.facts, '$.\"live.still_job\"') IS NULL, p.attempts, p.job_id LIMIT ?3",
-    )?;
-    stmt.query_map(params![stage, now, PASS_LIMIT as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?
-    .collect()
-}
-
 fn backoff(config: &crate::config::Config, attempts: u32) -> i64 {
     config
         .service
         .backoff
         .delay(attempts + 1)
         .min(MAX_BACKOFF_SECS)
-}
-
-fn save_facts(
-    tx: &rusqlite::Transaction<'_>,
-    call_id: i64,
-    facts: &[(String, String)],
-) -> rusqlite::Result<()> {
-    if facts.is_empty() {
-        return Ok(());
-    }
-    let old: String = tx.query_row(
-        "SELECT facts FROM placed_calls WHERE id = ?1",
-        [call_id],
-        |r| r.get(0),
-    )?;
-    let mut map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&old).unwrap_or_default();
-    for (k, v) in facts {
-        map.insert(k.clone(), serde_json::Value::String(v.clone()));
-    }
-    tx.execute(
-        "UPDATE placed_calls SET facts = ?2 WHERE id = ?1",
-        params![call_id, serde_json::Value::Object(map).to_string()],
-    )?;
-    Ok(())
 }
 
 fn effect_name(effect: &Effect) -> &'static str {
@@ -473,13 +434,7 @@ fn placed_job(
     let Some(job) = ledger::job(conn, job_id)? else {
         return Ok(None);
     };
-    let asset: Option<(String, String, String, Option<String>)> = conn
-        .query_row(
-            "SELECT library_path, root, sha1, capture_time FROM assets WHERE job_id = ?1",
-            [job_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
+    let asset = ledger::placed_asset(conn, job_id)?;
     let Some((library_path, root, sha1, capture_text)) = asset else {
         return Ok(None);
     };
@@ -514,13 +469,7 @@ fn placed_job(
             })
             .collect();
     // The still of a Live Photo learns which job is its video.
-    let video: Option<u64> = conn
-        .query_row(
-            "SELECT id FROM jobs WHERE json_extract(facts, '$.\"live.still_job\"') = ?1 AND state = 'done' LIMIT 1",
-            [job_id],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let video = ledger::live_video_of(conn, job_id)?;
     if let Some(video) = video {
         facts.push(Fact {
             key: "live.video_job".into(),
@@ -529,12 +478,12 @@ fn placed_job(
     }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let companions = sidecars_beside(&path);
-    let (mtime, mtime_offset) = super::decide::local_mtime(job.mtime_ns);
+    let (mtime, mtime_offset) = local_mtime(job.mtime_ns);
     let capture_source = job.capture_source.clone().unwrap_or_default();
     let wit = Job {
         id: job.id,
         inbox: job.inbox.clone(),
-        relative_path: super::display_rel(&job.rel_path),
+        relative_path: display_rel(&job.rel_path),
         size,
         mtime,
         mtime_offset_minutes: mtime_offset,
@@ -656,7 +605,7 @@ pub(super) struct LedgerServices {
     held: std::sync::Mutex<BTreeMap<(String, String), Vec<u8>>>,
     /// Held writes count against the stage's quota too, so what waits in
     /// memory for the next commit is bounded by it.
-    kv_meter: super::services::KvMeter,
+    kv_meter: KvMeter,
 }
 
 impl LedgerServices {
@@ -678,21 +627,13 @@ impl LedgerServices {
 impl Services for LedgerServices {
     fn find_by_hash(&self, blake3: &str) -> Option<crate::host::AssetRef> {
         self.ledger
-            .read(|c| {
-                c.query_row(
-                    "SELECT job_id, library_path FROM assets WHERE blake3 = ?1",
-                    [blake3],
-                    |r| {
-                        Ok(crate::host::AssetRef {
-                            job_id: r.get(0)?,
-                            library_path: r.get(1)?,
-                        })
-                    },
-                )
-                .optional()
-            })
+            .read(|c| ledger::placed_by_hash(c, blake3))
             .ok()
             .flatten()
+            .map(|(job_id, library_path)| crate::host::AssetRef {
+                job_id,
+                library_path,
+            })
     }
     fn kv_get(&self, stage: &str, key: &str) -> Option<Vec<u8>> {
         if let Some(value) = self.held().get(&(stage.to_string(), key.to_string())) {

@@ -1,57 +1,13 @@
-//! kei's state database, read-only: the inventory of iCloud's own items.
-//!
-//! kei (the Rust rewrite of icloudpd) keeps a SQLite database of every
-//! iCloud asset it has seen: one row per version it downloads (`original`,
-//! `medium`, `adjusted`…, and a Live Photo's `live_original` video under the
-//! same id), its status
-//! (`pending`, `downloaded`, `failed`), its creation time and where it was
-//! written; and one row per sync run. keepsake knows schema version 7
-//! (`PRAGMA user_version`) and refuses any other, since a column that means
-//! something else would make the proof wrong.
+//! What kei (the Rust rewrite of icloudpd) knows of iCloud's items, as
+//! keepsake uses it: the versions the archive's proof needs, and the
+//! albums and favourites of each downloaded file, found by path, for the
+//! ingest. Reading kei's database is `crate::ledger::kei`'s.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags};
-
-/// The schema version of kei's state database keepsake reads.
-pub const KNOWN_VERSION: i64 = 7;
-
-/// One version of an iCloud asset kei must download.
-#[derive(Debug, Clone)]
-pub struct KeiItem {
-    /// iCloud's id of the asset (a Live Photo's still and video share it).
-    pub id: String,
-    pub version: String,
-    /// `photo`, `video`, `live_photo_image` (a Live Photo's still) or
-    /// `live_photo_video`.
-    pub media_type: String,
-    pub filename: String,
-    /// Unix seconds (UTC).
-    pub created_at: i64,
-    pub status: String,
-    pub local_path: Option<PathBuf>,
-    pub last_seen_at: i64,
-    pub last_error: Option<String>,
-    pub deleted: bool,
-}
-
-/// What kei's database says.
-#[derive(Debug, Default)]
-pub struct KeiState {
-    pub items: Vec<KeiItem>,
-    /// (started, completed) of the last complete sync run, Unix seconds.
-    pub last_complete: Option<(i64, i64)>,
-    /// The latest sync run, when it did not complete: (started, status).
-    pub unfinished: Option<(i64, String)>,
-    /// Full enumerations kei began and has not finished cleanly:
-    /// (zone, began at), from its `enum_in_progress:<zone>` markers.
-    pub enumerating: Vec<(String, String)>,
-    /// Albums of each asset id.
-    pub albums: HashMap<String, Vec<String>>,
-    /// Asset ids kei marks as favourites.
-    pub favorites: std::collections::HashSet<String>,
-}
+pub use crate::ledger::kei::{KeiItem, KeiState, read};
 
 /// The version the proof needs of every asset: iCloud's original.
 pub fn is_original(item: &KeiItem) -> bool {
@@ -86,94 +42,6 @@ impl KeiState {
             .map(|id| (id, rows.remove(id).unwrap_or_default()))
             .collect()
     }
-}
-
-/// Open `path` read-only and read what the proof needs.
-pub fn read(path: &Path) -> Result<KeiState, String> {
-    let fail = |what: String| {
-        format!(
-            "kei's state {}: {what}; check [archive] kei_state",
-            path.display()
-        )
-    };
-    if !path.is_file() {
-        return Err(fail("no such file".into()));
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| fail(e.to_string()))?;
-    if version != KNOWN_VERSION {
-        return Err(fail(format!(
-            "schema version {version}, and this keepsake knows only version {KNOWN_VERSION}: a column that means something else would make the proof wrong. Use a kei and a keepsake of the same time, or give `--inventory FILE` instead"
-        )));
-    }
-    let query = |conn: &Connection| -> rusqlite::Result<KeiState> {
-        let mut state = KeiState::default();
-        let mut stmt = conn.prepare(
-            "SELECT id, version_size, filename, created_at, status, local_path, last_seen_at, \
-             last_error, is_deleted, is_favorite, media_type FROM assets \
-             ORDER BY created_at, id, version_size",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                KeiItem {
-                    id: r.get(0)?,
-                    version: r.get(1)?,
-                    media_type: r.get(10)?,
-                    filename: r.get(2)?,
-                    created_at: r.get(3)?,
-                    status: r.get(4)?,
-                    local_path: r.get::<_, Option<String>>(5)?.map(PathBuf::from),
-                    last_seen_at: r.get(6)?,
-                    last_error: r.get(7)?,
-                    deleted: r.get::<_, i64>(8)? != 0,
-                },
-                r.get::<_, i64>(9)? != 0,
-            ))
-        })?;
-        for row in rows {
-            let (item, favorite) = row?;
-            if favorite {
-                state.favorites.insert(item.id.clone());
-            }
-            state.items.push(item);
-        }
-        state.last_complete = conn
-            .query_row(
-                "SELECT started_at, completed_at FROM sync_runs \
-                 WHERE status = 'complete' AND completed_at IS NOT NULL ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .ok();
-        state.unfinished = conn
-            .query_row(
-                "SELECT started_at, status FROM sync_runs ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
-            .ok()
-            .filter(|(_, status)| status != "complete");
-        let mut stmt = conn.prepare(
-            "SELECT substr(key, 18), value FROM metadata WHERE key LIKE 'enum_in_progress:%' ORDER BY key",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            state.enumerating.push(row?);
-        }
-        let mut stmt =
-            conn.prepare("SELECT asset_id, album_name FROM asset_albums ORDER BY rowid")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-            let (id, album) = row?;
-            state.albums.entry(id).or_default().push(album);
-        }
-        Ok(state)
-    };
-    query(&conn).map_err(|e| fail(e.to_string()))
 }
 
 /// What kei knows of one downloaded file, for the stages: iCloud's id, its
@@ -265,10 +133,6 @@ impl<T: Clone> PathIndex<T> {
             .rev()
             .find_map(|tail| self.tails.get(tail).and_then(Option::as_ref))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.whole.is_empty()
-    }
 }
 
 /// The years an instant could be of, anywhere on Earth (±14 hours).
@@ -289,6 +153,53 @@ pub fn years_of(unix: i64) -> std::collections::BTreeSet<i32> {
 /// RFC 3339 of Unix seconds.
 pub fn rfc3339(unix: i64) -> String {
     jiff::Timestamp::from_second(unix).map_or_else(|_| unix.to_string(), |t| t.to_string())
+}
+
+/// kei's downloaded files by path.
+pub type KeiFiles = PathIndex<KeiInfo>;
+
+/// (size, mtime) of kei's database and of its write-ahead log: kei writes
+/// in WAL mode, so a change may sit in the log only.
+type KeiStamp = [Option<(u64, std::time::SystemTime)>; 2];
+
+/// kei's files, read again only when its database (or its WAL) changed.
+#[derive(Default)]
+pub struct KeiCache {
+    cached: Mutex<Option<(KeiStamp, Arc<KeiFiles>)>>,
+}
+
+impl KeiCache {
+    /// kei's albums and favourites of the files it downloaded, when its
+    /// state is configured: read again only when kei changed it (an
+    /// unreadable one is logged and changes nothing).
+    pub fn files(&self, kei_state: Option<&Path>) -> Arc<KeiFiles> {
+        let Some(path) = kei_state else {
+            return Default::default();
+        };
+        let stamp_of = |p: &Path| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        let mut wal = path.to_path_buf().into_os_string();
+        wal.push("-wal");
+        let stamp = [stamp_of(path), stamp_of(Path::new(&wal))];
+        let mut cache = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, files)) = cache.as_ref()
+            && *seen == stamp
+        {
+            return Arc::clone(files);
+        }
+        let files = match read(path) {
+            Ok(state) => Arc::new(by_path(&state)),
+            Err(e) => {
+                tracing::warn!("{e}: kei's albums and favourites are not added");
+                Default::default()
+            }
+        };
+        *cache = Some((stamp, Arc::clone(&files)));
+        files
+    }
 }
 
 #[cfg(test)]

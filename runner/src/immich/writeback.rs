@@ -26,14 +26,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use super::placed::{LedgerServices, sidecars_beside};
-use super::{Pipeline, PipelineError};
+use super::placed::{self, LedgerServices, sidecars_beside};
+use crate::config::Config;
 use crate::effects::fsops;
 use crate::host::{CaptureTime, RemoteAsset, RemoteChange, Services};
-use crate::ledger;
+use crate::ledger::{self, writeback};
+use crate::ledger::writeback::DirtyRow;
+use crate::pipeline::{Pipeline, PipelineError};
 
 /// Properties the write-back sets and never removes (see [`write_sidecar`]).
 const KEPT: &[&str] = &[
@@ -61,185 +63,172 @@ pub struct SweepReport {
     pub errors: Vec<String>,
 }
 
-impl Pipeline {
-    /// Sweep every placed-phase stage (Immich) and write what changed into
-    /// sidecars. Runs on its own thread, as wasi:http needs.
-    pub fn sweep(&self, full: bool) -> Result<SweepReport, PipelineError> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| self.sweep_here(full))
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
+/// Sweep every placed-phase stage (Immich) and write what changed into
+/// sidecars. Runs on its own thread, as wasi:http needs.
+pub fn sweep(pipeline: &Pipeline, full: bool) -> Result<SweepReport, PipelineError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| sweep_here(pipeline, full))
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
 
-    /// The service's schedule: a sweep every `[immich] pull_minutes`, a
-    /// full one once a day. `None` when none is due.
-    pub fn sweep_due(&self) -> Option<bool> {
-        let minutes = self.config.immich.as_ref().map_or(0, |i| i.pull_minutes);
-        if minutes == 0 || self.placed_stages().is_empty() {
-            return None;
-        }
-        let now = ledger::now();
-        // The stage swept longest ago decides (one never swept: now).
-        let mut last = i64::MAX;
-        let mut last_full = i64::MAX;
-        for stage in self.placed_stages() {
-            let (at, full) = self
-                .ledger
-                .read(|c| {
-                    c.query_row(
-                        "SELECT last_at, last_full_at FROM sweeps WHERE stage = ?1",
-                        [&stage],
-                        |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
-                    )
-                    .optional()
-                })
-                .ok()?
-                .unwrap_or((None, None));
-            last = last.min(at.unwrap_or(0));
-            last_full = last_full.min(full.unwrap_or(0));
-        }
-        (now - last >= i64::from(minutes) * 60).then_some(now - last_full >= FULL_EVERY_SECS)
+/// The service's schedule: a sweep every `[immich] pull_minutes`, a full
+/// one once a day. `None` when none is due.
+pub fn sweep_due(pipeline: &Pipeline) -> Option<bool> {
+    let minutes = pipeline
+        .config()
+        .immich
+        .as_ref()
+        .map_or(0, |i| i.pull_minutes);
+    if minutes == 0 || placed::stages(pipeline).is_empty() {
+        return None;
     }
+    let now = ledger::now();
+    // The stage swept longest ago decides (one never swept: now).
+    let mut last = i64::MAX;
+    let mut last_full = i64::MAX;
+    for stage in placed::stages(pipeline) {
+        let (at, full) = pipeline
+            .ledger()
+            .read(|c| writeback::sweep_times(c, &stage))
+            .ok()?
+            .unwrap_or((None, None));
+        last = last.min(at.unwrap_or(0));
+        last_full = last_full.min(full.unwrap_or(0));
+    }
+    (now - last >= i64::from(minutes) * 60).then_some(now - last_full >= FULL_EVERY_SECS)
+}
 
-    fn sweep_here(&self, full: bool) -> Result<SweepReport, PipelineError> {
-        let mut report = SweepReport {
-            full,
-            ..SweepReport::default()
+fn sweep_here(pipeline: &Pipeline, full: bool) -> Result<SweepReport, PipelineError> {
+    let ledger = pipeline.ledger();
+    let mut report = SweepReport {
+        full,
+        ..SweepReport::default()
+    };
+    for name in placed::stages(pipeline) {
+        let Some(stage) = pipeline.stage(&name) else {
+            continue;
         };
-        for name in self.placed_stages() {
-            let Some(stage) = self.stages.get(&name) else {
+        let services = Arc::new(LedgerServices::new(&pipeline.ledger_arc()));
+        let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
+        let request = crate::host::SweepRequest {
+            send_only: false,
+            full,
+        };
+        let (result, stats) = pipeline.runtime().sweep(stage, request, shared);
+        report.requests += stats.requests;
+        let now = ledger::now();
+        let changes = match result {
+            Ok(changes) => changes,
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(stage = name, "sweep: {message}");
+                // The next try waits for the schedule like a success:
+                // a server that is down gets one request per period.
+                ledger.write(|tx| writeback::record_sweep_error(tx, &name, &message, now))?;
+                report.errors.push(message);
+                continue;
+            }
+        };
+        let held = std::mem::take(&mut *services.held());
+        let counts = ledger.write(|tx| {
+            for ((stage, key), value) in &held {
+                ledger::kv_set(tx, stage, key, value)?;
+            }
+            let counts = record(tx, &name, &changes)?;
+            writeback::record_sweep(tx, &name, now, full)?;
+            Ok(counts)
+        })?;
+        report.albums_read += counts.0;
+        report.assets_read += counts.1;
+        report.changed += counts.2;
+        write_sidecars(pipeline, &name, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Bring every sidecar the stage's records say is behind up to date.
+fn write_sidecars(
+    pipeline: &Pipeline,
+    stage: &str,
+    report: &mut SweepReport,
+) -> Result<(), PipelineError> {
+    let ledger = pipeline.ledger();
+    let config = pipeline.config();
+    let mut after = 0i64;
+    loop {
+        let rows = ledger.read(|c| writeback::dirty_rows(c, stage, after, BATCH))?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let mut rewritten: Vec<u64> = Vec::new();
+        after = last.job_id;
+        let mut done: Vec<(i64, String)> = Vec::new();
+        for row in &rows {
+            let wanted = wanted_properties(row);
+            let written: BTreeMap<String, String> =
+                serde_json::from_str(&row.written).unwrap_or_default();
+            if wanted == written {
+                // A crash between writing and recording may have left
+                // this sidecar's temp behind.
+                if let Some(temp) = media_path(config, row).as_deref().and_then(sidecar_temp) {
+                    let _ = fsops::remove_temp(&temp);
+                }
+                done.push((row.job_id, row.written.clone()));
+                continue;
+            }
+            let Some(media) = media_path(config, row) else {
+                // Not in the library (any more): nothing to write.
+                done.push((row.job_id, row.written.clone()));
                 continue;
             };
-            let services = Arc::new(LedgerServices::new(&self.ledger));
-            let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
-            let request = crate::host::SweepRequest {
-                send_only: false,
-                full,
-            };
-            let (result, stats) = self.runtime.sweep(stage, request, shared);
-            report.requests += stats.requests;
-            let now = ledger::now();
-            let changes = match result {
-                Ok(changes) => changes,
-                Err(e) => {
-                    let message = e.to_string();
-                    tracing::warn!(stage = name, "sweep: {message}");
-                    // The next try waits for the schedule like a success:
-                    // a server that is down gets one request per period.
-                    self.ledger.write(|tx| {
-                        tx.execute(
-                            "INSERT INTO sweeps (stage, last_at, last_error) VALUES (?1, ?3, ?2) \
-                             ON CONFLICT(stage) DO UPDATE SET last_at = ?3, last_error = ?2",
-                            params![name, message, now],
-                        )
-                    })?;
+            match write_sidecar(&media, &wanted, &written) {
+                Ok(changed) => {
+                    report.sidecars_written += u64::from(changed);
+                    if changed && let Ok(id) = u64::try_from(row.job_id) {
+                        rewritten.push(id);
+                    }
+                    let text = serde_json::to_string(&wanted).unwrap_or_default();
+                    done.push((row.job_id, text));
+                }
+                Err(message) => {
+                    // Stays behind; the next sweep tries again.
+                    let message = format!("{}: {message}", media.display());
+                    tracing::warn!(stage, job = row.job_id, "{message}");
                     report.errors.push(message);
-                    continue;
-                }
-            };
-            let held = std::mem::take(&mut *services.held());
-            let counts = self.ledger.write(|tx| {
-                for ((stage, key), value) in &held {
-                    ledger::kv_set(tx, stage, key, value)?;
-                }
-                let counts = record(tx, &name, &changes)?;
-                tx.execute(
-                    "INSERT INTO sweeps (stage, last_at, last_full_at, last_error) \
-                     VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END, NULL) \
-                     ON CONFLICT(stage) DO UPDATE SET last_at = ?2, \
-                     last_full_at = CASE WHEN ?3 THEN ?2 ELSE last_full_at END, last_error = NULL",
-                    params![name, now, full],
-                )?;
-                Ok(counts)
-            })?;
-            report.albums_read += counts.0;
-            report.assets_read += counts.1;
-            report.changed += counts.2;
-            self.write_sidecars(&name, &mut report)?;
-        }
-        Ok(report)
-    }
-
-    /// Bring every sidecar the stage's records say is behind up to date.
-    fn write_sidecars(&self, stage: &str, report: &mut SweepReport) -> Result<(), PipelineError> {
-        let mut after = 0i64;
-        loop {
-            let rows = self.ledger.read(|c| dirty_rows(c, stage, after))?;
-            let Some(last) = rows.last() else {
-                return Ok(());
-            };
-            let mut rewritten: Vec<u64> = Vec::new();
-            after = last.job_id;
-            let mut done: Vec<(i64, String)> = Vec::new();
-            for row in &rows {
-                let wanted = wanted_properties(row);
-                let written: BTreeMap<String, String> =
-                    serde_json::from_str(&row.written).unwrap_or_default();
-                if wanted == written {
-                    // A crash between writing and recording may have left
-                    // this sidecar's temp behind.
-                    if let Some(temp) = self.media_path(row).as_deref().and_then(sidecar_temp) {
-                        let _ = fsops::remove_temp(&temp);
-                    }
-                    done.push((row.job_id, row.written.clone()));
-                    continue;
-                }
-                let Some(media) = self.media_path(row) else {
-                    // Not in the library (any more): nothing to write.
-                    done.push((row.job_id, row.written.clone()));
-                    continue;
-                };
-                match write_sidecar(&media, &wanted, &written) {
-                    Ok(changed) => {
-                        report.sidecars_written += u64::from(changed);
-                        if changed && let Ok(id) = u64::try_from(row.job_id) {
-                            rewritten.push(id);
-                        }
-                        let text = serde_json::to_string(&wanted).unwrap_or_default();
-                        done.push((row.job_id, text));
-                    }
-                    Err(message) => {
-                        // Stays behind; the next sweep tries again.
-                        let message = format!("{}: {message}", media.display());
-                        tracing::warn!(stage, job = row.job_id, "{message}");
-                        report.errors.push(message);
-                    }
                 }
             }
-            self.ledger.write(|tx| {
-                for (job_id, written) in &done {
-                    tx.execute(
-                        "UPDATE remote_assets SET written = ?3, dirty = 0 WHERE stage = ?1 AND job_id = ?2",
-                        params![stage, job_id, written],
-                    )?;
-                }
-                Ok(())
-            })?;
-            // A rewritten sidecar is not the one offsite: its years' verdicts
-            // stand no more.
-            if !rewritten.is_empty() {
-                self.void_verdicts(rewritten.into_iter(), &self.kei_files());
+        }
+        ledger.write(|tx| {
+            for (job_id, written) in &done {
+                writeback::mark_remote_asset_written(tx, stage, *job_id, written)?;
             }
+            Ok(())
+        })?;
+        // A rewritten sidecar is not the one offsite: its years' verdicts
+        // stand no more.
+        if !rewritten.is_empty() {
+            pipeline.void_verdicts(rewritten.into_iter(), &pipeline.kei_files());
         }
     }
+}
 
-    fn media_path(&self, row: &DirtyRow) -> Option<PathBuf> {
-        let (path, root) = (row.library_path.as_ref()?, row.root.as_deref()?);
-        let base = if root == "archive" {
-            self.config.archive.root.clone()?
-        } else {
-            self.config.library_root.clone()
-        };
-        Some(base.join(path))
-    }
+fn media_path(config: &Config, row: &DirtyRow) -> Option<PathBuf> {
+    let (path, root) = (row.library_path.as_ref()?, row.root.as_deref()?);
+    let base = if root == "archive" {
+        config.archive.root.clone()?
+    } else {
+        config.library_root.clone()
+    };
+    Some(base.join(path))
 }
 
 /// Record what a sweep read; mark the assets whose sidecar may change.
 /// Returns (albums read, assets read, assets changed).
 fn record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     stage: &str,
     changes: &[RemoteChange],
 ) -> rusqlite::Result<(u64, u64, u64)> {
@@ -249,90 +238,45 @@ fn record(
         match change {
             RemoteChange::Album(album) => {
                 albums += 1;
-                let old_name: Option<String> = tx
-                    .query_row(
-                        "SELECT name FROM remote_albums WHERE stage = ?1 AND id = ?2",
-                        params![stage, album.id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let old = members(tx, stage, &album.id)?;
+                let old_name = writeback::remote_album_name(tx, stage, &album.id)?;
+                let old = writeback::remote_album_members(tx, stage, &album.id)?;
                 let new: BTreeSet<u64> = album.members.iter().copied().collect();
                 if old_name.as_deref() == Some(album.name.as_str()) {
                     touched.extend(old.symmetric_difference(&new));
                 } else {
                     touched.extend(old.union(&new));
                 }
-                tx.execute(
-                    "INSERT INTO remote_albums (stage, id, name) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT(stage, id) DO UPDATE SET name = ?3",
-                    params![stage, album.id, album.name],
-                )?;
+                writeback::set_remote_album(tx, stage, &album.id, &album.name)?;
                 for gone in old.difference(&new) {
-                    tx.execute(
-                        "DELETE FROM remote_album_members WHERE stage = ?1 AND album_id = ?2 AND job_id = ?3",
-                        params![stage, album.id, gone],
-                    )?;
+                    writeback::remove_remote_album_member(tx, stage, &album.id, *gone)?;
                 }
                 for added in new.difference(&old) {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO remote_album_members (stage, album_id, job_id) VALUES (?1, ?2, ?3)",
-                        params![stage, album.id, added],
-                    )?;
+                    writeback::add_remote_album_member(tx, stage, &album.id, *added)?;
                 }
             }
             RemoteChange::AlbumGone(id) => {
-                touched.extend(members(tx, stage, id)?);
-                tx.execute(
-                    "DELETE FROM remote_album_members WHERE stage = ?1 AND album_id = ?2",
-                    params![stage, id],
-                )?;
-                tx.execute(
-                    "DELETE FROM remote_albums WHERE stage = ?1 AND id = ?2",
-                    params![stage, id],
-                )?;
+                touched.extend(writeback::remote_album_members(tx, stage, id)?);
+                writeback::remove_remote_album(tx, stage, id)?;
             }
             RemoteChange::Asset(asset) => {
                 assets += 1;
                 let state = state_json(asset).to_string();
-                let known: Option<Option<String>> = tx
-                    .query_row(
-                        "SELECT state FROM remote_assets WHERE stage = ?1 AND job_id = ?2",
-                        params![stage, asset.job_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let known = writeback::remote_asset_state(tx, stage, asset.job_id)?;
                 if known.flatten().as_deref() == Some(state.as_str()) {
                     continue;
                 }
                 // The first date and place Immich showed are the file's own
                 // (the stage reports an asset only once Immich has read its
                 // metadata); a later one is the family's edit.
-                tx.execute(
-                    "INSERT INTO remote_assets (stage, job_id, state, first, dirty) VALUES (?1, ?2, ?3, ?3, 1) \
-                     ON CONFLICT(stage, job_id) DO UPDATE SET state = ?3, first = COALESCE(first, ?3), dirty = 1",
-                    params![stage, asset.job_id, state],
-                )?;
+                writeback::set_remote_asset_state(tx, stage, asset.job_id, &state)?;
                 touched.insert(asset.job_id);
             }
         }
     }
     for job_id in &touched {
-        tx.execute(
-            "INSERT INTO remote_assets (stage, job_id, dirty) VALUES (?1, ?2, 1) \
-             ON CONFLICT(stage, job_id) DO UPDATE SET dirty = 1",
-            params![stage, job_id],
-        )?;
+        writeback::mark_remote_asset_dirty(tx, stage, *job_id)?;
     }
     Ok((albums, assets, touched.len() as u64))
-}
-
-fn members(tx: &Transaction<'_>, stage: &str, album: &str) -> rusqlite::Result<BTreeSet<u64>> {
-    let mut statement = tx.prepare_cached(
-        "SELECT job_id FROM remote_album_members WHERE stage = ?1 AND album_id = ?2",
-    )?;
-    let rows = statement.query_map(params![stage, album], |r| r.get::<_, u64>(0))?;
-    rows.collect()
 }
 
 /// An asset's state as recorded: what the sidecar is written from.
@@ -369,52 +313,6 @@ fn xmp_coordinate(value: f64, positive: char, negative: char) -> String {
     let degrees = value.trunc();
     let minutes = (value - degrees) * 60.0;
     format!("{},{minutes:.6}{reference}", degrees as u32)
-}
-
-struct DirtyRow {
-    job_id: i64,
-    state: Option<String>,
-    first: Option<String>,
-    written: String,
-    albums: Vec<String>,
-    library_path: Option<String>,
-    root: Option<String>,
-}
-
-fn dirty_rows(
-    conn: &rusqlite::Connection,
-    stage: &str,
-    after: i64,
-) -> rusqlite::Result<Vec<DirtyRow>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT r.job_id, r.state, r.first, r.written, a.library_path, a.root \
-         FROM remote_assets r LEFT JOIN assets a ON a.job_id = r.job_id \
-         WHERE r.stage = ?1 AND r.dirty = 1 AND r.job_id > ?2 ORDER BY r.job_id LIMIT ?3",
-    )?;
-    let mut rows: Vec<DirtyRow> = statement
-        .query_map(params![stage, after, BATCH as i64], |r| {
-            Ok(DirtyRow {
-                job_id: r.get(0)?,
-                state: r.get(1)?,
-                first: r.get(2)?,
-                written: r.get(3)?,
-                albums: Vec::new(),
-                library_path: r.get(4)?,
-                root: r.get(5)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut names = conn.prepare_cached(
-        "SELECT DISTINCT al.name FROM remote_album_members m \
-         JOIN remote_albums al ON al.stage = m.stage AND al.id = m.album_id \
-         WHERE m.stage = ?1 AND m.job_id = ?2 ORDER BY al.name",
-    )?;
-    for row in &mut rows {
-        row.albums = names
-            .query_map(params![stage, row.job_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-    }
-    Ok(rows)
 }
 
 /// The properties the sidecar should hold from the service. Album tags are
@@ -602,7 +500,7 @@ fn write_sidecar(
 fn sidecar_temp(media: &Path) -> Option<PathBuf> {
     let name = media.file_name()?.to_string_lossy().into_owned();
     let dir = media.parent()?;
-    let temp = super::paths::fit_name(&format!(".{name}.xmp.keepsake-tmp"), 250);
+    let temp = crate::pipeline::paths::fit_name(&format!(".{name}.xmp.keepsake-tmp"), 250);
     Some(dir.join(temp))
 }
 

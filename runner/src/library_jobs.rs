@@ -1,0 +1,58 @@
+//! The library jobs around the ingest core, wired as the commands and the
+//! service open it: the rolling archive hears of every change an ingest
+//! makes (its verdicts stand no more), and the archive moves an unclean
+//! stop interrupted are finished once the core's own journal is replayed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::ledger::JobRecord;
+use crate::pipeline::{Pipeline, PipelineError, Verdicts};
+
+/// The rolling archive's verdicts (its dated plans in the state folder).
+pub(crate) struct ArchiveVerdicts {
+    config: Config,
+}
+
+impl ArchiveVerdicts {
+    pub(crate) fn new(config: Config) -> ArchiveVerdicts {
+        ArchiveVerdicts { config }
+    }
+}
+
+impl Verdicts for ArchiveVerdicts {
+    fn changed(&self) {
+        crate::archive::changed();
+    }
+
+    fn any(&self) -> bool {
+        let dir = self.config.state_dir.join("archive");
+        std::fs::read_dir(&dir).is_ok_and(|mut listing| listing.next().is_some())
+    }
+
+    fn years_of_job(&self, job: &JobRecord) -> Option<BTreeSet<i32>> {
+        crate::archive::years_of_job(job)
+    }
+
+    fn void(&self, years: Option<&BTreeSet<i32>>, why: &str) {
+        crate::archive::void(&self.config, years, why);
+    }
+}
+
+/// Open the pipeline (lock, ledger, the journal's replay, stages), then
+/// finish or roll back the archive moves an unclean stop interrupted, and
+/// let the archive's verdicts hear of what it changes.
+pub(crate) fn open_pipeline(config: Config) -> Result<Pipeline, PipelineError> {
+    let verdicts = ArchiveVerdicts::new(config.clone());
+    let mut pipeline = Pipeline::open(config)?;
+    let moves = crate::archive::recover(pipeline.config(), pipeline.ledger())?;
+    if moves > 0 {
+        tracing::info!(
+            moves,
+            "finished the archive moves an unclean stop interrupted"
+        );
+    }
+    pipeline.set_verdicts(Arc::new(verdicts));
+    Ok(pipeline)
+}
