@@ -123,13 +123,7 @@ fn date_files(
     if !config.stages.contains_key("exif") || files.is_empty() {
         return Ok(vec![None; files.len()]);
     }
-    crate::pipeline::capture_times(
-        config,
-        ledger,
-        &["exif".to_string()],
-        REBUILD_INBOX,
-        files,
-    )
+    crate::pipeline::capture_times(config, ledger, &["exif".to_string()], REBUILD_INBOX, files)
 }
 
 /// What the walks of the roots found.
@@ -272,7 +266,10 @@ fn record(
                 mtime_ns: crate::discover::mtime_ns(meta),
                 inode: meta.ino(),
                 companions: Vec::new(),
-                settled: Some((JobState::Done, "recorded by `keepsake ledger rebuild`".into())),
+                settled: Some((
+                    JobState::Done,
+                    "recorded by `keepsake ledger rebuild`".into(),
+                )),
             },
         )?;
         ledger::rebuild::set_rebuilt_job(tx, job_id, &original, &hashes.sha1, kind.as_str(), rel)?;

@@ -491,7 +491,10 @@ mod tests {
     #[test]
     fn a_temp_name_sits_beside_its_destination_and_names_its_entry() {
         let temp = temp_name(Path::new("/library/2019/IMG_1.jpg"), "moves", 7);
-        assert_eq!(temp.as_path(), Path::new("/library/2019/.keepsake-moves-7.tmp"));
+        assert_eq!(
+            temp.as_path(),
+            Path::new("/library/2019/.keepsake-moves-7.tmp")
+        );
     }
 
     #[test]

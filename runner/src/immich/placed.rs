@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::pipeline::{KvMeter, Pipeline, PipelineError, display_rel, local_mtime};
 use crate::host::{
     CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, Placement, Services,
     StageCallError, StageError, WitMediaKind,
 };
 use crate::ledger::{self, Ledger, LedgerError};
+use crate::pipeline::{KvMeter, Pipeline, PipelineError, display_rel, local_mtime};
 
 /// The longest a stage is held back after it said "later".
 const MAX_BACKOFF_SECS: i64 = 6 * 3600;
@@ -70,9 +70,7 @@ impl PlacedPhase {
     pub fn enqueue(&self, pipeline: &Pipeline) -> Result<u64, LedgerError> {
         let now = ledger::now();
         let from = self.queued_to.load(Ordering::Relaxed);
-        let to: i64 = pipeline
-            .ledger()
-            .read(ledger::max_asset_id)?;
+        let to: i64 = pipeline.ledger().read(ledger::max_asset_id)?;
         if to <= from {
             return Ok(0);
         }
@@ -158,8 +156,7 @@ impl PlacedPhase {
                 if batch.len() >= COMMIT_EVERY {
                     commit(ledger, &services, &mut batch)?;
                 }
-                let Some((job, files)) = ledger.read(|c| placed_job(c, config, job_id))?
-                else {
+                let Some((job, files)) = ledger.read(|c| placed_job(c, config, job_id))? else {
                     // Not readable now (an unmounted disk?), or gone: it
                     // waits, and fails after as many tries as a job.
                     let message = "the library file cannot be opened (is its disk mounted? `keepsake verify` lists missing files)".to_string();
@@ -178,9 +175,10 @@ impl PlacedPhase {
                     }
                     continue;
                 };
-                let (result, stats) = pipeline
-                    .runtime()
-                    .call(stage, &job, files, Arc::clone(&shared));
+                let (result, stats) =
+                    pipeline
+                        .runtime()
+                        .call(stage, &job, files, Arc::clone(&shared));
                 report.requests += stats.requests;
                 match result {
                     Ok(effects) => {

@@ -33,8 +33,8 @@ use super::placed::{self, LedgerServices, sidecars_beside};
 use crate::config::Config;
 use crate::effects::fsops;
 use crate::host::{CaptureTime, RemoteAsset, RemoteChange, Services};
-use crate::ledger::{self, writeback};
 use crate::ledger::writeback::DirtyRow;
+use crate::ledger::{self, writeback};
 use crate::pipeline::{Pipeline, PipelineError};
 
 /// Properties the write-back sets and never removes (see [`write_sidecar`]).

@@ -33,9 +33,10 @@ pub fn calls(conn: &Connection) -> rusqlite::Result<Vec<ImmichCall>> {
 
 /// The write-back's last sweep, last full sweep (Unix seconds) and why the
 /// last one failed.
-pub fn sweep(
-    conn: &Connection,
-) -> rusqlite::Result<Option<(Option<i64>, Option<i64>, Option<String>)>> {
+pub type SweepTimes = (Option<i64>, Option<i64>, Option<String>);
+
+/// The write-back's last sweep, last full sweep and its error.
+pub fn sweep(conn: &Connection) -> rusqlite::Result<Option<SweepTimes>> {
     conn.query_row(
         "SELECT last_at, last_full_at, last_error FROM sweeps WHERE stage = 'immich'",
         [],

@@ -19,13 +19,16 @@ pub fn still_by_content_id(conn: &Connection, content_id: &str) -> rusqlite::Res
     )
 }
 
-/// The job that took an inbox's file at `rel_path`: (id, state, BLAKE3,
-/// the job it is a duplicate of).
+/// A job as [`job_of_source`] reads it: (id, state, BLAKE3, the job it is
+/// a duplicate of).
+pub type SourceJob = (u64, String, Option<String>, Option<u64>);
+
+/// The job that took an inbox's file at `rel_path`.
 pub fn job_of_source(
     conn: &Connection,
     inbox: &str,
     rel_path: &[u8],
-) -> rusqlite::Result<Option<(u64, String, Option<String>, Option<u64>)>> {
+) -> rusqlite::Result<Option<SourceJob>> {
     conn.query_row(
         "SELECT j.id, j.state, j.blake3, j.duplicate_of FROM sources s JOIN jobs j ON j.id = s.job_id \
          WHERE s.inbox = ?1 AND s.rel_path = ?2",

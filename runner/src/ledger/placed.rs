@@ -137,10 +137,10 @@ pub fn save_placed_facts(
 
 /// A job's library copy as the placed phase reads it: (path below its
 /// root, the root, SHA-1, capture time).
-pub fn placed_asset(
-    conn: &Connection,
-    job_id: u64,
-) -> rusqlite::Result<Option<(String, String, String, Option<String>)>> {
+pub type PlacedAsset = (String, String, String, Option<String>);
+
+/// A job's library copy, for the placed phase.
+pub fn placed_asset(conn: &Connection, job_id: u64) -> rusqlite::Result<Option<PlacedAsset>> {
     conn.query_row(
         "SELECT library_path, root, sha1, capture_time FROM assets WHERE job_id = ?1",
         [job_id],

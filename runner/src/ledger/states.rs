@@ -214,7 +214,11 @@ mod tests {
     #[test]
     fn finished_journal_entries_stay_finished() {
         for to in JournalState::ALL {
-            for from in [JournalState::Done, JournalState::RolledBack, JournalState::Lost] {
+            for from in [
+                JournalState::Done,
+                JournalState::RolledBack,
+                JournalState::Lost,
+            ] {
                 assert!(!to.may_follow(from), "{from:?} -> {to:?}");
             }
             assert!(!JournalState::Intent.may_follow(to));

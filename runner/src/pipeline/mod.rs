@@ -440,7 +440,8 @@ impl Pipeline {
     /// state is configured: read again only when kei changed it (an
     /// unreadable one is logged and changes nothing).
     pub(crate) fn kei_files(&self) -> Arc<KeiFiles> {
-        self.kei_cache.files(self.config.archive.kei_state.as_deref())
+        self.kei_cache
+            .files(self.config.archive.kei_state.as_deref())
     }
 
     /// Jobs changed: the verdicts of their years (of every year, for a
