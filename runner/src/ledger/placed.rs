@@ -92,6 +92,19 @@ pub fn record_placed_call(
     requests: u64,
     attempt: bool,
 ) -> rusqlite::Result<usize> {
+    if cfg!(debug_assertions) {
+        let from: Option<String> = conn
+            .prepare_cached("SELECT state FROM placed_calls WHERE id = ?1")?
+            .query_row([call_id], |r| r.get(0))
+            .optional()?;
+        if let Some(from) = from {
+            let (from, to) = (super::CallState::from_sql(&from), super::CallState::from_sql(state));
+            debug_assert!(
+                matches!((from, to), (Some(from), Some(to)) if to.may_follow(from)),
+                "placed call {call_id}: {from:?} -> {state:?} is no transition of a call"
+            );
+        }
+    }
     conn.execute(
         "UPDATE placed_calls SET state = ?2, last_error = ?3, wake_at = ?4, \
          attempts = attempts + ?7, requests = requests + ?5, \

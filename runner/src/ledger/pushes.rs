@@ -3,7 +3,7 @@
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use super::now;
+use super::{PushState, now};
 
 /// A push the plan of a job asks for, recorded when the job is done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +182,20 @@ pub enum PushOutcome {
 
 pub fn record_push(conn: &Connection, id: u64, outcome: &PushOutcome) -> rusqlite::Result<()> {
     let now = now();
+    if cfg!(debug_assertions) {
+        let to = match outcome {
+            PushOutcome::Done { .. } => PushState::Done,
+            PushOutcome::Deferred { .. } => PushState::Deferred,
+            PushOutcome::Conflict(_) => PushState::Conflict,
+        };
+        let from: String = conn
+            .prepare_cached("SELECT state FROM pushes WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        debug_assert!(
+            PushState::from_sql(&from).is_some_and(|from| to.may_follow(from)),
+            "push {id}: {from:?} -> {to:?} is no transition of a push"
+        );
+    }
     match outcome {
         PushOutcome::Done { etag } => conn
             .prepare_cached(

@@ -158,6 +158,97 @@ impl JobState {
     }
 }
 
+/// The state of a push of one file to one offsite target (`pushes.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushState {
+    /// Recorded with the job's commit; not tried yet.
+    Pending,
+    /// The target could not take it: tried again at `wake_at`.
+    Deferred,
+    /// The target holds these bytes under the key.
+    Done,
+    /// The key holds other bytes: never overwritten, reported.
+    Conflict,
+}
+
+impl PushState {
+    pub const ALL: [PushState; 4] = [
+        PushState::Pending,
+        PushState::Deferred,
+        PushState::Done,
+        PushState::Conflict,
+    ];
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            PushState::Pending => "pending",
+            PushState::Deferred => "deferred",
+            PushState::Done => "done",
+            PushState::Conflict => "conflict",
+        }
+    }
+
+    pub fn from_sql(text: &str) -> Option<PushState> {
+        PushState::ALL.into_iter().find(|s| s.as_sql() == text)
+    }
+
+    /// Whether a push in state `from` may be set to `self` (`FORMAT.md`
+    /// §3): only a push that waits is tried, and done and conflict are
+    /// final.
+    pub fn may_follow(self, from: PushState) -> bool {
+        use PushState::*;
+        matches!(
+            (from, self),
+            (Pending | Deferred, Deferred | Done | Conflict)
+        )
+    }
+}
+
+/// The state of a placed call: one stage's `placed` for one committed job
+/// (`placed_calls.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    Pending,
+    /// The service was down, or the stage asked for later: at `wake_at`.
+    Deferred,
+    Done,
+    /// The stage failed it; `immich retry` (or a config change) queues it again.
+    Failed,
+}
+
+impl CallState {
+    pub const ALL: [CallState; 4] = [
+        CallState::Pending,
+        CallState::Deferred,
+        CallState::Done,
+        CallState::Failed,
+    ];
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            CallState::Pending => "pending",
+            CallState::Deferred => "deferred",
+            CallState::Done => "done",
+            CallState::Failed => "failed",
+        }
+    }
+
+    pub fn from_sql(text: &str) -> Option<CallState> {
+        CallState::ALL.into_iter().find(|s| s.as_sql() == text)
+    }
+
+    /// Whether a call in state `from` may be set to `self`: a call that
+    /// waits runs to any end; any call may be queued again (a retry, an
+    /// archive move, a rebuilt Immich).
+    pub fn may_follow(self, from: CallState) -> bool {
+        use CallState::*;
+        match self {
+            Pending => true,
+            Deferred | Done | Failed => matches!(from, Pending | Deferred),
+        }
+    }
+}
+
 /// The root an asset's file lives under (`assets.root`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +295,12 @@ mod tests {
         for state in JobState::ALL {
             assert_eq!(JobState::from_sql(state.as_sql()), Some(state));
         }
+        for state in PushState::ALL {
+            assert_eq!(PushState::from_sql(state.as_sql()), Some(state));
+        }
+        for state in CallState::ALL {
+            assert_eq!(CallState::from_sql(state.as_sql()), Some(state));
+        }
         for root in [Root::Library, Root::Archive] {
             assert_eq!(Root::from_sql(root.as_sql()), Some(root));
         }
@@ -227,5 +324,17 @@ mod tests {
         assert!(JournalState::Done.may_follow(JournalState::Placed));
         assert!(!Journal::Effects.uses(JournalState::Placed));
         assert!(!Journal::Effects.uses(JournalState::Lost));
+    }
+
+    #[test]
+    fn a_push_done_or_in_conflict_is_final() {
+        for to in PushState::ALL {
+            assert!(!to.may_follow(PushState::Done), "done -> {to:?}");
+            assert!(!to.may_follow(PushState::Conflict), "conflict -> {to:?}");
+            assert!(!PushState::Pending.may_follow(to), "{to:?} -> pending");
+        }
+        assert!(PushState::Done.may_follow(PushState::Deferred));
+        assert!(!CallState::Failed.may_follow(CallState::Done));
+        assert!(CallState::Pending.may_follow(CallState::Done));
     }
 }
