@@ -643,7 +643,78 @@ fn move_batch(
         return Ok(false);
     }
     // 1. Intents, before anything is touched.
-    let journaled: Vec<(u64, PathBuf)> = ledger.write(|tx| {
+    let journaled = journal_moves(config, ledger, archive, moves)?;
+    let ids: Vec<u64> = journaled.iter().map(|(id, _)| *id).collect();
+    fault_point("archive: intents");
+    // 2. Each file: a rename on the same filesystem; else a copy to a
+    //    temp name, and then all temps synced at once, rehashed and renamed.
+    let Placed { placed, dirs, full } = place_files(config, archive, moves, &journaled, report);
+    // 3. Durable, then recorded: the asset now lives in the archive.
+    let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    if let Err(e) = fsops::sync_files(&dir_refs) {
+        // Not durable: nothing is recorded as moved and no library copy is
+        // removed; the journal settles these at the next start.
+        report.errors.push(format!(
+            "cannot sync the moved files ({e}); they are settled at the next start"
+        ));
+        return Ok(true);
+    }
+    fault_point("archive: synced");
+    ledger.write(|tx| {
+        for (m, id) in &placed {
+            ledger::mark_move_placed(tx, *id, m.asset_id)?;
+        }
+        let unplaced: Vec<u64> = ids
+            .iter()
+            .filter(|id| !placed.iter().any(|(_, p)| p == *id))
+            .copied()
+            .collect();
+        for id in unplaced {
+            ledger::mark_move_unplaced(tx, id)?;
+        }
+        Ok(())
+    })?;
+    fault_point("archive: placed");
+    // Manifest targets (restic `--files-from`) list files by absolute path:
+    // the archived ones are listed again at their archive paths before any
+    // library copy goes, so the backup keeps covering them.
+    let archived: Vec<PathBuf> = placed.iter().map(|(m, _)| archive.join(&m.rel)).collect();
+    report.errors.extend(list_in_manifests(config, &archived));
+    // 4. Sources left by a copy across filesystems go; then done.
+    remove_moved_sources(config, archive, &placed, report);
+    fault_point("archive: sources removed");
+
+    ledger.write(|tx| {
+        for (_, id) in &placed {
+            ledger::mark_move_done(tx, *id)?;
+        }
+        Ok(())
+    })?;
+    for (m, _) in &placed {
+        if m.asset_id.is_some() {
+            report.moved += 1;
+            report.bytes += m.size;
+            report.files.push(m.rel.clone());
+        } else {
+            report.sidecars += 1;
+        }
+    }
+    if let Some(why) = full {
+        report.stopped = Some(why);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Step 1 of [`move_batch`]: one intent per move, with its journal id and temp name.
+fn journal_moves(
+    config: &Config,
+    ledger: &Ledger,
+    archive: &Path,
+    moves: &[Move],
+) -> Result<Vec<(u64, PathBuf)>, LedgerError> {
+    ledger.write(|tx| {
         let mut journaled = Vec::new();
         for m in moves {
             let source = config.library_root.join(&m.rel);
@@ -661,16 +732,31 @@ fn move_batch(
             )?);
         }
         Ok(journaled)
-    })?;
-    let ids: Vec<u64> = journaled.iter().map(|(id, _)| *id).collect();
-    fault_point("archive: intents");
-    // 2. Each file: a rename on the same filesystem; else a copy to a
-    //    temp name, and then all temps synced at once, rehashed and renamed.
+    })
+}
+
+/// What step 2 of [`move_batch`] left: the moves in place (with their
+/// journal ids), the folders to sync, and why the run stops (a full disk).
+struct Placed<'a> {
+    placed: Vec<(&'a Move, u64)>,
+    dirs: HashSet<PathBuf>,
+    full: Option<String>,
+}
+
+/// Step 2 of [`move_batch`]: renames each file into the archive, or copies it
+/// to its temp name and then finishes the copies together.
+fn place_files<'a>(
+    config: &Config,
+    archive: &Path,
+    moves: &'a [Move],
+    journaled: &[(u64, PathBuf)],
+    report: &mut RunReport,
+) -> Placed<'a> {
     let mut placed = Vec::new();
     let mut copied = Vec::new();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
     let mut full = None;
-    for (m, (id, temp)) in moves.iter().zip(&journaled) {
+    for (m, (id, temp)) in moves.iter().zip(journaled) {
         let source = config.library_root.join(&m.rel);
         let dest = archive.join(&m.rel);
         let temp = temp.clone();
@@ -714,64 +800,53 @@ fn move_batch(
         }
     }
     if !copied.is_empty() {
-        let temps: Vec<&Path> = copied.iter().map(|(_, _, t, _)| t.as_path()).collect();
-        let synced = fsops::sync_files(&temps);
-        let finished = crate::par::map(&copied, |(m, _, temp, dest)| {
-            synced
-                .as_ref()
-                .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
-                .and_then(|()| finish_copy(temp, dest, &m.blake3))
-        });
-        for ((m, id, temp, _), result) in copied.iter().zip(finished) {
-            match result {
-                Ok(()) => {
-                    placed.push((m, *id));
-                    fault_point("archive: moved");
-                }
-                Err(e) => {
-                    let _ = fsops::remove_temp(temp);
-                    report.errors.push(format!(
-                        "{}: {e}",
-                        config.library_root.join(&m.rel).display()
-                    ));
-                }
+        finish_copies(config, &copied, &mut placed, report);
+    }
+    Placed { placed, dirs, full }
+}
+
+/// Syncs the temps copied across filesystems at once, then rehashes and
+/// renames each into place; a failed one's temp goes.
+fn finish_copies<'a>(
+    config: &Config,
+    copied: &[(&'a Move, u64, PathBuf, PathBuf)],
+    placed: &mut Vec<(&'a Move, u64)>,
+    report: &mut RunReport,
+) {
+    let temps: Vec<&Path> = copied.iter().map(|(_, _, t, _)| t.as_path()).collect();
+    let synced = fsops::sync_files(&temps);
+    let finished = crate::par::map(copied, |(m, _, temp, dest)| {
+        synced
+            .as_ref()
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+            .and_then(|()| finish_copy(temp, dest, &m.blake3))
+    });
+    for ((m, id, temp, _), result) in copied.iter().zip(finished) {
+        match result {
+            Ok(()) => {
+                placed.push((*m, *id));
+                fault_point("archive: moved");
+            }
+            Err(e) => {
+                let _ = fsops::remove_temp(temp);
+                report.errors.push(format!(
+                    "{}: {e}",
+                    config.library_root.join(&m.rel).display()
+                ));
             }
         }
     }
-    // 3. Durable, then recorded: the asset now lives in the archive.
-    let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-    let dir_refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    if let Err(e) = fsops::sync_files(&dir_refs) {
-        // Not durable: nothing is recorded as moved and no library copy is
-        // removed; the journal settles these at the next start.
-        report.errors.push(format!(
-            "cannot sync the moved files ({e}); they are settled at the next start"
-        ));
-        return Ok(true);
-    }
-    fault_point("archive: synced");
-    ledger.write(|tx| {
-        for (m, id) in &placed {
-            ledger::mark_move_placed(tx, *id, m.asset_id)?;
-        }
-        let unplaced: Vec<u64> = ids
-            .iter()
-            .filter(|id| !placed.iter().any(|(_, p)| p == *id))
-            .copied()
-            .collect();
-        for id in unplaced {
-            ledger::mark_move_unplaced(tx, id)?;
-        }
-        Ok(())
-    })?;
-    fault_point("archive: placed");
-    // Manifest targets (restic `--files-from`) list files by absolute path:
-    // the archived ones are listed again at their archive paths before any
-    // library copy goes, so the backup keeps covering them.
-    let archived: Vec<PathBuf> = placed.iter().map(|(m, _)| archive.join(&m.rel)).collect();
-    report.errors.extend(list_in_manifests(config, &archived));
-    // 4. Sources left by a copy across filesystems go; then done.
-    for (m, _) in &placed {
+}
+
+/// Step 4 of [`move_batch`]: removes the library copies a copy across
+/// filesystems left, each only once its archive copy verifies.
+fn remove_moved_sources(
+    config: &Config,
+    archive: &Path,
+    placed: &[(&Move, u64)],
+    report: &mut RunReport,
+) {
+    for (m, _) in placed {
         let source = config.library_root.join(&m.rel);
         let dest = archive.join(&m.rel);
         if source.symlink_metadata().is_ok()
@@ -784,28 +859,6 @@ fn move_batch(
             ));
         }
     }
-    fault_point("archive: sources removed");
-
-    ledger.write(|tx| {
-        for (_, id) in &placed {
-            ledger::mark_move_done(tx, *id)?;
-        }
-        Ok(())
-    })?;
-    for (m, _) in &placed {
-        if m.asset_id.is_some() {
-            report.moved += 1;
-            report.bytes += m.size;
-            report.files.push(m.rel.clone());
-        } else {
-            report.sidecars += 1;
-        }
-    }
-    if let Some(why) = full {
-        report.stopped = Some(why);
-        return Ok(true);
-    }
-    Ok(false)
 }
 
 /// Returns the folders that gained an entry.

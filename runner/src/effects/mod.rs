@@ -185,16 +185,99 @@ pub enum ApplyError {
 pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>, ApplyError> {
     let started = std::time::Instant::now();
     let mut results: BTreeMap<u64, Applied> = BTreeMap::new();
-    let mut plans_by_id: BTreeMap<u64, JobPlan> = BTreeMap::new();
 
     // 1. Intents (and jobs that need no file written) in one transaction.
-    let mut adopted = std::collections::HashSet::new();
-    let mut generated = HashMap::new();
-    let mut staged_copies: HashMap<u64, PathBuf> = HashMap::new();
-    let mut keeps: HashMap<u64, String> = HashMap::new();
+    let (entries, extras) = record_intents(ledger, &plans)?;
+    fault_point("intents committed");
+    let intents = started.elapsed();
+    // Proofs that a source's bytes are durable, by journal entry.
+    let mut kept: HashMap<u64, Kept> = HashMap::new();
+    let plans_by_id = settle_unwritten(ledger, plans, &mut results)?;
+    let mut failed: HashMap<u64, String> = HashMap::new();
+
+    // 2. Copy to temps: folders first (serially, each once), then the files
+    // on every core.
+    let (to_copy, gained_entries) = prepare_copies(&entries, &extras, &mut kept, &mut failed);
+    let copies = crate::par::map(&to_copy, |entry| copy_one(entry, &extras));
+    if DISK_FULL.swap(false, Ordering::Relaxed) {
+        record_disk_full(ledger, &entries, &failed);
+    }
+    let mut written: Vec<&ledger::JournalEntry> = Vec::new();
+    for (entry, copied) in to_copy.into_iter().zip(copies) {
+        match copied {
+            Ok(_) => written.push(entry),
+            Err(message) => {
+                failed.insert(entry.job_id, message);
+            }
+        }
+    }
+
+    let copied = started.elapsed();
+    // 3. Durable, then verified.
+    sync_temps(&written, &gained_entries, &mut failed);
+    fault_point("temps synced");
+    let synced = started.elapsed();
+    verify_temps(&written, &mut failed);
+    fault_point("temps verified");
+
+    // 4. Into place.
+    let dirs = rename_into_place(&written, &mut failed);
+    sync_folders(&dirs, &gained_entries, &written, &mut failed);
+    for entry in &written {
+        if !failed.contains_key(&entry.job_id) {
+            let keeps = extras.keeps.get(&entry.id).map_or("", String::as_str);
+            kept.insert(entry.id, Kept::written(&entry.dest, keeps));
+        }
+    }
+    fault_point("folders synced");
+
+    // Temps of failed jobs go away; files already renamed stay (never delete
+    // a library file): a retry adopts them as they are identical.
+    for entry in &entries {
+        if failed.contains_key(&entry.job_id) {
+            let _ = fsops::remove_temp(&entry.temp);
+        }
+    }
+
+    // 6. Done.
+    let any_placed = written.iter().any(|e| !failed.contains_key(&e.job_id));
+    commit_done(ledger, &entries, &plans_by_id, &mut failed, any_placed)?;
+    fault_point("done committed");
+    tracing::debug!(
+        intents_ms = intents.as_millis() as u64,
+        copy_ms = (copied - intents).as_millis() as u64,
+        sync_ms = (synced - copied).as_millis() as u64,
+        rest_ms = (started.elapsed() - synced).as_millis() as u64,
+        "effects applied"
+    );
+
+    let proofs_by_job = collect_proofs(&entries, kept, &plans_by_id, &failed);
+    finish_results(ledger, plans_by_id, failed, proofs_by_job, &mut results)?;
+    Ok(results.into_iter().collect())
+}
+
+/// What step 1 of [`apply`] noted beside the intents, by journal entry.
+#[derive(Default)]
+struct IntentExtras {
+    /// Entries whose destination already holds their bytes.
+    adopted: std::collections::HashSet<u64>,
+    /// Bytes keepsake made, to write instead of a copy.
+    generated: HashMap<u64, std::sync::Arc<Vec<u8>>>,
+    /// Copies made while hashing, to move into place.
+    staged_copies: HashMap<u64, PathBuf>,
+    /// The BLAKE3 of the source whose bytes each write keeps.
+    keeps: HashMap<u64, String>,
+}
+
+/// Step 1 of [`apply`]: the intents, and the jobs that need no file written, in one transaction.
+fn record_intents(
+    ledger: &Ledger,
+    plans: &[JobPlan],
+) -> Result<(Vec<ledger::JournalEntry>, IntentExtras), LedgerError> {
+    let mut extras = IntentExtras::default();
     let entries = ledger.write(|tx| {
         let mut entries: Vec<ledger::JournalEntry> = Vec::new();
-        for plan in &plans {
+        for plan in plans {
             if plan.writes.is_empty() {
                 if plan.depends_on.is_none() {
                     finish_job(tx, plan.job_id, &plan.finish)?;
@@ -217,24 +300,32 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                     },
                 )?;
                 if write.adopt {
-                    adopted.insert(entry.id);
+                    extras.adopted.insert(entry.id);
                 }
-                keeps.insert(entry.id, write.keeps.clone());
+                extras.keeps.insert(entry.id, write.keeps.clone());
                 if let Some(content) = &write.content {
-                    generated.insert(entry.id, std::sync::Arc::clone(content));
+                    extras
+                        .generated
+                        .insert(entry.id, std::sync::Arc::clone(content));
                 }
                 if let Some(staged) = &write.staged {
-                    staged_copies.insert(entry.id, staged.clone());
+                    extras.staged_copies.insert(entry.id, staged.clone());
                 }
                 entries.push(entry);
             }
         }
         Ok(entries)
     })?;
-    fault_point("intents committed");
-    let intents = started.elapsed();
-    // Proofs that a source's bytes are durable, by journal entry.
-    let mut kept: HashMap<u64, Kept> = HashMap::new();
+    Ok((entries, extras))
+}
+
+/// Settles the jobs committed in step 1 without a file, and returns the others by id.
+fn settle_unwritten(
+    ledger: &Ledger,
+    plans: Vec<JobPlan>,
+    results: &mut BTreeMap<u64, Applied>,
+) -> Result<BTreeMap<u64, JobPlan>, ApplyError> {
+    let mut plans_by_id: BTreeMap<u64, JobPlan> = BTreeMap::new();
     for plan in plans {
         if plan.writes.is_empty() && plan.depends_on.is_none() {
             // Committed above: a move-mode duplicate may leave the inbox
@@ -248,20 +339,27 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             plans_by_id.insert(plan.job_id, plan);
         }
     }
-    let mut failed: HashMap<u64, String> = HashMap::new();
+    Ok(plans_by_id)
+}
 
-    // 2. Copy to temps: folders first (serially, each once), then the files
-    // on every core.
+/// Adopts earlier attempts' copies and creates the destination folders;
+/// returns the entries to copy and the folders' new entries.
+fn prepare_copies<'a>(
+    entries: &'a [ledger::JournalEntry],
+    extras: &IntentExtras,
+    kept: &mut HashMap<u64, Kept>,
+    failed: &mut HashMap<u64, String>,
+) -> (Vec<&'a ledger::JournalEntry>, BTreeSet<PathBuf>) {
     let mut to_copy: Vec<&ledger::JournalEntry> = Vec::new();
     let mut made_dirs: HashMap<PathBuf, Result<(), String>> = HashMap::new();
     let mut gained_entries: BTreeSet<PathBuf> = BTreeSet::new();
-    for entry in &entries {
+    for entry in entries {
         if failed.contains_key(&entry.job_id) {
             continue;
         }
-        if adopted.contains(&entry.id) {
+        if extras.adopted.contains(&entry.id) {
             // Written by an earlier attempt: hashed and made durable again.
-            let keeps = keeps.get(&entry.id).map_or("", String::as_str);
+            let keeps = extras.keeps.get(&entry.id).map_or("", String::as_str);
             match Kept::verify(&entry.dest, &entry.blake3, keeps) {
                 Ok(proof) => {
                     kept.insert(entry.id, proof);
@@ -288,80 +386,90 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             }
         }
     }
-    let copies = crate::par::map(&to_copy, |entry| {
-        let written = match (generated.get(&entry.id), staged_copies.get(&entry.id)) {
-            (Some(content), _) => fsops::write_temp(&entry.temp, content),
-            // Moved, not copied again; across filesystems, copied.
-            (None, Some(staged)) => fsops::take_staged(staged, &entry.temp, &entry.source)
-                .map(|()| entry.size)
-                .or_else(|_| fsops::copy_to_temp(&entry.source, &entry.temp)),
-            (None, None) => fsops::copy_to_temp(&entry.source, &entry.temp),
-        };
-        fault_point("temp written");
-        written.map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::StorageFull => {
-                    DISK_FULL.store(true, Ordering::Relaxed);
-                    "; the disk is full: free space on it, then `keepsake retry --failed`"
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    "; fix the permissions, then `keepsake retry --failed`"
-                }
-                _ => "",
-            };
-            format!(
-                "cannot copy {} to {}: {e}{hint}",
-                entry.source.display(),
-                entry.temp.display()
-            )
-        })
-    });
-    if DISK_FULL.swap(false, Ordering::Relaxed) {
-        // The ledger shares the disk, most often: what it records next
-        // (these failures, then the stop) must still fit.
-        ledger.release_reserve();
-        let root = entries
-            .iter()
-            .find(|e| failed.contains_key(&e.job_id))
-            .and_then(|e| e.dest.parent())
-            .map(|d| d.display().to_string())
-            .unwrap_or_default();
-        let _ = ledger.write(|tx| {
-            ledger::set_service_state(
-                tx,
-                "disk_full",
-                &format!(
-                    "{root} (at {}): free space on that disk, then `keepsake retry --failed`",
-                    ledger::now()
-                ),
-            )
-        });
-    }
-    let mut written: Vec<&ledger::JournalEntry> = Vec::new();
-    for (entry, copied) in to_copy.into_iter().zip(copies) {
-        match copied {
-            Ok(_) => written.push(entry),
-            Err(message) => {
-                failed.insert(entry.job_id, message);
-            }
-        }
-    }
+    (to_copy, gained_entries)
+}
 
-    let copied = started.elapsed();
-    // 3. Durable, then verified.
+/// Writes one entry's temp: bytes keepsake made, its staged copy, or a copy of its source.
+fn copy_one(entry: &ledger::JournalEntry, extras: &IntentExtras) -> Result<u64, String> {
+    let written = match (
+        extras.generated.get(&entry.id),
+        extras.staged_copies.get(&entry.id),
+    ) {
+        (Some(content), _) => fsops::write_temp(&entry.temp, content),
+        // Moved, not copied again; across filesystems, copied.
+        (None, Some(staged)) => fsops::take_staged(staged, &entry.temp, &entry.source)
+            .map(|()| entry.size)
+            .or_else(|_| fsops::copy_to_temp(&entry.source, &entry.temp)),
+        (None, None) => fsops::copy_to_temp(&entry.source, &entry.temp),
+    };
+    fault_point("temp written");
+    written.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::StorageFull => {
+                DISK_FULL.store(true, Ordering::Relaxed);
+                "; the disk is full: free space on it, then `keepsake retry --failed`"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; fix the permissions, then `keepsake retry --failed`"
+            }
+            _ => "",
+        };
+        format!(
+            "cannot copy {} to {}: {e}{hint}",
+            entry.source.display(),
+            entry.temp.display()
+        )
+    })
+}
+
+/// Records that a disk is full, with the ledger's reserve freed first.
+fn record_disk_full(
+    ledger: &Ledger,
+    entries: &[ledger::JournalEntry],
+    failed: &HashMap<u64, String>,
+) {
+    // The ledger shares the disk, most often: what it records next
+    // (these failures, then the stop) must still fit.
+    ledger.release_reserve();
+    let root = entries
+        .iter()
+        .find(|e| failed.contains_key(&e.job_id))
+        .and_then(|e| e.dest.parent())
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    let _ = ledger.write(|tx| {
+        ledger::set_service_state(
+            tx,
+            "disk_full",
+            &format!(
+                "{root} (at {}): free space on that disk, then `keepsake retry --failed`",
+                ledger::now()
+            ),
+        )
+    });
+}
+
+/// Makes the written temps durable, with the new folders' entries.
+fn sync_temps(
+    written: &[&ledger::JournalEntry],
+    gained_entries: &BTreeSet<PathBuf>,
+    failed: &mut HashMap<u64, String>,
+) {
     // New folders with them, so the temps' names are durable too.
     let temps: Vec<&Path> = (written.iter().map(|e| e.temp.as_path()))
         .chain(gained_entries.iter().map(PathBuf::as_path))
         .collect();
     if let Err(e) = fsops::sync_files(&temps) {
-        for entry in &written {
+        for entry in written {
             failed
                 .entry(entry.job_id)
                 .or_insert_with(|| format!("cannot sync {}: {e}", entry.temp.display()));
         }
     }
-    fault_point("temps synced");
-    let synced = started.elapsed();
+}
+
+/// Rehashes the temps of the jobs still standing against their expected BLAKE3.
+fn verify_temps(written: &[&ledger::JournalEntry], failed: &mut HashMap<u64, String>) {
     let to_verify: Vec<&ledger::JournalEntry> = written
         .iter()
         .copied()
@@ -388,11 +496,16 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             }
         }
     }
-    fault_point("temps verified");
+}
 
-    // 4. Into place.
+/// Step 4 of [`apply`]: renames each standing temp to its destination, never
+/// replacing a file; returns the folders that received files.
+fn rename_into_place(
+    written: &[&ledger::JournalEntry],
+    failed: &mut HashMap<u64, String>,
+) -> BTreeSet<PathBuf> {
     let mut dirs = BTreeSet::new();
-    for entry in &written {
+    for entry in written {
         if failed.contains_key(&entry.job_id) {
             continue;
         }
@@ -420,11 +533,22 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
         }
         fault_point("renamed");
     }
+    dirs
+}
+
+/// Step 5 of [`apply`]: makes the destination folders durable; a job whose
+/// folder cannot be synced fails.
+fn sync_folders(
+    dirs: &BTreeSet<PathBuf>,
+    gained_entries: &BTreeSet<PathBuf>,
+    written: &[&ledger::JournalEntry],
+    failed: &mut HashMap<u64, String>,
+) {
     // The folders that received files, and again the parents of new folders:
     // cheap when the temps' sync covered them, and what makes them durable
     // when it could not. A folder that cannot be synced holds back every
     // job written into it: its sources stay, and a retry adopts its files.
-    let dir_list: Vec<&Path> = (dirs.iter().chain(&gained_entries))
+    let dir_list: Vec<&Path> = (dirs.iter().chain(gained_entries))
         .map(PathBuf::as_path)
         .collect();
     if let Err(e) = fsops::sync_files(&dir_list) {
@@ -439,7 +563,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             // Each on its own went through: the batch's error was elsewhere.
             tracing::warn!("syncing the library folders failed once: {e}");
         }
-        for entry in &written {
+        for entry in written {
             let dir = entry.dest.parent().unwrap_or(Path::new("."));
             // Its own folder, or a new folder on its way up.
             if entry
@@ -457,24 +581,17 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             }
         }
     }
-    for entry in &written {
-        if !failed.contains_key(&entry.job_id) {
-            let keeps = keeps.get(&entry.id).map_or("", String::as_str);
-            kept.insert(entry.id, Kept::written(&entry.dest, keeps));
-        }
-    }
-    fault_point("folders synced");
+}
 
-    // Temps of failed jobs go away; files already renamed stay (never delete
-    // a library file): a retry adopts them as they are identical.
-    for entry in &entries {
-        if failed.contains_key(&entry.job_id) {
-            let _ = fsops::remove_temp(&entry.temp);
-        }
-    }
-
-    // 6. Done.
-    let any_placed = written.iter().any(|e| !failed.contains_key(&e.job_id));
+/// Step 6 of [`apply`]: one transaction marks the intents, finishes or fails
+/// the jobs and records the pushes made on duplicates' behalf.
+fn commit_done(
+    ledger: &Ledger,
+    entries: &[ledger::JournalEntry],
+    plans_by_id: &BTreeMap<u64, JobPlan>,
+    failed: &mut HashMap<u64, String>,
+    any_placed: bool,
+) -> Result<(), LedgerError> {
     ledger.write(|tx| {
         if any_placed {
             // Files land again: a disk that was full has room now.
@@ -483,7 +600,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 ledger.hold_reserve();
             }
         }
-        for entry in &entries {
+        for entry in entries {
             let state = if failed.contains_key(&entry.job_id) {
                 JournalState::RolledBack
             } else {
@@ -491,7 +608,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             };
             ledger::mark(tx, entry.id, state)?;
         }
-        for (job_id, plan) in &plans_by_id {
+        for (job_id, plan) in plans_by_id {
             if let Some(original) = plan.depends_on {
                 let placed = match plans_by_id.get(&original) {
                     Some(_) => !failed.contains_key(&original),
@@ -511,45 +628,52 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 None => finish_job(tx, *job_id, &plan.finish)?,
             }
         }
-        // Duplicates of files this batch (or one just before) placed: their
-        // inbox's targets get the original's copy on their behalf, now that
-        // it has a place.
-        for (job_id, plan) in &plans_by_id {
-            if let Some(original) = plan.depends_on
-                && !failed.contains_key(job_id)
-                && plan.finish.pushes.is_empty()
-                && !plan.finish.pushes_on_behalf.is_empty()
-                && let Some(keeper) = committed_copy(tx, original, &plan.source_blake3)?
-                && let Some(asset) = ledger::asset_by_job(tx, original)?
-            {
-                let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
-                for (target, template) in &plan.finish.pushes_on_behalf {
-                    let push = ledger::NewPush {
-                        target: target.clone(),
-                        key: template.replace("{path}", &asset.library_path),
-                        file: asset.library_path.clone(),
-                        blake3: keeper.copy_blake3.clone(),
-                        size,
-                    };
-                    ledger::insert_push(tx, *job_id, &push)?;
-                }
+        push_on_behalf(tx, plans_by_id, failed)
+    })
+}
+
+/// Duplicates of files this batch (or one just before) placed: their
+/// inbox's targets get the original's copy on their behalf, now that
+/// it has a place.
+fn push_on_behalf(
+    tx: &rusqlite::Transaction<'_>,
+    plans_by_id: &BTreeMap<u64, JobPlan>,
+    failed: &HashMap<u64, String>,
+) -> rusqlite::Result<()> {
+    for (job_id, plan) in plans_by_id {
+        if let Some(original) = plan.depends_on
+            && !failed.contains_key(job_id)
+            && plan.finish.pushes.is_empty()
+            && !plan.finish.pushes_on_behalf.is_empty()
+            && let Some(keeper) = committed_copy(tx, original, &plan.source_blake3)?
+            && let Some(asset) = ledger::asset_by_job(tx, original)?
+        {
+            let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
+            for (target, template) in &plan.finish.pushes_on_behalf {
+                let push = ledger::NewPush {
+                    target: target.clone(),
+                    key: template.replace("{path}", &asset.library_path),
+                    file: asset.library_path.clone(),
+                    blake3: keeper.copy_blake3.clone(),
+                    size,
+                };
+                ledger::insert_push(tx, *job_id, &push)?;
             }
         }
-        Ok(())
-    })?;
-    fault_point("done committed");
-    tracing::debug!(
-        intents_ms = intents.as_millis() as u64,
-        copy_ms = (copied - intents).as_millis() as u64,
-        sync_ms = (synced - copied).as_millis() as u64,
-        rest_ms = (started.elapsed() - synced).as_millis() as u64,
-        "effects applied"
-    );
+    }
+    Ok(())
+}
 
-    // The proofs of each job's files, and of each job's own file (a
-    // duplicate in this batch is kept where its original went).
+/// The proofs of each job's files, and of each job's own file (a
+/// duplicate in this batch is kept where its original went).
+fn collect_proofs(
+    entries: &[ledger::JournalEntry],
+    mut kept: HashMap<u64, Kept>,
+    plans_by_id: &BTreeMap<u64, JobPlan>,
+    failed: &HashMap<u64, String>,
+) -> HashMap<u64, Vec<(PathBuf, Kept)>> {
     let mut proofs_by_job: HashMap<u64, Vec<(PathBuf, Kept)>> = HashMap::new();
-    for entry in &entries {
+    for entry in entries {
         if let Some(proof) = kept.remove(&entry.id) {
             proofs_by_job
                 .entry(entry.job_id)
@@ -557,7 +681,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
                 .push((entry.source.clone(), proof));
         }
     }
-    for (job_id, plan) in &plans_by_id {
+    for (job_id, plan) in plans_by_id {
         if failed.contains_key(job_id) {
             continue;
         }
@@ -574,6 +698,17 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             ));
         }
     }
+    proofs_by_job
+}
+
+/// Each job's result; a committed job's inbox files go (move mode).
+fn finish_results(
+    ledger: &Ledger,
+    plans_by_id: BTreeMap<u64, JobPlan>,
+    mut failed: HashMap<u64, String>,
+    mut proofs_by_job: HashMap<u64, Vec<(PathBuf, Kept)>>,
+    results: &mut BTreeMap<u64, Applied>,
+) -> Result<(), ApplyError> {
     for (job_id, mut plan) in plans_by_id {
         match failed.remove(&job_id) {
             Some(message) => {
@@ -600,7 +735,7 @@ pub fn apply(ledger: &Ledger, plans: Vec<JobPlan>) -> Result<Vec<(u64, Applied)>
             }
         }
     }
-    Ok(results.into_iter().collect())
+    Ok(())
 }
 
 /// A duplicate whose original's library copy no longer verifies is no
