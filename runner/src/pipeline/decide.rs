@@ -186,43 +186,11 @@ pub fn decide(
     read: Result<ReadFile, ReadError>,
     services: &Arc<dyn Services>,
 ) -> Decided {
-    let mut decided = Decided {
-        decision: Decision::Unplaced,
-        calls: Vec::new(),
-        hashes: None,
-        size: job.size,
-        capture: None,
-        facts: Vec::new(),
-        xmp: Vec::new(),
-        xmp_embed: false,
-        pushes: Vec::new(),
-        staged: None,
-    };
+    let mut decided = undecided(job.size);
     let read = match read {
         Ok(read) => read,
-        Err(ReadError::Vanished) => {
-            decided.decision = Decision::Skip(
-                "the file disappeared from the inbox before keepsake read it; nothing was taken"
-                    .into(),
-            );
-            return decided;
-        }
-        Err(ReadError::Unreadable(message)) => {
-            decided.decision = Decision::Fail(message);
-            return decided;
-        }
-        Err(ReadError::Changed) => {
-            decided.decision = Decision::Skip(
-                "the file changed after keepsake found it; the new version is taken by a new job once it is stable"
-                    .into(),
-            );
-            return decided;
-        }
-        Err(ReadError::Stopped) => {
-            decided.decision = Decision::Fail(
-                "keepsake stopped while reading it; `keepsake retry` or the next run takes it"
-                    .into(),
-            );
+        Err(error) => {
+            decided.decision = unread(error);
             return decided;
         }
     };
@@ -235,20 +203,13 @@ pub fn decide(
     ));
     let (mtime, mtime_offset) = local_mtime(job.mtime_ns);
     let source_dir = job.companion_dir();
-    let mut wit_job = Job {
-        id: job.id,
-        inbox: job.inbox.clone(),
-        relative_path: display_rel(&job.rel_path),
-        size: read.hashes.size,
-        mtime,
-        mtime_offset_minutes: mtime_offset,
-        blake3: read.hashes.blake3.clone(),
-        sha1: read.hashes.sha1.clone(),
-        media_kind: wit_kind(read.kind),
-        companions: job.companions.clone(),
-        capture_time: None,
-        placement: None,
-        facts: Vec::new(),
+    let mut wit_job = job_for_stages(job, &read, mtime, mtime_offset);
+    let calls = Calls {
+        runtime,
+        job,
+        read: &read,
+        source_dir: &source_dir,
+        services,
     };
     // A stage's `duplicate-of`: the built-in exif and offsite stages still
     // run, so a duplicate has its own date (the year it belongs to) and its
@@ -269,132 +230,23 @@ pub fn decide(
         {
             continue;
         }
-        let files = CallFiles {
-            file: Some(Arc::clone(&read.file)),
-            companions: job
-                .companions
-                .iter()
-                .map(|c| (c.clone(), source_dir.join(c)))
-                .collect(),
-        };
-        let (result, stats) = runtime.call(stage, &wit_job, files, Arc::clone(services));
-        let mut call = StepCall {
-            stage: name.clone(),
-            effects_json: "[]".into(),
-            error: None,
-            micros: stats.micros,
-            bytes_read: stats.bytes_read,
-        };
-        let effects = match result {
-            Ok(effects) => effects,
-            // A duplicate is one whatever these stages say: an error only
-            // costs it its own date or push (the plan then blocks its year).
-            Err(e) if claim.is_some() => {
-                tracing::warn!(job = job.id, "stage `{name}` on a duplicate: {e}");
-                call.error = Some(e.to_string());
-                decided.calls.push(call);
-                continue;
-            }
-            Err(StageCallError::Stage {
-                error: StageError::InvalidInput(reason),
-                ..
-            }) => {
-                call.error = Some(format!("invalid input: {reason}"));
-                decided.calls.push(call);
-                decided.decision = Decision::Quarantine(format!("stage `{name}`: {reason}"));
-                return decided;
-            }
-            Err(e) => {
-                call.error = Some(e.to_string());
-                decided.calls.push(call);
-                decided.decision = Decision::Fail(e.to_string());
+        let called = call_stage(&calls, stage, name, &wit_job, claim.is_some(), &mut decided);
+        let effects = match called {
+            Called::Effects(effects) => effects,
+            Called::Failed => continue,
+            Called::Decided(decision) => {
+                decided.decision = decision;
                 return decided;
             }
         };
-        call.effects_json = effects_json(&effects);
-        decided.calls.push(call);
         if claim.is_some() {
-            for effect in effects {
-                match effect {
-                    Effect::SetCaptureTime(capture) if valid_capture(&capture).is_ok() => {
-                        decided.capture = Some(capture);
-                    }
-                    Effect::Push(PushRequest { target, key })
-                        if validate_relative(&key.replace("{path}", "p")).is_ok() =>
-                    {
-                        decided.pushes.retain(|(t, _)| *t != target);
-                        decided.pushes.push((target, key));
-                    }
-                    _ => {}
-                }
-            }
+            take_on_duplicate(&mut decided, effects);
             continue;
         }
         for effect in effects {
-            let rejected =
-                |what: String| Decision::Fail(format!("stage `{name}`: rejected effect: {what}"));
-            match effect {
-                Effect::SetCaptureTime(capture) => {
-                    if let Err(e) = valid_capture(&capture) {
-                        decided.decision = rejected(e);
-                        return decided;
-                    }
-                    wit_job.capture_time = Some(capture.clone());
-                    decided.capture = Some(capture);
-                }
-                Effect::SetFact(fact) => {
-                    if fact.key.is_empty() || fact.key.len() > 128 || fact.value.len() > 4096 {
-                        decided.decision = rejected(
-                            "a fact needs a key of 1-128 bytes and a value of at most 4096".into(),
-                        );
-                        return decided;
-                    }
-                    wit_job.facts.push(fact.clone());
-                    decided.facts.push(fact);
-                }
-                Effect::WriteXmp(XmpWrite {
-                    name: key,
-                    value,
-                    target,
-                }) => {
-                    if let Err(e) = crate::sidecar::validate(&key, &value) {
-                        decided.decision = rejected(format!("write-xmp: {e}"));
-                        return decided;
-                    }
-                    decided.xmp.retain(|(name, _)| *name != key);
-                    decided.xmp.push((key, value));
-                    decided.xmp_embed |= target == XmpTarget::Embed;
-                }
-                Effect::Place(Placement { root, path }) => {
-                    // A name that would not fit with its number and sidecars
-                    // is shortened, never refused: the camera's long names
-                    // (and 250-byte ones from messengers) are placed too.
-                    let path = super::paths::fit_placed(&path);
-                    if root != "library" {
-                        decided.decision = rejected(format!(
-                            "unknown root {root:?} (stages can place into \"library\")"
-                        ));
-                        return decided;
-                    }
-                    if let Err(e) = validate_relative(&path) {
-                        decided.decision = rejected(format!("place: {e}"));
-                        return decided;
-                    }
-                    wit_job.placement = Some(Placement {
-                        root,
-                        path: path.clone(),
-                    });
-                    decided.decision = Decision::Place(path);
-                }
-                Effect::Push(PushRequest { target, key }) => {
-                    if let Err(e) = validate_relative(&key.replace("{path}", "p")) {
-                        decided.decision = rejected(format!("push: key {key:?}: {e}"));
-                        return decided;
-                    }
-                    decided.pushes.retain(|(t, _)| *t != target);
-                    decided.pushes.push((target, key));
-                }
-                Effect::DuplicateOf(original) => {
+            match take_effect(name, job.id, effect, &mut wit_job, &mut decided) {
+                Taken::Next => {}
+                Taken::Claimed(original) => {
                     claim = Some((original, name.clone()));
                     // The offsite stage pushes what is placed: here, the
                     // copy that keeps these bytes.
@@ -409,25 +261,8 @@ pub fn decide(
                         });
                     break;
                 }
-                Effect::Quarantine(reason) => {
-                    decided.decision = Decision::Quarantine(format!("stage `{name}`: {reason}"));
-                    return decided;
-                }
-                Effect::Skip(reason) => {
-                    decided.decision = Decision::Skip(format!("stage `{name}`: {reason}"));
-                    return decided;
-                }
-                Effect::Defer(defer) => {
-                    // At least a second, at most a week: a stage cannot
-                    // spin the service or park a file forever.
-                    let seconds = u64::from(defer.seconds).clamp(1, MAX_DEFER_SECS);
-                    decided.decision = Decision::Defer {
-                        seconds,
-                        reason: format!(
-                            "stage `{name}` asked to run again in {seconds} s: {}; `keepsake retry {}` runs it now",
-                            defer.reason, job.id
-                        ),
-                    };
+                Taken::Decided(decision) => {
+                    decided.decision = decision;
                     return decided;
                 }
             }
@@ -437,4 +272,250 @@ pub fn decide(
         decided.decision = Decision::DuplicateClaim { original, stage };
     }
     decided
+}
+
+/// Nothing decided yet for a job of `size` bytes: no stage placed it.
+fn undecided(size: u64) -> Decided {
+    Decided {
+        decision: Decision::Unplaced,
+        calls: Vec::new(),
+        hashes: None,
+        size,
+        capture: None,
+        facts: Vec::new(),
+        xmp: Vec::new(),
+        xmp_embed: false,
+        pushes: Vec::new(),
+        staged: None,
+    }
+}
+
+/// The decision for a job whose file could not be read.
+fn unread(error: ReadError) -> Decision {
+    match error {
+        ReadError::Vanished => Decision::Skip(
+            "the file disappeared from the inbox before keepsake read it; nothing was taken"
+                .into(),
+        ),
+        ReadError::Unreadable(message) => Decision::Fail(message),
+        ReadError::Changed => Decision::Skip(
+            "the file changed after keepsake found it; the new version is taken by a new job once it is stable"
+                .into(),
+        ),
+        ReadError::Stopped => Decision::Fail(
+            "keepsake stopped while reading it; `keepsake retry` or the next run takes it"
+                .into(),
+        ),
+    }
+}
+
+/// The job as the stages see it, before any of them ran.
+fn job_for_stages(job: &JobRecord, read: &ReadFile, mtime: Datetime, mtime_offset: i16) -> Job {
+    Job {
+        id: job.id,
+        inbox: job.inbox.clone(),
+        relative_path: display_rel(&job.rel_path),
+        size: read.hashes.size,
+        mtime,
+        mtime_offset_minutes: mtime_offset,
+        blake3: read.hashes.blake3.clone(),
+        sha1: read.hashes.sha1.clone(),
+        media_kind: wit_kind(read.kind),
+        companions: job.companions.clone(),
+        capture_time: None,
+        placement: None,
+        facts: Vec::new(),
+    }
+}
+
+/// What every stage call over one job shares.
+struct Calls<'a> {
+    runtime: &'a StageRuntime,
+    job: &'a JobRecord,
+    read: &'a ReadFile,
+    source_dir: &'a std::path::Path,
+    services: &'a Arc<dyn Services>,
+}
+
+/// What a stage call came to.
+enum Called {
+    /// It ran: these are its effects.
+    Effects(Vec<Effect>),
+    /// It failed on a duplicate: logged, and the stages go on.
+    Failed,
+    /// It failed: the job is decided, no stage runs after.
+    Decided(Decision),
+}
+
+/// Call stage `name` over the job and record the call in `decided.calls`.
+fn call_stage(
+    calls: &Calls<'_>,
+    stage: &LoadedStage,
+    name: &str,
+    wit_job: &Job,
+    claimed: bool,
+    decided: &mut Decided,
+) -> Called {
+    let job = calls.job;
+    let files = CallFiles {
+        file: Some(Arc::clone(&calls.read.file)),
+        companions: job
+            .companions
+            .iter()
+            .map(|c| (c.clone(), calls.source_dir.join(c)))
+            .collect(),
+    };
+    let (result, stats) = calls.runtime.call(stage, wit_job, files, Arc::clone(calls.services));
+    let mut call = StepCall {
+        stage: name.to_string(),
+        effects_json: "[]".into(),
+        error: None,
+        micros: stats.micros,
+        bytes_read: stats.bytes_read,
+    };
+    let effects = match result {
+        Ok(effects) => effects,
+        // A duplicate is one whatever these stages say: an error only
+        // costs it its own date or push (the plan then blocks its year).
+        Err(e) if claimed => {
+            tracing::warn!(job = job.id, "stage `{name}` on a duplicate: {e}");
+            call.error = Some(e.to_string());
+            decided.calls.push(call);
+            return Called::Failed;
+        }
+        Err(StageCallError::Stage {
+            error: StageError::InvalidInput(reason),
+            ..
+        }) => {
+            call.error = Some(format!("invalid input: {reason}"));
+            decided.calls.push(call);
+            return Called::Decided(Decision::Quarantine(format!("stage `{name}`: {reason}")));
+        }
+        Err(e) => {
+            call.error = Some(e.to_string());
+            decided.calls.push(call);
+            return Called::Decided(Decision::Fail(e.to_string()));
+        }
+    };
+    call.effects_json = effects_json(&effects);
+    decided.calls.push(call);
+    Called::Effects(effects)
+}
+
+/// A duplicate's stage effects: only its capture time and pushes are taken,
+/// and only the valid ones.
+fn take_on_duplicate(decided: &mut Decided, effects: Vec<Effect>) {
+    for effect in effects {
+        match effect {
+            Effect::SetCaptureTime(capture) if valid_capture(&capture).is_ok() => {
+                decided.capture = Some(capture);
+            }
+            Effect::Push(PushRequest { target, key })
+                if validate_relative(&key.replace("{path}", "p")).is_ok() =>
+            {
+                decided.pushes.retain(|(t, _)| *t != target);
+                decided.pushes.push((target, key));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What one effect of a stage came to.
+enum Taken {
+    /// Taken: on with the stage's next effect.
+    Next,
+    /// `duplicate-of(original)`: the stage's later effects are not taken.
+    Claimed(u64),
+    /// The job is decided (or the effect rejected): no stage runs after.
+    Decided(Decision),
+}
+
+/// Check one effect of stage `name` and take it into the job the later
+/// stages see and into what is decided.
+fn take_effect(
+    name: &str,
+    job_id: u64,
+    effect: Effect,
+    wit_job: &mut Job,
+    decided: &mut Decided,
+) -> Taken {
+    let rejected =
+        |what: String| Decision::Fail(format!("stage `{name}`: rejected effect: {what}"));
+    match effect {
+        Effect::SetCaptureTime(capture) => {
+            if let Err(e) = valid_capture(&capture) {
+                return Taken::Decided(rejected(e));
+            }
+            wit_job.capture_time = Some(capture.clone());
+            decided.capture = Some(capture);
+        }
+        Effect::SetFact(fact) => {
+            if fact.key.is_empty() || fact.key.len() > 128 || fact.value.len() > 4096 {
+                return Taken::Decided(rejected(
+                    "a fact needs a key of 1-128 bytes and a value of at most 4096".into(),
+                ));
+            }
+            wit_job.facts.push(fact.clone());
+            decided.facts.push(fact);
+        }
+        Effect::WriteXmp(XmpWrite {
+            name: key,
+            value,
+            target,
+        }) => {
+            if let Err(e) = crate::sidecar::validate(&key, &value) {
+                return Taken::Decided(rejected(format!("write-xmp: {e}")));
+            }
+            decided.xmp.retain(|(name, _)| *name != key);
+            decided.xmp.push((key, value));
+            decided.xmp_embed |= target == XmpTarget::Embed;
+        }
+        Effect::Place(Placement { root, path }) => {
+            // A name that would not fit with its number and sidecars
+            // is shortened, never refused: the camera's long names
+            // (and 250-byte ones from messengers) are placed too.
+            let path = super::paths::fit_placed(&path);
+            if root != "library" {
+                return Taken::Decided(rejected(format!(
+                    "unknown root {root:?} (stages can place into \"library\")"
+                )));
+            }
+            if let Err(e) = validate_relative(&path) {
+                return Taken::Decided(rejected(format!("place: {e}")));
+            }
+            wit_job.placement = Some(Placement {
+                root,
+                path: path.clone(),
+            });
+            decided.decision = Decision::Place(path);
+        }
+        Effect::Push(PushRequest { target, key }) => {
+            if let Err(e) = validate_relative(&key.replace("{path}", "p")) {
+                return Taken::Decided(rejected(format!("push: key {key:?}: {e}")));
+            }
+            decided.pushes.retain(|(t, _)| *t != target);
+            decided.pushes.push((target, key));
+        }
+        Effect::DuplicateOf(original) => return Taken::Claimed(original),
+        Effect::Quarantine(reason) => {
+            return Taken::Decided(Decision::Quarantine(format!("stage `{name}`: {reason}")));
+        }
+        Effect::Skip(reason) => {
+            return Taken::Decided(Decision::Skip(format!("stage `{name}`: {reason}")));
+        }
+        Effect::Defer(defer) => {
+            // At least a second, at most a week: a stage cannot
+            // spin the service or park a file forever.
+            let seconds = u64::from(defer.seconds).clamp(1, MAX_DEFER_SECS);
+            return Taken::Decided(Decision::Defer {
+                seconds,
+                reason: format!(
+                    "stage `{name}` asked to run again in {seconds} s: {}; `keepsake retry {}` runs it now",
+                    defer.reason, job_id
+                ),
+            });
+        }
+    }
+    Taken::Next
 }

@@ -502,6 +502,12 @@ impl Pipeline {
             ignore: Vec::new(),
         };
         let stage_services: Arc<dyn Services> = Arc::clone(services) as Arc<dyn Services>;
+        let deciding = Deciding {
+            inboxes,
+            default_inbox: &default_inbox,
+            services,
+            stage_services: &stage_services,
+        };
         let mut after = 0u64;
         // Files are copied while hashed only where the copy can then be
         // renamed into the library: a state folder on another disk would
@@ -551,83 +557,8 @@ impl Pipeline {
             for read in read.iter().flatten() {
                 report.bytes_hashed += read.hashes.size;
             }
-            // Stage calls of different jobs are independent: they run on
-            // every core. A file whose bytes appeared earlier in the batch is
-            // decided after the earlier one is planned, so its stages see it
-            // (dedup says "duplicate of"). Plans are made in order: names and
-            // Live Photo pairs depend on it.
-            let mut seen_hashes = HashSet::new();
-            let (firsts, repeats): (Vec<_>, Vec<_>) =
-                batch.iter().zip(read).partition(|(_, read)| match read {
-                    Ok(read) => seen_hashes.insert(read.hashes.blake3.clone()),
-                    Err(_) => true,
-                });
-            let decide_one = |job: &JobRecord, read: Result<read::ReadFile, read::ReadError>| {
-                let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
-                decide::decide(
-                    &self.runtime,
-                    &self.stages,
-                    &inbox.pipeline,
-                    job,
-                    read,
-                    &stage_services,
-                )
-            };
-            let first_jobs: Vec<&JobRecord> = firsts.iter().map(|(job, _)| *job).collect();
-            let decided_firsts = crate::par::map_owned(firsts, |(job, read)| decide_one(job, read));
-            let mut plans = Vec::with_capacity(batch.len());
-            let mut steps = Vec::with_capacity(batch.len());
-            let mut plan_one = |job: &JobRecord, decided: decide::Decided| {
-                let inbox = inboxes.get(&job.inbox).unwrap_or(&default_inbox);
-                for call in &decided.calls {
-                    report.stage_calls += 1;
-                    report.stage_micros += call.micros;
-                    report.stage_bytes_read += call.bytes_read;
-                }
-                steps.push((
-                    job.id,
-                    job.attempts + 1,
-                    decided.calls.clone(),
-                    decided.hashes.clone(),
-                ));
-                plans.push(plan::plan(
-                    &self.config,
-                    &self.ledger,
-                    job,
-                    decided,
-                    inbox.mode == InboxMode::Move && !job.from_quarantine,
-                    services,
-                ));
-            };
-            for (job, decided) in first_jobs.into_iter().zip(decided_firsts) {
-                plan_one(job, decided);
-            }
-            for (job, read) in repeats {
-                let decided = decide_one(job, read);
-                plan_one(job, decided);
-            }
-            self.ledger.write(|tx| {
-                for (job_id, attempt, calls, hashes) in &steps {
-                    if let Some((blake3, sha1, kind)) = hashes {
-                        ledger::set_hashes(tx, *job_id, blake3, sha1, kind)?;
-                    }
-                    for call in calls {
-                        ledger::record_step(
-                            tx,
-                            &ledger::Step {
-                                job_id: *job_id,
-                                attempt: *attempt,
-                                stage: &call.stage,
-                                effects_json: &call.effects_json,
-                                error: call.error.as_deref(),
-                                micros: call.micros,
-                                bytes_read: call.bytes_read,
-                            },
-                        )?;
-                    }
-                }
-                Ok(())
-            })?;
+            let (plans, steps) = self.decide_and_plan(&deciding, &batch, read, report);
+            self.record_steps(&steps)?;
             if let Some(progress) = &self.progress {
                 progress(Progress::Decided(plans.len() as u64));
             }
@@ -643,7 +574,126 @@ impl Pipeline {
             }
         }
     }
+
+    /// Decide a batch's jobs and plan each, in the batch's order; returns
+    /// the plans and the steps to record.
+    fn decide_and_plan(
+        &self,
+        deciding: &Deciding<'_>,
+        batch: &[JobRecord],
+        read: Vec<Result<read::ReadFile, read::ReadError>>,
+        report: &mut IngestReport,
+    ) -> (Vec<effects::JobPlan>, Vec<StepRow>) {
+        let Deciding {
+            inboxes,
+            default_inbox,
+            services,
+            stage_services,
+        } = *deciding;
+        // Stage calls of different jobs are independent: they run on
+        // every core. A file whose bytes appeared earlier in the batch is
+        // decided after the earlier one is planned, so its stages see it
+        // (dedup says "duplicate of"). Plans are made in order: names and
+        // Live Photo pairs depend on it.
+        let mut seen_hashes = HashSet::new();
+        let (firsts, repeats): (Vec<_>, Vec<_>) =
+            batch.iter().zip(read).partition(|(_, read)| match read {
+                Ok(read) => seen_hashes.insert(read.hashes.blake3.clone()),
+                Err(_) => true,
+            });
+        let decide_one = |job: &JobRecord, read: Result<read::ReadFile, read::ReadError>| {
+            let inbox = inboxes.get(&job.inbox).unwrap_or(default_inbox);
+            decide::decide(
+                &self.runtime,
+                &self.stages,
+                &inbox.pipeline,
+                job,
+                read,
+                stage_services,
+            )
+        };
+        let first_jobs: Vec<&JobRecord> = firsts.iter().map(|(job, _)| *job).collect();
+        let decided_firsts = crate::par::map_owned(firsts, |(job, read)| decide_one(job, read));
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut steps = Vec::with_capacity(batch.len());
+        let mut plan_one = |job: &JobRecord, decided: decide::Decided| {
+            let inbox = inboxes.get(&job.inbox).unwrap_or(default_inbox);
+            for call in &decided.calls {
+                report.stage_calls += 1;
+                report.stage_micros += call.micros;
+                report.stage_bytes_read += call.bytes_read;
+            }
+            steps.push((
+                job.id,
+                job.attempts + 1,
+                decided.calls.clone(),
+                decided.hashes.clone(),
+            ));
+            plans.push(plan::plan(
+                &self.config,
+                &self.ledger,
+                job,
+                decided,
+                inbox.mode == InboxMode::Move && !job.from_quarantine,
+                services,
+            ));
+        };
+        for (job, decided) in first_jobs.into_iter().zip(decided_firsts) {
+            plan_one(job, decided);
+        }
+        for (job, read) in repeats {
+            let decided = decide_one(job, read);
+            plan_one(job, decided);
+        }
+        (plans, steps)
+    }
+
+    /// Record a batch's hashes and stage calls in the ledger, in one
+    /// transaction.
+    fn record_steps(&self, steps: &[StepRow]) -> Result<(), PipelineError> {
+        self.ledger.write(|tx| {
+            for (job_id, attempt, calls, hashes) in steps {
+                if let Some((blake3, sha1, kind)) = hashes {
+                    ledger::set_hashes(tx, *job_id, blake3, sha1, kind)?;
+                }
+                for call in calls {
+                    ledger::record_step(
+                        tx,
+                        &ledger::Step {
+                            job_id: *job_id,
+                            attempt: *attempt,
+                            stage: &call.stage,
+                            effects_json: &call.effects_json,
+                            error: call.error.as_deref(),
+                            micros: call.micros,
+                            bytes_read: call.bytes_read,
+                        },
+                    )?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
 }
+
+/// What deciding a batch's jobs reads besides the jobs.
+#[derive(Clone, Copy)]
+struct Deciding<'a> {
+    inboxes: &'a HashMap<String, InboxPlan>,
+    default_inbox: &'a InboxPlan,
+    services: &'a Arc<IngestServices>,
+    stage_services: &'a Arc<dyn Services>,
+}
+
+/// A job's decided attempt, for the ledger: (job id, attempt, its stage
+/// calls, its hashes when the file was read).
+type StepRow = (
+    u64,
+    u32,
+    Vec<decide::StepCall>,
+    Option<(String, String, String)>,
+);
 
 fn relative_to(root: &Path, path: &Path) -> Option<Vec<u8>> {
     path.strip_prefix(root)

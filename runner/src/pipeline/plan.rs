@@ -33,6 +33,16 @@ pub(super) fn confidence_text(confidence: Confidence) -> &'static str {
     }
 }
 
+/// What planning one job reads besides its decision.
+#[derive(Clone, Copy)]
+struct Planning<'a> {
+    config: &'a Config,
+    ledger: &'a Ledger,
+    job: &'a JobRecord,
+    remove_sources: bool,
+    services: &'a IngestServices,
+}
+
 /// Turn a decision into files to write, resolving name collisions: a name
 /// holding the same bytes is adopted, another file's name gets `_1`, `_2`...
 pub(super) fn plan(
@@ -43,32 +53,18 @@ pub(super) fn plan(
     remove_sources: bool,
     services: &IngestServices,
 ) -> JobPlan {
+    let ctx = Planning {
+        config,
+        ledger,
+        job,
+        remove_sources,
+        services,
+    };
     let mut decided = decided;
     if let Some(kei) = services.kei.get(&job.source_path) {
         with_kei(&mut decided, job, kei);
     }
-    let facts: serde_json::Map<String, serde_json::Value> = decided
-        .facts
-        .iter()
-        .map(|f| (f.key.clone(), serde_json::Value::String(f.value.clone())))
-        .collect();
-    let mut finish = Finish {
-        state: String::new(),
-        reason: None,
-        capture_time: decided.capture.as_ref().map(iso),
-        capture_source: decided.capture.as_ref().map(|c| c.source.clone()),
-        capture_confidence: decided
-            .capture
-            .as_ref()
-            .map(|c| confidence_text(c.confidence).to_string()),
-        dest_path: None,
-        duplicate_of: None,
-        facts: serde_json::Value::Object(facts).to_string(),
-        asset: None,
-        wake_at: None,
-        pushes: Vec::new(),
-        pushes_on_behalf: Vec::new(),
-    };
+    let mut finish = unfinished(&decided);
     let mut plan = JobPlan {
         job_id: job.id,
         finish: finish.clone(),
@@ -79,7 +75,7 @@ pub(super) fn plan(
         keeper: None,
         source_blake3: String::new(),
     };
-    let mut decision = decided.decision;
+    let mut decision = std::mem::replace(&mut decided.decision, Decision::Unplaced);
     let (blake3, sha1, kind) = match (&decision, decided.hashes.clone()) {
         (
             Decision::Fail(_) | Decision::Skip(_) | Decision::Defer { .. } | Decision::Unplaced,
@@ -91,35 +87,8 @@ pub(super) fn plan(
             Default::default()
         }
     };
-    if let Decision::Place(_) = decision
-        && let Some((target, _)) = decided
-            .pushes
-            .iter()
-            .find(|(target, _)| !config.offsite.contains_key(target))
-    {
-        decision = Decision::Fail(format!(
-            "a stage asked to push to offsite target `{target}`, which the config does not declare; add [offsite.{target}] or fix the stage's `targets`"
-        ));
-    }
     plan.source_blake3 = blake3.clone();
-    if let Decision::DuplicateClaim { original, stage } = &decision {
-        decision = match check_claim(ledger, services, *original, &blake3) {
-            Ok(()) => Decision::Duplicate(*original),
-            Err(why) => Decision::Fail(format!(
-                "stage `{stage}`: rejected effect: duplicate-of({original}): {why}; a stage that means \"similar\" says so with set-fact, and `keepsake retry {}` runs the job again",
-                job.id
-            )),
-        };
-    }
-    // The host keeps the library free of duplicates whatever the pipeline:
-    // bytes already placed (or being placed in this batch) are a duplicate.
-    if let Decision::Place(path) = &decision {
-        if let Ok(Some(asset)) = ledger.read(|c| ledger::asset_by_hash(c, &blake3)) {
-            decision = Decision::Duplicate(asset.job_id);
-        } else if let Some(other) = services.reserve(&blake3, job.id, path) {
-            decision = Decision::Duplicate(other);
-        }
-    }
+    let decision = checked_decision(&ctx, decision, &decided.pushes, &blake3);
     match decision {
         Decision::Fail(reason) => {
             finish.state = "failed".into();
@@ -146,208 +115,360 @@ pub(super) fn plan(
             finish.reason = Some("no stage in this inbox's pipeline placed the file".into());
         }
         Decision::Duplicate(original) => {
-            finish.state = "duplicate".into();
-            finish.duplicate_of = Some(original);
-            // The original is not committed yet: this job ends only once it is.
-            plan.depends_on = services.in_flight(&blake3).filter(|job| *job == original);
-            // Committed: its copy is what keeps this file's bytes.
-            plan.keeper = ledger
-                .read(|c| ledger::asset_by_job(c, original))
-                .ok()
-                .flatten()
-                .filter(|asset| asset.blake3 == blake3)
-                .and_then(|asset| {
-                    let root = match asset.root.as_str() {
-                        "archive" => config.archive.root.clone()?,
-                        _ => config.library_root.clone(),
-                    };
-                    Some(Keeper {
-                        path: root.join(&asset.library_path),
-                        copy_blake3: asset.copy_blake3,
-                        source_blake3: asset.blake3,
-                    })
-                });
-            // This inbox's targets get the bytes too, on the duplicate's
-            // behalf: the original may have come from an inbox without them.
-            if let Some(keeper) = &plan.keeper
-                // An archived copy keeps its library-relative path (and its
-                // pushes their keys) under the archive root.
-                && let Some(rel) = keeper
-                    .path
-                    .strip_prefix(&config.library_root)
-                    .ok()
-                    .or_else(|| {
-                        config
-                            .archive
-                            .root
-                            .as_deref()
-                            .and_then(|a| keeper.path.strip_prefix(a).ok())
-                    })
-            {
-                let rel = rel.to_string_lossy().into_owned();
-                let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
-                finish.pushes = decided
-                    .pushes
-                    .iter()
-                    .filter(|(target, _)| config.offsite.contains_key(target))
-                    .map(|(target, template)| crate::ledger::NewPush {
-                        target: target.clone(),
-                        key: template.replace("{path}", &rel),
-                        file: rel.clone(),
-                        blake3: keeper.copy_blake3.clone(),
-                        size,
-                    })
-                    .collect();
-            } else if plan.depends_on.is_some() {
-                // Its original is still being placed: the pushes are made
-                // when it is committed, of its copy.
-                finish.pushes_on_behalf = decided
-                    .pushes
-                    .iter()
-                    .filter(|(target, _)| config.offsite.contains_key(target))
-                    .cloned()
-                    .collect();
-            }
-            move_sources(&mut plan, job, remove_sources);
+            plan_duplicate(&ctx, &decided, original, &blake3, &mut plan, &mut finish);
         }
         Decision::Quarantine(reason) => {
-            let name = job
-                .source_path
-                .file_name()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("file"));
-            let dest = config.quarantine_dir().join(job.id.to_string()).join(name);
-            finish.state = "quarantined".into();
-            finish.reason = Some(reason);
-            finish.dest_path = Some(dest.display().to_string());
-            // Quarantined before (a retry): the copy there is kept as it is.
-            let adopt = dest.symlink_metadata().is_ok()
-                && blake3_file(&dest).is_ok_and(|hash| hash == blake3);
-            plan.writes.push(FileWrite {
-                action: Action::Quarantine,
-                source: job.source_path.clone(),
-                dest,
-                keeps: blake3.clone(),
-                blake3,
-                size: decided.size,
-                adopt,
-                content: None,
-                staged: None,
-            });
-            move_sources(&mut plan, job, remove_sources);
+            plan_quarantine(&ctx, &decided, reason, blake3, &mut plan, &mut finish);
         }
-        Decision::Place(mut path) => {
-            // A Live Photo's video goes beside its still, under its name.
-            let content_id = decided
-                .facts
-                .iter()
-                .rev()
-                .find(|f| f.key == "live.content_id")
-                .map(|f| f.value.clone());
-            let capture_secs = decided.capture.as_ref().and_then(super::live::capture_secs);
-            let mut paired_with = None;
-            if kind == "video" {
-                let stills = services.stills.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(still) = stills.find(
-                    ledger,
-                    content_id.as_deref(),
-                    &job.source_path,
-                    capture_secs,
-                ) {
-                    path = super::live::beside(&still.dest, &job.source_path);
-                    paired_with = Some(still.job_id);
-                }
-            }
-            // Embedded XMP: the library copy is the original with the
-            // properties in its XMP segment, image data byte-identical. The
-            // original's hash goes in with them (and the image data's, which
-            // vouches for it), so a rebuilt ledger still knows the original.
-            let embedded = (decided.xmp_embed && kind == "jpeg" && decided.size <= MAX_EMBED)
-                .then(|| read_file(&job.source_path).ok())
-                .flatten()
-                .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == blake3)
-                .and_then(|bytes| {
-                    let image = crate::sidecar::blake3_without_xmp(&bytes)?;
-                    let mut properties = decided.xmp.clone();
-                    properties.push((crate::sidecar::ORIGINAL_BLAKE3.into(), blake3.clone()));
-                    properties.push((crate::sidecar::IMAGE_BLAKE3.into(), image));
-                    crate::sidecar::embed_jpeg(&bytes, &properties)
-                })
-                .map(std::sync::Arc::new);
-            let final_hash = embedded
-                .as_ref()
-                .map(|bytes| blake3::hash(bytes).to_hex().to_string())
-                .unwrap_or_else(|| blake3.clone());
-            let (chosen, adopted) = choose_name(config, ledger, services, &path, &final_hash);
-            if kind != "video" {
-                services
-                    .stills
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .register(
-                        content_id.as_deref(),
-                        &job.source_path,
-                        super::live::Still {
-                            job_id: job.id,
-                            dest: chosen.clone(),
-                            capture_secs,
-                        },
-                    );
-            }
-            // The library copy is not the original's bytes: services that
-            // check by checksum (Immich) need the copy's.
-            if let Some(bytes) = &embedded
-                && let Ok(mut facts) = serde_json::from_str::<
-                    serde_json::Map<String, serde_json::Value>,
-                >(&finish.facts)
-            {
-                use sha1::Digest;
-                let digest = sha1::Sha1::digest(bytes.as_slice());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                facts.insert("library.sha1".into(), serde_json::json!(hex));
-                finish.facts = serde_json::Value::Object(facts).to_string();
-            }
-            if let Some(still) = paired_with
-                && let Ok(mut facts) = serde_json::from_str::<
-                    serde_json::Map<String, serde_json::Value>,
-                >(&finish.facts)
-            {
-                facts.insert("live.still_job".into(), serde_json::json!(still));
-                finish.facts = serde_json::Value::Object(facts).to_string();
-            }
-            finish.state = "done".into();
-            finish.dest_path = Some(chosen.clone());
-            finish.asset = Some(AssetInfo {
-                blake3: blake3.clone(),
-                sha1,
-                size: decided.size,
-                media_kind: kind,
-                capture_time: finish.capture_time.clone(),
-                capture_source: finish.capture_source.clone(),
-                library_blake3: embedded.as_ref().map(|_| final_hash.clone()),
-            });
-            let dest = config.library_root.join(&chosen);
-            plan.writes.push(FileWrite {
-                action: Action::Place,
-                source: job.source_path.clone(),
-                dest: dest.clone(),
-                size: embedded.as_ref().map_or(decided.size, |b| b.len() as u64),
-                blake3: final_hash,
-                keeps: blake3.clone(),
-                adopt: adopted,
-                staged: decided.staged.clone().filter(|_| embedded.is_none()),
-                content: embedded.clone(),
-            });
-            plan.writes.extend(companion_writes(job, &dest, services));
-            if !decided.xmp.is_empty() && embedded.is_none() {
-                write_xmp(&mut plan.writes, job, &dest, &decided.xmp, services);
-            }
-            finish.pushes = pushes(config, &chosen, &decided.pushes, &plan.writes);
-            move_sources(&mut plan, job, remove_sources);
+        Decision::Place(path) => {
+            let hashes = (blake3, sha1, kind);
+            plan_place(&ctx, &decided, path, hashes, &mut plan, &mut finish);
         }
     }
     plan.finish = finish;
     plan
+}
+
+/// The job's finish before its decision is known: its capture time and facts.
+fn unfinished(decided: &Decided) -> Finish {
+    let facts: serde_json::Map<String, serde_json::Value> = decided
+        .facts
+        .iter()
+        .map(|f| (f.key.clone(), serde_json::Value::String(f.value.clone())))
+        .collect();
+    Finish {
+        state: String::new(),
+        reason: None,
+        capture_time: decided.capture.as_ref().map(iso),
+        capture_source: decided.capture.as_ref().map(|c| c.source.clone()),
+        capture_confidence: decided
+            .capture
+            .as_ref()
+            .map(|c| confidence_text(c.confidence).to_string()),
+        dest_path: None,
+        duplicate_of: None,
+        facts: serde_json::Value::Object(facts).to_string(),
+        asset: None,
+        wake_at: None,
+        pushes: Vec::new(),
+        pushes_on_behalf: Vec::new(),
+    }
+}
+
+/// The stages' decision as the host takes it: an undeclared offsite target
+/// fails it, a stage's duplicate claim is checked, and bytes already placed
+/// make it a duplicate.
+fn checked_decision(
+    ctx: &Planning<'_>,
+    decision: Decision,
+    pushes: &[(String, String)],
+    blake3: &str,
+) -> Decision {
+    let Planning {
+        config,
+        ledger,
+        job,
+        services,
+        ..
+    } = *ctx;
+    let mut decision = decision;
+    if let Decision::Place(_) = decision
+        && let Some((target, _)) = pushes
+            .iter()
+            .find(|(target, _)| !config.offsite.contains_key(target))
+    {
+        decision = Decision::Fail(format!(
+            "a stage asked to push to offsite target `{target}`, which the config does not declare; add [offsite.{target}] or fix the stage's `targets`"
+        ));
+    }
+    if let Decision::DuplicateClaim { original, stage } = &decision {
+        decision = match check_claim(ledger, services, *original, blake3) {
+            Ok(()) => Decision::Duplicate(*original),
+            Err(why) => Decision::Fail(format!(
+                "stage `{stage}`: rejected effect: duplicate-of({original}): {why}; a stage that means \"similar\" says so with set-fact, and `keepsake retry {}` runs the job again",
+                job.id
+            )),
+        };
+    }
+    // The host keeps the library free of duplicates whatever the pipeline:
+    // bytes already placed (or being placed in this batch) are a duplicate.
+    if let Decision::Place(path) = &decision {
+        if let Ok(Some(asset)) = ledger.read(|c| ledger::asset_by_hash(c, blake3)) {
+            decision = Decision::Duplicate(asset.job_id);
+        } else if let Some(other) = services.reserve(blake3, job.id, path) {
+            decision = Decision::Duplicate(other);
+        }
+    }
+    decision
+}
+
+/// A duplicate of job `original`: it waits for the original's commit or
+/// keeps the original's copy, and its offsite targets get that copy.
+fn plan_duplicate(
+    ctx: &Planning<'_>,
+    decided: &Decided,
+    original: u64,
+    blake3: &str,
+    plan: &mut JobPlan,
+    finish: &mut Finish,
+) {
+    let Planning {
+        config,
+        ledger,
+        job,
+        remove_sources,
+        services,
+    } = *ctx;
+    finish.state = "duplicate".into();
+    finish.duplicate_of = Some(original);
+    // The original is not committed yet: this job ends only once it is.
+    plan.depends_on = services.in_flight(blake3).filter(|job| *job == original);
+    // Committed: its copy is what keeps this file's bytes.
+    plan.keeper = ledger
+        .read(|c| ledger::asset_by_job(c, original))
+        .ok()
+        .flatten()
+        .filter(|asset| asset.blake3 == blake3)
+        .and_then(|asset| {
+            let root = match asset.root.as_str() {
+                "archive" => config.archive.root.clone()?,
+                _ => config.library_root.clone(),
+            };
+            Some(Keeper {
+                path: root.join(&asset.library_path),
+                copy_blake3: asset.copy_blake3,
+                source_blake3: asset.blake3,
+            })
+        });
+    // This inbox's targets get the bytes too, on the duplicate's
+    // behalf: the original may have come from an inbox without them.
+    if let Some(keeper) = &plan.keeper
+        // An archived copy keeps its library-relative path (and its
+        // pushes their keys) under the archive root.
+        && let Some(rel) = keeper
+            .path
+            .strip_prefix(&config.library_root)
+            .ok()
+            .or_else(|| {
+                config
+                    .archive
+                    .root
+                    .as_deref()
+                    .and_then(|a| keeper.path.strip_prefix(a).ok())
+            })
+    {
+        let rel = rel.to_string_lossy().into_owned();
+        let size = std::fs::symlink_metadata(&keeper.path).map_or(0, |m| m.len());
+        finish.pushes = decided
+            .pushes
+            .iter()
+            .filter(|(target, _)| config.offsite.contains_key(target))
+            .map(|(target, template)| crate::ledger::NewPush {
+                target: target.clone(),
+                key: template.replace("{path}", &rel),
+                file: rel.clone(),
+                blake3: keeper.copy_blake3.clone(),
+                size,
+            })
+            .collect();
+    } else if plan.depends_on.is_some() {
+        // Its original is still being placed: the pushes are made
+        // when it is committed, of its copy.
+        finish.pushes_on_behalf = decided
+            .pushes
+            .iter()
+            .filter(|(target, _)| config.offsite.contains_key(target))
+            .cloned()
+            .collect();
+    }
+    move_sources(plan, job, remove_sources);
+}
+
+/// A quarantined file goes, as it is, into the job's quarantine folder.
+fn plan_quarantine(
+    ctx: &Planning<'_>,
+    decided: &Decided,
+    reason: String,
+    blake3: String,
+    plan: &mut JobPlan,
+    finish: &mut Finish,
+) {
+    let Planning {
+        config,
+        job,
+        remove_sources,
+        ..
+    } = *ctx;
+    let name = job
+        .source_path
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("file"));
+    let dest = config.quarantine_dir().join(job.id.to_string()).join(name);
+    finish.state = "quarantined".into();
+    finish.reason = Some(reason);
+    finish.dest_path = Some(dest.display().to_string());
+    // Quarantined before (a retry): the copy there is kept as it is.
+    let adopt =
+        dest.symlink_metadata().is_ok() && blake3_file(&dest).is_ok_and(|hash| hash == blake3);
+    plan.writes.push(FileWrite {
+        action: Action::Quarantine,
+        source: job.source_path.clone(),
+        dest,
+        keeps: blake3.clone(),
+        blake3,
+        size: decided.size,
+        adopt,
+        content: None,
+        staged: None,
+    });
+    move_sources(plan, job, remove_sources);
+}
+
+/// A placed file: its library name, its copy (with embedded XMP when asked),
+/// its sidecars and its offsite pushes.
+fn plan_place(
+    ctx: &Planning<'_>,
+    decided: &Decided,
+    path: String,
+    hashes: (String, String, String),
+    plan: &mut JobPlan,
+    finish: &mut Finish,
+) {
+    let Planning {
+        config,
+        ledger,
+        job,
+        remove_sources,
+        services,
+    } = *ctx;
+    let (blake3, sha1, kind) = hashes;
+    let mut path = path;
+    // A Live Photo's video goes beside its still, under its name.
+    let content_id = decided
+        .facts
+        .iter()
+        .rev()
+        .find(|f| f.key == "live.content_id")
+        .map(|f| f.value.clone());
+    let capture_secs = decided.capture.as_ref().and_then(super::live::capture_secs);
+    let mut paired_with = None;
+    if kind == "video" {
+        let stills = services.stills.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(still) = stills.find(
+            ledger,
+            content_id.as_deref(),
+            &job.source_path,
+            capture_secs,
+        ) {
+            path = super::live::beside(&still.dest, &job.source_path);
+            paired_with = Some(still.job_id);
+        }
+    }
+    let embedded = embedded_copy(decided, job, &kind, &blake3);
+    let final_hash = embedded
+        .as_ref()
+        .map(|bytes| blake3::hash(bytes).to_hex().to_string())
+        .unwrap_or_else(|| blake3.clone());
+    let (chosen, adopted) = choose_name(config, ledger, services, &path, &final_hash);
+    if kind != "video" {
+        services
+            .stills
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(
+                content_id.as_deref(),
+                &job.source_path,
+                super::live::Still {
+                    job_id: job.id,
+                    dest: chosen.clone(),
+                    capture_secs,
+                },
+            );
+    }
+    library_facts(finish, embedded.as_ref(), paired_with);
+    finish.state = "done".into();
+    finish.dest_path = Some(chosen.clone());
+    finish.asset = Some(AssetInfo {
+        blake3: blake3.clone(),
+        sha1,
+        size: decided.size,
+        media_kind: kind,
+        capture_time: finish.capture_time.clone(),
+        capture_source: finish.capture_source.clone(),
+        library_blake3: embedded.as_ref().map(|_| final_hash.clone()),
+    });
+    let dest = config.library_root.join(&chosen);
+    plan.writes.push(FileWrite {
+        action: Action::Place,
+        source: job.source_path.clone(),
+        dest: dest.clone(),
+        size: embedded.as_ref().map_or(decided.size, |b| b.len() as u64),
+        blake3: final_hash,
+        keeps: blake3.clone(),
+        adopt: adopted,
+        staged: decided.staged.clone().filter(|_| embedded.is_none()),
+        content: embedded.clone(),
+    });
+    plan.writes.extend(companion_writes(job, &dest, services));
+    if !decided.xmp.is_empty() && embedded.is_none() {
+        write_xmp(&mut plan.writes, job, &dest, &decided.xmp, services);
+    }
+    finish.pushes = pushes(config, &chosen, &decided.pushes, &plan.writes);
+    move_sources(plan, job, remove_sources);
+}
+
+/// The library copy with the stages' XMP embedded, when asked and possible.
+fn embedded_copy(
+    decided: &Decided,
+    job: &JobRecord,
+    kind: &str,
+    blake3: &str,
+) -> Option<std::sync::Arc<Vec<u8>>> {
+    // Embedded XMP: the library copy is the original with the
+    // properties in its XMP segment, image data byte-identical. The
+    // original's hash goes in with them (and the image data's, which
+    // vouches for it), so a rebuilt ledger still knows the original.
+    (decided.xmp_embed && kind == "jpeg" && decided.size <= MAX_EMBED)
+        .then(|| read_file(&job.source_path).ok())
+        .flatten()
+        .filter(|bytes| blake3::hash(bytes).to_hex().as_str() == blake3)
+        .and_then(|bytes| {
+            let image = crate::sidecar::blake3_without_xmp(&bytes)?;
+            let mut properties = decided.xmp.clone();
+            properties.push((crate::sidecar::ORIGINAL_BLAKE3.into(), blake3.to_string()));
+            properties.push((crate::sidecar::IMAGE_BLAKE3.into(), image));
+            crate::sidecar::embed_jpeg(&bytes, &properties)
+        })
+        .map(std::sync::Arc::new)
+}
+
+/// The library copy's own facts: its SHA-1 when it holds other bytes than
+/// the original, and the still a Live Photo's video is paired with.
+fn library_facts(
+    finish: &mut Finish,
+    embedded: Option<&std::sync::Arc<Vec<u8>>>,
+    paired_with: Option<u64>,
+) {
+    // The library copy is not the original's bytes: services that
+    // check by checksum (Immich) need the copy's.
+    if let Some(bytes) = embedded
+        && let Ok(mut facts) =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&finish.facts)
+    {
+        use sha1::Digest;
+        let digest = sha1::Sha1::digest(bytes.as_slice());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        facts.insert("library.sha1".into(), serde_json::json!(hex));
+        finish.facts = serde_json::Value::Object(facts).to_string();
+    }
+    if let Some(still) = paired_with
+        && let Ok(mut facts) =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&finish.facts)
+    {
+        facts.insert("live.still_job".into(), serde_json::json!(still));
+        finish.facts = serde_json::Value::Object(facts).to_string();
+    }
 }
 
 /// The offsite pushes for a placed file and the sidecars written beside it:
