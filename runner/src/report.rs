@@ -241,84 +241,143 @@ pub fn local_time(secs: i64) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
+/// What `keepsake status` shows from the ledger: job counts, the failed and
+/// deferred jobs, and the service's published state.
+struct StatusView {
+    counts: Vec<(JobState, u64)>,
+    per_inbox: Vec<(String, JobState, u64)>,
+    assets: u64,
+    failed: Vec<JobRecord>,
+    deferred: Vec<JobRecord>,
+    service: ServiceView,
+    pending: u64,
+}
+
+impl StatusView {
+    /// Read everything `keepsake status` shows from the ledger.
+    fn read(ledger: &Ledger) -> io::Result<StatusView> {
+        let counts = ledger
+            .read(ledger::state_counts)
+            .map_err(io::Error::other)?;
+        let per_inbox = ledger
+            .read(ledger::inbox_counts)
+            .map_err(io::Error::other)?;
+        let assets = ledger.read(ledger::asset_count).map_err(io::Error::other)?;
+        let failed = ledger
+            .read(|c| ledger::jobs_in_state(c, Some(JobState::Failed)))
+            .map_err(io::Error::other)?;
+        let deferred = ledger
+            .read(|c| ledger::jobs_in_state(c, Some(JobState::Deferred)))
+            .map_err(io::Error::other)?;
+        let service = ServiceView::read(ledger)?;
+        let pending = counts
+            .iter()
+            .find(|(s, _)| *s == JobState::Pending)
+            .map_or(0, |(_, n)| *n);
+        Ok(StatusView {
+            counts,
+            per_inbox,
+            assets,
+            failed,
+            deferred,
+            service,
+            pending,
+        })
+    }
+}
+
 pub fn print_status(
     out: &mut impl Write,
     config: &Config,
     ledger: &Ledger,
     json: bool,
 ) -> io::Result<()> {
-    let counts = ledger
-        .read(ledger::state_counts)
-        .map_err(io::Error::other)?;
-    let per_inbox = ledger
-        .read(ledger::inbox_counts)
-        .map_err(io::Error::other)?;
-    let assets = ledger.read(ledger::asset_count).map_err(io::Error::other)?;
-    let failed = ledger
-        .read(|c| ledger::jobs_in_state(c, Some(JobState::Failed)))
-        .map_err(io::Error::other)?;
-    let deferred = ledger
-        .read(|c| ledger::jobs_in_state(c, Some(JobState::Deferred)))
-        .map_err(io::Error::other)?;
-    let service = ServiceView::read(ledger)?;
-    let pending = counts
-        .iter()
-        .find(|(s, _)| *s == JobState::Pending)
-        .map_or(0, |(_, n)| *n);
+    let view = StatusView::read(ledger)?;
+    if json {
+        return print_status_json(out, config, ledger, &view);
+    }
+    print_status_overview(out, config, ledger, &view)?;
+    print_status_offsite(out, config, ledger)?;
+    print_status_inboxes(out, config, &view.per_inbox)?;
+    print_status_jobs(out, config, &view)
+}
+
+/// `keepsake status --json`: the whole status as one JSON object.
+fn print_status_json(
+    out: &mut impl Write,
+    config: &Config,
+    ledger: &Ledger,
+    view: &StatusView,
+) -> io::Result<()> {
     let backoff = &config.service.backoff;
     let next_retry = |job: &ledger::JobRecord| backoff.next_run(job.attempts, job.updated_at);
-    if json {
-        let per_state: serde_json::Map<String, serde_json::Value> = counts
-            .iter()
-            .map(|(s, n)| (s.as_str().to_string(), json!(n)))
-            .collect();
-        let mut inboxes = serde_json::Map::new();
-        for (inbox, state, n) in &per_inbox {
-            let entry = inboxes.entry(inbox.clone()).or_insert_with(|| json!({}));
-            entry[state.as_str()] = json!(n);
-        }
-        let failures: Vec<_> = failed
-            .iter()
-            .rev()
-            .take(20)
-            .map(|j| {
-                let mut value = job_json(config, j);
-                value["next_retry_at"] = json!(next_retry(j));
-                value
-            })
-            .collect();
-        let deferrals: Vec<_> = deferred
-            .iter()
-            .take(20)
-            .map(|j| job_json(config, j))
-            .collect();
-        return writeln!(
-            out,
-            "{}",
-            json!({
-                "config": config.origin,
-                "ledger": ledger.path().display().to_string(),
-                "library": config.library_root.display().to_string(),
-                "assets": assets,
-                "jobs": per_state,
-                "inboxes": inboxes,
-                "service": {
-                    "running": service.running,
-                    "pid": service.pid,
-                    "started_at": service.started_at,
-                    "stopped_at": service.stopped_at,
-                    "queue": pending,
-                    "in_flight": service.in_flight,
-                    "waiting_for_stability": service.waiting,
-                    "last_rescan_at": service.last_rescan_at,
-                    "last_rescan_ms": service.last_rescan_ms,
-                    "last_rescan_files": service.last_rescan_files,
-                },
-                "recent_failures": failures,
-                "deferred": deferrals,
-            })
-        );
+    let service = &view.service;
+    let per_state: serde_json::Map<String, serde_json::Value> = view
+        .counts
+        .iter()
+        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+        .collect();
+    let mut inboxes = serde_json::Map::new();
+    for (inbox, state, n) in &view.per_inbox {
+        let entry = inboxes.entry(inbox.clone()).or_insert_with(|| json!({}));
+        entry[state.as_str()] = json!(n);
     }
+    let failures: Vec<_> = view
+        .failed
+        .iter()
+        .rev()
+        .take(20)
+        .map(|j| {
+            let mut value = job_json(config, j);
+            value["next_retry_at"] = json!(next_retry(j));
+            value
+        })
+        .collect();
+    let deferrals: Vec<_> = view
+        .deferred
+        .iter()
+        .take(20)
+        .map(|j| job_json(config, j))
+        .collect();
+    writeln!(
+        out,
+        "{}",
+        json!({
+            "config": config.origin,
+            "ledger": ledger.path().display().to_string(),
+            "library": config.library_root.display().to_string(),
+            "assets": view.assets,
+            "jobs": per_state,
+            "inboxes": inboxes,
+            "service": {
+                "running": service.running,
+                "pid": service.pid,
+                "started_at": service.started_at,
+                "stopped_at": service.stopped_at,
+                "queue": view.pending,
+                "in_flight": service.in_flight,
+                "waiting_for_stability": service.waiting,
+                "last_rescan_at": service.last_rescan_at,
+                "last_rescan_ms": service.last_rescan_ms,
+                "last_rescan_files": service.last_rescan_files,
+            },
+            "recent_failures": failures,
+            "deferred": deferrals,
+        })
+    )
+}
+
+/// The text status's head: config, ledger, library, archive, service,
+/// queue, last rescan and the job counts.
+fn print_status_overview(
+    out: &mut impl Write,
+    config: &Config,
+    ledger: &Ledger,
+    view: &StatusView,
+) -> io::Result<()> {
+    let service = &view.service;
+    let assets = view.assets;
+    let pending = view.pending;
     writeln!(out, "config   {}", config.origin)?;
     if let Ok(state) = ledger.read(ledger::service_state)
         && let Some(full) = state.get("disk_full").filter(|p| !p.is_empty())
@@ -340,7 +399,7 @@ pub fn print_status(
             writeln!(out, "  ! last archive run: {problem}")?;
         }
     }
-    match (&service, service.running) {
+    match (service, service.running) {
         (s, true) => writeln!(
             out,
             "service  running (pid {}, since {})",
@@ -371,11 +430,17 @@ pub fn print_status(
         )?,
         None => writeln!(out, "rescan   none yet")?,
     }
-    let line: Vec<String> = counts
+    let line: Vec<String> = view
+        .counts
         .iter()
         .map(|(s, n)| format!("{} {n}", s.as_str()))
         .collect();
     writeln!(out, "jobs     {}", line.join(" · "))?;
+    Ok(())
+}
+
+/// One line per offsite target: its pushes by state.
+fn print_status_offsite(out: &mut impl Write, config: &Config, ledger: &Ledger) -> io::Result<()> {
     if !config.offsite.is_empty() {
         let summary = ledger
             .read(ledger::push_summary)
@@ -394,8 +459,17 @@ pub fn print_status(
             writeln!(out, "offsite  {name}: {line} (`keepsake offsite status`)")?;
         }
     }
+    Ok(())
+}
+
+/// One line per inbox, configured ones first: its jobs by state.
+fn print_status_inboxes(
+    out: &mut impl Write,
+    config: &Config,
+    per_inbox: &[(String, JobState, u64)],
+) -> io::Result<()> {
     let mut names: Vec<&str> = config.inboxes.iter().map(|i| i.name.as_str()).collect();
-    for (inbox, _, _) in &per_inbox {
+    for (inbox, _, _) in per_inbox {
         if !names.contains(&inbox.as_str()) {
             names.push(inbox);
         }
@@ -413,12 +487,19 @@ pub fn print_status(
         };
         writeln!(out, "  {name:<14} {line}")?;
     }
-    if !failed.is_empty() {
+    Ok(())
+}
+
+/// The recent failures (with when each is retried) and the deferred jobs.
+fn print_status_jobs(out: &mut impl Write, config: &Config, view: &StatusView) -> io::Result<()> {
+    let backoff = &config.service.backoff;
+    let next_retry = |job: &ledger::JobRecord| backoff.next_run(job.attempts, job.updated_at);
+    if !view.failed.is_empty() {
         writeln!(
             out,
             "recent failures (`keepsake retry --failed` queues them again now):"
         )?;
-        for job in failed.iter().rev().take(10) {
+        for job in view.failed.iter().rev().take(10) {
             let retry = match next_retry(job) {
                 Some(at) => format!("retried at {}", local_time(at)),
                 None => format!("{} attempts used; not retried on its own", job.attempts),
@@ -432,9 +513,9 @@ pub fn print_status(
             )?;
         }
     }
-    if !deferred.is_empty() {
+    if !view.deferred.is_empty() {
         writeln!(out, "deferred (`keepsake retry JOB` runs one now):")?;
-        for job in deferred.iter().take(10) {
+        for job in view.deferred.iter().take(10) {
             writeln!(
                 out,
                 "  job {:>5}  {}  wakes {}: {}",

@@ -203,203 +203,25 @@ impl Config {
 
         let mut stages = BTreeMap::new();
         for (name, stage) in &raw.stages {
-            let key = format!("stages.{name}");
-            if !valid_name(name) {
-                return Err(invalid(key, "stage names use a-z, 0-9, '-' and '_'".into()));
-            }
-            let source = match &stage.wasm {
-                Some(path) => StageSource::File(resolve(&base, path)),
-                None if BUILTIN_STAGES.contains(&name.as_str()) => StageSource::Builtin,
-                None => {
-                    return Err(invalid(
-                        key,
-                        format!(
-                            "not a built-in stage ({}); give its plugin with `wasm = \"path/to/plugin.wasm\"`",
-                            BUILTIN_STAGES.join(", ")
-                        ),
-                    ));
-                }
-            };
-            let timeout_ms = stage.timeout_ms.unwrap_or(default_timeout_ms(name));
-            if timeout_ms == 0 || timeout_ms > 86_400_000 {
-                return Err(invalid(
-                    format!("{key}.timeout_ms"),
-                    "must be 1..=86400000 (a day)".into(),
-                ));
-            }
-            let memory_mib = stage.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
-            if !(1..=4096).contains(&memory_mib) {
-                return Err(invalid(
-                    format!("{key}.memory_mib"),
-                    "must be 1..=4096".into(),
-                ));
-            }
-            let default_quota = crate::host::KvQuota::default();
-            let kv_quota = crate::host::KvQuota {
-                max_keys: stage.kv_max_keys.unwrap_or(default_quota.max_keys),
-                max_bytes: stage
-                    .kv_max_mib
-                    .map_or(default_quota.max_bytes, |mib| mib.saturating_mul(1 << 20)),
-            };
-            if kv_quota.max_keys == 0 || stage.kv_max_mib == Some(0) {
-                return Err(invalid(
-                    format!("{key}.kv_max_keys"),
-                    "kv_max_keys and kv_max_mib must be at least 1".into(),
-                ));
-            }
-            let options: BTreeMap<String, String> = stage
-                .options
-                .iter()
-                .map(|(k, v)| (k.clone(), option_text(v)))
-                .collect();
-            if name == "library" && matches!(source, StageSource::Builtin) {
-                for (option, dated) in [("template", true), ("undated", false)] {
-                    if let Some(template) = options.get(option) {
-                        check_template(template, dated)
-                            .map_err(|message| invalid(format!("{key}.{option}"), message))?;
-                    }
-                }
-            }
-            let mut http_origins = Vec::new();
-            for origin in &stage.http {
-                let granted = origin
-                    .parse::<http::Uri>()
-                    .ok()
-                    .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
-                    .and_then(|uri| crate::host::HttpGrant::origin_of(&uri))
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{key}.http"),
-                            format!("{origin:?}: give an origin such as \"https://example.org\""),
-                        )
-                    })?;
-                http_origins.push(granted);
-            }
-            stages.insert(
-                name.clone(),
-                StageConfig {
-                    name: name.clone(),
-                    source,
-                    timeout: Duration::from_millis(timeout_ms),
-                    memory_bytes: (memory_mib as usize) << 20,
-                    kv_quota,
-                    http_origins,
-                    options,
-                },
-            );
+            let config = stage_config(name, stage, &base, &invalid)?;
+            stages.insert(name.clone(), config);
         }
 
-        let mut inboxes = Vec::new();
-        let mut names = HashSet::new();
-        for (i, inbox) in raw.inbox.iter().enumerate() {
-            let key = format!("inbox[{i}]");
-            if !valid_name(&inbox.name) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("{:?}: inbox names use a-z, 0-9, '-' and '_'", inbox.name),
-                ));
-            }
-            if !names.insert(inbox.name.clone()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("two inboxes are named {:?}", inbox.name),
-                ));
-            }
-            let pipeline = inbox.pipeline.clone().unwrap_or_else(|| {
-                let mut stages = default_pipeline();
-                if raw.immich.is_set() {
-                    stages.push("immich".into());
-                }
-                stages
-            });
-            if pipeline.is_empty() {
-                return Err(invalid(
-                    format!("{key}.pipeline"),
-                    "needs at least one stage".into(),
-                ));
-            }
-            for stage in &pipeline {
-                if !stages.contains_key(stage) {
-                    if BUILTIN_STAGES.contains(&stage.as_str()) {
-                        stages.insert(stage.clone(), builtin_stage(stage));
-                    } else {
-                        return Err(invalid(
-                            format!("{key}.pipeline"),
-                            format!(
-                                "unknown stage {stage:?}: declare it under [stages.{stage}] with `wasm = \"...\"`"
-                            ),
-                        ));
-                    }
-                }
-            }
-            inboxes.push(Inbox {
-                name: inbox.name.clone(),
-                path: resolve(&base, &inbox.path),
-                mode: inbox.mode,
-                pipeline,
-                ignore: inbox.ignore.clone(),
-                watch: inbox.watch,
-            });
-        }
-
-        for (i, a) in inboxes.iter().enumerate() {
-            if overlaps(&a.path, &library_root) {
-                return Err(invalid(
-                    format!("inbox[{i}].path"),
-                    format!(
-                        "{} and the library {} overlap; keep them side by side",
-                        a.path.display(),
-                        library_root.display()
-                    ),
-                ));
-            }
-            if overlaps(&a.path, &state_dir) {
-                return Err(invalid(
-                    format!("inbox[{i}].path"),
-                    format!(
-                        "{} and keepsake's state folder {} overlap; keep them apart",
-                        a.path.display(),
-                        state_dir.display()
-                    ),
-                ));
-            }
-            for (j, b) in inboxes.iter().enumerate().skip(i + 1) {
-                if overlaps(&a.path, &b.path) {
-                    return Err(invalid(
-                        format!("inbox[{j}].path"),
-                        format!("inboxes {:?} and {:?} overlap", a.name, b.name),
-                    ));
-                }
-            }
-        }
+        let inboxes = validate_inboxes(&raw, &base, &mut stages, &invalid)?;
+        check_inbox_overlaps(&inboxes, &library_root, &state_dir, &invalid)?;
 
         let service = raw
             .service
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
-        let mut offsite = BTreeMap::new();
-        for (name, raw_target) in &raw.offsite {
-            if !valid_name(name) {
-                return Err(invalid(
-                    format!("offsite.{name}"),
-                    "target names use a-z, 0-9, '-' and '_'".into(),
-                ));
-            }
-            let target = raw_target
-                .validate(name, &base)
-                .map_err(|(key, message)| invalid(key, message))?;
-            if let TargetKind::Dir { path } = &target.kind
-                && (overlaps(path, &library_root)
-                    || overlaps(path, &state_dir)
-                    || inboxes.iter().any(|inbox| overlaps(path, &inbox.path)))
-            {
-                return Err(invalid(
-                    format!("offsite.{name}.path"),
-                    "must be outside the library, its state folder and every inbox (an offsite copy on the same disk protects nothing)".into(),
-                ));
-            }
-            offsite.insert(name.clone(), target);
-        }
+        let offsite = offsite_targets(
+            &raw.offsite,
+            &base,
+            &library_root,
+            &state_dir,
+            &inboxes,
+            &invalid,
+        )?;
 
         let archive = raw
             .archive
@@ -422,35 +244,13 @@ impl Config {
             .immich
             .validate(&base)
             .map_err(|(key, message)| invalid(key, message))?;
-        if let Some(stage) = stages.get_mut("immich")
-            && matches!(stage.source, StageSource::Builtin)
-        {
-            let Some(immich) = &immich else {
-                return Err(invalid(
-                    "immich".into(),
-                    "the `immich` stage needs the server: add [immich] with url = \"http://immich.local:2283\" and api_key_file".into(),
-                ));
-            };
-            if stage.options.contains_key("url") {
-                return Err(invalid(
-                    "stages.immich.url".into(),
-                    "the server is set once, as [immich] url".into(),
-                ));
-            }
-            stage.options.insert("url".into(), immich.url.clone());
-            // Where files are, for the external-library mode's paths.
-            stage
-                .options
-                .insert("library_root".into(), library_root.display().to_string());
-            if let Some(root) = &archive.root {
-                stage
-                    .options
-                    .insert("archive_root".into(), root.display().to_string());
-            }
-            if !stage.http_origins.contains(&immich.origin) {
-                stage.http_origins.push(immich.origin.clone());
-            }
-        }
+        wire_immich_stage(
+            &mut stages,
+            immich.as_ref(),
+            &library_root,
+            &archive,
+            &invalid,
+        )?;
 
         Ok(Config {
             origin: origin.to_string(),
@@ -489,6 +289,276 @@ impl Config {
     pub fn inbox(&self, name: &str) -> Option<&Inbox> {
         self.inboxes.iter().find(|i| i.name == name)
     }
+}
+
+/// One `[stages.NAME]` table validated into its [`StageConfig`].
+fn stage_config(
+    name: &str,
+    stage: &RawStage,
+    base: &Path,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<StageConfig, ConfigError> {
+    let key = format!("stages.{name}");
+    if !valid_name(name) {
+        return Err(invalid(key, "stage names use a-z, 0-9, '-' and '_'".into()));
+    }
+    let source = match &stage.wasm {
+        Some(path) => StageSource::File(resolve(base, path)),
+        None if BUILTIN_STAGES.contains(&name) => StageSource::Builtin,
+        None => {
+            return Err(invalid(
+                key,
+                format!(
+                    "not a built-in stage ({}); give its plugin with `wasm = \"path/to/plugin.wasm\"`",
+                    BUILTIN_STAGES.join(", ")
+                ),
+            ));
+        }
+    };
+    let timeout_ms = stage.timeout_ms.unwrap_or(default_timeout_ms(name));
+    if timeout_ms == 0 || timeout_ms > 86_400_000 {
+        return Err(invalid(
+            format!("{key}.timeout_ms"),
+            "must be 1..=86400000 (a day)".into(),
+        ));
+    }
+    let memory_mib = stage.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+    if !(1..=4096).contains(&memory_mib) {
+        return Err(invalid(
+            format!("{key}.memory_mib"),
+            "must be 1..=4096".into(),
+        ));
+    }
+    let default_quota = crate::host::KvQuota::default();
+    let kv_quota = crate::host::KvQuota {
+        max_keys: stage.kv_max_keys.unwrap_or(default_quota.max_keys),
+        max_bytes: stage
+            .kv_max_mib
+            .map_or(default_quota.max_bytes, |mib| mib.saturating_mul(1 << 20)),
+    };
+    if kv_quota.max_keys == 0 || stage.kv_max_mib == Some(0) {
+        return Err(invalid(
+            format!("{key}.kv_max_keys"),
+            "kv_max_keys and kv_max_mib must be at least 1".into(),
+        ));
+    }
+    let options: BTreeMap<String, String> = stage
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), option_text(v)))
+        .collect();
+    if name == "library" && matches!(source, StageSource::Builtin) {
+        for (option, dated) in [("template", true), ("undated", false)] {
+            if let Some(template) = options.get(option) {
+                check_template(template, dated)
+                    .map_err(|message| invalid(format!("{key}.{option}"), message))?;
+            }
+        }
+    }
+    let mut http_origins = Vec::new();
+    for origin in &stage.http {
+        let granted = origin
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
+            .and_then(|uri| crate::host::HttpGrant::origin_of(&uri))
+            .ok_or_else(|| {
+                invalid(
+                    format!("{key}.http"),
+                    format!("{origin:?}: give an origin such as \"https://example.org\""),
+                )
+            })?;
+        http_origins.push(granted);
+    }
+    Ok(StageConfig {
+        name: name.to_string(),
+        source,
+        timeout: Duration::from_millis(timeout_ms),
+        memory_bytes: (memory_mib as usize) << 20,
+        kv_quota,
+        http_origins,
+        options,
+    })
+}
+
+/// The `[[inbox]]` tables validated, adding the built-in stages their
+/// pipelines name to `stages`.
+fn validate_inboxes(
+    raw: &RawConfig,
+    base: &Path,
+    stages: &mut BTreeMap<String, StageConfig>,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<Vec<Inbox>, ConfigError> {
+    let mut inboxes = Vec::new();
+    let mut names = HashSet::new();
+    for (i, inbox) in raw.inbox.iter().enumerate() {
+        let key = format!("inbox[{i}]");
+        if !valid_name(&inbox.name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{:?}: inbox names use a-z, 0-9, '-' and '_'", inbox.name),
+            ));
+        }
+        if !names.insert(inbox.name.clone()) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("two inboxes are named {:?}", inbox.name),
+            ));
+        }
+        let pipeline = inbox.pipeline.clone().unwrap_or_else(|| {
+            let mut stages = default_pipeline();
+            if raw.immich.is_set() {
+                stages.push("immich".into());
+            }
+            stages
+        });
+        if pipeline.is_empty() {
+            return Err(invalid(
+                format!("{key}.pipeline"),
+                "needs at least one stage".into(),
+            ));
+        }
+        for stage in &pipeline {
+            if !stages.contains_key(stage) {
+                if BUILTIN_STAGES.contains(&stage.as_str()) {
+                    stages.insert(stage.clone(), builtin_stage(stage));
+                } else {
+                    return Err(invalid(
+                        format!("{key}.pipeline"),
+                        format!(
+                            "unknown stage {stage:?}: declare it under [stages.{stage}] with `wasm = \"...\"`"
+                        ),
+                    ));
+                }
+            }
+        }
+        inboxes.push(Inbox {
+            name: inbox.name.clone(),
+            path: resolve(base, &inbox.path),
+            mode: inbox.mode,
+            pipeline,
+            ignore: inbox.ignore.clone(),
+            watch: inbox.watch,
+        });
+    }
+    Ok(inboxes)
+}
+
+/// No inbox may overlap the library, the state folder or another inbox.
+fn check_inbox_overlaps(
+    inboxes: &[Inbox],
+    library_root: &Path,
+    state_dir: &Path,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    for (i, a) in inboxes.iter().enumerate() {
+        if overlaps(&a.path, library_root) {
+            return Err(invalid(
+                format!("inbox[{i}].path"),
+                format!(
+                    "{} and the library {} overlap; keep them side by side",
+                    a.path.display(),
+                    library_root.display()
+                ),
+            ));
+        }
+        if overlaps(&a.path, state_dir) {
+            return Err(invalid(
+                format!("inbox[{i}].path"),
+                format!(
+                    "{} and keepsake's state folder {} overlap; keep them apart",
+                    a.path.display(),
+                    state_dir.display()
+                ),
+            ));
+        }
+        for (j, b) in inboxes.iter().enumerate().skip(i + 1) {
+            if overlaps(&a.path, &b.path) {
+                return Err(invalid(
+                    format!("inbox[{j}].path"),
+                    format!("inboxes {:?} and {:?} overlap", a.name, b.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `[offsite.NAME]` tables validated; a folder target must be off the
+/// library, its state folder and every inbox.
+fn offsite_targets(
+    raw_offsite: &BTreeMap<String, offsite::RawTarget>,
+    base: &Path,
+    library_root: &Path,
+    state_dir: &Path,
+    inboxes: &[Inbox],
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<BTreeMap<String, OffsiteTarget>, ConfigError> {
+    let mut offsite = BTreeMap::new();
+    for (name, raw_target) in raw_offsite {
+        if !valid_name(name) {
+            return Err(invalid(
+                format!("offsite.{name}"),
+                "target names use a-z, 0-9, '-' and '_'".into(),
+            ));
+        }
+        let target = raw_target
+            .validate(name, base)
+            .map_err(|(key, message)| invalid(key, message))?;
+        if let TargetKind::Dir { path } = &target.kind
+            && (overlaps(path, library_root)
+                || overlaps(path, state_dir)
+                || inboxes.iter().any(|inbox| overlaps(path, &inbox.path)))
+        {
+            return Err(invalid(
+                format!("offsite.{name}.path"),
+                "must be outside the library, its state folder and every inbox (an offsite copy on the same disk protects nothing)".into(),
+            ));
+        }
+        offsite.insert(name.clone(), target);
+    }
+    Ok(offsite)
+}
+
+/// The built-in `immich` stage gets the `[immich]` server's url, origin and
+/// the roots it maps paths from; it cannot run without the server.
+fn wire_immich_stage(
+    stages: &mut BTreeMap<String, StageConfig>,
+    immich: Option<&ImmichConfig>,
+    library_root: &Path,
+    archive: &ArchiveConfig,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if let Some(stage) = stages.get_mut("immich")
+        && matches!(stage.source, StageSource::Builtin)
+    {
+        let Some(immich) = immich else {
+            return Err(invalid(
+                "immich".into(),
+                "the `immich` stage needs the server: add [immich] with url = \"http://immich.local:2283\" and api_key_file".into(),
+            ));
+        };
+        if stage.options.contains_key("url") {
+            return Err(invalid(
+                "stages.immich.url".into(),
+                "the server is set once, as [immich] url".into(),
+            ));
+        }
+        stage.options.insert("url".into(), immich.url.clone());
+        // Where files are, for the external-library mode's paths.
+        stage
+            .options
+            .insert("library_root".into(), library_root.display().to_string());
+        if let Some(root) = &archive.root {
+            stage
+                .options
+                .insert("archive_root".into(), root.display().to_string());
+        }
+        if !stage.http_origins.contains(&immich.origin) {
+            stage.http_origins.push(immich.origin.clone());
+        }
+    }
+    Ok(())
 }
 
 fn builtin_stage(name: &str) -> StageConfig {

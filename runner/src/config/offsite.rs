@@ -126,6 +126,37 @@ impl RawTarget {
         base: &Path,
     ) -> Result<OffsiteTarget, (String, String)> {
         let key = |field: &str| format!("offsite.{name}.{field}");
+        let kind = self.target_kind(name, base)?;
+        let bwlimit = match &self.bwlimit {
+            None => None,
+            Some(text) => Some(parse_rate(text).ok_or_else(|| {
+                (
+                    key("bwlimit"),
+                    format!(
+                        "{text:?}: a rate like \"8M\", \"512K\" or \"2MiB\" (bytes per second)"
+                    ),
+                )
+            })?),
+        };
+        let age_recipients = self.read_recipients(name, base, &kind)?;
+        if self.same_disk && !matches!(kind, TargetKind::Dir { .. }) {
+            return Err((
+                key("same_disk"),
+                "only a `dir` target can be on the library's disk".into(),
+            ));
+        }
+        Ok(OffsiteTarget {
+            name: name.to_string(),
+            kind,
+            bwlimit,
+            age_recipients,
+            same_disk: self.same_disk,
+        })
+    }
+
+    /// The target's `type` and the keys that type needs.
+    fn target_kind(&self, name: &str, base: &Path) -> Result<TargetKind, (String, String)> {
+        let key = |field: &str| format!("offsite.{name}.{field}");
         let kind = match self.kind.as_str() {
             "dir" => {
                 let Some(path) = &self.path else {
@@ -205,17 +236,17 @@ impl RawTarget {
                 ));
             }
         };
-        let bwlimit = match &self.bwlimit {
-            None => None,
-            Some(text) => Some(parse_rate(text).ok_or_else(|| {
-                (
-                    key("bwlimit"),
-                    format!(
-                        "{text:?}: a rate like \"8M\", \"512K\" or \"2MiB\" (bytes per second)"
-                    ),
-                )
-            })?),
-        };
+        Ok(kind)
+    }
+
+    /// The age recipients, inline and from `age_recipients_file`, checked.
+    fn read_recipients(
+        &self,
+        name: &str,
+        base: &Path,
+        kind: &TargetKind,
+    ) -> Result<Vec<String>, (String, String)> {
+        let key = |field: &str| format!("offsite.{name}.{field}");
         let mut age_recipients = self.age_recipients.clone();
         if let Some(file) = &self.age_recipients_file {
             let file = super::resolve(base, file);
@@ -252,19 +283,7 @@ impl RawTarget {
                 "holds no recipient: encryption was asked for but has no key".into(),
             ));
         }
-        if self.same_disk && !matches!(kind, TargetKind::Dir { .. }) {
-            return Err((
-                key("same_disk"),
-                "only a `dir` target can be on the library's disk".into(),
-            ));
-        }
-        Ok(OffsiteTarget {
-            name: name.to_string(),
-            kind,
-            bwlimit,
-            age_recipients,
-            same_disk: self.same_disk,
-        })
+        Ok(age_recipients)
     }
 }
 
