@@ -12,12 +12,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
 use crate::discover;
 use crate::immich::placed::{self, PlacedPhase};
 use crate::immich::writeback;
@@ -139,37 +140,10 @@ async fn serve(
     let placed = Arc::new(PlacedPhase::default());
     let service = &config.service;
     let (send, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
-    let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let overflowed = Arc::new(AtomicBool::new(false));
     // Watch before the first rescan, so nothing lands unseen between them.
-    let (_watcher, unwatched) = watch::start_watcher(&inboxes, {
-        let overflowed = Arc::clone(&overflowed);
-        move |event| {
-            if send.try_send(event).is_err() {
-                overflowed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    })?;
-    for (inbox, error) in unwatched {
-        match service.rescan {
-            Some(every) => tracing::warn!(
-                "cannot watch inbox {inbox} ({error}); it is rescanned every {} s instead (raise fs.inotify.max_user_watches, or set `watch = false` to silence this)",
-                every.as_secs()
-            ),
-            None => tracing::warn!(
-                "cannot watch inbox {inbox} ({error}) and rescan_secs = 0: its new files are only found at the next start; set rescan_secs"
-            ),
-        }
-    }
-    // Verdicts made on another set of offsite targets stand no more.
-    crate::archive::void_stale(&config);
-    let watched: Vec<&str> = inboxes.iter().map(|i| i.name.as_str()).collect();
-    tracing::info!(
-        inboxes = %watched.join(", "),
-        library = %config.library_root.display(),
-        stability_secs = service.stability.as_secs_f64(),
-        "keepsake is running; Ctrl-C or SIGTERM stops it"
-    );
-
+    let _watcher = watch_inboxes(&inboxes, service, send, Arc::clone(&overflowed))?;
+    announce(&config, &inboxes);
     let mut tracker = Tracker::new(service.stability);
     let mut ready: Vec<Stable> = Vec::new();
     let mut work: Option<JoinHandle<Result<Cycle, PipelineError>>> = None;
@@ -189,15 +163,7 @@ async fn serve(
     let mut poll_at = Instant::now() + POLL;
     let mut published = Instant::now() - PUBLISH_EVERY;
     let mut dirty = true;
-    publish(
-        &pipeline,
-        vec![
-            ("pid", std::process::id().to_string()),
-            ("started_at", ledger::now().to_string()),
-            ("stopped_at", String::new()),
-            ("in_flight", "0".into()),
-        ],
-    );
+    publish_started(&pipeline);
 
     loop {
         let now = Instant::now();
@@ -207,62 +173,24 @@ async fn serve(
             && at <= now
         {
             sweep_at = Some(now + every);
-            let (done, wait) = tokio::sync::oneshot::channel();
-            let pipeline = Arc::clone(&pipeline);
-            let config = config.clone();
-            // Its own thread: the plan checks offsite copies on a runtime
-            // of its own.
-            let started = std::thread::Builder::new()
-                .name("archive-sweep".into())
-                .spawn(move || {
-                    sweep(&config, &pipeline);
-                    let _ = done.send(());
-                });
-            match started {
-                Ok(_) => sweeping = Some(wait),
-                Err(e) => tracing::error!("cannot start the archive sweep: {e}"),
-            }
+            sweeping = start_sweep(&pipeline, &config);
         }
         if work.is_none() && (!ready.is_empty() || check_queue) {
             let batch = std::mem::take(&mut ready);
-            let pipeline = Arc::clone(&pipeline);
-            let placed = Arc::clone(&placed);
-            let inboxes = Arc::clone(&inboxes);
-            let backoff = service.backoff;
-            work = Some(tokio::task::spawn_blocking(move || {
-                // Takes turns with the archive sweep's moves.
-                let _turn = crate::archive::MOVING
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                cycle(&pipeline, &placed, &inboxes, batch, &backoff)
-            }));
+            work = Some(start_cycle(&pipeline, &placed, &inboxes, batch, service.backoff));
             check_queue = false;
             dirty = true;
         }
         if push_now && pushing.is_none() {
             push_now = false;
-            let ledger = pipeline.ledger_arc();
-            let config = config.clone();
-            pushing = Some(tokio::spawn(async move {
-                crate::offsite::push_due(ledger, &config, false).await
-            }));
+            pushing = Some(start_push(&pipeline, &config));
         }
         if rescan.is_none() && rescan_at.is_some_and(|at| at <= now) {
-            let pipeline = Arc::clone(&pipeline);
-            let inboxes = Arc::clone(&inboxes);
-            rescan = Some(tokio::task::spawn_blocking(move || {
-                rescan_all(&pipeline, &inboxes)
-            }));
+            rescan = Some(start_rescan(&pipeline, &inboxes));
             rescan_at = None;
         }
         if dirty && now.duration_since(published) >= PUBLISH_EVERY {
-            let mut values = vec![("waiting", tracker.len().to_string())];
-            if let Some((at, took, files)) = last_rescan {
-                values.push(("last_rescan_at", at.to_string()));
-                values.push(("last_rescan_ms", took.as_millis().to_string()));
-                values.push(("last_rescan_files", files.to_string()));
-            }
-            publish(&pipeline, values);
+            publish_waiting(&pipeline, tracker.len(), last_rescan);
             published = now;
             dirty = false;
         }
@@ -273,40 +201,13 @@ async fn serve(
         tokio::select! {
             _ = signals.recv() => break,
             Some(event) = events.recv() => {
-                handle_event(event, &inboxes, &mut tracker, &mut rescan_at);
-                // Drain what else is queued before the next turn of the loop.
-                while let Ok(event) = events.try_recv() {
-                    handle_event(event, &inboxes, &mut tracker, &mut rescan_at);
-                }
-                if overflowed.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                    tracing::warn!("more inbox events than keepsake could queue; rescanning");
-                    rescan_at = Some(Instant::now());
-                }
+                take_events(event, &mut events, &inboxes, &mut tracker, &mut rescan_at, &overflowed);
                 dirty = true;
             }
             done = async { work.as_mut().expect("guarded by the if").await }, if work.is_some() => {
                 work = None;
                 push_now = !config.offsite.is_empty();
-                match done {
-                    Ok(Ok(cycle)) => {
-                        log_cycle(&cycle);
-                        let now = Instant::now();
-                        for (inbox, path) in cycle.unsettled {
-                            tracker.observe(inbox, path, false, now);
-                        }
-                    }
-                    failed => {
-                        match failed {
-                            Ok(Err(e)) => tracing::error!("{e}; trying again in {} s", CYCLE_RETRY.as_secs()),
-                            _ => tracing::error!("a processing cycle stopped; trying again in {} s", CYCLE_RETRY.as_secs()),
-                        }
-                        // The files of that cycle may not be registered:
-                        // a rescan finds them again.
-                        let again = Instant::now() + CYCLE_RETRY;
-                        poll_at = again;
-                        rescan_at = Some(rescan_at.map_or(again, |at| at.min(again)));
-                    }
-                }
+                cycle_done(done, &mut tracker, &mut poll_at, &mut rescan_at);
                 dirty = true;
             }
             _ = async { pushing.as_mut().expect("guarded by the if").await }, if pushing.is_some() => {
@@ -318,49 +219,261 @@ async fn serve(
             _ = sleep_until(sweep_at), if sweep_at.is_some() && sweeping.is_none() && work.is_none() => {}
             done = async { rescan.as_mut().expect("guarded by the if").await }, if rescan.is_some() => {
                 rescan = None;
-                // A rescan asked for while this one ran (lost events) stays.
-                rescan_at = rescan_at.or(service.rescan.map(|every| Instant::now() + every));
-                match done {
-                    Ok(found) => {
-                        for error in &found.errors {
-                            tracing::warn!("rescan: {error}");
-                        }
-                        tracing::debug!(
-                            files = found.files,
-                            new = found.unseen.len(),
-                            ms = found.took.as_millis() as u64,
-                            "rescanned the inboxes"
-                        );
-                        let now = Instant::now();
-                        for (inbox, path) in found.unseen {
-                            tracker.observe(inbox, path, false, now);
-                        }
-                        last_rescan = Some((ledger::now(), found.took, found.files));
-                    }
-                    Err(e) => tracing::error!("a rescan stopped: {e}"),
-                }
+                rescan_done(done, service, &mut tracker, &mut rescan_at, &mut last_rescan);
                 dirty = true;
             }
             _ = sleep_until(tracker_due), if tracker_due.is_some() => {
-                let stable = tracker.take_stable(Instant::now());
-                ready.extend(stable);
+                ready.extend(tracker.take_stable(Instant::now()));
                 dirty = true;
             }
             _ = tokio::time::sleep_until(poll_at.into()), if work.is_none() => {
                 poll_at = Instant::now() + POLL;
                 check_queue = queue_has_work(&pipeline, &config);
                 if !config.offsite.is_empty() && pushing.is_none() {
-                    let targets: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
-                    push_now = pipeline
-                        .ledger()
-                        .read(|c| ledger::has_due_pushes(c, &targets))
-                        .unwrap_or(false);
+                    push_now = pushes_due(&pipeline, &config);
                 }
             }
             _ = sleep_until(publish_at), if publish_at.is_some() => {}
         }
     }
 
+    stop(&pipeline, service, work, sweeping, pushing).await;
+    Ok(())
+}
+
+/// Start the inbox watcher (events go to `send`; `overflowed` is set when
+/// the queue is full) and warn about every inbox it cannot watch.
+fn watch_inboxes(
+    inboxes: &[WatchedInbox],
+    service: &ServiceConfig,
+    send: tokio::sync::mpsc::Sender<notify::Result<notify::Event>>,
+    overflowed: Arc<AtomicBool>,
+) -> Result<notify::RecommendedWatcher, ServiceError> {
+    let (watcher, unwatched) = watch::start_watcher(inboxes, move |event| {
+        if send.try_send(event).is_err() {
+            overflowed.store(true, Ordering::Relaxed);
+        }
+    })?;
+    for (inbox, error) in unwatched {
+        match service.rescan {
+            Some(every) => tracing::warn!(
+                "cannot watch inbox {inbox} ({error}); it is rescanned every {} s instead (raise fs.inotify.max_user_watches, or set `watch = false` to silence this)",
+                every.as_secs()
+            ),
+            None => tracing::warn!(
+                "cannot watch inbox {inbox} ({error}) and rescan_secs = 0: its new files are only found at the next start; set rescan_secs"
+            ),
+        }
+    }
+    Ok(watcher)
+}
+
+/// Void stale archive verdicts and log that the service is running.
+fn announce(config: &Config, inboxes: &[WatchedInbox]) {
+    // Verdicts made on another set of offsite targets stand no more.
+    crate::archive::void_stale(config);
+    let watched: Vec<&str> = inboxes.iter().map(|i| i.name.as_str()).collect();
+    tracing::info!(
+        inboxes = %watched.join(", "),
+        library = %config.library_root.display(),
+        stability_secs = config.service.stability.as_secs_f64(),
+        "keepsake is running; Ctrl-C or SIGTERM stops it"
+    );
+}
+
+/// Record for `keepsake status` that this process has started.
+fn publish_started(pipeline: &Arc<Pipeline>) {
+    publish(
+        pipeline,
+        vec![
+            ("pid", std::process::id().to_string()),
+            ("started_at", ledger::now().to_string()),
+            ("stopped_at", String::new()),
+            ("in_flight", "0".into()),
+        ],
+    );
+}
+
+/// Record for `keepsake status` the files waiting and the last rescan.
+fn publish_waiting(
+    pipeline: &Arc<Pipeline>,
+    waiting: usize,
+    last_rescan: Option<(i64, Duration, usize)>,
+) {
+    let mut values = vec![("waiting", waiting.to_string())];
+    if let Some((at, took, files)) = last_rescan {
+        values.push(("last_rescan_at", at.to_string()));
+        values.push(("last_rescan_ms", took.as_millis().to_string()));
+        values.push(("last_rescan_files", files.to_string()));
+    }
+    publish(pipeline, values);
+}
+
+/// Start the archive sweep on its own thread; None if it cannot start.
+fn start_sweep(
+    pipeline: &Arc<Pipeline>,
+    config: &Config,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let (done, wait) = tokio::sync::oneshot::channel();
+    let pipeline = Arc::clone(pipeline);
+    let config = config.clone();
+    // Its own thread: the plan checks offsite copies on a runtime
+    // of its own.
+    let started = std::thread::Builder::new()
+        .name("archive-sweep".into())
+        .spawn(move || {
+            sweep(&config, &pipeline);
+            let _ = done.send(());
+        });
+    match started {
+        Ok(_) => Some(wait),
+        Err(e) => {
+            tracing::error!("cannot start the archive sweep: {e}");
+            None
+        }
+    }
+}
+
+/// Start a processing cycle of `batch` on a blocking thread.
+fn start_cycle(
+    pipeline: &Arc<Pipeline>,
+    placed: &Arc<PlacedPhase>,
+    inboxes: &Arc<Vec<WatchedInbox>>,
+    batch: Vec<Stable>,
+    backoff: ledger::Backoff,
+) -> JoinHandle<Result<Cycle, PipelineError>> {
+    let pipeline = Arc::clone(pipeline);
+    let placed = Arc::clone(placed);
+    let inboxes = Arc::clone(inboxes);
+    tokio::task::spawn_blocking(move || {
+        // Takes turns with the archive sweep's moves.
+        let _turn = crate::archive::MOVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cycle(&pipeline, &placed, &inboxes, batch, &backoff)
+    })
+}
+
+/// Start a rescan of every inbox on a blocking thread.
+fn start_rescan(
+    pipeline: &Arc<Pipeline>,
+    inboxes: &Arc<Vec<WatchedInbox>>,
+) -> JoinHandle<Rescan> {
+    let pipeline = Arc::clone(pipeline);
+    let inboxes = Arc::clone(inboxes);
+    tokio::task::spawn_blocking(move || rescan_all(&pipeline, &inboxes))
+}
+
+/// Start pushing what is due offsite, as a task on this thread.
+fn start_push(pipeline: &Pipeline, config: &Config) -> JoinHandle<crate::offsite::PushReport> {
+    let ledger = pipeline.ledger_arc();
+    let config = config.clone();
+    tokio::spawn(async move { crate::offsite::push_due(ledger, &config, false).await })
+}
+
+/// Handle `first` and every other inbox event already queued.
+fn take_events(
+    first: notify::Result<notify::Event>,
+    events: &mut tokio::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+    inboxes: &[WatchedInbox],
+    tracker: &mut Tracker,
+    rescan_at: &mut Option<Instant>,
+    overflowed: &AtomicBool,
+) {
+    handle_event(first, inboxes, tracker, rescan_at);
+    // Drain what else is queued before the next turn of the loop.
+    while let Ok(event) = events.try_recv() {
+        handle_event(event, inboxes, tracker, rescan_at);
+    }
+    if overflowed.swap(false, Ordering::Relaxed) {
+        tracing::warn!("more inbox events than keepsake could queue; rescanning");
+        *rescan_at = Some(Instant::now());
+    }
+}
+
+/// Log a finished cycle and track its unsettled files again; after a
+/// failed one, schedule the retry.
+fn cycle_done(
+    done: Result<Result<Cycle, PipelineError>, tokio::task::JoinError>,
+    tracker: &mut Tracker,
+    poll_at: &mut Instant,
+    rescan_at: &mut Option<Instant>,
+) {
+    match done {
+        Ok(Ok(cycle)) => {
+            log_cycle(&cycle);
+            let now = Instant::now();
+            for (inbox, path) in cycle.unsettled {
+                tracker.observe(inbox, path, false, now);
+            }
+        }
+        failed => {
+            match failed {
+                Ok(Err(e)) => tracing::error!("{e}; trying again in {} s", CYCLE_RETRY.as_secs()),
+                _ => tracing::error!(
+                    "a processing cycle stopped; trying again in {} s",
+                    CYCLE_RETRY.as_secs()
+                ),
+            }
+            // The files of that cycle may not be registered:
+            // a rescan finds them again.
+            let again = Instant::now() + CYCLE_RETRY;
+            *poll_at = again;
+            *rescan_at = Some(rescan_at.map_or(again, |at| at.min(again)));
+        }
+    }
+}
+
+/// Schedule the next rescan, log a finished one, track the files it found
+/// and note when it ran.
+fn rescan_done(
+    done: Result<Rescan, tokio::task::JoinError>,
+    service: &ServiceConfig,
+    tracker: &mut Tracker,
+    rescan_at: &mut Option<Instant>,
+    last_rescan: &mut Option<(i64, Duration, usize)>,
+) {
+    // A rescan asked for while this one ran (lost events) stays.
+    *rescan_at = rescan_at.or(service.rescan.map(|every| Instant::now() + every));
+    match done {
+        Ok(found) => {
+            for error in &found.errors {
+                tracing::warn!("rescan: {error}");
+            }
+            tracing::debug!(
+                files = found.files,
+                new = found.unseen.len(),
+                ms = found.took.as_millis() as u64,
+                "rescanned the inboxes"
+            );
+            let now = Instant::now();
+            for (inbox, path) in found.unseen {
+                tracker.observe(inbox, path, false, now);
+            }
+            *last_rescan = Some((ledger::now(), found.took, found.files));
+        }
+        Err(e) => tracing::error!("a rescan stopped: {e}"),
+    }
+}
+
+/// The ledger holds offsite pushes due on a configured target.
+fn pushes_due(pipeline: &Pipeline, config: &Config) -> bool {
+    let targets: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
+    pipeline
+        .ledger()
+        .read(|c| ledger::has_due_pushes(c, &targets))
+        .unwrap_or(false)
+}
+
+/// Stopping: no new cycle; the running one, the sweep and the pushes get
+/// the grace period to end; then the stop is recorded.
+async fn stop(
+    pipeline: &Pipeline,
+    service: &ServiceConfig,
+    work: Option<JoinHandle<Result<Cycle, PipelineError>>>,
+    sweeping: Option<tokio::sync::oneshot::Receiver<()>>,
+    pushing: Option<JoinHandle<crate::offsite::PushReport>>,
+) {
     // Stopping: no new cycle; the running one ends between batches.
     crate::shutdown::request();
     tracing::info!(
@@ -409,7 +522,6 @@ async fn serve(
         }
     }
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// The first sweep comes a little after start, once the queue left by the

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::host::{
-    CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, Placement, Services,
-    StageCallError, StageError, WitMediaKind,
+    CallFiles, CaptureTime, Confidence, Datetime, Effect, Fact, Job, LoadedStage, Placement,
+    Services, StageCallError, StageError, WitMediaKind,
 };
 use crate::ledger::{self, Ledger, LedgerError};
 use crate::pipeline::{KvMeter, Pipeline, PipelineError, display_rel, local_mtime};
@@ -134,187 +134,262 @@ impl PlacedPhase {
         pipeline: &Pipeline,
         until: Option<std::time::Instant>,
     ) -> Result<PlacedReport, PipelineError> {
-        let config = pipeline.config();
-        let ledger = pipeline.ledger();
-        let mut report = PlacedReport::default();
         let services = Arc::new(LedgerServices::new(&pipeline.ledger_arc()));
         let shared: Arc<dyn Services> = Arc::clone(&services) as Arc<dyn Services>;
-        let mut batch: Vec<Outcome> = Vec::new();
+        let mut pass = Pass {
+            pipeline,
+            services,
+            shared,
+            until,
+            batch: Vec::new(),
+            report: PlacedReport::default(),
+        };
         for name in stages(pipeline) {
             let Some(stage) = pipeline.stage(&name) else {
                 continue;
             };
-            let now = ledger::now();
-            let due = ledger.read(|c| ledger::due_placed_calls(c, &name, now, PASS_LIMIT))?;
-            let mut ran = false;
-            for (call_id, job_id, attempts) in due {
-                if crate::shutdown::requested()
-                    || until.is_some_and(|t| std::time::Instant::now() >= t)
-                {
-                    break;
-                }
-                if batch.len() >= COMMIT_EVERY {
-                    commit(ledger, &services, &mut batch)?;
-                }
-                let Some((job, files)) = ledger.read(|c| placed_job(c, config, job_id))? else {
-                    // Not readable now (an unmounted disk?), or gone: it
-                    // waits, and fails after as many tries as a job.
-                    let message = "the library file cannot be opened (is its disk mounted? `keepsake verify` lists missing files)".to_string();
-                    if attempts + 1 >= config.service.backoff.max_attempts {
-                        batch.push(Outcome::failed(call_id, message, 0));
-                        report.failed += 1;
-                    } else {
-                        batch.push(Outcome::deferred(
-                            call_id,
-                            message,
-                            ledger::now() + backoff(config, attempts),
-                            Vec::new(),
-                            0,
-                        ));
-                        report.deferred += 1;
-                    }
-                    continue;
-                };
-                let (result, stats) =
-                    pipeline
-                        .runtime()
-                        .call(stage, &job, files, Arc::clone(&shared));
-                report.requests += stats.requests;
-                match result {
-                    Ok(effects) => {
-                        let mut facts = Vec::new();
-                        let mut defer = None;
-                        let mut rejected = None;
-                        for effect in effects {
-                            match effect {
-                                Effect::SetFact(Fact { key, value }) => {
-                                    if key.len() > 200 || value.len() > 4096 {
-                                        rejected =
-                                            Some("a fact longer than 200/4096 bytes".to_string());
-                                    } else {
-                                        facts.push((key, value));
-                                    }
-                                }
-                                Effect::Defer(d) => defer = Some(d),
-                                other => {
-                                    rejected = Some(format!(
-                                        "{} is not allowed once the file is placed",
-                                        effect_name(&other)
-                                    ));
-                                }
-                            }
-                        }
-                        if let Some(why) = rejected {
-                            batch.push(Outcome::failed(
-                                call_id,
-                                format!("stage `{name}`: rejected effect: {why}"),
-                                stats.requests,
-                            ));
-                            report.failed += 1;
-                        } else if let Some(d) = defer {
-                            // A defer for one file (a Live Photo still
-                            // waiting for its video) holds back that file.
-                            batch.push(Outcome {
-                                call_id,
-                                state: "deferred",
-                                attempt: false,
-                                error: Some(d.reason),
-                                wake_at: Some(
-                                    ledger::now() + i64::from(d.seconds).clamp(1, MAX_BACKOFF_SECS),
-                                ),
-                                facts,
-                                requests: stats.requests,
-                            });
-                            report.deferred += 1;
-                        } else {
-                            self.streak(&name, false);
-                            batch.push(Outcome {
-                                call_id,
-                                state: "done",
-                                attempt: true,
-                                error: None,
-                                wake_at: None,
-                                facts,
-                                requests: stats.requests,
-                            });
-                            report.done += 1;
-                        }
-                    }
-                    Err(StageCallError::Stage {
-                        error: StageError::Transient(message),
-                        ..
-                    }) if attempts + 1 >= MAX_TRANSIENT_TRIES => {
-                        // Tried so often while others went through: this
-                        // file, not the server, is the problem.
-                        tracing::warn!(stage = name, job = job_id, "{message}");
-                        batch.push(Outcome::failed(
-                            call_id,
-                            format!("{message} (after {MAX_TRANSIENT_TRIES} tries; `keepsake immich sync` tries again)"),
-                            stats.requests,
-                        ));
-                        report.failed += 1;
-                    }
-                    Err(StageCallError::Stage {
-                        error: StageError::Transient(message),
-                        ..
-                    }) => {
-                        // The server speaks for every file: this stage's due
-                        // calls all wait as long, and the pass moves on. The
-                        // wait grows with the stage's failures in a row; the
-                        // next try starts with another file (fewest tries
-                        // first), so one bad file cannot hold the rest.
-                        tracing::warn!(stage = name, job = job_id, "{message}");
-                        let streak = self.streak(&name, true);
-                        let wait = backoff(config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
-                        let wake = ledger::now() + wait;
-                        batch.push(Outcome::deferred(
-                            call_id,
-                            message.clone(),
-                            wake,
-                            Vec::new(),
-                            stats.requests,
-                        ));
-                        commit(ledger, &services, &mut batch)?;
-                        ledger.write(|tx| {
-                            ledger::defer_placed_stage(tx, &name, wake, ledger::now())
-                        })?;
-                        report.deferred += 1;
-                        report.waiting.insert(name.clone(), message);
-                        break;
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        tracing::warn!(stage = name, job = job_id, "{message}");
-                        batch.push(Outcome::failed(call_id, message, stats.requests));
-                        report.failed += 1;
-                    }
-                }
-                ran = true;
+            self.run_stage(&mut pass, &name, stage)?;
+        }
+        pass.flush()?;
+        Ok(pass.report)
+    }
+
+    /// One stage's due calls in this pass, then what it batched across them.
+    fn run_stage(
+        &self,
+        pass: &mut Pass<'_>,
+        name: &str,
+        stage: &LoadedStage,
+    ) -> Result<(), PipelineError> {
+        let pipeline = pass.pipeline;
+        let ledger = pipeline.ledger();
+        let now = ledger::now();
+        let due = ledger.read(|c| ledger::due_placed_calls(c, name, now, PASS_LIMIT))?;
+        let mut ran = false;
+        for call in due {
+            if crate::shutdown::requested()
+                || pass.until.is_some_and(|t| std::time::Instant::now() >= t)
+            {
+                break;
             }
-            commit(ledger, &services, &mut batch)?;
-            // `immich sync` and `ingest` (no budget) always send; the
-            // service's passes when a call ran (its sweeps send too).
-            if ran || until.is_none() {
-                // What the stage batched across calls (Immich's album
-                // additions) goes now; kept in its KV until it went.
-                let request = crate::host::SweepRequest {
-                    send_only: true,
-                    full: false,
-                };
-                let (result, stats) = pipeline
-                    .runtime()
-                    .sweep(stage, request, Arc::clone(&shared));
-                report.requests += stats.requests;
-                if let Err(e) = result {
-                    tracing::warn!(stage = name, "sending what the stage batched: {e}");
-                    report.waiting.insert(name.clone(), e.to_string());
-                }
-                commit(ledger, &services, &mut batch)?;
+            if pass.batch.len() >= COMMIT_EVERY {
+                pass.flush()?;
+            }
+            match self.call_one(pass, name, stage, call)? {
+                Called::Ran => ran = true,
+                Called::Unreadable => {}
+                Called::HeldBack => break,
             }
         }
-        commit(ledger, &services, &mut batch)?;
-        Ok(report)
+        pass.flush()?;
+        // `immich sync` and `ingest` (no budget) always send; the
+        // service's passes when a call ran (its sweeps send too).
+        if ran || pass.until.is_none() {
+            pass.send_batched(name, stage)?;
+        }
+        Ok(())
     }
+
+    /// One due call (its id, job and tries so far): what the stage answered,
+    /// as an outcome in the batch.
+    fn call_one(
+        &self,
+        pass: &mut Pass<'_>,
+        name: &str,
+        stage: &LoadedStage,
+        (call_id, job_id, attempts): (i64, u64, u32),
+    ) -> Result<Called, PipelineError> {
+        let pipeline = pass.pipeline;
+        let config = pipeline.config();
+        let ledger = pipeline.ledger();
+        let Some((job, files)) = ledger.read(|c| placed_job(c, config, job_id))? else {
+            // Not readable now (an unmounted disk?), or gone: it
+            // waits, and fails after as many tries as a job.
+            let message = "the library file cannot be opened (is its disk mounted? `keepsake verify` lists missing files)".to_string();
+            if attempts + 1 >= config.service.backoff.max_attempts {
+                pass.batch.push(Outcome::failed(call_id, message, 0));
+                pass.report.failed += 1;
+            } else {
+                pass.batch.push(Outcome::deferred(
+                    call_id,
+                    message,
+                    ledger::now() + backoff(config, attempts),
+                    Vec::new(),
+                    0,
+                ));
+                pass.report.deferred += 1;
+            }
+            return Ok(Called::Unreadable);
+        };
+        let (result, stats) = pipeline.runtime().call(stage, &job, files, Arc::clone(&pass.shared));
+        pass.report.requests += stats.requests;
+        match result {
+            Ok(effects) => self.take_effects(pass, name, call_id, effects, stats.requests),
+            Err(StageCallError::Stage {
+                error: StageError::Transient(message),
+                ..
+            }) if attempts + 1 >= MAX_TRANSIENT_TRIES => {
+                // Tried so often while others went through: this
+                // file, not the server, is the problem.
+                tracing::warn!(stage = name, job = job_id, "{message}");
+                pass.batch.push(Outcome::failed(
+                    call_id,
+                    format!("{message} (after {MAX_TRANSIENT_TRIES} tries; `keepsake immich sync` tries again)"),
+                    stats.requests,
+                ));
+                pass.report.failed += 1;
+            }
+            Err(StageCallError::Stage {
+                error: StageError::Transient(message),
+                ..
+            }) => {
+                // The server speaks for every file: this stage's due
+                // calls all wait as long, and the pass moves on. The
+                // wait grows with the stage's failures in a row; the
+                // next try starts with another file (fewest tries
+                // first), so one bad file cannot hold the rest.
+                tracing::warn!(stage = name, job = job_id, "{message}");
+                let streak = self.streak(name, true);
+                let wait = backoff(config, streak - 1).clamp(1, MAX_BACKOFF_SECS);
+                let wake = ledger::now() + wait;
+                pass.batch.push(Outcome::deferred(
+                    call_id,
+                    message.clone(),
+                    wake,
+                    Vec::new(),
+                    stats.requests,
+                ));
+                pass.flush()?;
+                ledger.write(|tx| ledger::defer_placed_stage(tx, name, wake, ledger::now()))?;
+                pass.report.deferred += 1;
+                pass.report.waiting.insert(name.to_string(), message);
+                return Ok(Called::HeldBack);
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(stage = name, job = job_id, "{message}");
+                pass.batch.push(Outcome::failed(call_id, message, stats.requests));
+                pass.report.failed += 1;
+            }
+        }
+        Ok(Called::Ran)
+    }
+
+    /// What a call's effects come to, in the batch: its facts, or a defer
+    /// of this file, or a failure for an effect not allowed once placed.
+    fn take_effects(
+        &self,
+        pass: &mut Pass<'_>,
+        name: &str,
+        call_id: i64,
+        effects: Vec<Effect>,
+        requests: u64,
+    ) {
+        let mut facts = Vec::new();
+        let mut defer = None;
+        let mut rejected = None;
+        for effect in effects {
+            match effect {
+                Effect::SetFact(Fact { key, value }) => {
+                    if key.len() > 200 || value.len() > 4096 {
+                        rejected = Some("a fact longer than 200/4096 bytes".to_string());
+                    } else {
+                        facts.push((key, value));
+                    }
+                }
+                Effect::Defer(d) => defer = Some(d),
+                other => {
+                    rejected = Some(format!(
+                        "{} is not allowed once the file is placed",
+                        effect_name(&other)
+                    ));
+                }
+            }
+        }
+        if let Some(why) = rejected {
+            pass.batch.push(Outcome::failed(
+                call_id,
+                format!("stage `{name}`: rejected effect: {why}"),
+                requests,
+            ));
+            pass.report.failed += 1;
+        } else if let Some(d) = defer {
+            // A defer for one file (a Live Photo still
+            // waiting for its video) holds back that file.
+            pass.batch.push(Outcome {
+                call_id,
+                state: "deferred",
+                attempt: false,
+                error: Some(d.reason),
+                wake_at: Some(ledger::now() + i64::from(d.seconds).clamp(1, MAX_BACKOFF_SECS)),
+                facts,
+                requests,
+            });
+            pass.report.deferred += 1;
+        } else {
+            self.streak(name, false);
+            pass.batch.push(Outcome {
+                call_id,
+                state: "done",
+                attempt: true,
+                error: None,
+                wake_at: None,
+                facts,
+                requests,
+            });
+            pass.report.done += 1;
+        }
+    }
+}
+
+/// One pass of the placed phase: what its calls share, the outcomes
+/// waiting for their commit, and what the pass did so far.
+struct Pass<'a> {
+    pipeline: &'a Pipeline,
+    services: Arc<LedgerServices>,
+    shared: Arc<dyn Services>,
+    /// The service's budget: no call starts after it.
+    until: Option<std::time::Instant>,
+    batch: Vec<Outcome>,
+    report: PlacedReport,
+}
+
+impl Pass<'_> {
+    /// Commit the batch's outcomes and the held key-value writes.
+    fn flush(&mut self) -> Result<(), LedgerError> {
+        commit(self.pipeline.ledger(), &self.services, &mut self.batch)
+    }
+
+    /// Send what the stage batched across its calls, then commit.
+    fn send_batched(&mut self, name: &str, stage: &LoadedStage) -> Result<(), PipelineError> {
+        // What the stage batched across calls (Immich's album
+        // additions) goes now; kept in its KV until it went.
+        let request = crate::host::SweepRequest {
+            send_only: true,
+            full: false,
+        };
+        let (result, stats) = self
+            .pipeline
+            .runtime()
+            .sweep(stage, request, Arc::clone(&self.shared));
+        self.report.requests += stats.requests;
+        if let Err(e) = result {
+            tracing::warn!(stage = name, "sending what the stage batched: {e}");
+            self.report.waiting.insert(name.to_string(), e.to_string());
+        }
+        self.flush()?;
+        Ok(())
+    }
+}
+
+/// How a due call ended, for its stage's loop.
+enum Called {
+    /// The stage was called (whatever it answered).
+    Ran,
+    /// The library file could not be opened: no call was made.
+    Unreadable,
+    /// The server said "later": the stage's other calls wait too.
+    HeldBack,
 }
 
 /// Write the batch's outcomes and the stages' key-value writes in one

@@ -95,18 +95,8 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
         return report;
     }
     // One pusher per ledger: a second would abort the first one's uploads.
-    let _lock = match ledger::StateLock::acquire_push(&config.state_dir) {
-        Ok(lock) => lock,
-        Err(ledger::LedgerError::Locked { .. }) => {
-            report.errors.push(
-                "another keepsake process (`keepsake run`?) is pushing now; it pushes what waits on its own".into(),
-            );
-            return report;
-        }
-        Err(e) => {
-            report.errors.push(e.to_string());
-            return report;
-        }
+    let Some(_lock) = push_lock(config, &mut report) else {
+        return report;
     };
     let stores = open_targets(&ledger, config).await;
     for (name, store) in &stores {
@@ -116,7 +106,6 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
     }
     let library = config.library_root.clone();
     let spool = config.state_dir.join("spool");
-    let archive = &config.archive.root;
     clear_spool(&spool);
     let mut after = 0u64;
     loop {
@@ -136,73 +125,9 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
             }
         };
         after = rows.last().map_or(after, |r| r.id);
-        let outcomes: Vec<(PushRow, Option<PushOutcome>)> = futures::stream::iter(rows)
-            .map(|row| {
-                let store = stores.get(&row.target).cloned();
-                let target = config.offsite.get(&row.target);
-                let ledger = Arc::clone(&ledger);
-                let (library, spool) = (&library, &spool);
-                async move {
-                    let outcome = match (store, target) {
-                        // A target no longer in the config: left as it is.
-                        (None, _) | (_, None) => None,
-                        (Some(Err(e)), _) => Some(outcome_of(&e, row.attempts)),
-                        (Some(Ok(store)), Some(target)) => {
-                            let pushed = push_one(
-                                &store,
-                                &ledger,
-                                &row,
-                                library,
-                                archive.as_deref(),
-                                spool,
-                                &target.age_recipients,
-                            )
-                            .await;
-                            Some(match pushed {
-                                Ok(etag) => PushOutcome::Done { etag },
-                                Err(e) => outcome_of(&e, row.attempts),
-                            })
-                        }
-                    };
-                    (row, outcome)
-                }
-            })
-            .buffer_unordered(CONCURRENT)
-            .collect()
-            .await;
-        for (row, outcome) in &outcomes {
-            match outcome {
-                Some(PushOutcome::Done { .. }) => {
-                    report.pushed += 1;
-                    report.bytes += row.size;
-                }
-                Some(PushOutcome::Deferred { error, .. }) => {
-                    report.deferred += 1;
-                    if !report.errors.contains(error) && report.errors.len() < 20 {
-                        report.errors.push(error.clone());
-                    }
-                }
-                Some(PushOutcome::Conflict(message)) => {
-                    report.conflicts += 1;
-                    tracing::error!("{message}");
-                    report.errors.push(message.clone());
-                }
-                None => {}
-            }
-        }
-        let ledger = Arc::clone(&ledger);
-        let recorded = blocking(move || {
-            ledger.write(|tx| {
-                for (row, outcome) in &outcomes {
-                    if let Some(outcome) = outcome {
-                        ledger::record_push(tx, row.id, outcome)?;
-                    }
-                }
-                Ok(())
-            })
-        })
-        .await;
-        if let Err(e) = recorded {
+        let outcomes = push_rows(rows, &stores, &ledger, config, &library, &spool).await;
+        tally(&mut report, &outcomes);
+        if let Err(e) = record_outcomes(&ledger, outcomes).await {
             report.errors.push(e.to_string());
             break;
         }
@@ -217,6 +142,113 @@ pub async fn push_due(ledger: Arc<Ledger>, config: &Config, now_all: bool) -> Pu
         );
     }
     report
+}
+
+/// The ledger's push lock; None, with why in the report, when another
+/// process holds it or it cannot be taken.
+fn push_lock(config: &Config, report: &mut PushReport) -> Option<ledger::StateLock> {
+    match ledger::StateLock::acquire_push(&config.state_dir) {
+        Ok(lock) => Some(lock),
+        Err(ledger::LedgerError::Locked { .. }) => {
+            report.errors.push(
+                "another keepsake process (`keepsake run`?) is pushing now; it pushes what waits on its own".into(),
+            );
+            None
+        }
+        Err(e) => {
+            report.errors.push(e.to_string());
+            None
+        }
+    }
+}
+
+/// Push one round of rows, `CONCURRENT` at a time: each row with what
+/// became of it (None: its target is no longer in the config).
+async fn push_rows(
+    rows: Vec<PushRow>,
+    stores: &HashMap<String, Result<Arc<Store>, StoreError>>,
+    ledger: &Arc<Ledger>,
+    config: &Config,
+    library: &std::path::Path,
+    spool: &std::path::Path,
+) -> Vec<(PushRow, Option<PushOutcome>)> {
+    let archive = &config.archive.root;
+    futures::stream::iter(rows)
+        .map(|row| {
+            let store = stores.get(&row.target).cloned();
+            let target = config.offsite.get(&row.target);
+            let ledger = Arc::clone(ledger);
+            async move {
+                let outcome = match (store, target) {
+                    // A target no longer in the config: left as it is.
+                    (None, _) | (_, None) => None,
+                    (Some(Err(e)), _) => Some(outcome_of(&e, row.attempts)),
+                    (Some(Ok(store)), Some(target)) => {
+                        let pushed = push_one(
+                            &store,
+                            &ledger,
+                            &row,
+                            library,
+                            archive.as_deref(),
+                            spool,
+                            &target.age_recipients,
+                        )
+                        .await;
+                        Some(match pushed {
+                            Ok(etag) => PushOutcome::Done { etag },
+                            Err(e) => outcome_of(&e, row.attempts),
+                        })
+                    }
+                };
+                (row, outcome)
+            }
+        })
+        .buffer_unordered(CONCURRENT)
+        .collect()
+        .await
+}
+
+/// Count a round's outcomes in the report; a conflict is logged too.
+fn tally(report: &mut PushReport, outcomes: &[(PushRow, Option<PushOutcome>)]) {
+    for (row, outcome) in outcomes {
+        match outcome {
+            Some(PushOutcome::Done { .. }) => {
+                report.pushed += 1;
+                report.bytes += row.size;
+            }
+            Some(PushOutcome::Deferred { error, .. }) => {
+                report.deferred += 1;
+                if !report.errors.contains(error) && report.errors.len() < 20 {
+                    report.errors.push(error.clone());
+                }
+            }
+            Some(PushOutcome::Conflict(message)) => {
+                report.conflicts += 1;
+                tracing::error!("{message}");
+                report.errors.push(message.clone());
+            }
+            None => {}
+        }
+    }
+}
+
+/// Record a round's outcomes in the ledger, in one transaction.
+async fn record_outcomes(
+    ledger: &Arc<Ledger>,
+    outcomes: Vec<(PushRow, Option<PushOutcome>)>,
+) -> Result<(), ledger::LedgerError> {
+    let ledger = Arc::clone(ledger);
+    blocking(move || {
+        ledger.write(|tx| {
+            for (row, outcome) in &outcomes {
+                if let Some(outcome) = outcome {
+                    ledger::record_push(tx, row.id, outcome)?;
+                }
+            }
+            Ok(())
+        })
+    })
+    .await
 }
 
 /// Push one row: the library file itself, or (for an encrypted target) its
