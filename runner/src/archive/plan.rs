@@ -566,30 +566,7 @@ pub fn plan_unwritten(
     options: &PlanOptions,
 ) -> Result<Plan, LedgerError> {
     let inboxes = config.archive.icloud_inboxes.clone();
-    let mut general = Vec::new();
-    if inboxes.is_empty() {
-        general.push(
-            "no iCloud inbox: name it in [archive] icloud_inboxes (or give an inbox a name with \"icloud\")"
-                .to_string(),
-        );
-    }
-    let (targets, counted) = target_basis(config, options.deep);
-    if counted.is_empty() {
-        general.push(
-            "no offsite target that is a real copy off this machine: a year is safe to delete only with a verified copy elsewhere ([offsite.NAME] of type s3, rclone, or a dir on another disk)"
-                .to_string(),
-        );
-    }
-    let mut basis = Basis {
-        items_from: "the files: the iCloud inboxes now, and every job they had".into(),
-        cannot_see: vec![
-            "items the downloader never fetched (give an inventory of iCloud's items with `--inventory FILE`)".into(),
-            UNMOUNTED.into(),
-        ],
-        targets,
-        target_ids: target_ids(config),
-        deep: options.deep,
-    };
+    let (mut general, counted, mut basis) = plan_basis(config, &inboxes, options);
     // The files the jobs took, read before the jobs: a job made meanwhile
     // (by a running service) then finds its file "not taken yet", never
     // answered for by a job this plan did not read.
@@ -617,98 +594,17 @@ pub fn plan_unwritten(
             kept_sidecars.insert((write.source.clone(), write.keeps.clone()));
         }
     }
-    let root_of = |root: Root| root.path(config).map(Path::to_path_buf);
 
     // 1. Every job of an iCloud inbox.
-    let mut entries: Vec<Entry> = Vec::new();
     // The jobs of each inbox file, by (inbox, relative path): its years.
     let mut years_of_file: HashMap<(String, Vec<u8>), BTreeSet<i32>> = HashMap::new();
-    // The newest job of each inbox file: an older one that stood down for
-    // it ("job N takes it") answers for nothing.
-    let mut newest: HashMap<(&str, &[u8]), u64> = HashMap::new();
-    for job in &jobs {
-        let id = newest.entry((&job.inbox, &job.rel_path)).or_insert(job.id);
-        *id = (*id).max(job.id);
-    }
-    for job in &jobs {
-        let superseded = newest
-            .get(&(job.inbox.as_str(), job.rel_path.as_slice()))
-            .is_some_and(|n| *n > job.id);
-        if superseded && job.state == JobState::Skipped {
-            continue;
-        }
-        let mut entry = Entry::new(
-            name_of(&job.rel_path),
-            Some(display(&job.inbox, &job.rel_path)),
-        );
-        entry.file = Some(job.source_path.clone());
-        let keeper = match job.state {
-            JobState::Done => assets.get(&job.id),
-            JobState::Duplicate => job.duplicate_of.and_then(|d| assets.get(&d)),
-            _ => None,
-        };
-        // Its own date first (a duplicate's is its own since 0.x; older
-        // ones fall back to the original's), then the original's, then
-        // the downloader's folders.
-        let own = job.capture_time.clone();
-        let time = own
-            .clone()
-            .or_else(|| keeper.and_then(|k| k.capture_time.clone()));
-        entry.item.capture_time = time.clone();
-        if let Some(time) = &own {
-            entry.years.extend(capture_years(time));
-        }
-        if let Some(kept) = keeper.and_then(|k| k.capture_time.as_deref()) {
-            entry.years.extend(capture_years(kept));
-        }
-        entry.years.extend(folder_years(&job.rel_path));
-        years_of_file
-            .entry((job.inbox.clone(), job.rel_path.clone()))
-            .or_default()
-            .extend(entry.years.iter().copied());
-        match keeper {
-            None => {
-                let why = job.last_error.clone().or(job.reason.clone());
-                entry.item.blockers.push(format!(
-                    "not in the library: its job ({}) is {}{}",
-                    job.id,
-                    job.state.as_str(),
-                    why.map(|e| format!(" ({e})")).unwrap_or_default()
-                ));
-            }
-            Some(kept) => {
-                entry.held = Some(kept.clone());
-                entry.item.held_at = Some(format!("{}:{}", kept.root.as_str(), kept.rel));
-                // Sidecars written for it (a duplicate's come with its
-                // original, which has its own entry if it is from iCloud).
-                for write in companions_of.get(&job.id).into_iter().flatten() {
-                    if let Ok(rel) = write.dest.strip_prefix(&config.library_root) {
-                        entry
-                            .sidecars
-                            .push((kept.root, rel.to_string_lossy().into_owned()));
-                    }
-                }
-                if let (Some(blake3), Some(base)) = (&job.blake3, root_of(kept.root)) {
-                    entry.removable = Some(Removable {
-                        path: job.source_path.clone(),
-                        size: job.size,
-                        mtime_ns: job.mtime_ns,
-                        inode: job.inode,
-                        blake3: blake3.clone(),
-                        kept: base.join(&kept.rel),
-                        kept_blake3: kept.blake3.clone(),
-                    });
-                }
-            }
-        }
-        if entry.years.is_empty() {
-            entry.item.blockers.push(
-                "no date: keepsake cannot tell its year, so it blocks every year (date it, e.g. with an XMP sidecar, and ingest again)"
-                    .into(),
-            );
-        }
-        entries.push(entry);
-    }
+    let mut entries = entries_of_jobs(
+        config,
+        &jobs,
+        &assets,
+        &companions_of,
+        &mut years_of_file,
+    );
 
     // 2. Every file in the iCloud inboxes now: a file no job took as it is
     // now (new, partial, ignored, settling) blocks the years it could be
@@ -748,6 +644,168 @@ pub fn plan_unwritten(
         &mut general,
     )?;
 
+    Ok(finish_plan(year, inboxes, basis, entries, general))
+}
+
+/// The general blockers known before any item, the counted offsite
+/// targets, and the basis a plan starts from: (general, counted, basis).
+fn plan_basis(
+    config: &Config,
+    inboxes: &[String],
+    options: &PlanOptions,
+) -> (Vec<String>, Vec<String>, Basis) {
+    let mut general = Vec::new();
+    if inboxes.is_empty() {
+        general.push(
+            "no iCloud inbox: name it in [archive] icloud_inboxes (or give an inbox a name with \"icloud\")"
+                .to_string(),
+        );
+    }
+    let (targets, counted) = target_basis(config, options.deep);
+    if counted.is_empty() {
+        general.push(
+            "no offsite target that is a real copy off this machine: a year is safe to delete only with a verified copy elsewhere ([offsite.NAME] of type s3, rclone, or a dir on another disk)"
+                .to_string(),
+        );
+    }
+    let basis = Basis {
+        items_from: "the files: the iCloud inboxes now, and every job they had".into(),
+        cannot_see: vec![
+            "items the downloader never fetched (give an inventory of iCloud's items with `--inventory FILE`)".into(),
+            UNMOUNTED.into(),
+        ],
+        targets,
+        target_ids: target_ids(config),
+        deep: options.deep,
+    };
+    (general, counted, basis)
+}
+
+/// An entry for every job of an iCloud inbox (a skipped job superseded by a
+/// newer one of its file aside), noting each file's years in `years_of_file`.
+fn entries_of_jobs(
+    config: &Config,
+    jobs: &[ledger::JobRecord],
+    assets: &HashMap<u64, Held>,
+    companions_of: &HashMap<u64, Vec<&ledger::DoneWrite>>,
+    years_of_file: &mut HashMap<(String, Vec<u8>), BTreeSet<i32>>,
+) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = Vec::new();
+    // The newest job of each inbox file: an older one that stood down for
+    // it ("job N takes it") answers for nothing.
+    let mut newest: HashMap<(&str, &[u8]), u64> = HashMap::new();
+    for job in jobs {
+        let id = newest.entry((&job.inbox, &job.rel_path)).or_insert(job.id);
+        *id = (*id).max(job.id);
+    }
+    for job in jobs {
+        let superseded = newest
+            .get(&(job.inbox.as_str(), job.rel_path.as_slice()))
+            .is_some_and(|n| *n > job.id);
+        if superseded && job.state == JobState::Skipped {
+            continue;
+        }
+        let keeper = match job.state {
+            JobState::Done => assets.get(&job.id),
+            JobState::Duplicate => job.duplicate_of.and_then(|d| assets.get(&d)),
+            _ => None,
+        };
+        let mut entry = dated_entry(job, keeper);
+        years_of_file
+            .entry((job.inbox.clone(), job.rel_path.clone()))
+            .or_default()
+            .extend(entry.years.iter().copied());
+        match keeper {
+            None => {
+                let why = job.last_error.clone().or(job.reason.clone());
+                entry.item.blockers.push(format!(
+                    "not in the library: its job ({}) is {}{}",
+                    job.id,
+                    job.state.as_str(),
+                    why.map(|e| format!(" ({e})")).unwrap_or_default()
+                ));
+            }
+            Some(kept) => held_entry(config, &mut entry, job, kept, companions_of),
+        }
+        if entry.years.is_empty() {
+            entry.item.blockers.push(
+                "no date: keepsake cannot tell its year, so it blocks every year (date it, e.g. with an XMP sidecar, and ingest again)"
+                    .into(),
+            );
+        }
+        entries.push(entry);
+    }
+    entries
+}
+
+/// A job's entry with its capture time and the years it could be of.
+fn dated_entry(job: &ledger::JobRecord, keeper: Option<&Held>) -> Entry {
+    let mut entry = Entry::new(
+        name_of(&job.rel_path),
+        Some(display(&job.inbox, &job.rel_path)),
+    );
+    entry.file = Some(job.source_path.clone());
+    // Its own date first (a duplicate's is its own since 0.x; older
+    // ones fall back to the original's), then the original's, then
+    // the downloader's folders.
+    let own = job.capture_time.clone();
+    let time = own
+        .clone()
+        .or_else(|| keeper.and_then(|k| k.capture_time.clone()));
+    entry.item.capture_time = time.clone();
+    if let Some(time) = &own {
+        entry.years.extend(capture_years(time));
+    }
+    if let Some(kept) = keeper.and_then(|k| k.capture_time.as_deref()) {
+        entry.years.extend(capture_years(kept));
+    }
+    entry.years.extend(folder_years(&job.rel_path));
+    entry
+}
+
+/// A job's entry whose bytes keepsake holds: where, its sidecars, and the
+/// iCloud download it may make removable.
+fn held_entry(
+    config: &Config,
+    entry: &mut Entry,
+    job: &ledger::JobRecord,
+    kept: &Held,
+    companions_of: &HashMap<u64, Vec<&ledger::DoneWrite>>,
+) {
+    let root_of = |root: Root| root.path(config).map(Path::to_path_buf);
+    entry.held = Some(kept.clone());
+    entry.item.held_at = Some(format!("{}:{}", kept.root.as_str(), kept.rel));
+    // Sidecars written for it (a duplicate's come with its
+    // original, which has its own entry if it is from iCloud).
+    for write in companions_of.get(&job.id).into_iter().flatten() {
+        if let Ok(rel) = write.dest.strip_prefix(&config.library_root) {
+            entry
+                .sidecars
+                .push((kept.root, rel.to_string_lossy().into_owned()));
+        }
+    }
+    if let (Some(blake3), Some(base)) = (&job.blake3, root_of(kept.root)) {
+        entry.removable = Some(Removable {
+            path: job.source_path.clone(),
+            size: job.size,
+            mtime_ns: job.mtime_ns,
+            inode: job.inode,
+            blake3: blake3.clone(),
+            kept: base.join(&kept.rel),
+            kept_blake3: kept.blake3.clone(),
+        });
+    }
+}
+
+/// The plan of the checked entries: its size-only copies, its items in
+/// order, its verdict, and the downloads it proved kept.
+fn finish_plan(
+    year: i32,
+    inboxes: Vec<String>,
+    basis: Basis,
+    entries: Vec<Entry>,
+    mut general: Vec<String>,
+) -> Plan {
     let mut size_only = Vec::new();
     for entry in &entries {
         for (target, state) in &entry.item.offsite {
@@ -784,7 +842,7 @@ pub fn plan_unwritten(
     }
     let safe = general.is_empty() && items.iter().all(|(i, _)| i.blockers.is_empty());
     let (items, removable): (Vec<PlanItem>, Vec<Option<Removable>>) = items.into_iter().unzip();
-    let plan = Plan {
+    Plan {
         year,
         made_at: jiff::Timestamp::now()
             .round(jiff::Unit::Second)
@@ -798,8 +856,7 @@ pub fn plan_unwritten(
         plan_file: None,
         safe_list: None,
         removable: removable.into_iter().flatten().collect(),
-    };
-    Ok(plan)
+    }
 }
 
 /// What the ledger says of the iCloud inboxes' files, for [`with_files_now`].
@@ -967,7 +1024,7 @@ fn with_kei(
     basis: &mut Basis,
     general: &mut Vec<String>,
 ) {
-    use super::kei::{rfc3339, years_of};
+    use super::kei::rfc3339;
     basis.items_from = match state.last_complete {
         Some((_, done)) => format!(
             "kei's state ({}): every iCloud asset kei has seen; its last complete sync ended {}",
@@ -1012,105 +1069,146 @@ fn with_kei(
             by_file.insert(file, i);
         }
     }
+    let check = KeiCheck {
+        year,
+        started,
+        by_file: &by_file,
+    };
     for (id, rows) in state.assets() {
-        let rows: Vec<_> = rows.into_iter().filter(|a| !a.deleted).collect();
-        let Some(first) = rows.first() else {
-            continue; // deleted in iCloud
+        with_kei_asset(&check, id, rows, entries);
+    }
+}
+
+/// What [`with_kei`] checks each of kei's assets against.
+struct KeiCheck<'a> {
+    year: i32,
+    /// When kei's last complete sync began (Unix seconds).
+    started: i64,
+    /// The index of the entry of each inbox file, by its path.
+    by_file: &'a super::kei::PathIndex<usize>,
+}
+
+/// One asset kei has seen (its rows, by iCloud's `id`): if it is of the
+/// year, its original and a Live Photo's video must each be an entry.
+fn with_kei_asset(
+    check: &KeiCheck<'_>,
+    id: &str,
+    rows: Vec<&super::kei::KeiItem>,
+    entries: &mut Vec<Entry>,
+) {
+    use super::kei::{rfc3339, years_of};
+    let rows: Vec<_> = rows.into_iter().filter(|a| !a.deleted).collect();
+    let Some(first) = rows.first() else {
+        return; // deleted in iCloud
+    };
+    let years = years_of(first.created_at);
+    if !years.contains(&check.year) {
+        return;
+    }
+    let original = rows.iter().copied().find(|a| super::kei::is_original(a));
+    let name = original.unwrap_or(first).filename.clone();
+    let sizes = || {
+        rows.iter()
+            .map(|a| a.version.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut missing = Vec::new();
+    if original.is_none() {
+        missing.push((
+            name.clone(),
+            format!(
+                "kei keeps only its {} size, not iCloud's original: set kei's size to original, run `kei sync`, then plan again",
+                sizes()
+            ),
+        ));
+    }
+    let live = rows
+        .iter()
+        .copied()
+        .find(|a| super::kei::is_live_original(a));
+    if live.is_none() && rows.iter().any(|a| super::kei::is_live(a)) {
+        missing.push((
+            format!("{name} (its Live Photo video)"),
+            format!(
+                "kei has not got the Live Photo's video at its original size (it keeps: {}): let kei download Live Photo videos at original size, run `kei sync`, then plan again",
+                sizes()
+            ),
+        ));
+    }
+    for (what, why) in missing {
+        let mut entry = Entry::new(what, None);
+        entry.item.icloud_id = Some(id.to_string());
+        entry.item.capture_time = Some(rfc3339(first.created_at));
+        entry.years = years.clone();
+        entry.item.blockers.push(why);
+        entries.push(entry);
+    }
+    for asset in original.into_iter().chain(live) {
+        let what = if super::kei::is_live_original(asset) {
+            format!("{} (its Live Photo video)", asset.filename)
+        } else {
+            name.clone()
         };
-        let years = years_of(first.created_at);
-        if !years.contains(&year) {
-            continue;
+        with_kei_version(check, id, asset, what, &years, entries);
+    }
+}
+
+/// One version kei has of an asset (its original, or a Live Photo's
+/// video): downloaded, seen since kei's last complete sync, and the file of
+/// an entry, which it then dates; otherwise an entry that blocks it.
+fn with_kei_version(
+    check: &KeiCheck<'_>,
+    id: &str,
+    asset: &super::kei::KeiItem,
+    what: String,
+    years: &BTreeSet<i32>,
+    entries: &mut Vec<Entry>,
+) {
+    use super::kei::rfc3339;
+    let mut problem = None;
+    if asset.status != "downloaded" {
+        problem = Some(format!(
+            "kei has it as {} in iCloud, not downloaded{}: run `kei sync` until it is",
+            asset.status,
+            asset
+                .last_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    } else if asset.last_seen_at < check.started {
+        problem = Some(format!(
+            "kei has not seen it in iCloud since its last complete sync began ({}): deleted there, or missed; run `kei sync` and plan again",
+            rfc3339(check.started)
+        ));
+    }
+    let found = asset
+        .local_path
+        .as_ref()
+        .and_then(|p| check.by_file.get(p).copied());
+    match (problem, found) {
+        (None, Some(i)) => {
+            let entry = &mut entries[i];
+            entry.years.extend(years.iter().copied());
+            entry.item.icloud_id = Some(id.to_string());
+            entry.item.icloud_name = asset.filename.clone();
         }
-        let original = rows.iter().copied().find(|a| super::kei::is_original(a));
-        let name = original.unwrap_or(first).filename.clone();
-        let sizes = || {
-            rows.iter()
-                .map(|a| a.version.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut missing = Vec::new();
-        if original.is_none() {
-            missing.push((
-                name.clone(),
-                format!(
-                    "kei keeps only its {} size, not iCloud's original: set kei's size to original, run `kei sync`, then plan again",
-                    sizes()
-                ),
-            ));
-        }
-        let live = rows
-            .iter()
-            .copied()
-            .find(|a| super::kei::is_live_original(a));
-        if live.is_none() && rows.iter().any(|a| super::kei::is_live(a)) {
-            missing.push((
-                format!("{name} (its Live Photo video)"),
-                format!(
-                    "kei has not got the Live Photo's video at its original size (it keeps: {}): let kei download Live Photo videos at original size, run `kei sync`, then plan again",
-                    sizes()
-                ),
-            ));
-        }
-        for (what, why) in missing {
+        (problem, _) => {
             let mut entry = Entry::new(what, None);
             entry.item.icloud_id = Some(id.to_string());
-            entry.item.capture_time = Some(rfc3339(first.created_at));
+            entry.item.capture_time = Some(rfc3339(asset.created_at));
             entry.years = years.clone();
-            entry.item.blockers.push(why);
-            entries.push(entry);
-        }
-        for asset in original.into_iter().chain(live) {
-            let what = if super::kei::is_live_original(asset) {
-                format!("{} (its Live Photo video)", asset.filename)
-            } else {
-                name.clone()
-            };
-            let mut problem = None;
-            if asset.status != "downloaded" {
-                problem = Some(format!(
-                    "kei has it as {} in iCloud, not downloaded{}: run `kei sync` until it is",
-                    asset.status,
+            entry.item.blockers.push(problem.unwrap_or_else(|| {
+                format!(
+                    "kei downloaded it to {}, but keepsake has no job for that file: is it inside an iCloud inbox? (`keepsake ingest`)",
                     asset
-                        .last_error
+                        .local_path
                         .as_deref()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default()
-                ));
-            } else if asset.last_seen_at < started {
-                problem = Some(format!(
-                    "kei has not seen it in iCloud since its last complete sync began ({}): deleted there, or missed; run `kei sync` and plan again",
-                    rfc3339(started)
-                ));
-            }
-            let found = asset
-                .local_path
-                .as_ref()
-                .and_then(|p| by_file.get(p).copied());
-            match (problem, found) {
-                (None, Some(i)) => {
-                    let entry = &mut entries[i];
-                    entry.years.extend(years.iter().copied());
-                    entry.item.icloud_id = Some(id.to_string());
-                    entry.item.icloud_name = asset.filename.clone();
-                }
-                (problem, _) => {
-                    let mut entry = Entry::new(what, None);
-                    entry.item.icloud_id = Some(id.to_string());
-                    entry.item.capture_time = Some(rfc3339(asset.created_at));
-                    entry.years = years.clone();
-                    entry.item.blockers.push(problem.unwrap_or_else(|| {
-                        format!(
-                            "kei downloaded it to {}, but keepsake has no job for that file: is it inside an iCloud inbox? (`keepsake ingest`)",
-                            asset
-                                .local_path
-                                .as_deref()
-                                .map_or("nowhere".into(), |p| p.display().to_string())
-                        )
-                    }));
-                    entries.push(entry);
-                }
-            }
+                        .map_or("nowhere".into(), |p| p.display().to_string())
+                )
+            }));
+            entries.push(entry);
         }
     }
 }
@@ -1201,8 +1299,37 @@ fn check_entries(
         sha1_md5: kinds(|k| matches!(k, TargetKind::Rclone { .. })),
     };
     // (root, rel) → (BLAKE3, digests) of the file now, or None: missing.
+    let now = hash_now(config, entries, want);
+    let digests: HashMap<String, crate::hashing::Digests> = now.values().cloned().collect();
+
+    // Every push of these files (any version of a sidecar).
+    let wanted: HashSet<&str> = now.keys().map(|(_, rel)| rel.as_str()).collect();
+    let rows: Vec<ledger::PushRow> = ledger
+        .read(|c| ledger::pushes_of(c, None, None))?
+        .into_iter()
+        .filter(|row| counted.contains(&row.target) && wanted.contains(row.file.as_str()))
+        .collect();
+    let offsite = offsite_states(config, ledger, &rows, deep, digests)?;
+    let mut down = HashSet::new();
+    for entry in entries.iter_mut() {
+        check_entry(entry, counted, &now, &offsite, &mut down);
+    }
+    for target in down {
+        general.push(format!(
+            "offsite target {target} could not be checked; try again when it is reachable"
+        ));
+    }
+    Ok(())
+}
+
+/// (root, rel) → (BLAKE3, digests) of each file now; a missing one is absent.
+type HashedNow = HashMap<(Root, String), (String, crate::hashing::Digests)>;
+
+/// Rehash every held file and sidecar of the entries (with the digests in
+/// `want`).
+fn hash_now(config: &Config, entries: &[Entry], want: crate::hashing::Want) -> HashedNow {
     let mut files: BTreeSet<(Root, String)> = BTreeSet::new();
-    for entry in entries.iter() {
+    for entry in entries {
         if let Some(held) = &entry.held {
             files.insert((held.root, held.rel.clone()));
         }
@@ -1213,20 +1340,30 @@ fn check_entries(
         let path = root.path(config)?.join(rel);
         crate::hashing::blake3_and_digests(&path, want)
     });
-    let now: HashMap<(Root, String), (String, crate::hashing::Digests)> = files
+    files
         .into_iter()
         .zip(hashed)
         .filter_map(|(k, h)| Some((k, h?)))
-        .collect();
-    let digests: HashMap<String, crate::hashing::Digests> = now.values().cloned().collect();
+        .collect()
+}
 
-    // Every push of these files (any version of a sidecar).
-    let wanted: HashSet<&str> = now.keys().map(|(_, rel)| rel.as_str()).collect();
-    let rows: Vec<ledger::PushRow> = ledger
-        .read(|c| ledger::pushes_of(c, None, None))?
-        .into_iter()
-        .filter(|row| counted.contains(&row.target) && wanted.contains(row.file.as_str()))
-        .collect();
+/// The best state of the pushes of each file on each counted target.
+struct OffsiteStates {
+    /// (target, file, BLAKE3) → the best state of any of its pushes.
+    by_version: HashMap<(String, String, String), String>,
+    /// (target, file) → the best state of any push of any version of it.
+    any_version: HashMap<(String, String), String>,
+}
+
+/// Check the done pushes among `rows` on their targets (by content where
+/// `digests` give the hash, or by download when `deep`), and rank them all.
+fn offsite_states(
+    config: &Config,
+    ledger: &Arc<Ledger>,
+    rows: &[ledger::PushRow],
+    deep: bool,
+    digests: HashMap<String, crate::hashing::Digests>,
+) -> Result<OffsiteStates, LedgerError> {
     let done: Vec<ledger::PushRow> = rows.iter().filter(|r| r.state == "done").cloned().collect();
     let depth = if deep {
         Depth::Download
@@ -1249,7 +1386,7 @@ fn check_entries(
     // (target, file) → the best state of any of its pushes.
     let mut offsite: HashMap<(String, String, String), String> = HashMap::new();
     let mut any_version: HashMap<(String, String), String> = HashMap::new();
-    for row in &rows {
+    for row in rows {
         let state = match row.state.as_str() {
             "done" => match checked.get(&row.id) {
                 Some(Ok(Found::Content)) => "verified".to_string(),
@@ -1274,74 +1411,94 @@ fn check_entries(
             any_version.insert(key, state);
         }
     }
-    let mut down = HashSet::new();
-    for entry in entries.iter_mut() {
-        let Some(held) = entry.held.clone() else {
+    Ok(OffsiteStates {
+        by_version: offsite,
+        any_version,
+    })
+}
+
+/// Check one entry's bytes and its copies on every counted target; a
+/// target that could not be checked goes into `down`.
+fn check_entry(
+    entry: &mut Entry,
+    counted: &[String],
+    now: &HashedNow,
+    offsite: &OffsiteStates,
+    down: &mut HashSet<String>,
+) {
+    let Some(held) = entry.held.clone() else {
+        return;
+    };
+    let here = now.get(&(held.root, held.rel.clone()));
+    entry.item.bytes_verified = here.is_some_and(|(b, _)| *b == held.blake3);
+    if !entry.item.bytes_verified {
+        entry.item.blockers.push(format!(
+            "{}:{} is missing or its bytes changed (run `keepsake verify`)",
+            held.root.as_str(),
+            held.rel
+        ));
+    }
+    for target in counted {
+        let state = offsite
+            .by_version
+            .get(&(target.clone(), held.rel.clone(), held.blake3.clone()))
+            .cloned()
+            .unwrap_or_else(|| {
+                "never pushed (add \"offsite\" to this inbox's pipeline, then `keepsake offsite push`)".into()
+            });
+        if !is_kept(&state) {
+            if state.starts_with("cannot check") {
+                down.insert(target.clone());
+            }
+            entry
+                .item
+                .blockers
+                .push(format!("offsite {target}: {state}"));
+        }
+        entry.item.offsite.insert(target.clone(), state);
+    }
+    check_sidecars(entry, counted, now, offsite);
+}
+
+/// Check that each of a held entry's sidecars is there and, as it is now,
+/// on every counted target.
+fn check_sidecars(
+    entry: &mut Entry,
+    counted: &[String],
+    now: &HashedNow,
+    offsite: &OffsiteStates,
+) {
+    for (root, rel) in entry.sidecars.clone() {
+        let at = format!("{}:{rel}", root.as_str());
+        let Some((current, _)) = now.get(&(root, rel.clone())) else {
+            entry.item.blockers.push(format!(
+                "its sidecar {at} is missing (run `keepsake verify`)"
+            ));
             continue;
         };
-        let here = now.get(&(held.root, held.rel.clone()));
-        entry.item.bytes_verified = here.is_some_and(|(b, _)| *b == held.blake3);
-        if !entry.item.bytes_verified {
-            entry.item.blockers.push(format!(
-                "{}:{} is missing or its bytes changed (run `keepsake verify`)",
-                held.root.as_str(),
-                held.rel
-            ));
-        }
+        // The sidecar as it is now must be the one offsite: an older
+        // version there lacks what changed since (or the library's
+        // copy is the one damaged).
         for target in counted {
-            let state = offsite
-                .get(&(target.clone(), held.rel.clone(), held.blake3.clone()))
-                .cloned()
-                .unwrap_or_else(|| {
-                    "never pushed (add \"offsite\" to this inbox's pipeline, then `keepsake offsite push`)".into()
-                });
+            let state = match (
+                offsite
+                    .by_version
+                    .get(&(target.clone(), rel.clone(), current.clone())),
+                offsite.any_version.get(&(target.clone(), rel.clone())),
+            ) {
+                (Some(state), _) => state.clone(),
+                (None, Some(_)) => "only another version of it is offsite, not its bytes now (changed since it was pushed, or damaged here: `keepsake verify`, then `keepsake offsite push`)".into(),
+                (None, None) => "never pushed".into(),
+            };
             if !is_kept(&state) {
-                if state.starts_with("cannot check") {
-                    down.insert(target.clone());
-                }
                 entry
                     .item
                     .blockers
-                    .push(format!("offsite {target}: {state}"));
+                    .push(format!("its sidecar {at} on offsite {target}: {state}"));
             }
-            entry.item.offsite.insert(target.clone(), state);
         }
-        for (root, rel) in entry.sidecars.clone() {
-            let at = format!("{}:{rel}", root.as_str());
-            let Some((current, _)) = now.get(&(root, rel.clone())) else {
-                entry.item.blockers.push(format!(
-                    "its sidecar {at} is missing (run `keepsake verify`)"
-                ));
-                continue;
-            };
-            // The sidecar as it is now must be the one offsite: an older
-            // version there lacks what changed since (or the library's
-            // copy is the one damaged).
-            for target in counted {
-                let state = match (
-                    offsite.get(&(target.clone(), rel.clone(), current.clone())),
-                    any_version.get(&(target.clone(), rel.clone())),
-                ) {
-                    (Some(state), _) => state.clone(),
-                    (None, Some(_)) => "only another version of it is offsite, not its bytes now (changed since it was pushed, or damaged here: `keepsake verify`, then `keepsake offsite push`)".into(),
-                    (None, None) => "never pushed".into(),
-                };
-                if !is_kept(&state) {
-                    entry
-                        .item
-                        .blockers
-                        .push(format!("its sidecar {at} on offsite {target}: {state}"));
-                }
-            }
-            entry.item.sidecars.push(at);
-        }
+        entry.item.sidecars.push(at);
     }
-    for target in down {
-        general.push(format!(
-            "offsite target {target} could not be checked; try again when it is reachable"
-        ));
-    }
-    Ok(())
 }
 
 /// Copies that keep an item: verified by content, or by size where the
