@@ -177,7 +177,13 @@ async fn serve(
         }
         if work.is_none() && (!ready.is_empty() || check_queue) {
             let batch = std::mem::take(&mut ready);
-            work = Some(start_cycle(&pipeline, &placed, &inboxes, batch, service.backoff));
+            work = Some(start_cycle(
+                &pipeline,
+                &placed,
+                &inboxes,
+                batch,
+                service.backoff,
+            ));
             check_queue = false;
             dirty = true;
         }
@@ -355,10 +361,7 @@ fn start_cycle(
 }
 
 /// Start a rescan of every inbox on a blocking thread.
-fn start_rescan(
-    pipeline: &Arc<Pipeline>,
-    inboxes: &Arc<Vec<WatchedInbox>>,
-) -> JoinHandle<Rescan> {
+fn start_rescan(pipeline: &Arc<Pipeline>, inboxes: &Arc<Vec<WatchedInbox>>) -> JoinHandle<Rescan> {
     let pipeline = Arc::clone(pipeline);
     let inboxes = Arc::clone(inboxes);
     tokio::task::spawn_blocking(move || rescan_all(&pipeline, &inboxes))

@@ -598,13 +598,7 @@ pub fn plan_unwritten(
     // 1. Every job of an iCloud inbox.
     // The jobs of each inbox file, by (inbox, relative path): its years.
     let mut years_of_file: HashMap<(String, Vec<u8>), BTreeSet<i32>> = HashMap::new();
-    let mut entries = entries_of_jobs(
-        config,
-        &jobs,
-        &assets,
-        &companions_of,
-        &mut years_of_file,
-    );
+    let mut entries = entries_of_jobs(config, &jobs, &assets, &companions_of, &mut years_of_file);
 
     // 2. Every file in the iCloud inboxes now: a file no job took as it is
     // now (new, partial, ignored, settling) blocks the years it could be
@@ -1462,12 +1456,7 @@ fn check_entry(
 
 /// Check that each of a held entry's sidecars is there and, as it is now,
 /// on every counted target.
-fn check_sidecars(
-    entry: &mut Entry,
-    counted: &[String],
-    now: &HashedNow,
-    offsite: &OffsiteStates,
-) {
+fn check_sidecars(entry: &mut Entry, counted: &[String], now: &HashedNow, offsite: &OffsiteStates) {
     for (root, rel) in entry.sidecars.clone() {
         let at = format!("{}:{rel}", root.as_str());
         let Some((current, _)) = now.get(&(root, rel.clone())) else {

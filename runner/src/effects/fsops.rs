@@ -363,7 +363,7 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// table holding the entry (`journal` or `moves`) and `<id>` its row id. In
 /// `dest`'s folder, so the final rename is atomic and never crosses a
 /// filesystem; a dotfile ending in `.tmp`, so the inbox walker and other
-/// tools ignore it; at most 32 bytes, so it always fits a name.
+/// tools ignore it; at most 42 bytes (`journal` and a 20-digit id), so it always fits a name.
 ///
 /// Older versions wrote `.keepsake-<id>.tmp` (effects) and
 /// `.keepsake-archive-<id>-<name>.tmp` (moves). Each entry stores its temp

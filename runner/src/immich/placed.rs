@@ -221,7 +221,9 @@ impl PlacedPhase {
             }
             return Ok(Called::Unreadable);
         };
-        let (result, stats) = pipeline.runtime().call(stage, &job, files, Arc::clone(&pass.shared));
+        let (result, stats) = pipeline
+            .runtime()
+            .call(stage, &job, files, Arc::clone(&pass.shared));
         pass.report.requests += stats.requests;
         match result {
             Ok(effects) => self.take_effects(pass, name, call_id, effects, stats.requests),
@@ -268,7 +270,8 @@ impl PlacedPhase {
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!(stage = name, job = job_id, "{message}");
-                pass.batch.push(Outcome::failed(call_id, message, stats.requests));
+                pass.batch
+                    .push(Outcome::failed(call_id, message, stats.requests));
                 pass.report.failed += 1;
             }
         }
@@ -368,10 +371,10 @@ impl Pass<'_> {
             send_only: true,
             full: false,
         };
-        let (result, stats) = self
-            .pipeline
-            .runtime()
-            .sweep(stage, request, Arc::clone(&self.shared));
+        let (result, stats) =
+            self.pipeline
+                .runtime()
+                .sweep(stage, request, Arc::clone(&self.shared));
         self.report.requests += stats.requests;
         if let Err(e) = result {
             tracing::warn!(stage = name, "sending what the stage batched: {e}");

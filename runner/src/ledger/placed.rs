@@ -98,7 +98,10 @@ pub fn record_placed_call(
             .query_row([call_id], |r| r.get(0))
             .optional()?;
         if let Some(from) = from {
-            let (from, to) = (super::CallState::from_sql(&from), super::CallState::from_sql(state));
+            let (from, to) = (
+                super::CallState::from_sql(&from),
+                super::CallState::from_sql(state),
+            );
             debug_assert!(
                 matches!((from, to), (Some(from), Some(to)) if to.may_follow(from)),
                 "placed call {call_id}: {from:?} -> {state:?} is no transition of a call"

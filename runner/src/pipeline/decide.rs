@@ -365,7 +365,9 @@ fn call_stage(
             .map(|c| (c.clone(), calls.source_dir.join(c)))
             .collect(),
     };
-    let (result, stats) = calls.runtime.call(stage, wit_job, files, Arc::clone(calls.services));
+    let (result, stats) = calls
+        .runtime
+        .call(stage, wit_job, files, Arc::clone(calls.services));
     let mut call = StepCall {
         stage: name.to_string(),
         effects_json: "[]".into(),
