@@ -16,6 +16,7 @@ pub(crate) mod immich;
 pub(crate) mod kei;
 pub mod ledger;
 mod library_jobs;
+pub use library_jobs::open_pipeline;
 pub(crate) mod media;
 pub mod offsite;
 pub(crate) mod par;

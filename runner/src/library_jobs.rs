@@ -7,23 +7,25 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::ledger::JobRecord;
+use crate::ledger::{JobRecord, Ledger};
 use crate::pipeline::{Pipeline, PipelineError, Verdicts};
 
 /// The rolling archive's verdicts (its dated plans in the state folder).
 pub(crate) struct ArchiveVerdicts {
     config: Config,
+    /// Where changes are counted, for plans made in any process.
+    ledger: Arc<Ledger>,
 }
 
 impl ArchiveVerdicts {
-    pub(crate) fn new(config: Config) -> ArchiveVerdicts {
-        ArchiveVerdicts { config }
+    pub(crate) fn new(config: Config, ledger: Arc<Ledger>) -> ArchiveVerdicts {
+        ArchiveVerdicts { config, ledger }
     }
 }
 
 impl Verdicts for ArchiveVerdicts {
     fn changed(&self) {
-        crate::archive::changed();
+        crate::archive::changed(&self.config, &self.ledger);
     }
 
     fn any(&self) -> bool {
@@ -32,7 +34,7 @@ impl Verdicts for ArchiveVerdicts {
     }
 
     fn years_of_job(&self, job: &JobRecord) -> Option<BTreeSet<i32>> {
-        crate::archive::years_of_job(job)
+        crate::archive::verdict_years(&self.ledger, job)
     }
 
     fn void(&self, years: Option<&BTreeSet<i32>>, why: &str) {
@@ -43,9 +45,9 @@ impl Verdicts for ArchiveVerdicts {
 /// Open the pipeline (lock, ledger, the journal's replay, stages), then
 /// finish or roll back the archive moves an unclean stop interrupted, and
 /// let the archive's verdicts hear of what it changes.
-pub(crate) fn open_pipeline(config: Config) -> Result<Pipeline, PipelineError> {
-    let verdicts = ArchiveVerdicts::new(config.clone());
+pub fn open_pipeline(config: Config) -> Result<Pipeline, PipelineError> {
     let mut pipeline = Pipeline::open(config)?;
+    let verdicts = ArchiveVerdicts::new(pipeline.config().clone(), pipeline.ledger_arc());
     let moves = crate::archive::recover(pipeline.config(), pipeline.ledger())?;
     if moves > 0 {
         tracing::info!(

@@ -555,21 +555,26 @@ fn sweep(config: &Config, pipeline: &Pipeline) {
         let mut tries = 0;
         let made = loop {
             tries += 1;
-            let seen = crate::archive::changes();
+            let seen = match crate::archive::changes(&ledger) {
+                Ok(seen) => seen,
+                Err(e) => break Err(e),
+            };
             if tries == 3 {
                 let turn = crate::archive::turn();
                 break crate::archive::plan_unwritten(config, &ledger, year, &Default::default())
-                    .map(|plan| (plan, turn));
+                    .map(|plan| (plan, turn, seen));
             }
             let made = crate::archive::plan_unwritten(config, &ledger, year, &Default::default());
             let turn = crate::archive::turn();
             match made {
-                Ok(plan) if crate::archive::changes() == seen => break Ok((plan, turn)),
+                Ok(plan) if crate::archive::changes(&ledger).is_ok_and(|now| now == seen) => {
+                    break Ok((plan, turn, seen));
+                }
                 Ok(_) => tracing::debug!(year, "archive sweep: the year changed while planned"),
                 Err(e) => break Err(e),
             }
         };
-        let (mut plan, _turn) = match made {
+        let (mut plan, _turn, seen) = match made {
             Ok(made) => made,
             Err(e) => {
                 tracing::error!("archive sweep, plan {year}: {e}");
@@ -578,6 +583,16 @@ fn sweep(config: &Config, pipeline: &Pipeline) {
         };
         if let Err(e) = crate::archive::record(config, &mut plan) {
             tracing::error!("archive sweep, plan {year}: {e}");
+            continue;
+        }
+        // Another process (`keepsake verify`) may have counted a change
+        // meanwhile: written first, then checked, as `archive plan` does.
+        if !crate::archive::changes(&ledger).is_ok_and(|now| now == seen) {
+            crate::archive::void(
+                config,
+                Some(&std::collections::BTreeSet::from([year])),
+                "the year changed while it was planned",
+            );
             continue;
         }
         tracing::info!("archive sweep: {}", plan.verdict());

@@ -179,7 +179,7 @@ fn a_file_deleted_between_discovery_and_processing_is_skipped_and_the_run_goes_o
     let sandbox = Sandbox::new();
     fake_jpeg(&sandbox.inbox().join("stays.jpg"), 1, 4000);
     fake_jpeg(&sandbox.inbox().join("goes.jpg"), 2, 4000);
-    let pipeline = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    let pipeline = keepsake::open_pipeline(sandbox.config()).unwrap();
     let discovery = pipeline.discover(&[]).unwrap();
     #[allow(clippy::disallowed_methods)]
     std::fs::remove_file(sandbox.inbox().join("goes.jpg")).unwrap();
@@ -199,7 +199,7 @@ fn a_file_rewritten_between_discovery_and_reading_is_not_taken_half_and_stays_in
     let sandbox = Sandbox::new();
     sandbox.write_config_with("[\"dedup\", \"exif\", \"library\"]", "move", "");
     fake_jpeg(&sandbox.inbox().join("rewritten.jpg"), 1, 40_000);
-    let pipeline = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    let pipeline = keepsake::open_pipeline(sandbox.config()).unwrap();
     let discovery = pipeline.discover(&[]).unwrap();
     // A sync tool rewrites the file in place after keepsake found it.
     fake_jpeg(&sandbox.inbox().join("rewritten.jpg"), 2, 50_000);

@@ -114,14 +114,14 @@ fn a_second_keepsake_on_the_same_ledger_is_refused() {
 #[test]
 fn compiled_components_are_cached_across_starts() {
     let sandbox = Sandbox::new();
-    let first = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    let first = keepsake::open_pipeline(sandbox.config()).unwrap();
     assert!(
         first
             .stages()
             .all(|s| s.cache == keepsake::host::CacheOutcome::Compiled)
     );
     drop(first);
-    let second = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    let second = keepsake::open_pipeline(sandbox.config()).unwrap();
     assert!(
         second
             .stages()
@@ -138,7 +138,7 @@ fn compiled_components_are_cached_across_starts() {
         bytes[last] ^= 0xFF;
         std::fs::write(entry.path(), bytes).unwrap();
     }
-    let third = keepsake::pipeline::Pipeline::open(sandbox.config()).unwrap();
+    let third = keepsake::open_pipeline(sandbox.config()).unwrap();
     assert!(
         third
             .stages()

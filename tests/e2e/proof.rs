@@ -457,6 +457,11 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
         "the phone inbox pushes nothing"
     );
 
+    // A verdict on 2022, made before iCloud brings the same bytes.
+    let (_, before) = proof.plan(2022, &[]);
+    assert!(item(&before, "IMG_0003.PNG").is_none(), "{before:#}");
+    assert!(proof.plan_file(2022).exists());
+
     // The same bytes arrive from iCloud, dated 2019 by icloudpd.
     let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
     std::fs::create_dir_all(again.parent().unwrap()).unwrap();
@@ -466,6 +471,14 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
     let jobs = proof.sandbox.jobs();
     let dup = job_named(&jobs, "2019/06/01/IMG_0003.PNG");
     assert_eq!(dup["state"], "duplicate", "{dup}");
+    // The plan dates a duplicate by its original too: 2022's verdict,
+    // which did not know it, is void.
+    assert!(
+        !proof.plan_file(2022).exists(),
+        "the duplicate is planned in its original's year, whose verdict stood"
+    );
+    let (_, after) = proof.plan(2022, &[]);
+    assert!(item(&after, "IMG_0003.PNG").is_some(), "{after:#}");
     assert!(
         dup["capture_time"]
             .as_str()
@@ -488,6 +501,51 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
     );
     // Without that copy, 2019 is not safe.
     std::fs::remove_file(proof.usb_copy(&original)).unwrap();
+    proof.assert_blocked(2019, "IMG_0003.PNG", &["offsite usb: missing"]);
+}
+
+#[test]
+fn an_icloud_duplicate_of_an_archived_original_is_pushed_for_the_icloud_targets() {
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let proof = Proof::new(
+        None,
+        &format!("root = {:?}\n", archive.display().to_string()),
+    );
+    // The phone's 2022 shot, from an inbox without offsite, is archived:
+    // its one copy is in the archive root.
+    let shot = phone_shot(&proof, "[stages.offsite]");
+    proof.ingest();
+    let (code, out) = proof
+        .sandbox
+        .run_text(&["archive", "run", "--year", "2022"]);
+    assert_eq!(code, 0, "{out}");
+    let archived: Vec<PathBuf> = hash_tree(&archive)
+        .into_keys()
+        .filter(|p| !p.to_string_lossy().contains(".keepsake"))
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(blake3_of(&archive.join(&archived[0])), blake3_of(&shot));
+
+    // The same bytes arrive from iCloud, dated 2019.
+    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
+    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
+    std::fs::copy(&shot, &again).unwrap();
+    set_mtime(&again, 1_559_390_400); // 2019-06-01
+    proof.ingest();
+    let jobs = proof.sandbox.jobs();
+    let dup = job_named(&jobs, "2019/06/01/IMG_0003.PNG");
+    assert_eq!(dup["state"], "duplicate", "{dup}");
+    // Pushed on its behalf, under the key the archived file has.
+    let pushed = proof.usb().join(&archived[0]);
+    assert_eq!(
+        blake3_of(&pushed),
+        blake3_of(&shot),
+        "the archived original is pushed for the iCloud pipeline's target"
+    );
+    proof.assert_safe(2019, &["IMG_0003.PNG"]);
+    std::fs::remove_file(&pushed).unwrap();
     proof.assert_blocked(2019, "IMG_0003.PNG", &["offsite usb: missing"]);
 }
 
@@ -742,6 +800,181 @@ fn a_verdict_carries_its_time_and_is_voided_by_any_change_to_its_year() {
         !proof.safe_list(2019).exists(),
         "its target's folder changed under the same name"
     );
+}
+
+#[test]
+fn a_photo_taken_by_another_process_while_the_year_is_planned_is_in_the_verdict_kept() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    // `archive plan` takes no lock: it pauses once its plan is made and
+    // before it is written, while another process (an ingest, as a running
+    // service's cycle would) takes a new 2019 photo.
+    let gate = proof.scratch.path().join("gate");
+    let planning = proof
+        .sandbox
+        .command(&["archive", "plan", "--year", "2019", "--json"])
+        .env("KEEPSAKE_PAUSE_AT", "archive-plan-made")
+        .env("KEEPSAKE_PAUSE_FILE", &gate)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the plan to pause", || {
+        proof.scratch.path().join("gate.reached").exists()
+    });
+    photo(
+        &proof.sandbox,
+        "2019/08/01/IMG_0007.JPG",
+        "2019:08:01 10:00:00",
+        &[],
+    );
+    proof.ingest();
+    std::fs::write(&gate, b"go").unwrap();
+    let out = planning.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let plan: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "no plan ({e}): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // The plan that paused read 2019 before the new photo: it is not the
+    // one kept. The plan kept knows the photo, and so does the list.
+    assert!(
+        item(&plan, "IMG_0007.JPG").is_some(),
+        "a verdict made before IMG_0007 was taken was kept: {plan:#}"
+    );
+    if proof.safe_list(2019).exists() {
+        let list = std::fs::read_to_string(proof.safe_list(2019)).unwrap();
+        assert!(list.contains("IMG_0007.JPG"), "{list}");
+    }
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(proof.plan_file(2019)).unwrap()).unwrap();
+    assert!(item(&kept, "IMG_0007.JPG").is_some(), "{kept:#}");
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0007.JPG"]);
+}
+
+#[test]
+fn an_unmounted_inbox_disk_blocks_the_year_instead_of_looking_empty() {
+    if !is_root() {
+        println!("skipped: needs root to mount a tmpfs as the iCloud inbox's disk");
+        return;
+    }
+    let proof = Proof::new(None, "");
+    let disk = match Mount::tmpfs(&proof.sandbox.inbox(), "16m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    two_of_2019(&proof);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    // A 2019 photo not taken yet is on that disk, which then goes away
+    // (unplugged, or not mounted after a reboot): the inbox is the empty
+    // mount point on the disk above.
+    photo(
+        &proof.sandbox,
+        "2019/07/01/IMG_0004.JPG",
+        "2019:07:01 10:00:00",
+        &[],
+    );
+    drop(disk);
+    assert!(
+        std::fs::read_dir(proof.sandbox.inbox())
+            .unwrap()
+            .next()
+            .is_none(),
+        "the mount point is empty"
+    );
+    let (code, plan) = proof.plan(2019, &[]);
+    assert_eq!(
+        code, 1,
+        "an unmounted inbox looked like one with nothing new: {plan:#}"
+    );
+    assert!(
+        plan["general"].to_string().contains("is that disk mounted"),
+        "{plan:#}"
+    );
+    assert!(!proof.safe_list(2019).exists());
+    // The iCloud copies are where they were: a plan of another inbox
+    // state never removes them, and the library still holds both.
+    for rel in ["2019/05/01/IMG_0001.JPG", "2019/05/01/IMG_0002.JPG"] {
+        assert!(proof.placed(rel).exists(), "{rel}");
+    }
+}
+
+#[test]
+fn a_download_rewritten_in_place_after_the_plan_stays_in_the_inbox() {
+    use std::os::unix::fs::FileExt;
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let proof = Proof::new(
+        None,
+        &format!(
+            "root = {:?}\nremove_icloud_copies = true\n",
+            archive.display().to_string()
+        ),
+    );
+    two_of_2019(&proof);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    let first = proof.sandbox.inbox().join("2019/05/01/IMG_0001.JPG");
+    let second = proof.sandbox.inbox().join("2019/05/01/IMG_0002.JPG");
+    let taken = blake3_of(&first);
+    // `archive run` moves 2019, plans it again and pauses before it
+    // removes the iCloud downloads its plan proved kept.
+    let gate = scratch.path().join("gate");
+    let running = proof
+        .sandbox
+        .command(&["archive", "run", "--year", "2019", "--json"])
+        .env("KEEPSAKE_PAUSE_AT", "icloud-copies-planned")
+        .env("KEEPSAKE_PAUSE_FILE", &gate)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the removal to pause", || {
+        scratch.path().join("gate.reached").exists()
+    });
+    // The downloader rewrites one download in place, as kei's XMP embedding
+    // does: the same inode, size and mtime, other bytes.
+    let before = std::fs::metadata(&first).unwrap();
+    let file = std::fs::File::options().write(true).open(&first).unwrap();
+    let middle = before.len() / 2;
+    let mut byte = [0u8; 1];
+    std::fs::File::open(&first)
+        .unwrap()
+        .read_exact_at(&mut byte, middle)
+        .unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], middle).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let rewritten = blake3_of(&first);
+    assert_ne!(rewritten, taken);
+    std::fs::write(&gate, b"go").unwrap();
+    let out = running.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The rewritten download stays, with its new bytes; the other, whose
+    // archived copy verifies, is removed; the archive holds what was taken.
+    assert_eq!(
+        blake3_of(&first),
+        rewritten,
+        "a download that changed after the plan was removed: {text}"
+    );
+    assert!(text.contains("stays"), "{text}");
+    assert!(!second.exists(), "the unchanged download goes: {text}");
+    let archived: Vec<String> = hash_tree(&archive)
+        .into_iter()
+        .filter(|(path, _)| path.to_string_lossy().ends_with("IMG_0001.JPG"))
+        .map(|(_, hash)| hash)
+        .collect();
+    assert_eq!(archived, [taken], "{text}");
 }
 
 #[test]

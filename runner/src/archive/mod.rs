@@ -11,7 +11,7 @@
 //!   intent → (rename | copy, sync, verify, rename) → placed → source
 //!   removed → done. `recover` finishes or rolls back what a crash left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -206,7 +206,7 @@ pub(crate) use crate::kei;
 mod plan;
 pub use plan::{
     Basis, JUNK, Plan, PlanItem, PlanOptions, capture_years, folder_years, plan, plan_unwritten,
-    record, void, void_stale, years_of_job,
+    record, verdict_years, void, void_stale, years_of_job,
 };
 
 pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -318,19 +318,28 @@ const BATCH: usize = 256;
 /// only on the plan it just made.
 pub static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Changes to what a plan reads (jobs applied, sidecars written), counted
-/// in this process: a plan made without the turn is written only if none
-/// came while it was made.
-static CHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Count a change (before its verdicts are voided, under the turn).
-pub fn changed() {
-    CHANGES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+/// Count a change to what a plan reads (jobs applied, sidecars written,
+/// files moved, a copy that failed its check), in the ledger, before the
+/// verdicts it touches are voided: a plan made meanwhile, by this process
+/// or another (`archive plan` beside a running service), sees the count
+/// move and keeps no verdict. Where the count cannot be written, every
+/// verdict goes instead.
+pub fn changed(config: &Config, ledger: &Ledger) {
+    if let Err(e) = ledger.write(|tx| ledger::count_verdict_change(tx)) {
+        tracing::error!("cannot count a change to the archive's verdicts ({e}): voiding them all");
+        void(config, None, "a change could not be counted");
+    }
 }
 
-/// How many changes this process has counted.
-pub fn changes() -> u64 {
-    CHANGES.load(std::sync::atomic::Ordering::SeqCst)
+/// How many changes the ledger has counted.
+pub fn changes(ledger: &Ledger) -> Result<u64, LedgerError> {
+    ledger.read(ledger::verdict_changes)
+}
+
+/// A change was counted, then the verdicts of `years` go.
+pub fn void_changed(config: &Config, ledger: &Ledger, years: Option<&BTreeSet<i32>>, why: &str) {
+    changed(config, ledger);
+    void(config, years, why);
 }
 
 /// Take the turn ([`MOVING`]); the archive commands and the sweep hold it.
@@ -350,9 +359,10 @@ pub fn run(
     let mut report = move_year(config, ledger, year, dry_run)?;
     if !dry_run && (report.moved > 0 || report.sidecars > 0 || !report.errors.is_empty()) {
         // The year's files are somewhere else now: its proof is made again.
-        void(
+        void_changed(
             config,
-            Some(&std::collections::BTreeSet::from([year])),
+            ledger,
+            Some(&BTreeSet::from([year])),
             "files of the year moved",
         );
     }
@@ -401,6 +411,7 @@ fn remove_icloud_copies(
         report.icloud_kept = Some(format!("the iCloud downloads stay: {}", plan.verdict()));
         return Ok(());
     }
+    crate::effects::pause_point("icloud-copies-planned");
     for copy in &plan.removable {
         match fsops::fingerprint(&copy.path) {
             Some((now_size, now_mtime, now_inode))

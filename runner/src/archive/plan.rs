@@ -415,7 +415,7 @@ fn backing_of(mountinfo: &str, path: &Path) -> Option<String> {
 }
 
 /// What no level of proof can see from the files alone.
-const UNMOUNTED: &str = "downloads on an inbox disk that is not mounted: an empty mount point looks like an inbox with nothing new (a missing inbox folder blocks)";
+const UNMOUNTED: &str = "downloads on an inbox disk that was never mounted when keepsake found files there (an inbox folder now on another device than its files were found on blocks, as does a missing one)";
 
 /// A candidate item while the plan is built.
 struct Entry {
@@ -544,10 +544,38 @@ pub fn plan(
     year: i32,
     options: &PlanOptions,
 ) -> Result<Plan, LedgerError> {
-    let mut plan = plan_unwritten(config, ledger, year, options)?;
-    record(config, &mut plan)?;
-    Ok(plan)
+    // Another process (a running service) may take photos of the year
+    // while it is planned: the plan is written, then kept only if no change
+    // was counted since it began. A change counted after this check voids
+    // it itself, as each change is counted before its verdicts are voided.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let seen = super::changes(ledger)?;
+        let mut plan = plan_unwritten(config, ledger, year, options)?;
+        crate::effects::pause_point("archive-plan-made");
+        record(config, &mut plan)?;
+        if super::changes(ledger)? == seen {
+            return Ok(plan);
+        }
+        void(
+            config,
+            Some(&BTreeSet::from([year])),
+            "the year changed while it was planned",
+        );
+        if tries == 3 {
+            plan.safe = false;
+            plan.safe_list = None;
+            plan.plan_file = None;
+            plan.general.push(CHANGING.into());
+            return Ok(plan);
+        }
+    }
 }
+
+/// Why a plan made three times, each time while the year changed, is not
+/// kept.
+const CHANGING: &str = "the year changed while it was planned, three times (a running service is taking its photos): plan again when it is idle";
 
 /// Write a plan made by [`plan_unwritten`]: its file and, when safe, its
 /// safe-to-delete list (replacing the year's old verdict).
@@ -578,11 +606,7 @@ pub fn plan_unwritten(
         );
     }
     let assets: HashMap<u64, Held> = held(ledger)?.into_iter().map(|h| (h.job_id, h)).collect();
-    let jobs: Vec<ledger::JobRecord> = ledger
-        .read(|c| ledger::jobs_in_state(c, None))?
-        .into_iter()
-        .filter(|j| inboxes.contains(&j.inbox))
-        .collect();
+    let jobs: Vec<ledger::JobRecord> = ledger.read(|c| ledger::jobs_of_inboxes(c, &inboxes))?;
     let companions: Vec<ledger::DoneWrite> =
         ledger.read(|c| ledger::done_writes(c, ledger::Action::Companion))?;
     let mut companions_of: HashMap<u64, Vec<&ledger::DoneWrite>> = HashMap::new();
@@ -603,10 +627,12 @@ pub fn plan_unwritten(
     // 2. Every file in the iCloud inboxes now: a file no job took as it is
     // now (new, partial, ignored, settling) blocks the years it could be
     // of; a sidecar no job kept whole blocks its photo's years.
+    let service_state = ledger.read(ledger::service_state)?;
     let now = InboxesNow {
         taken: &taken,
         kept_sidecars: &kept_sidecars,
         years_of_file: &years_of_file,
+        service_state: &service_state,
     };
     with_files_now(config, &inboxes, &now, &mut entries, &mut general);
 
@@ -861,6 +887,30 @@ struct InboxesNow<'a> {
     kept_sidecars: &'a HashSet<(PathBuf, String)>,
     /// The years of each job's file, by (inbox, relative path).
     years_of_file: &'a HashMap<(String, Vec<u8>), BTreeSet<i32>>,
+    /// What the ledger's `service_state` says (the inboxes' devices).
+    service_state: &'a BTreeMap<String, String>,
+}
+
+/// Why an inbox folder is not where its files were found: it is on another
+/// device than at the last scan that found files (an unmounted disk leaves
+/// its empty mount point, on the disk above).
+fn not_mounted(
+    inbox: &crate::config::Inbox,
+    service_state: &BTreeMap<String, String>,
+) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let was: u64 = service_state
+        .get(&ledger::inbox_device_key(&inbox.name))?
+        .parse()
+        .ok()?;
+    let now = std::fs::metadata(&inbox.path).ok()?.dev();
+    (now != was).then(|| {
+        format!(
+            "inbox {} ({}) is not on the disk its files were found on (device {now:#x}, was {was:#x}): is that disk mounted? Mount it and run `keepsake ingest` (a running service scans it too), then plan again",
+            inbox.name,
+            inbox.path.display()
+        )
+    })
 }
 
 /// Every file in the iCloud inboxes now that no job answers for becomes an
@@ -875,6 +925,9 @@ fn with_files_now(
     let (taken, kept_sidecars, years_of_file) = (now.taken, now.kept_sidecars, now.years_of_file);
     let mut unreadable = Vec::new();
     for inbox in config.inboxes.iter().filter(|i| inboxes.contains(&i.name)) {
+        if let Some(why) = not_mounted(inbox, now.service_state) {
+            general.push(why);
+        }
         for (rel, size, mtime_ns, inode, regular) in files_now(&inbox.path, &mut unreadable) {
             let name = rel.rsplit(|b| *b == b'/').next().unwrap_or(&rel).to_vec();
             let path = inbox.path.join(std::ffi::OsStr::from_bytes(&rel));
@@ -1646,6 +1699,31 @@ pub fn void_stale(config: &Config) {
     if !stale.is_empty() {
         void(config, Some(&stale), "the offsite targets changed");
     }
+}
+
+/// The years whose verdicts a change to `job` voids, as the plan counts
+/// them: its own ([`years_of_job`]), its keeper's for a duplicate (the plan
+/// dates a duplicate by its original too), and those of the other half of
+/// a Live Photo pair (planned in the union of both). None: every year (no
+/// date, or the ledger cannot say).
+pub fn verdict_years(ledger: &Ledger, job: &ledger::JobRecord) -> Option<BTreeSet<i32>> {
+    let mut years = years_of_job(job)?;
+    if let Some(keeper) = job.duplicate_of {
+        let keeper = ledger.read(|c| ledger::job(c, keeper)).ok()??;
+        years.extend(years_of_job(&keeper)?);
+    }
+    let pair = ledger
+        .read(|c| ledger::pair_of_job(c, job.duplicate_of.unwrap_or(job.id)))
+        .ok()?;
+    for (other, time) in pair {
+        if let Some(time) = time {
+            years.extend(capture_years(&time));
+        }
+        if let Ok(Some(other)) = ledger.read(|c| ledger::job(c, other)) {
+            years.extend(years_of_job(&other).unwrap_or_default());
+        }
+    }
+    Some(years)
 }
 
 /// The years of a job, for voiding: where its verdict may change.

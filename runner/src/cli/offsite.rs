@@ -99,8 +99,13 @@ fn verify(
     {
         bail!("no offsite target {name:?} in {}", config.origin);
     }
-    let verified =
-        runtime()?.block_on(crate::offsite::verify(ledger, config, target, deep, sample));
+    let verified = runtime()?.block_on(crate::offsite::verify(
+        ledger.clone(),
+        config,
+        target,
+        deep,
+        sample,
+    ));
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&verified)?)?;
@@ -108,7 +113,7 @@ fn verify(
         crate::report::print_verify(&mut out, &verified, deep)?;
     }
     if !(verified.missing.is_empty() && verified.damaged.is_empty()) {
-        crate::archive::void(config, None, "an offsite copy does not verify");
+        crate::archive::void_changed(config, &ledger, None, "an offsite copy does not verify");
     }
     Ok(Outcome::ok_if(
         verified.missing.is_empty() && verified.damaged.is_empty() && verified.errors.is_empty(),

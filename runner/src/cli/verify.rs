@@ -19,8 +19,9 @@ pub(super) fn verify(
     let result = crate::archive::verify(&config, &ledger, year, root)?;
     if !(result.missing.is_empty() && result.damaged.is_empty()) {
         let years = year.map(|y| std::collections::BTreeSet::from([y]));
-        crate::archive::void(
+        crate::archive::void_changed(
             &config,
+            &ledger,
             years.as_ref(),
             "a library or archive file does not verify",
         );

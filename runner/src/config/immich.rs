@@ -35,10 +35,10 @@ pub struct ImmichConfig {
     pub pull_minutes: u32,
 }
 
-impl ImmichConfig {
-    /// The API key, read now (a rotated key is picked up at the next start).
-    pub fn api_key(&self) -> Result<String, String> {
-        let key = match &self.key {
+impl KeySource {
+    /// The key, read now (a rotated key is picked up at the next start).
+    pub fn read(&self) -> Result<String, String> {
+        let key = match self {
             KeySource::File(path) => std::fs::read_to_string(path).map_err(|e| {
                 format!(
                     "cannot read the Immich API key from {}: {e}; create it (one line, the key from Immich → Account settings → API keys) or fix `[immich] api_key_file`",
@@ -56,6 +56,13 @@ impl ImmichConfig {
             return Err("the Immich API key is empty or not one line".into());
         }
         Ok(key)
+    }
+}
+
+impl ImmichConfig {
+    /// The API key, read now (a rotated key is picked up at the next start).
+    pub fn api_key(&self) -> Result<String, String> {
+        self.key.read()
     }
 }
 

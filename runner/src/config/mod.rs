@@ -147,6 +147,15 @@ pub enum StageSource {
     File(PathBuf),
 }
 
+/// A header the host adds to a stage's requests to one origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretHeader {
+    /// `scheme://host:port`, as in `http_origins`.
+    pub origin: String,
+    pub name: &'static str,
+    pub value: KeySource,
+}
+
 #[derive(Debug, Clone)]
 pub struct StageConfig {
     pub name: String,
@@ -157,6 +166,10 @@ pub struct StageConfig {
     pub kv_quota: crate::host::KvQuota,
     /// Origins it may reach over HTTP (`scheme://host:port`).
     pub http_origins: Vec<String>,
+    /// Headers the host adds to its requests to one origin, read when the
+    /// stage loads: the built-in `immich` stage's API key, which the stage
+    /// itself never sees. No config table sets these for a family plugin.
+    pub http_secrets: Vec<SecretHeader>,
     /// Options as text: strings as they are, other values as JSON.
     pub options: BTreeMap<String, String>,
 }
@@ -377,8 +390,35 @@ fn stage_config(
         memory_bytes: (memory_mib as usize) << 20,
         kv_quota,
         http_origins,
+        http_secrets: Vec::new(),
         options,
     })
+}
+
+impl StageConfig {
+    /// The origins the stage may reach and the headers the host adds, with
+    /// each secret read now.
+    pub fn http_grant(&self) -> Result<crate::host::HttpGrant, String> {
+        let mut headers = Vec::new();
+        for secret in &self.http_secrets {
+            let value = secret.value.read()?;
+            let value = http::HeaderValue::from_str(&value).map_err(|_| {
+                format!(
+                    "the secret for the `{}` header of stage `{}` holds characters a header cannot",
+                    secret.name, self.name
+                )
+            })?;
+            headers.push((
+                secret.origin.clone(),
+                http::HeaderName::from_static(secret.name),
+                value,
+            ));
+        }
+        Ok(crate::host::HttpGrant {
+            origins: self.http_origins.clone(),
+            headers,
+        })
+    }
 }
 
 /// The `[[inbox]]` tables validated, adding the built-in stages their
@@ -557,6 +597,12 @@ fn wire_immich_stage(
         if !stage.http_origins.contains(&immich.origin) {
             stage.http_origins.push(immich.origin.clone());
         }
+        // The key goes to the host's HTTP layer, for this origin only.
+        stage.http_secrets.push(SecretHeader {
+            origin: immich.origin.clone(),
+            name: "x-api-key",
+            value: immich.key.clone(),
+        });
     }
     Ok(())
 }
@@ -569,6 +615,7 @@ fn builtin_stage(name: &str) -> StageConfig {
         memory_bytes: (DEFAULT_MEMORY_MIB as usize) << 20,
         kv_quota: crate::host::KvQuota::default(),
         http_origins: Vec::new(),
+        http_secrets: Vec::new(),
         options: BTreeMap::new(),
     }
 }
@@ -740,6 +787,60 @@ mod tests {
             let error = with(bad).expect_err(bad).to_string();
             assert!(error.contains("archive.root"), "{bad}: {error}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_the_built_in_immich_stage_gets_the_api_key_and_only_for_its_server() {
+        let dir = std::env::temp_dir().join(format!("keepsake-grant-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch folder");
+        std::fs::write(dir.join("immich.key"), "the-key\n").expect("a key file");
+        let config = Config::parse(
+            "library = \"lib\"\n[[inbox]]\nname = \"phone\"\npath = \"inbox\"\npipeline = [\"dedup\", \"exif\", \"library\", \"immich\", \"notify\"]\n[immich]\nurl = \"http://immich.local:2283\"\napi_key_file = \"immich.key\"\n[stages.notify]\nwasm = \"notify.wasm\"\nhttp = [\"http://immich.local:2283\", \"https://ntfy.sh\"]\n",
+            "test",
+            &dir,
+        )
+        .expect("the config parses");
+        let immich = config.stages["immich"]
+            .http_grant()
+            .expect("the key is read");
+        assert_eq!(immich.origins, ["http://immich.local:2283"]);
+        assert_eq!(immich.headers.len(), 1);
+        let (origin, name, value) = &immich.headers[0];
+        assert_eq!(
+            (origin.as_str(), name.as_str(), value.to_str().ok()),
+            ("http://immich.local:2283", "x-api-key", Some("the-key"))
+        );
+        // A family plugin granted the same server is not handed the key.
+        let notify = config.stages["notify"]
+            .http_grant()
+            .expect("nothing to read");
+        assert_eq!(
+            notify.origins,
+            ["http://immich.local:2283", "https://ntfy.sh:443"]
+        );
+        assert!(notify.headers.is_empty(), "{:?}", notify.headers);
+        // Nor is a plugin that takes the name `immich`.
+        std::fs::write(dir.join("immich.wasm"), b"").expect("a file");
+        let config = Config::parse(
+            "library = \"lib\"\n[[inbox]]\nname = \"phone\"\npath = \"inbox\"\npipeline = [\"immich\"]\n[immich]\nurl = \"http://immich.local:2283\"\napi_key_file = \"immich.key\"\n[stages.immich]\nwasm = \"immich.wasm\"\nhttp = [\"http://immich.local:2283\"]\n",
+            "test",
+            &dir,
+        )
+        .expect("the config parses");
+        let grant = config.stages["immich"]
+            .http_grant()
+            .expect("nothing to read");
+        assert!(grant.headers.is_empty(), "{:?}", grant.headers);
+        // A key that is gone is an error naming the file, at load.
+        let config = Config::parse(
+            "library = \"lib\"\n[[inbox]]\nname = \"phone\"\npath = \"inbox\"\npipeline = [\"immich\"]\n[immich]\nurl = \"http://immich.local:2283\"\napi_key_file = \"gone.key\"\n",
+            "test",
+            &dir,
+        )
+        .expect("the config parses");
+        let error = config.stages["immich"].http_grant().expect_err("no key");
+        assert!(error.contains("gone.key"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

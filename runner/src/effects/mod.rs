@@ -47,6 +47,33 @@ pub fn fault_point(label: &str) {
     }
 }
 
+/// `KEEPSAKE_PAUSE_AT=label` with `KEEPSAKE_PAUSE_FILE=path`: the first time
+/// the process reaches the `label` point it creates `path.reached` and
+/// waits (two minutes at most) until `path` exists, so that a race test can
+/// make another process act at that instant. Without the variables, a
+/// lookup and nothing else.
+pub fn pause_point(label: &str) {
+    static PAUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var_os("KEEPSAKE_PAUSE_AT").is_none_or(|at| at != label)
+        || PAUSED.swap(true, Ordering::SeqCst)
+    {
+        return;
+    }
+    let Some(gate) = std::env::var_os("KEEPSAKE_PAUSE_FILE").map(std::path::PathBuf::from) else {
+        return;
+    };
+    let mut reached = gate.clone().into_os_string();
+    reached.push(".reached");
+    if let Err(e) = std::fs::write(&reached, label) {
+        eprintln!("keepsake: pause point {label}: {e}");
+        return;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !gate.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Set by a copy that found its disk full.
 static DISK_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -240,6 +240,19 @@ pub fn jobs_in_state(
     }
 }
 
+/// Every job of these inboxes, in id order.
+pub fn jobs_of_inboxes(conn: &Connection, inboxes: &[String]) -> rusqlite::Result<Vec<JobRecord>> {
+    if inboxes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; inboxes.len()].join(", ");
+    conn.prepare(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE inbox IN ({marks}) ORDER BY id"
+    ))?
+    .query_map(rusqlite::params_from_iter(inboxes), job_from_row)?
+    .collect()
+}
+
 pub fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<(JobState, u64)>> {
     let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
     let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
@@ -399,6 +412,33 @@ pub fn set_service_state(conn: &Connection, key: &str, value: &str) -> rusqlite:
     )?
     .execute(params![key, value])?;
     Ok(())
+}
+
+/// The `service_state` key of the device an inbox's files were last found on.
+pub fn inbox_device_key(inbox: &str) -> String {
+    format!("inbox_dev:{inbox}")
+}
+
+/// Count a change to what the archive's verdicts read (`verdict_changes`
+/// in `service_state`): a plan made meanwhile, in this process or in
+/// another, sees the count move and keeps no verdict.
+pub fn count_verdict_change(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO service_state (key, value) VALUES ('verdict_changes', '1') \
+         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// The changes counted by [`count_verdict_change`] so far.
+pub fn verdict_changes(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM service_state WHERE key = 'verdict_changes'")?
+        .query_row([], |r| r.get::<_, String>(0))
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Forget a key `status` shows; whether it was there.

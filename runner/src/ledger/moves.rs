@@ -48,6 +48,37 @@ pub fn held_assets(conn: &Connection) -> rusqlite::Result<Vec<HeldAsset>> {
     .collect()
 }
 
+/// The other assets whose library path shares a stem with one of job
+/// `job_id`'s (a Live Photo's still and its video, which the archive's plan
+/// puts in the union of their years): (their job, their capture time).
+pub fn pair_of_job(conn: &Connection, job_id: u64) -> rusqlite::Result<Vec<(u64, Option<String>)>> {
+    let paths: Vec<String> = conn
+        .prepare_cached("SELECT library_path FROM assets WHERE job_id = ?1")?
+        .query_map([job_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut others = Vec::new();
+    for path in paths {
+        let stem = match path.rfind('.') {
+            Some(dot) if dot > path.rfind('/').map_or(0, |s| s + 1) => &path[..dot],
+            _ => continue,
+        };
+        // `stem.` up to `stem/` ('/' follows '.'): every `stem.<ext>`.
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.job_id, COALESCE(a.capture_time, j.capture_time) FROM assets a \
+             JOIN jobs j ON j.id = a.job_id \
+             WHERE a.library_path >= ?1 AND a.library_path < ?2 AND a.job_id != ?3",
+        )?;
+        let found = stmt.query_map(
+            params![format!("{stem}."), format!("{stem}/"), job_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for other in found {
+            others.push(other?);
+        }
+    }
+    Ok(others)
+}
+
 /// Whether keepsake ever archived anything: an asset in the archive, or
 /// any move journaled.
 pub fn ever_archived(conn: &Connection) -> rusqlite::Result<bool> {

@@ -115,12 +115,16 @@ pub struct Pipeline {
     verdicts: Arc<dyn Verdicts>,
     /// kei's files, read again only when its database (or its WAL) changed.
     kei_cache: KeiCache,
+    /// The device each inbox's files were last found on, as recorded.
+    inbox_devices: std::sync::Mutex<HashMap<String, u64>>,
     _lock: StateLock,
 }
 
 impl Pipeline {
     /// Lock the state folder, open the ledger, replay the journal, load stages.
-    pub fn open(config: Config) -> Result<Pipeline, PipelineError> {
+    /// Only the core: `crate::open_pipeline` is the one way in from outside,
+    /// as it also finishes interrupted archive moves and sets the verdicts.
+    pub(crate) fn open(config: Config) -> Result<Pipeline, PipelineError> {
         let lock = StateLock::acquire(&config.state_dir)?;
         // Never overwrite: checked, not assumed, on each root it writes.
         for root in [&config.library_root, &config.state_dir] {
@@ -157,6 +161,7 @@ impl Pipeline {
             progress: None,
             verdicts: Arc::new(NoVerdicts),
             kei_cache: KeiCache::default(),
+            inbox_devices: Default::default(),
             _lock: lock,
         })
     }
@@ -299,6 +304,9 @@ impl Pipeline {
             let walk = discover::walk(&root, &plan.ignore);
             report.ignored += walk.ignored;
             report.errors.extend(walk.errors);
+            if !walk.files.is_empty() {
+                self.note_inbox_device(name, &plan.root)?;
+            }
             self.register(name, plan, walk.files, &mut report)?;
             inboxes.insert(name.clone(), plan.clone());
         }
@@ -312,6 +320,30 @@ impl Pipeline {
             report,
             started,
         })
+    }
+
+    /// Record the device an inbox's files are on (`inbox_dev:NAME`), once
+    /// per start and when it changes: the archive's plan compares it with the
+    /// folder's device now, as an unmounted disk leaves an empty mount point
+    /// that looks like an inbox with nothing new. Only an inbox where files
+    /// were found counts: an empty mount point never records its device.
+    fn note_inbox_device(&self, name: &str, root: &Path) -> Result<(), PipelineError> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(dev) = std::fs::metadata(root).map(|m| m.dev()) else {
+            return Ok(());
+        };
+        let mut known = self
+            .inbox_devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.get(name) == Some(&dev) {
+            return Ok(());
+        }
+        self.ledger.write(|tx| {
+            ledger::set_service_state(tx, &ledger::inbox_device_key(name), &dev.to_string())
+        })?;
+        known.insert(name.to_string(), dev);
+        Ok(())
     }
 
     /// Run every pending job (new ones and those queued again) through its
@@ -748,7 +780,7 @@ pub fn load_stages(
         let loads: Vec<_> = config
             .stages
             .iter()
-            .map(|(name, stage)| scope.spawn(move || load_stage(config, runtime, name, stage)))
+            .map(|(name, stage)| scope.spawn(move || load_stage(runtime, name, stage)))
             .collect();
         loads
             .into_iter()
@@ -767,7 +799,6 @@ pub fn load_stages(
 }
 
 fn load_stage(
-    config: &Config,
     runtime: &StageRuntime,
     name: &str,
     stage: &crate::config::StageConfig,
@@ -793,7 +824,7 @@ fn load_stage(
             }
         },
     };
-    let grant = http_grant(config, name, stage)?;
+    let grant = stage.http_grant().map_err(PipelineError::Setup)?;
     Ok(runtime.load(
         name,
         &origin,
@@ -806,34 +837,6 @@ fn load_stage(
             grant,
         },
     )?)
-}
-
-/// The origins a stage may reach, and for the built-in `immich` stage the
-/// API key the host adds to its requests.
-fn http_grant(
-    config: &Config,
-    name: &str,
-    stage: &crate::config::StageConfig,
-) -> Result<crate::host::HttpGrant, PipelineError> {
-    let mut grant = crate::host::HttpGrant {
-        origins: stage.http_origins.clone(),
-        headers: Vec::new(),
-    };
-    if name == "immich"
-        && matches!(stage.source, StageSource::Builtin)
-        && let Some(immich) = &config.immich
-    {
-        let key = immich.api_key().map_err(PipelineError::Setup)?;
-        let value = http::HeaderValue::from_str(&key).map_err(|_| {
-            PipelineError::Setup("the Immich API key holds characters a header cannot".into())
-        })?;
-        grant.headers.push((
-            immich.origin.clone(),
-            http::HeaderName::from_static("x-api-key"),
-            value,
-        ));
-    }
-    Ok(grant)
 }
 
 /// A lossy, display-friendly form of a raw relative path.
