@@ -26,6 +26,11 @@ struct Proof {
 
 impl Proof {
     fn new(target: Option<&str>, extra: &str) -> Proof {
+        Proof::with_pipeline(PIPELINE, target, extra)
+    }
+
+    /// The same, with another pipeline for the iCloud inbox.
+    fn with_pipeline(pipeline: &str, target: Option<&str>, extra: &str) -> Proof {
         let scratch = tempfile::tempdir().unwrap();
         let sandbox = Sandbox::new();
         let usb = scratch.path().join("usb");
@@ -37,7 +42,7 @@ impl Proof {
             )
         });
         sandbox.write_config_with(
-            PIPELINE,
+            pipeline,
             "copy",
             &format!(
                 "[stages.offsite]\ntargets = \"usb\"\n\n{target}\n[archive]\nicloud_inboxes = [\"inbox\"]\n{extra}"
@@ -283,6 +288,44 @@ fn a_photo_not_taken_yet_or_ignored_blocks_its_year() {
 }
 
 #[test]
+fn a_file_a_plugin_left_out_blocks_its_year() {
+    let proof = Proof::with_pipeline(
+        "[\"screens\", \"dedup\", \"exif\", \"library\", \"offsite\"]",
+        None,
+        &format!(
+            "\n[stages.screens]\nwasm = {:?}\nmode = \"skip\"\nonly = \"Screenshot\"\n",
+            guest("keepsake_test_hostile").display().to_string()
+        ),
+    );
+    two_of_2019(&proof);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    // A family plugin leaves screenshots out, before anything dated them:
+    // the file is in iCloud and nowhere else.
+    let shot = proof
+        .sandbox
+        .inbox()
+        .join("2019/06/01/Screenshot_20190601.PNG");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    std::fs::copy(corpus_media().join("exiftool_PNG.png"), &shot).unwrap();
+    proof.ingest();
+    let jobs = proof.sandbox.jobs();
+    let job = job_named(&jobs, "2019/06/01/Screenshot_20190601.PNG");
+    assert_eq!(job["state"], "skipped", "{job}");
+    assert!(
+        job["capture_time"].is_null(),
+        "skipped before dating: {job}"
+    );
+    proof.assert_blocked(
+        2019,
+        "Screenshot_20190601.PNG",
+        &["not in the library", "skipped", "hostile leaves out"],
+    );
+    // Another year stays as it was.
+    let (_, plan) = proof.plan(2018, &[]);
+    assert!(item(&plan, "Screenshot_20190601.PNG").is_none(), "{plan:#}");
+}
+
+#[test]
 fn a_manifest_target_is_no_copy_and_never_makes_a_year_safe() {
     let scratch = tempfile::tempdir().unwrap();
     let manifest = scratch.path().join("restic-files.txt");
@@ -342,26 +385,7 @@ fn a_manifest_target_is_no_copy_and_never_makes_a_year_safe() {
 #[test]
 fn a_live_photo_video_across_new_year_is_planned_with_its_still() {
     let proof = Proof::new(None, "");
-    // The still: 2019-12-31 23:59:59 at −05:00, which is 2020 in UTC.
-    photo(
-        &proof.sandbox,
-        "2019/12/31/IMG_0100.JPG",
-        "2019:12:31 23:59:59",
-        &["-OffsetTimeOriginal=-05:00"],
-    );
-    // Its video: only a QuickTime date, in UTC, one second later.
-    let video = proof.sandbox.inbox().join("2019/12/31/IMG_0100.MOV");
-    std::fs::copy(corpus_media().join("mde_with-gps.mov"), &video).unwrap();
-    exiftool(
-        &video,
-        &[
-            "-all=",
-            "-QuickTime:CreateDate=2020:01:01 05:00:00",
-            "-QuickTime:Title=IMG_0100",
-        ],
-        &[],
-    );
-    proof.ingest();
+    live_pair_across_new_year(&proof);
     let still = proof.placed("2019/12/31/IMG_0100.JPG");
     let clip = proof.placed("2019/12/31/IMG_0100.MOV");
     assert_eq!(
@@ -385,6 +409,60 @@ fn a_live_photo_video_across_new_year_is_planned_with_its_still() {
         "IMG_0100.MOV",
         &["bytes changed", "offsite usb: missing"],
     );
+}
+
+#[test]
+fn archive_run_moves_a_live_photo_pair_across_new_year_together() {
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let proof = Proof::new(
+        None,
+        &format!("root = {:?}\n", archive.display().to_string()),
+    );
+    live_pair_across_new_year(&proof);
+    let still = proof.placed("2019/12/31/IMG_0100.JPG");
+    let clip = proof.placed("2019/12/31/IMG_0100.MOV");
+    let (still_hash, clip_hash) = (blake3_of(&still), blake3_of(&clip));
+    // The still is of 2019, its video of 2020 (UTC): moving 2019 moves both.
+    let (code, out) = proof
+        .sandbox
+        .run_text(&["archive", "run", "--year", "2019"]);
+    assert_eq!(code, 0, "{out}");
+    for (placed, hash) in [(&still, &still_hash), (&clip, &clip_hash)] {
+        let rel = placed.strip_prefix(proof.sandbox.library()).unwrap();
+        assert!(
+            !placed.exists(),
+            "{} was left in the library: {out}",
+            rel.display()
+        );
+        assert_eq!(&blake3_of(&archive.join(rel)), hash, "{out}");
+    }
+}
+
+/// A Live Photo whose still is 2019 in local time and whose video has only
+/// a UTC date in 2020, in one icloudpd folder, taken.
+fn live_pair_across_new_year(proof: &Proof) {
+    // The still: 2019-12-31 23:59:59 at −05:00, which is 2020 in UTC.
+    photo(
+        &proof.sandbox,
+        "2019/12/31/IMG_0100.JPG",
+        "2019:12:31 23:59:59",
+        &["-OffsetTimeOriginal=-05:00"],
+    );
+    // Its video: only a QuickTime date, in UTC, one second later.
+    let video = proof.sandbox.inbox().join("2019/12/31/IMG_0100.MOV");
+    std::fs::copy(corpus_media().join("mde_with-gps.mov"), &video).unwrap();
+    exiftool(
+        &video,
+        &[
+            "-all=",
+            "-QuickTime:CreateDate=2020:01:01 05:00:00",
+            "-QuickTime:Title=IMG_0100",
+        ],
+        &[],
+    );
+    proof.ingest();
 }
 
 #[test]
@@ -654,6 +732,54 @@ fn a_flipped_byte_in_a_folder_copy_blocks_the_year_without_deep() {
     bytes[100] ^= 0x80;
     std::fs::write(&copy, &bytes).unwrap();
     proof.assert_blocked(2019, "IMG_0002.JPG", &["offsite usb", "content differs"]);
+}
+
+#[test]
+fn the_service_sweep_checks_content_too_and_moves_nothing_on_a_flipped_byte() {
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = scratch.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let proof = Proof::new(
+        None,
+        &format!(
+            "root = {:?}\nkeep_years = 2\nsweep_hours = 0.0005\nauto_run = true\nremove_icloud_copies = true\n",
+            archive.display().to_string()
+        ),
+    );
+    two_of_2019(&proof);
+    let copy = proof.usb_copy(&proof.placed("2019/05/01/IMG_0002.JPG"));
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[100] ^= 0x80;
+    std::fs::write(&copy, &bytes).unwrap();
+    let inbox_before = hash_tree(&proof.sandbox.inbox());
+    let library_before = hash_tree(&proof.sandbox.library().join("2019"));
+    let mut service = proof.sandbox.start();
+    service.wait_for(Duration::from_secs(60), "the sweep to plan 2019", || {
+        proof.plan_file(2019).exists()
+    });
+    let (status, _) = service.stop(Duration::from_secs(30));
+    let log = service.log_text();
+    assert!(status.success(), "{log}");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(proof.plan_file(2019)).unwrap()).unwrap();
+    assert_eq!(
+        plan["safe"], false,
+        "the sweep's plan passed a flipped byte: {plan:#}"
+    );
+    assert!(
+        item(&plan, "IMG_0002.JPG").unwrap()["blockers"]
+            .to_string()
+            .contains("content differs"),
+        "{plan:#}"
+    );
+    assert!(!proof.safe_list(2019).exists());
+    // Nothing moved, nothing removed: every byte where it was.
+    assert_eq!(hash_tree(&proof.sandbox.inbox()), inbox_before);
+    assert_eq!(
+        hash_tree(&proof.sandbox.library().join("2019")),
+        library_before
+    );
+    assert!(!archive.join("2019").exists(), "{log}");
 }
 
 #[test]

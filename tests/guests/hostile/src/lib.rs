@@ -17,7 +17,7 @@ impl Guest for Hostile {
             &[
                 (
                     "mode",
-                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | defer | duplicate-of | kv-flood | ok",
+                    "loop | memory | panic | escape | absolute | nul | huge-read | snoop | defer | duplicate-of | kv-flood | skip | ok",
                     Some("ok"),
                 ),
                 (
@@ -57,6 +57,11 @@ impl Guest for Hostile {
                 }
             }
             "panic" => panic!("hostile stage panics on {}", job.relative_path),
+            // A family plugin that leaves files out.
+            "skip" => Ok(vec![Effect::Skip(format!(
+                "hostile leaves out {}",
+                job.relative_path
+            ))]),
             "escape" => place(format!("../../escaped/{}", file_name(&job))),
             "absolute" => place(format!("/tmp/escaped-{}", file_name(&job))),
             "nul" => place(format!("bad\0name-{}", file_name(&job))),
