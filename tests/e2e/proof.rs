@@ -1301,8 +1301,9 @@ pub(crate) fn kei_db(
 pub(crate) const MAY_2019: i64 = 1_556_704_800; // 2019-05-01T10:00:00Z
 pub(crate) const SYNCED: i64 = 1_764_000_000; // 2025-11-24
 
-#[test]
-fn kei_state_makes_every_icloud_item_of_the_year_required() {
+/// Two 2019 photos taken from the iCloud inbox, with kei's state configured
+/// at `kei.db` (written by each test).
+fn kei_proof() -> (Proof, PathBuf) {
     let proof = Proof::new(None, "");
     two_of_2019(&proof);
     let kei = proof.scratch.path().join("kei.db");
@@ -1316,28 +1317,36 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
         ),
     )
     .unwrap();
-    let inbox = proof.sandbox.inbox();
-    let downloaded = |id, name: &'static str| KeiRow {
+    (proof, kei)
+}
+
+/// kei's row of an original it downloaded into the inbox's `2019/05/01/`.
+fn downloaded(proof: &Proof, id: &'static str, name: &'static str) -> KeiRow<'static> {
+    KeiRow {
         id,
         version: "original",
         media_type: "",
         filename: name,
         created_at: MAY_2019,
         status: "downloaded",
-        local_path: Some(inbox.join(format!("2019/05/01/{name}"))),
+        local_path: Some(proof.sandbox.inbox().join(format!("2019/05/01/{name}"))),
         last_seen_at: SYNCED + 10,
-    };
-    let complete = [(SYNCED, Some(SYNCED + 60), "complete")];
+    }
+}
 
-    // Every asset kei has seen is downloaded and taken: safe, with iCloud's ids.
+const COMPLETE: [(i64, Option<i64>, &str); 1] = [(SYNCED, Some(SYNCED + 60), "complete")];
+
+#[test]
+fn kei_state_with_every_asset_downloaded_and_taken_is_safe_and_names_icloud_ids() {
+    let (proof, kei) = kei_proof();
     kei_db(
         &kei,
         7,
         &[
-            downloaded("AX1", "IMG_0001.JPG"),
-            downloaded("AX2", "IMG_0002.JPG"),
+            downloaded(&proof, "AX1", "IMG_0001.JPG"),
+            downloaded(&proof, "AX2", "IMG_0002.JPG"),
         ],
-        &complete,
+        &COMPLETE,
     );
     let plan = proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
     assert!(
@@ -1359,7 +1368,7 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
     std::fs::remove_file(&kei).unwrap();
     let elsewhere = |id, name: &'static str| KeiRow {
         local_path: Some(PathBuf::from(format!("/data/icloud/2019/05/01/{name}"))),
-        ..downloaded(id, name)
+        ..downloaded(&proof, id, name)
     };
     kei_db(
         &kei,
@@ -1368,30 +1377,35 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
             elsewhere("AX1", "IMG_0001.JPG"),
             elsewhere("AX2", "IMG_0002.JPG"),
         ],
-        &complete,
+        &COMPLETE,
     );
     proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+}
 
-    // One kei failed to download: named, not safe.
-    std::fs::remove_file(&kei).unwrap();
-    let mut failed = downloaded("AX3", "IMG_0003.HEIC");
+#[test]
+fn kei_state_with_one_failed_download_is_not_safe_and_names_it() {
+    let (proof, kei) = kei_proof();
+    let mut failed = downloaded(&proof, "AX3", "IMG_0003.HEIC");
     failed.status = "failed";
     failed.local_path = None;
     kei_db(
         &kei,
         7,
         &[
-            downloaded("AX1", "IMG_0001.JPG"),
-            downloaded("AX2", "IMG_0002.JPG"),
+            downloaded(&proof, "AX1", "IMG_0001.JPG"),
+            downloaded(&proof, "AX2", "IMG_0002.JPG"),
             failed,
         ],
-        &complete,
+        &COMPLETE,
     );
     proof.assert_blocked(2019, "IMG_0003.HEIC", &["failed", "kei sync"]);
+}
 
-    // One seen but still pending (a Live Photo's video): named, not safe.
-    std::fs::remove_file(&kei).unwrap();
-    let mut pending = downloaded("AX1", "IMG_0001.MOV");
+#[test]
+fn kei_state_with_one_asset_seen_but_not_downloaded_is_not_safe() {
+    let (proof, kei) = kei_proof();
+    // A Live Photo's video kei has seen and not fetched yet.
+    let mut pending = downloaded(&proof, "AX1", "IMG_0001.MOV");
     pending.version = "live_original";
     pending.status = "pending";
     pending.local_path = None;
@@ -1399,65 +1413,76 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
         &kei,
         7,
         &[
-            downloaded("AX1", "IMG_0001.JPG"),
-            downloaded("AX2", "IMG_0002.JPG"),
+            downloaded(&proof, "AX1", "IMG_0001.JPG"),
+            downloaded(&proof, "AX2", "IMG_0002.JPG"),
             pending,
         ],
-        &complete,
+        &COMPLETE,
     );
     proof.assert_blocked(2019, "IMG_0001.MOV (its Live Photo video)", &["pending"]);
+}
 
+#[test]
+fn kei_state_with_only_a_smaller_size_or_no_live_video_is_not_safe() {
+    let (proof, kei) = kei_proof();
     // kei keeps only a medium-size copy of one asset: its original is not
-    // kept anywhere, so not safe.
-    std::fs::remove_file(&kei).unwrap();
-    let mut medium = downloaded("AX2", "IMG_0002.JPG");
+    // kept anywhere.
+    let mut medium = downloaded(&proof, "AX2", "IMG_0002.JPG");
     medium.version = "medium";
     kei_db(
         &kei,
         7,
-        &[downloaded("AX1", "IMG_0001.JPG"), medium],
-        &complete,
+        &[downloaded(&proof, "AX1", "IMG_0001.JPG"), medium],
+        &COMPLETE,
     );
     proof.assert_blocked(2019, "IMG_0002.JPG", &["only its medium size", "original"]);
 
     // A Live Photo whose video kei skipped (no `live_original` row at all):
-    // the still alone is not the photo, so not safe.
+    // the still alone is not the photo.
     std::fs::remove_file(&kei).unwrap();
-    let mut still = downloaded("AX1", "IMG_0001.JPG");
+    let mut still = downloaded(&proof, "AX1", "IMG_0001.JPG");
     still.media_type = "live_photo_image";
     kei_db(
         &kei,
         7,
-        &[still, downloaded("AX2", "IMG_0002.JPG")],
-        &complete,
+        &[still, downloaded(&proof, "AX2", "IMG_0002.JPG")],
+        &COMPLETE,
     );
     proof.assert_blocked(
         2019,
         "IMG_0001.JPG (its Live Photo video)",
         &["Live Photo's video at its original size"],
     );
+}
 
-    // Not seen since the last complete sync began: not safe.
-    std::fs::remove_file(&kei).unwrap();
-    let mut stale = downloaded("AX2", "IMG_0002.JPG");
+#[test]
+fn kei_state_with_an_asset_not_seen_since_the_last_complete_sync_is_not_safe() {
+    let (proof, kei) = kei_proof();
+    let mut stale = downloaded(&proof, "AX2", "IMG_0002.JPG");
     stale.last_seen_at = SYNCED - 86_400;
     kei_db(
         &kei,
         7,
-        &[downloaded("AX1", "IMG_0001.JPG"), stale],
-        &complete,
+        &[downloaded(&proof, "AX1", "IMG_0001.JPG"), stale],
+        &COMPLETE,
     );
     proof.assert_blocked(2019, "IMG_0002.JPG", &["not seen"]);
+}
 
-    // The last sync did not complete: not safe, whatever the assets say.
-    std::fs::remove_file(&kei).unwrap();
+#[test]
+fn kei_state_whose_last_sync_did_not_complete_is_not_safe() {
+    let (proof, kei) = kei_proof();
+    let both = || {
+        [
+            downloaded(&proof, "AX1", "IMG_0001.JPG"),
+            downloaded(&proof, "AX2", "IMG_0002.JPG"),
+        ]
+    };
+    // The last run was interrupted, whatever the assets say.
     kei_db(
         &kei,
         7,
-        &[
-            downloaded("AX1", "IMG_0001.JPG"),
-            downloaded("AX2", "IMG_0002.JPG"),
-        ],
+        &both(),
         &[
             (SYNCED, Some(SYNCED + 60), "complete"),
             (SYNCED + 3600, None, "interrupted"),
@@ -1473,15 +1498,7 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
     // kei's full listing of the library began and never finished (its
     // marker is still there), though the last run row says complete.
     std::fs::remove_file(&kei).unwrap();
-    kei_db(
-        &kei,
-        7,
-        &[
-            downloaded("AX1", "IMG_0001.JPG"),
-            downloaded("AX2", "IMG_0002.JPG"),
-        ],
-        &complete,
-    );
+    kei_db(&kei, 7, &both(), &COMPLETE);
     rusqlite::Connection::open(&kei)
         .unwrap()
         .execute(
@@ -1495,10 +1512,21 @@ fn kei_state_makes_every_icloud_item_of_the_year_required() {
         plan["general"].to_string().contains("PrimarySync"),
         "{plan:#}"
     );
-
-    // A schema keepsake does not know is refused, by name.
+    // The same state with a finished listing is safe.
     std::fs::remove_file(&kei).unwrap();
-    kei_db(&kei, 8, &[downloaded("AX1", "IMG_0001.JPG")], &complete);
+    kei_db(&kei, 7, &both(), &COMPLETE);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+}
+
+#[test]
+fn kei_state_of_an_unknown_schema_version_is_refused_by_name() {
+    let (proof, kei) = kei_proof();
+    kei_db(
+        &kei,
+        8,
+        &[downloaded(&proof, "AX1", "IMG_0001.JPG")],
+        &COMPLETE,
+    );
     let (code, plan) = proof.plan(2019, &[]);
     assert_eq!(code, 1, "{plan:#}");
     let general = plan["general"].to_string();
