@@ -25,21 +25,23 @@ pub fn is_live(item: &KeiItem) -> bool {
 }
 
 impl KeiState {
-    /// The rows of each asset, grouped by iCloud's id, in kei's order.
+    /// The rows of each asset, grouped by library zone and iCloud's id
+    /// (the same id in two zones is two assets), in kei's order.
     pub fn assets(&self) -> Vec<(&str, Vec<&KeiItem>)> {
-        let mut order: Vec<&str> = Vec::new();
-        let mut rows: HashMap<&str, Vec<&KeiItem>> = HashMap::new();
+        let mut order: Vec<(&str, &str)> = Vec::new();
+        let mut rows: HashMap<(&str, &str), Vec<&KeiItem>> = HashMap::new();
         for item in &self.items {
-            rows.entry(&item.id)
+            let key = (item.library.as_str(), item.id.as_str());
+            rows.entry(key)
                 .or_insert_with(|| {
-                    order.push(&item.id);
+                    order.push(key);
                     Vec::new()
                 })
                 .push(item);
         }
         order
             .into_iter()
-            .map(|id| (id, rows.remove(id).unwrap_or_default()))
+            .map(|key| (key.1, rows.remove(&key).unwrap_or_default()))
             .collect()
     }
 }

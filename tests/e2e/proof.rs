@@ -51,6 +51,12 @@ impl Proof {
         Proof { scratch, sandbox }
     }
 
+    /// Rewrite the config text.
+    fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let config = std::fs::read_to_string(self.sandbox.config_path()).unwrap();
+        std::fs::write(self.sandbox.config_path(), edit(config)).unwrap();
+    }
+
     fn usb(&self) -> PathBuf {
         self.scratch.path().join("usb")
     }
@@ -258,16 +264,13 @@ fn a_photo_not_taken_yet_or_ignored_blocks_its_year() {
     );
 
     // A photo the inbox's globs ignore is never taken, so it blocks.
-    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
-    std::fs::write(
-        proof.sandbox.config_path(),
+    proof.edit_config(|config| {
         config.replacen(
             "mode = \"copy\"",
             "mode = \"copy\"\nignore = [\"*.png\"]",
             1,
-        ),
-    )
-    .unwrap();
+        )
+    });
     let png = proof.sandbox.inbox().join("2019/06/02/IMG_0005.png");
     std::fs::create_dir_all(png.parent().unwrap()).unwrap();
     std::fs::copy(corpus_media().join("exiftool_PNG.png"), &png).unwrap();
@@ -334,12 +337,7 @@ fn a_manifest_target_is_no_copy_and_never_makes_a_year_safe() {
         manifest.display().to_string()
     );
     let only = Proof::new(Some(&restic), "");
-    let config = std::fs::read_to_string(only.sandbox.config_path()).unwrap();
-    std::fs::write(
-        only.sandbox.config_path(),
-        config.replace("targets = \"usb\"", "targets = \"restic\""),
-    )
-    .unwrap();
+    only.edit_config(|config| config.replace("targets = \"usb\"", "targets = \"restic\""));
     two_of_2019(&only);
     assert!(
         std::fs::read_to_string(&manifest)
@@ -369,12 +367,7 @@ fn a_manifest_target_is_no_copy_and_never_makes_a_year_safe() {
         None,
         &restic.replace("[offsite.restic]", "\n[offsite.restic]"),
     );
-    let config = std::fs::read_to_string(both.sandbox.config_path()).unwrap();
-    std::fs::write(
-        both.sandbox.config_path(),
-        config.replace("targets = \"usb\"", "targets = \"usb,restic\""),
-    )
-    .unwrap();
+    both.edit_config(|config| config.replace("targets = \"usb\"", "targets = \"usb,restic\""));
     two_of_2019(&both);
     let plan = both.assert_safe(2019, &["IMG_0001.JPG"]);
     let offsite = &item(&plan, "IMG_0001.JPG").unwrap()["offsite"];
@@ -500,18 +493,10 @@ fn an_undated_png_in_a_december_folder_is_planned_in_that_year() {
 fn phone_shot(proof: &Proof, before: &str) -> PathBuf {
     let phone = proof.sandbox.path().join("phone");
     std::fs::create_dir_all(&phone).unwrap();
-    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
-    std::fs::write(
-        proof.sandbox.config_path(),
-        config.replacen(
-            before,
-            &format!(
-                "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n{before}"
-            ),
-            1,
-        ),
-    )
-    .unwrap();
+    let phone_inbox = format!(
+        "[[inbox]]\nname = \"phone\"\npath = \"phone\"\nmode = \"copy\"\npipeline = [\"dedup\", \"exif\", \"library\"]\n\n{before}"
+    );
+    proof.edit_config(|config| config.replacen(before, &phone_inbox, 1));
     let shot = phone.join("shot.png");
     std::fs::copy(corpus_media().join("exiftool_PNG.png"), &shot).unwrap();
     exiftool(&shot, &["-all="], &[]);
@@ -1239,8 +1224,17 @@ pub(crate) fn kei_db(
     runs: &[(i64, Option<i64>, &str)],
 ) {
     let conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE assets (
+    // Version 8 puts the library zone first in each asset's key.
+    let (zone, key) = if version >= 8 {
+        (
+            "library TEXT NOT NULL DEFAULT 'PrimarySync', ",
+            "library, id, version_size",
+        )
+    } else {
+        ("", "id, version_size")
+    };
+    conn.execute_batch(&format!(
+        "CREATE TABLE assets ({zone}
             id TEXT NOT NULL, version_size TEXT NOT NULL, checksum TEXT NOT NULL,
             filename TEXT NOT NULL, created_at INTEGER NOT NULL, added_at INTEGER,
             size_bytes INTEGER NOT NULL, media_type TEXT NOT NULL,
@@ -1249,7 +1243,7 @@ pub(crate) fn kei_db(
             local_checksum TEXT, download_checksum TEXT,
             source TEXT NOT NULL DEFAULT 'icloud', is_favorite INTEGER NOT NULL DEFAULT 0,
             is_deleted INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (id, version_size));
+            PRIMARY KEY ({key}));
          CREATE TABLE sync_runs (
             id INTEGER PRIMARY KEY AUTOINCREMENT, started_at INTEGER NOT NULL,
             completed_at INTEGER, assets_seen INTEGER DEFAULT 0, assets_downloaded INTEGER DEFAULT 0,
@@ -1259,8 +1253,8 @@ pub(crate) fn kei_db(
          CREATE TABLE asset_albums (asset_id TEXT NOT NULL, album_name TEXT NOT NULL,
             source TEXT NOT NULL, PRIMARY KEY (asset_id, album_name, source));
          CREATE TABLE asset_people (asset_id TEXT NOT NULL, person_name TEXT NOT NULL,
-            PRIMARY KEY (asset_id, person_name));",
-    )
+            PRIMARY KEY (asset_id, person_name));"
+    ))
     .unwrap();
     conn.pragma_update(None, "user_version", version).unwrap();
     for row in rows {
@@ -1307,16 +1301,13 @@ fn kei_proof() -> (Proof, PathBuf) {
     let proof = Proof::new(None, "");
     two_of_2019(&proof);
     let kei = proof.scratch.path().join("kei.db");
-    let config = std::fs::read_to_string(proof.sandbox.config_path()).unwrap();
-    std::fs::write(
-        proof.sandbox.config_path(),
+    proof.edit_config(|config| {
         config.replacen(
             "[archive]\n",
             &format!("[archive]\nkei_state = {:?}\n", kei.display().to_string()),
             1,
-        ),
-    )
-    .unwrap();
+        )
+    });
     (proof, kei)
 }
 
@@ -1523,7 +1514,7 @@ fn kei_state_of_an_unknown_schema_version_is_refused_by_name() {
     let (proof, kei) = kei_proof();
     kei_db(
         &kei,
-        8,
+        9,
         &[downloaded(&proof, "AX1", "IMG_0001.JPG")],
         &COMPLETE,
     );
@@ -1531,9 +1522,51 @@ fn kei_state_of_an_unknown_schema_version_is_refused_by_name() {
     assert_eq!(code, 1, "{plan:#}");
     let general = plan["general"].to_string();
     assert!(
-        general.contains("schema version 8") && general.contains("only version 7"),
+        general.contains("schema version 9") && general.contains("only version 7"),
         "{plan:#}"
     );
+    // A known version without a column keepsake reads is refused too.
+    std::fs::remove_file(&kei).unwrap();
+    kei_db(
+        &kei,
+        7,
+        &[downloaded(&proof, "AX1", "IMG_0001.JPG")],
+        &COMPLETE,
+    );
+    rusqlite::Connection::open(&kei)
+        .unwrap()
+        .execute_batch("ALTER TABLE assets DROP COLUMN is_deleted")
+        .unwrap();
+    let (code, plan) = proof.plan(2019, &[]);
+    assert_eq!(code, 1, "{plan:#}");
+    assert!(
+        plan["general"].to_string().contains("assets.is_deleted"),
+        "{plan:#}"
+    );
+}
+
+#[test]
+fn kei_state_of_version_8_counts_each_library_zone_on_its_own() {
+    let (proof, kei) = kei_proof();
+    let both = [
+        downloaded(&proof, "AX1", "IMG_0001.JPG"),
+        downloaded(&proof, "AX2", "IMG_0002.JPG"),
+    ];
+    kei_db(&kei, 8, &both, &COMPLETE);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    // The same iCloud id in a shared library, seen and not downloaded: it
+    // is another asset, which the user's own downloaded copy does not
+    // answer for.
+    rusqlite::Connection::open(&kei)
+        .unwrap()
+        .execute(
+            "INSERT INTO assets (library, id, version_size, checksum, filename, created_at, \
+             size_bytes, media_type, status, last_seen_at) VALUES ('SharedSync-1', 'AX1', \
+             'original', 'AQID', 'IMG_0009.JPG', ?1, 1000, 'photo', 'pending', ?2)",
+            [MAY_2019, SYNCED + 10],
+        )
+        .unwrap();
+    proof.assert_blocked(2019, "IMG_0009.JPG", &["pending"]);
 }
 
 #[test]

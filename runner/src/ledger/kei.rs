@@ -5,8 +5,10 @@
 //! `medium`, `adjusted`…, and a Live Photo's `live_original` video under the
 //! same id), its status
 //! (`pending`, `downloaded`, `failed`), its creation time and where it was
-//! written; and one row per sync run. keepsake knows schema version 7
-//! (`PRAGMA user_version`) and refuses any other, since a column that means
+//! written; and one row per sync run. keepsake knows schema versions 7
+//! (kei 0.10 to 0.12) and 8 (which adds the library zone, `library`, to each
+//! asset's key) by `PRAGMA user_version`, checks that every column it reads
+//! is there, and refuses any other version, since a column that means
 //! something else would make the proof wrong. What keepsake makes of it
 //! lives in `crate::kei`.
 
@@ -15,12 +17,38 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-/// The schema version of kei's state database keepsake reads.
-pub const KNOWN_VERSION: i64 = 7;
+/// The schema versions of kei's state database keepsake reads.
+pub const KNOWN_VERSIONS: [i64; 2] = [7, 8];
+
+/// The columns keepsake reads, by table (version 8 adds `assets.library`).
+const NEEDED: [(&str, &[&str]); 4] = [
+    (
+        "assets",
+        &[
+            "id",
+            "version_size",
+            "filename",
+            "created_at",
+            "status",
+            "local_path",
+            "last_seen_at",
+            "last_error",
+            "is_deleted",
+            "is_favorite",
+            "media_type",
+        ],
+    ),
+    ("sync_runs", &["id", "started_at", "completed_at", "status"]),
+    ("metadata", &["key", "value"]),
+    ("asset_albums", &["asset_id", "album_name"]),
+];
 
 /// One version of an iCloud asset kei must download.
 #[derive(Debug, Clone)]
 pub struct KeiItem {
+    /// The library zone (`PrimarySync`, or a shared library's): one iCloud
+    /// id may be in several.
+    pub library: String,
     /// iCloud's id of the asset (a Live Photo's still and video share it).
     pub id: String,
     pub version: String,
@@ -73,21 +101,44 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| fail(e.to_string()))?;
-    if version != KNOWN_VERSION {
+    if !KNOWN_VERSIONS.contains(&version) {
         return Err(fail(format!(
-            "schema version {version}, and this keepsake knows only version {KNOWN_VERSION}: a column that means something else would make the proof wrong. Use a kei and a keepsake of the same time, or give `--inventory FILE` instead"
+            "schema version {version}, and this keepsake knows only version 7 (kei 0.10 to 0.12) and version 8: a column that means something else would make the proof wrong. Use a kei and a keepsake of the same time, or give `--inventory FILE` instead"
         )));
     }
+    for (table, columns) in NEEDED {
+        let have = columns_of(&conn, table).map_err(|e| fail(e.to_string()))?;
+        let extra: &[&str] = if table == "assets" && version >= 8 {
+            &["library"]
+        } else {
+            &[]
+        };
+        if let Some(missing) = columns
+            .iter()
+            .chain(extra)
+            .find(|c| !have.iter().any(|h| h == *c))
+        {
+            return Err(fail(format!(
+                "schema version {version} without `{table}.{missing}`, which keepsake reads: not the kei schema it knows. Give `--inventory FILE` instead"
+            )));
+        }
+    }
+    let zone = if version >= 8 {
+        "library"
+    } else {
+        "'PrimarySync'"
+    };
     let query = |conn: &Connection| -> rusqlite::Result<KeiState> {
         let mut state = KeiState::default();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare(&format!(
             "SELECT id, version_size, filename, created_at, status, local_path, last_seen_at, \
-             last_error, is_deleted, is_favorite, media_type FROM assets \
-             ORDER BY created_at, id, version_size",
-        )?;
+             last_error, is_deleted, is_favorite, media_type, {zone} FROM assets \
+             ORDER BY created_at, {zone}, id, version_size"
+        ))?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 KeiItem {
+                    library: r.get(11)?,
                     id: r.get(0)?,
                     version: r.get(1)?,
                     media_type: r.get(10)?,
@@ -140,4 +191,11 @@ pub fn read(path: &Path) -> Result<KeiState, String> {
         Ok(state)
     };
     query(&conn).map_err(|e| fail(e.to_string()))
+}
+
+/// The column names of `table` (none when it is not there).
+fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([table], |r| r.get(0))?
+        .collect()
 }
