@@ -214,23 +214,25 @@ pub fn blake3_and_digests(path: &std::path::Path, want: Want) -> Option<(String,
     let mut sha256 = want.sha256.then(sha2::Sha256::new);
     let mut sha1 = want.sha1_md5.then(sha1::Sha1::new);
     let mut md5 = want.sha1_md5.then(md5::Md5::new);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
+    with_buffer(CHUNK, |buf| {
+        loop {
+            let n = read_full(&mut file, buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            blake3.update(&buf[..n]);
+            if let Some(h) = sha256.as_mut() {
+                h.update(&buf[..n]);
+            }
+            if let Some(h) = sha1.as_mut() {
+                h.update(&buf[..n]);
+            }
+            if let Some(h) = md5.as_mut() {
+                h.update(&buf[..n]);
+            }
         }
-        blake3.update(&buf[..n]);
-        if let Some(h) = sha256.as_mut() {
-            h.update(&buf[..n]);
-        }
-        if let Some(h) = sha1.as_mut() {
-            h.update(&buf[..n]);
-        }
-        if let Some(h) = md5.as_mut() {
-            h.update(&buf[..n]);
-        }
-    }
+    })
+    .ok()?;
     Some((
         blake3.finalize().to_hex().to_string(),
         Digests {

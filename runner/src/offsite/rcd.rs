@@ -82,7 +82,7 @@ fn random_password() -> Result<String, std::io::Error> {
     use std::io::Read;
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hashing::hex(&bytes))
 }
 
 fn start(

@@ -458,8 +458,10 @@ fn library_facts(
     {
         use sha1::Digest;
         let digest = sha1::Sha1::digest(bytes.as_slice());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        facts.insert("library.sha1".into(), serde_json::json!(hex));
+        facts.insert(
+            "library.sha1".into(),
+            serde_json::json!(crate::hashing::hex(&digest)),
+        );
         finish.facts = serde_json::Value::Object(facts).to_string();
     }
     if let Some(still) = paired_with
