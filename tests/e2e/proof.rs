@@ -51,6 +51,15 @@ impl Proof {
         Proof { scratch, sandbox }
     }
 
+    /// `archive plan --year Y` as a user sees it, printed (for the notes:
+    /// `cargo test -- --nocapture`).
+    fn show_plan(&self, year: i32) {
+        let (_, text) = self
+            .sandbox
+            .run_text(&["archive", "plan", "--year", &year.to_string()]);
+        println!("$ keepsake archive plan --year {year}\n{text}");
+    }
+
     /// Rewrite the config text.
     fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let config = std::fs::read_to_string(self.sandbox.config_path()).unwrap();
@@ -323,6 +332,7 @@ fn a_file_a_plugin_left_out_blocks_its_year() {
         "Screenshot_20190601.PNG",
         &["not in the library", "skipped", "hostile leaves out"],
     );
+    proof.show_plan(2019);
     // Another year stays as it was.
     let (_, plan) = proof.plan(2018, &[]);
     assert!(item(&plan, "Screenshot_20190601.PNG").is_none(), "{plan:#}");
@@ -1008,6 +1018,7 @@ fn an_unmounted_inbox_disk_blocks_the_year_instead_of_looking_empty() {
         plan["general"].to_string().contains("is that disk mounted"),
         "{plan:#}"
     );
+    proof.show_plan(2019);
     assert!(!proof.safe_list(2019).exists());
     // The iCloud copies are where they were: a plan of another inbox
     // state never removes them, and the library still holds both.
@@ -1567,6 +1578,7 @@ fn kei_state_of_version_8_counts_each_library_zone_on_its_own() {
         )
         .unwrap();
     proof.assert_blocked(2019, "IMG_0009.JPG", &["pending"]);
+    proof.show_plan(2019);
 }
 
 #[test]
