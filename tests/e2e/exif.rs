@@ -372,6 +372,23 @@ fn generated_cases_follow_the_precedence() {
             "-CreateDate=2021:06:02 08:00:00",
         ],
     );
+    // A reset clock's Unix epoch, in UTC and in Tokyo's local time: the
+    // name dates these (`IMG_YYYYMMDD_HHMMSS`, and Samsung's).
+    generate(
+        &sandbox,
+        jpeg,
+        "IMG_20150704_101010.jpg",
+        &["-DateTimeOriginal=1970:01:01 00:00:00"],
+    );
+    generate(
+        &sandbox,
+        jpeg,
+        "20150705_111111.jpg",
+        &[
+            "-DateTimeOriginal=1970:01:01 09:00:00",
+            "-CreateDate=1970:01:01 09:00:00",
+        ],
+    );
     generate(
         &sandbox,
         jpeg,
@@ -440,6 +457,19 @@ fn generated_cases_follow_the_precedence() {
         got("reset.jpg"),
         want("2021-06-02T08:00:00", "exif:CreateDate")
     );
+    assert_eq!(
+        got("IMG_20150704_101010.jpg"),
+        want("2015-07-04T10:10:10", "filename:compact")
+    );
+    assert_eq!(
+        got("20150705_111111.jpg"),
+        want("2015-07-05T11:11:11", "filename:compact")
+    );
+    let placed = job_named(&jobs, "IMG_20150704_101010.jpg")["destination"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(placed.contains("/2015/07/"), "{placed}");
     assert_eq!(
         got("future.jpg"),
         want("2021-06-03T08:00:00", "exif:CreateDate")

@@ -59,6 +59,9 @@ impl Stamp {
         if self.year < 1970 {
             return Some("before 1970 (a clock reset)");
         }
+        if self.is_unix_epoch(offset_minutes) {
+            return Some("the Unix epoch (a reset clock)");
+        }
         if CLOCK_RESET_DEFAULTS.contains(&(
             self.year,
             self.month,
@@ -73,6 +76,24 @@ impl Stamp {
             return Some("more than a day in the future");
         }
         None
+    }
+
+    /// Whether this is the Unix epoch, the time a clock that lost its
+    /// setting counts from: 1970-01-01 00:00:00 as written, the instant 0
+    /// where an offset is stated, and, without one, the epoch in the local
+    /// time of any zone (up to 14 h ahead; the hours behind fall before
+    /// 1970): 1970-01-01 at a whole hour, or at :30 or :45, with no seconds.
+    fn is_unix_epoch(&self, offset_minutes: Option<i16>) -> bool {
+        if (self.year, self.month, self.day) != (1970, 1, 1) || self.second != 0 {
+            return false;
+        }
+        if (self.hour, self.minute) == (0, 0) {
+            return true;
+        }
+        match offset_minutes {
+            Some(offset) => self.unix(offset) == 0,
+            None => self.hour <= 14 && matches!(self.minute, 0 | 30 | 45),
+        }
     }
 
     /// Unix seconds, reading the stamp at `offset_minutes` from UTC.
@@ -294,6 +315,48 @@ mod tests {
             Stamp::new(2020, 2, 29, 23, 59, 59).invalid_reason(Some(-300), now),
             None
         );
+    }
+
+    #[test]
+    fn the_unix_epoch_is_a_reset_clock_in_any_zone() {
+        let now = Stamp::new(2026, 1, 1, 0, 0, 0).unix(0);
+        let epoch = Some("the Unix epoch (a reset clock)");
+        for (stamp, offset) in [
+            (Stamp::new(1970, 1, 1, 0, 0, 0), None),
+            (Stamp::new(1970, 1, 1, 0, 0, 0), Some(-300)),
+            (Stamp::new(1970, 1, 1, 0, 0, 0), Some(540)),
+            (Stamp::new(1970, 1, 1, 9, 0, 0), None),
+            (Stamp::new(1970, 1, 1, 9, 0, 0), Some(540)),
+            (Stamp::new(1970, 1, 1, 5, 30, 0), None),
+            (Stamp::new(1970, 1, 1, 5, 45, 0), Some(345)),
+            (Stamp::new(1970, 1, 1, 14, 0, 0), None),
+        ] {
+            assert_eq!(
+                stamp.invalid_reason(offset, now),
+                epoch,
+                "{stamp:?} {offset:?}"
+            );
+        }
+        // The epoch behind UTC falls before 1970.
+        assert!(
+            Stamp::new(1969, 12, 31, 19, 0, 0)
+                .invalid_reason(None, now)
+                .is_some()
+        );
+        // Real moments of that day stay.
+        for (stamp, offset) in [
+            (Stamp::new(1970, 1, 1, 9, 0, 0), Some(0)),
+            (Stamp::new(1970, 1, 1, 10, 17, 0), None),
+            (Stamp::new(1970, 1, 1, 3, 0, 12), None),
+            (Stamp::new(1970, 1, 1, 15, 0, 0), None),
+            (Stamp::new(1970, 1, 2, 0, 0, 0), None),
+        ] {
+            assert_eq!(
+                stamp.invalid_reason(offset, now),
+                None,
+                "{stamp:?} {offset:?}"
+            );
+        }
     }
 
     #[test]
