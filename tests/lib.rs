@@ -368,16 +368,21 @@ pub fn assert_consistent(sandbox: &Sandbox, inbox_before: &BTreeMap<PathBuf, Str
     }
 }
 
-/// Write `len` bytes of a fake JPEG (valid magic, pseudo-random body).
+/// Write `len` bytes of a fake JPEG: a whole one as keepsake checks it (an
+/// APP0 and a scan header, a pseudo-random scan body without markers, and
+/// the end-of-image marker), which no stage can read a date from.
 pub fn fake_jpeg(path: &Path, seed: u64, len: usize) {
     let mut bytes = Vec::with_capacity(len);
-    bytes.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+    bytes.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10]);
+    bytes.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+    bytes.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     while bytes.len() < len.saturating_sub(2) {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        bytes.extend_from_slice(&state.to_le_bytes());
+        // No 0xFF in the scan: it would start a marker.
+        bytes.extend(state.to_le_bytes().map(|b| b.min(0xFE)));
     }
     bytes.truncate(len.saturating_sub(2));
     bytes.extend_from_slice(&[0xFF, 0xD9]);

@@ -40,6 +40,10 @@ impl Verdicts for ArchiveVerdicts {
     fn void(&self, years: Option<&BTreeSet<i32>>, why: &str) {
         crate::archive::void(&self.config, years, why);
     }
+
+    fn settled(&self, count: u64) {
+        crate::archive::settled(&self.ledger, count);
+    }
 }
 
 /// Open the pipeline (lock, ledger, the journal's replay, stages), then
@@ -49,6 +53,9 @@ pub fn open_pipeline(config: Config) -> Result<Pipeline, PipelineError> {
     let mut pipeline = Pipeline::open(config)?;
     let verdicts = ArchiveVerdicts::new(pipeline.config().clone(), pipeline.ledger_arc());
     let moves = crate::archive::recover(pipeline.config(), pipeline.ledger())?;
+    // Changes an unclean stop left before their verdicts were voided (the
+    // replayed journal's among them) void every verdict now.
+    crate::archive::void_unsettled(pipeline.config(), pipeline.ledger())?;
     if moves > 0 {
         tracing::info!(
             moves,

@@ -601,11 +601,12 @@ fn write_large(path: &Path, len: u64) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut block = vec![0u8; 1 << 20];
-    block[..12].copy_from_slice(b"\0\0\0\x14ftypqt  ");
+    // `ftyp`, then one `mdat` to the end of the file (its size 0): whole.
+    block[..28].copy_from_slice(b"\0\0\0\x14ftypqt  \0\0\0\0qt  \0\0\0\0mdat");
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut written = 0;
     while written < len {
-        for chunk in block[16..].chunks_mut(8) {
+        for chunk in block[28..].chunks_mut(8) {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
@@ -614,7 +615,7 @@ fn write_large(path: &Path, len: u64) {
         let n = (len - written).min(block.len() as u64) as usize;
         file.write_all(&block[..n]).unwrap();
         written += n as u64;
-        block[..16].fill(0);
+        block[..28].fill(0);
     }
     file.flush().unwrap();
 }

@@ -221,3 +221,74 @@ fn a_file_rewritten_between_discovery_and_reading_is_not_taken_half_and_stays_in
     assert_eq!((code, report["placed"].as_u64()), (0, Some(1)), "{report}");
     assert!(!sandbox.inbox().join("rewritten.jpg").exists());
 }
+
+#[test]
+fn files_cut_short_are_quarantined_saying_where_they_end_and_the_whole_download_is_taken_later() {
+    let sandbox = Sandbox::new();
+    let inbox = sandbox.inbox();
+    let cut = |name: &str, from: &str, len: fn(usize) -> usize| {
+        let bytes = std::fs::read(corpus_media().join(from)).unwrap();
+        std::fs::write(inbox.join(name), &bytes[..len(bytes.len())]).unwrap();
+    };
+    // The first half of a JPEG: its EXIF intact, the image cut.
+    cut("half.jpg", "mde_Apple iPhone 4.jpg", |n| n / 2);
+    // A JPEG whose APP1 (its EXIF) claims more bytes than the file has.
+    cut("app1.jpg", "mde_Samsung GT-I9000 (Galaxy S).jpg", |_| 1000);
+    cut(
+        "no-iend.png",
+        "mde_photoshop-8x12-rgb24-all-metadata.png",
+        |n| n - 12,
+    );
+    cut("half.heic", "exifsamples_IMG_5195.HEIC", |n| n / 2);
+    cut("half.mp4", "mde_with-gps.mp4", |n| n / 2);
+    cut("half.mov", "elodie_video.mov", |n| n * 2 / 3);
+    let before = hash_tree(&inbox);
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(
+        (report["placed"].as_u64(), report["quarantined"].as_u64()),
+        (Some(0), Some(6)),
+        "{report}"
+    );
+    let jobs = sandbox.jobs();
+    for (name, why) in [
+        ("half.jpg", "without its end-of-image marker"),
+        ("app1.jpg", "APP1 segment at byte 2 claims 10838 bytes"),
+        ("no-iend.png", "without its IEND chunk"),
+        ("half.heic", "box at byte"),
+        ("half.mp4", "`mdat` box at byte"),
+        ("half.mov", "box at byte"),
+    ] {
+        let job = job_named(&jobs, name);
+        assert_eq!(job["state"], "quarantined", "{job}");
+        let reason = job["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(why) && reason.contains("ends early"),
+            "{name}: {reason}"
+        );
+    }
+    // Never placed: the library holds no file; the copy-mode inbox holds
+    // every byte it had.
+    assert!(
+        hash_tree(&sandbox.library())
+            .keys()
+            .all(|p| p.starts_with(".keepsake")),
+        "{:?}",
+        hash_tree(&sandbox.library())
+    );
+    assert_eq!(hash_tree(&inbox), before);
+
+    // The download completes: the whole file is taken, byte for byte.
+    let whole = corpus_media().join("mde_Apple iPhone 4.jpg");
+    std::fs::write(inbox.join("half.jpg"), std::fs::read(&whole).unwrap()).unwrap();
+    let (code, report) = sandbox.ingest();
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["placed"], 1, "{report}");
+    let jobs = sandbox.jobs();
+    let placed = jobs
+        .iter()
+        .find(|j| j["relative_path"] == "half.jpg" && j["state"] == "done")
+        .unwrap_or_else(|| panic!("the whole download was not taken: {jobs:?}"));
+    let dest = std::path::Path::new(placed["destination"].as_str().unwrap());
+    assert_eq!(blake3_of(dest), blake3_of(&whole));
+}

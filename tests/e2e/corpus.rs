@@ -54,6 +54,31 @@ fn every_corpus_file_is_placed_or_accounted_for_with_identical_bytes() {
     let empty = job_named(&jobs, "elodie_invalid.jpg");
     assert_eq!(empty["state"], "quarantined");
     assert!(empty["reason"].as_str().unwrap().contains("empty file"));
+    // So is the one cut short (a fuzzed JPEG whose first segment runs past
+    // its end), and no other: every whole file of the corpus is placed.
+    let cut = job_named(&jobs, "mde_754664a12e36abff7950e796c906ae39.jpg");
+    assert_eq!(cut["state"], "quarantined", "{cut}");
+    assert!(
+        cut["reason"]
+            .as_str()
+            .unwrap()
+            .contains("past the end of the file"),
+        "{cut}"
+    );
+    let mut quarantined: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j["state"] == "quarantined")
+        .map(|j| j["relative_path"].as_str().unwrap())
+        .collect();
+    quarantined.sort();
+    assert_eq!(
+        quarantined,
+        [
+            "elodie_invalid.jpg",
+            "mde_754664a12e36abff7950e796c906ae39.jpg"
+        ],
+        "a whole corpus file was taken for a cut one"
+    );
     // Media kinds come from the bytes.
     let kind = |name: &str| job_named(&jobs, name)["media_kind"].clone();
     assert_eq!(kind("exifsamples_IMG_5195.HEIC"), "heic");

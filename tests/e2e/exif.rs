@@ -102,6 +102,9 @@ const INTENTIONAL: &[(&str, &str)] = &[
     // keepsake does not parse video streams, so these fall back to the mtime.
     ("exiftool_M2TS.mts", "file:mtime"),
     ("mde_Sony ILCE-7M3 (A7M3).mts", "file:mtime"),
+    // A fuzzed JPEG (ImageTestSuite) whose first segment claims 452 bytes
+    // of its 357: cut short, so quarantined before any stage dates it.
+    ("mde_754664a12e36abff7950e796c906ae39.jpg", ""),
 ];
 
 #[test]

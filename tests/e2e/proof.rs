@@ -1100,6 +1100,54 @@ fn a_download_rewritten_in_place_after_the_plan_stays_in_the_inbox() {
 }
 
 #[test]
+fn a_verdict_outlives_no_change_a_kill_9_left_unvoided() {
+    let proof = Proof::new(None, "");
+    two_of_2019(&proof);
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
+    // An ingest takes a new 2019 photo and is killed once its batch is
+    // committed, before it voids any verdict.
+    photo(
+        &proof.sandbox,
+        "2019/08/01/IMG_0007.JPG",
+        "2019:08:01 10:00:00",
+        &[],
+    );
+    let gate = proof.scratch.path().join("gate");
+    let mut ingest = proof
+        .sandbox
+        .command(&["ingest"])
+        .env("KEEPSAKE_PAUSE_AT", "ingest-committed")
+        .env("KEEPSAKE_PAUSE_FILE", &gate)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the ingest to commit", || {
+        proof.scratch.path().join("gate.reached").exists()
+    });
+    ingest.kill().unwrap();
+    ingest.wait().unwrap();
+    let jobs = proof.sandbox.jobs();
+    assert_eq!(
+        job_named(&jobs, "2019/08/01/IMG_0007.JPG")["state"],
+        "done",
+        "committed before the kill"
+    );
+    assert!(
+        proof.safe_list(2019).exists(),
+        "the kill came before the voiding"
+    );
+    // The next start voids what the kill left standing.
+    proof.ingest();
+    assert!(
+        !proof.safe_list(2019).exists(),
+        "a verdict made before IMG_0007 was taken outlived the restart"
+    );
+    assert!(!proof.plan_file(2019).exists());
+    proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG", "IMG_0007.JPG"]);
+}
+
+#[test]
 fn s3_copies_are_checked_by_the_sha256_the_server_stored() {
     let scratch = tempfile::tempdir().unwrap();
     let server = S3Server::start(&scratch.path().join("s3"));

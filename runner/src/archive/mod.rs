@@ -325,7 +325,7 @@ pub static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// move and keeps no verdict. Where the count cannot be written, every
 /// verdict goes instead.
 pub fn changed(config: &Config, ledger: &Ledger) {
-    if let Err(e) = ledger.write(|tx| ledger::count_verdict_change(tx)) {
+    if let Err(e) = ledger.write(|tx| ledger::count_change(tx)) {
         tracing::error!("cannot count a change to the archive's verdicts ({e}): voiding them all");
         void(config, None, "a change could not be counted");
     }
@@ -333,13 +333,38 @@ pub fn changed(config: &Config, ledger: &Ledger) {
 
 /// How many changes the ledger has counted.
 pub fn changes(ledger: &Ledger) -> Result<u64, LedgerError> {
-    ledger.read(ledger::verdict_changes)
+    ledger.read(ledger::change_count)
 }
 
-/// A change was counted, then the verdicts of `years` go.
+/// Every change up to `count` had its verdicts voided.
+pub fn settled(ledger: &Ledger, count: u64) {
+    if let Err(e) = ledger.write(|tx| ledger::set_voided_upto(tx, count)) {
+        tracing::warn!(
+            "cannot record that the archive's verdicts are voided ({e}): the next start voids them all"
+        );
+    }
+}
+
+/// At open: changes counted and never voided (a stop came between a change
+/// and its voiding) void every verdict.
+pub fn void_unsettled(config: &Config, ledger: &Ledger) -> Result<(), LedgerError> {
+    let (count, upto) = ledger.read(|c| Ok((ledger::change_count(c)?, ledger::voided_upto(c)?)))?;
+    if count > upto {
+        void(config, None, "changes an unclean stop left unvoided");
+        settled(ledger, count);
+    }
+    Ok(())
+}
+
+/// A change was counted, then the verdicts of `years` go. Voiding every
+/// year settles every change counted so far.
 pub fn void_changed(config: &Config, ledger: &Ledger, years: Option<&BTreeSet<i32>>, why: &str) {
     changed(config, ledger);
+    let count = changes(ledger);
     void(config, years, why);
+    if let (None, Ok(count)) = (years, count) {
+        settled(ledger, count);
+    }
 }
 
 /// Take the turn ([`MOVING`]); the archive commands and the sweep hold it.
@@ -413,6 +438,14 @@ fn remove_icloud_copies(
     }
     crate::effects::pause_point("icloud-copies-planned");
     for copy in &plan.removable {
+        // A change since the plan (a copy that failed `offsite verify`, say)
+        // voided it: what is left stays.
+        if changes(ledger)? != plan.changes_seen {
+            report.icloud_kept = Some(format!(
+                "{year} changed after its plan: the iCloud downloads not removed yet stay; plan again"
+            ));
+            break;
+        }
         match fsops::fingerprint(&copy.path) {
             Some((now_size, now_mtime, now_inode))
                 if now_size == copy.size

@@ -135,6 +135,10 @@ pub struct Plan {
     /// The iCloud downloads this plan proved kept (for `remove_icloud_copies`).
     #[serde(skip)]
     pub(super) removable: Vec<Removable>,
+    /// The ledger's change count the plan was made at: a removal stops
+    /// once it moves.
+    #[serde(skip)]
+    pub(super) changes_seen: u64,
 }
 
 /// An iCloud download the plan proved kept, as it was when planned.
@@ -555,8 +559,22 @@ pub fn plan(
         let mut plan = plan_unwritten(config, ledger, year, options)?;
         crate::effects::pause_point("archive-plan-made");
         record(config, &mut plan)?;
-        if super::changes(ledger)? == seen {
-            return Ok(plan);
+        match super::changes(ledger) {
+            Ok(now) if now == seen => {
+                plan.changes_seen = seen;
+                return Ok(plan);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Whether a change came cannot be told: what was written
+                // does not stand.
+                void(
+                    config,
+                    Some(&BTreeSet::from([year])),
+                    "the ledger could not be read again",
+                );
+                return Err(e);
+            }
         }
         void(
             config,
@@ -876,6 +894,7 @@ fn finish_plan(
         plan_file: None,
         safe_list: None,
         removable: removable.into_iter().flatten().collect(),
+        changes_seen: 0,
     }
 }
 

@@ -926,6 +926,9 @@ fn finish_job(
             ledger::insert_push(tx, job_id, push)?;
         }
     }
+    // What the library holds changed, in the same transaction: a plan made
+    // meanwhile sees it even if this process stops before voiding anything.
+    ledger::count_change(tx)?;
     match finish.state() {
         JobState::Failed => {
             ledger::fail_job(tx, job_id, finish.reason.as_deref().unwrap_or("failed"))

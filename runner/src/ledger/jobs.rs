@@ -419,10 +419,11 @@ pub fn inbox_device_key(inbox: &str) -> String {
     format!("inbox_dev:{inbox}")
 }
 
-/// Count a change to what the archive's verdicts read (`verdict_changes`
-/// in `service_state`): a plan made meanwhile, in this process or in
-/// another, sees the count move and keeps no verdict.
-pub fn count_verdict_change(conn: &Connection) -> rusqlite::Result<()> {
+/// Count a change to what the library holds (`verdict_changes` in
+/// `service_state`), in the transaction that makes it: the archive's
+/// verdicts compare the count before and after a plan, in this process or
+/// another, and keep none made across a change.
+pub fn count_change(conn: &Connection) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO service_state (key, value) VALUES ('verdict_changes', '1') \
          ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
@@ -431,11 +432,33 @@ pub fn count_verdict_change(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The changes counted by [`count_verdict_change`] so far.
-pub fn verdict_changes(conn: &Connection) -> rusqlite::Result<u64> {
+/// The changes counted by [`count_change`] so far.
+pub fn change_count(conn: &Connection) -> rusqlite::Result<u64> {
+    count_of(conn, "verdict_changes")
+}
+
+/// Every change up to `count` has had its verdicts voided
+/// (`verdicts_voided_at`); at open, a count past it means a stop came
+/// between a change and its voiding.
+pub fn set_voided_upto(conn: &Connection, count: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO service_state (key, value) VALUES ('verdicts_voided_at', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value \
+         WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+    )?
+    .execute([count.to_string()])?;
+    Ok(())
+}
+
+/// What [`set_voided_upto`] last recorded.
+pub fn voided_upto(conn: &Connection) -> rusqlite::Result<u64> {
+    count_of(conn, "verdicts_voided_at")
+}
+
+fn count_of(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
     Ok(conn
-        .prepare_cached("SELECT value FROM service_state WHERE key = 'verdict_changes'")?
-        .query_row([], |r| r.get::<_, String>(0))
+        .prepare_cached("SELECT value FROM service_state WHERE key = ?1")?
+        .query_row([key], |r| r.get::<_, String>(0))
         .optional()?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0))

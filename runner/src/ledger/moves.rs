@@ -62,18 +62,31 @@ pub fn pair_of_job(conn: &Connection, job_id: u64) -> rusqlite::Result<Vec<(u64,
             Some(dot) if dot > path.rfind('/').map_or(0, |s| s + 1) => &path[..dot],
             _ => continue,
         };
-        // `stem.` up to `stem/` ('/' follows '.'): every `stem.<ext>`.
-        let mut stmt = conn.prepare_cached(
-            "SELECT a.job_id, COALESCE(a.capture_time, j.capture_time) FROM assets a \
-             JOIN jobs j ON j.id = a.job_id \
-             WHERE a.library_path >= ?1 AND a.library_path < ?2 AND a.job_id != ?3",
-        )?;
-        let found = stmt.query_map(
-            params![format!("{stem}."), format!("{stem}/"), job_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        for other in found {
-            others.push(other?);
+        // The archive's plan pairs names in any case (`IMG_1.JPG` with
+        // `img_1.mov`): the stem as it is, in lower and in upper case.
+        let (dir, name) = stem.split_at(stem.rfind('/').map_or(0, |s| s + 1));
+        let mut stems = vec![
+            stem.to_string(),
+            format!("{dir}{}", name.to_ascii_lowercase()),
+            format!("{dir}{}", name.to_ascii_uppercase()),
+        ];
+        stems.dedup();
+        stems.sort();
+        stems.dedup();
+        for stem in stems {
+            // `stem.` up to `stem/` ('/' follows '.'): every `stem.<ext>`.
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.job_id, COALESCE(a.capture_time, j.capture_time) FROM assets a \
+                 JOIN jobs j ON j.id = a.job_id \
+                 WHERE a.library_path >= ?1 AND a.library_path < ?2 AND a.job_id != ?3",
+            )?;
+            let found = stmt.query_map(
+                params![format!("{stem}."), format!("{stem}/"), job_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            for other in found {
+                others.push(other?);
+            }
         }
     }
     Ok(others)
@@ -141,7 +154,8 @@ pub fn mark_move_placed(conn: &Connection, id: u64, asset_id: Option<u64>) -> ru
         set_asset_root(conn, asset_id, Root::Archive)?;
         requeue_placed(conn, asset_id)?;
     }
-    Ok(())
+    // Where a file is held changed: the archive's verdicts hear of it.
+    super::count_change(conn)
 }
 
 /// `intent → rolled_back`: the file was not placed in its batch; it stays
@@ -235,6 +249,7 @@ pub fn settle_move(conn: &Connection, open: &OpenMove, to: JournalState) -> rusq
             requeue_placed(conn, asset_id)?;
         }
     }
+    super::count_change(conn)?;
     Ok(())
 }
 

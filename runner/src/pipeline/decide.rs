@@ -201,6 +201,14 @@ pub fn decide(
         read.hashes.sha1.clone(),
         read.kind.as_str().to_string(),
     ));
+    // Half a photo is never placed: a file whose structure ends early waits
+    // in quarantine, and the whole file is taken when it arrives.
+    if let Some(why) = crate::media::whole::cut_short(&read.file, read.kind, read.hashes.size) {
+        decided.decision = Decision::Quarantine(format!(
+            "{why}: the file ends early (a download or copy that did not finish); it is kept in quarantine, and the whole file is taken when it arrives"
+        ));
+        return decided;
+    }
     let (mtime, mtime_offset) = local_mtime(job.mtime_ns);
     let source_dir = job.companion_dir();
     let mut wit_job = job_for_stages(job, &read, mtime, mtime_offset);

@@ -19,6 +19,9 @@ pub trait Verdicts: Send + Sync {
     fn years_of_job(&self, job: &JobRecord) -> Option<BTreeSet<i32>>;
     /// The verdicts of `years` (of every year, for None) stand no more.
     fn void(&self, years: Option<&BTreeSet<i32>>, why: &str);
+    /// Every change counted up to `count` (`ledger::change_count`) had its
+    /// verdicts voided.
+    fn settled(&self, count: u64);
 }
 
 /// No verdicts are kept (a pipeline opened without the library jobs).
@@ -33,6 +36,7 @@ impl Verdicts for NoVerdicts {
         None
     }
     fn void(&self, _years: Option<&BTreeSet<i32>>, _why: &str) {}
+    fn settled(&self, _count: u64) {}
 }
 
 /// How far [`super::Pipeline::process`] is, for a progress bar.

@@ -434,15 +434,19 @@ impl Pipeline {
             decided?;
             applied
         });
-        // Batches may have committed before an error: a plan made
-        // meanwhile must not be written either way.
-        self.verdicts.changed();
+        // Each batch counted its change as it committed. Batches may have
+        // committed before an error, and which years they touched is not
+        // known here: every verdict goes.
         if applied.is_err() {
-            // Which years the committed batches touched is not known here:
-            // every verdict goes.
+            self.verdicts.changed();
+            let count = self.ledger.read(ledger::change_count);
             self.verdicts.void(None, "an ingest stopped on an error");
+            if let Ok(count) = count {
+                self.verdicts.settled(count);
+            }
         }
         let applied = applied?;
+        effects::pause_point("ingest-committed");
         self.void_verdicts(applied.iter().map(|(id, _)| *id), &services.kei);
         for (job_id, applied) in applied {
             report.processed += 1;
@@ -482,9 +486,25 @@ impl Pipeline {
     /// plan: its folder, its capture time in every zone) and kei's
     /// creation time of its file.
     pub(crate) fn void_verdicts(&self, jobs: impl Iterator<Item = u64>, kei: &KeiFiles) {
+        let jobs: Vec<u64> = jobs.collect();
+        if jobs.is_empty() {
+            return;
+        }
         // A verdict being made meanwhile must not be written: it may have
-        // read the year before this change.
+        // read the year before this change. (A committed batch counted
+        // itself; a rewritten sidecar is counted here.)
         self.verdicts.changed();
+        let Ok(count) = self.ledger.read(ledger::change_count) else {
+            self.verdicts
+                .void(None, "the ledger could not count a change");
+            return;
+        };
+        self.void_years_of(jobs, kei);
+        self.verdicts.settled(count);
+    }
+
+    /// The voiding of [`Self::void_verdicts`].
+    fn void_years_of(&self, jobs: Vec<u64>, kei: &KeiFiles) {
         if !self.verdicts.any() {
             return;
         }

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+pub mod whole;
+
 /// How many leading bytes [`sniff`] looks at.
 pub const SNIFF_LEN: usize = 256;
 
