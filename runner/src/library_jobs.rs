@@ -37,12 +37,12 @@ impl Verdicts for ArchiveVerdicts {
         crate::archive::verdict_years(&self.ledger, job)
     }
 
-    fn void(&self, years: Option<&BTreeSet<i32>>, why: &str) {
-        crate::archive::void(&self.config, years, why);
+    fn void(&self, years: Option<&BTreeSet<i32>>, why: &str) -> bool {
+        crate::archive::void_fully(&self.config, years, why)
     }
 
-    fn settled(&self, count: u64) {
-        crate::archive::settled(&self.ledger, count);
+    fn settled(&self, jobs: &[u64]) {
+        crate::archive::settled(&self.ledger, jobs);
     }
 }
 
@@ -54,8 +54,12 @@ pub fn open_pipeline(config: Config) -> Result<Pipeline, PipelineError> {
     let verdicts = ArchiveVerdicts::new(pipeline.config().clone(), pipeline.ledger_arc());
     let moves = crate::archive::recover(pipeline.config(), pipeline.ledger())?;
     // Changes an unclean stop left before their verdicts were voided (the
-    // replayed journal's among them) void every verdict now.
-    crate::archive::void_unsettled(pipeline.config(), pipeline.ledger())?;
+    // replayed journals' among them) void their years' verdicts now.
+    crate::archive::void_pending(
+        pipeline.config(),
+        pipeline.ledger(),
+        "changes an unclean stop left unvoided",
+    )?;
     if moves > 0 {
         tracing::info!(
             moves,

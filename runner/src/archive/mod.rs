@@ -206,7 +206,7 @@ pub(crate) use crate::kei;
 mod plan;
 pub use plan::{
     Basis, JUNK, Plan, PlanItem, PlanOptions, capture_years, folder_years, plan, plan_unwritten,
-    record, verdict_years, void, void_stale, years_of_job,
+    record, verdict_years, void, void_fully, void_stale, years_of_job,
 };
 
 pub(super) fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -336,35 +336,50 @@ pub fn changes(ledger: &Ledger) -> Result<u64, LedgerError> {
     ledger.read(ledger::change_count)
 }
 
-/// Every change up to `count` had its verdicts voided.
-pub fn settled(ledger: &Ledger, count: u64) {
-    if let Err(e) = ledger.write(|tx| ledger::set_voided_upto(tx, count)) {
+/// The verdicts of these jobs' changes are voided (they leave `unvoided`).
+pub fn settled(ledger: &Ledger, jobs: &[u64]) {
+    if let Err(e) = ledger.write(|tx| ledger::clear_unvoided(tx, jobs)) {
         tracing::warn!(
-            "cannot record that the archive's verdicts are voided ({e}): the next start voids them all"
+            "cannot record that the archive's verdicts are voided ({e}): the next start voids them again"
         );
     }
 }
 
-/// At open: changes counted and never voided (a stop came between a change
-/// and its voiding) void every verdict.
-pub fn void_unsettled(config: &Config, ledger: &Ledger) -> Result<(), LedgerError> {
-    let (count, upto) = ledger.read(|c| Ok((ledger::change_count(c)?, ledger::voided_upto(c)?)))?;
-    if count > upto {
-        void(config, None, "changes an unclean stop left unvoided");
-        settled(ledger, count);
+/// Void the verdicts of every change committed and not voided yet (a stop
+/// came between the two, or a run stopped on an error): the years of each
+/// such job, as the plan counts them (every year where that cannot be
+/// said, or where kei's creation times add years). Called at open and
+/// after each archive run, whatever its outcome.
+pub fn void_pending(config: &Config, ledger: &Ledger, why: &str) -> Result<(), LedgerError> {
+    let jobs = ledger.read(ledger::unvoided_jobs)?;
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let mut years = BTreeSet::new();
+    let mut every = config.archive.kei_state.is_some();
+    for id in &jobs {
+        if let Some(job) = ledger.read(|c| ledger::job(c, *id))? {
+            match verdict_years(ledger, &job) {
+                Some(of_job) => years.extend(of_job),
+                None => every = true,
+            }
+        }
+    }
+    let voided = if every {
+        void_fully(config, None, why)
+    } else {
+        void_fully(config, Some(&years), why)
+    };
+    if voided {
+        settled(ledger, &jobs);
     }
     Ok(())
 }
 
-/// A change was counted, then the verdicts of `years` go. Voiding every
-/// year settles every change counted so far.
+/// A change was counted, then the verdicts of `years` go.
 pub fn void_changed(config: &Config, ledger: &Ledger, years: Option<&BTreeSet<i32>>, why: &str) {
     changed(config, ledger);
-    let count = changes(ledger);
     void(config, years, why);
-    if let (None, Ok(count)) = (years, count) {
-        settled(ledger, count);
-    }
 }
 
 /// Take the turn ([`MOVING`]); the archive commands and the sweep hold it.
@@ -381,7 +396,11 @@ pub fn run(
     year: i32,
     dry_run: bool,
 ) -> Result<RunReport, LedgerError> {
-    let mut report = move_year(config, ledger, year, dry_run)?;
+    let moved = move_year(config, ledger, year, dry_run);
+    // Moves committed before an error, and those its recovery settled (of
+    // any year), void their years' verdicts whatever came after.
+    void_pending(config, ledger, "files moved")?;
+    let mut report = moved?;
     if !dry_run && (report.moved > 0 || report.sidecars > 0 || !report.errors.is_empty()) {
         // The year's files are somewhere else now: its proof is made again.
         void_changed(

@@ -1655,12 +1655,32 @@ fn verdict_of(name: &str) -> Option<(i32, bool)> {
 /// Remove the verdicts of `years` (None: every year): something of those
 /// years changed, so no earlier proof stands. Returns the years voided.
 pub fn void(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> Vec<i32> {
+    voiding(config, years, why).0
+}
+
+/// [`void`], saying whether every verdict of those years is gone (a
+/// folder that cannot be read, or a file that cannot be removed, is not).
+pub fn void_fully(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> bool {
+    voiding(config, years, why).1
+}
+
+fn voiding(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> (Vec<i32>, bool) {
     let dir = config.state_dir.join("archive");
-    let Ok(listing) = std::fs::read_dir(&dir) else {
-        return Vec::new();
+    let listing = match std::fs::read_dir(&dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), true),
+        Err(e) => {
+            tracing::error!("cannot read {} to void its verdicts: {e}", dir.display());
+            return (Vec::new(), false);
+        }
     };
     let mut voided = Vec::new();
-    for entry in listing.flatten() {
+    let mut fully = true;
+    for entry in listing {
+        let Ok(entry) = entry else {
+            fully = false;
+            continue;
+        };
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some((year, _)) = verdict_of(&name) else {
             continue;
@@ -1668,8 +1688,16 @@ pub fn void(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> Vec<i3
         if years.is_some_and(|ys| !ys.contains(&year)) {
             continue;
         }
-        if fsops::remove_temp(&entry.path()).is_ok() && !voided.contains(&year) {
-            voided.push(year);
+        match fsops::remove_temp(&entry.path()) {
+            Ok(()) => {
+                if !voided.contains(&year) {
+                    voided.push(year);
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot void the verdict {}: {e}", entry.path().display());
+                fully = false;
+            }
         }
     }
     if !voided.is_empty() {
@@ -1678,7 +1706,7 @@ pub fn void(config: &Config, years: Option<&BTreeSet<i32>>, why: &str) -> Vec<i3
             "archive verdicts voided: {why}; `keepsake archive plan` makes them again"
         );
     }
-    voided
+    (voided, fully)
 }
 
 /// Void the verdicts that rest on another set of offsite targets than the

@@ -370,6 +370,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub(crate) fn recover_archive_moves(config: &Config, ledger: &Ledger) -> anyhow::Result<()> {
     if let Ok(_lock) = ledger::StateLock::acquire(&config.state_dir) {
         crate::archive::recover(config, ledger)?;
+        crate::archive::void_pending(config, ledger, "archive moves an unclean stop left")?;
     }
     Ok(())
 }

@@ -926,9 +926,14 @@ fn finish_job(
             ledger::insert_push(tx, job_id, push)?;
         }
     }
-    // What the library holds changed, in the same transaction: a plan made
-    // meanwhile sees it even if this process stops before voiding anything.
-    ledger::count_change(tx)?;
+    // What a plan reads changed, in the same transaction: a plan made
+    // meanwhile sees it, and if this process stops before voiding the
+    // verdicts of the job's years, the next open does. (A job deferred or
+    // queued again answers for nothing yet.)
+    if !matches!(finish.state(), JobState::Deferred | JobState::Pending) {
+        ledger::count_change(tx)?;
+        ledger::note_unvoided(tx, job_id)?;
+    }
     match finish.state() {
         JobState::Failed => {
             ledger::fail_job(tx, job_id, finish.reason.as_deref().unwrap_or("failed"))

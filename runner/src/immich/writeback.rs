@@ -165,6 +165,18 @@ fn write_sidecars(
         };
         let mut rewritten: Vec<u64> = Vec::new();
         after = last.job_id;
+        // A sidecar about to be rewritten is a change the archive's
+        // verdicts must hear of even if this process stops midway.
+        let ids: Vec<u64> = rows
+            .iter()
+            .filter_map(|r| u64::try_from(r.job_id).ok())
+            .collect();
+        ledger.write(|tx| {
+            for id in &ids {
+                crate::ledger::note_unvoided(tx, *id)?;
+            }
+            Ok(())
+        })?;
         let mut done: Vec<(i64, String)> = Vec::new();
         for row in &rows {
             let wanted = wanted_properties(row);
@@ -201,11 +213,17 @@ fn write_sidecars(
                 }
             }
         }
+        // The sidecars left as they were changed nothing.
+        let unchanged: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !rewritten.contains(id))
+            .collect();
         ledger.write(|tx| {
             for (job_id, written) in &done {
                 writeback::mark_remote_asset_written(tx, stage, *job_id, written)?;
             }
-            Ok(())
+            crate::ledger::clear_unvoided(tx, &unchanged)
         })?;
         // A rewritten sidecar is not the one offsite: its years' verdicts
         // stand no more.

@@ -437,22 +437,27 @@ pub fn change_count(conn: &Connection) -> rusqlite::Result<u64> {
     count_of(conn, "verdict_changes")
 }
 
-/// Every change up to `count` has had its verdicts voided
-/// (`verdicts_voided_at`); at open, a count past it means a stop came
-/// between a change and its voiding.
-pub fn set_voided_upto(conn: &Connection, count: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO service_state (key, value) VALUES ('verdicts_voided_at', ?1) \
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value \
-         WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
-    )?
-    .execute([count.to_string()])?;
+/// Job `job_id`'s change is committed and its verdicts not voided yet.
+pub fn note_unvoided(conn: &Connection, job_id: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO unvoided (job_id) VALUES (?1)")?
+        .execute([job_id])?;
     Ok(())
 }
 
-/// What [`set_voided_upto`] last recorded.
-pub fn voided_upto(conn: &Connection) -> rusqlite::Result<u64> {
-    count_of(conn, "verdicts_voided_at")
+/// The jobs whose changes' verdicts are not voided yet.
+pub fn unvoided_jobs(conn: &Connection) -> rusqlite::Result<Vec<u64>> {
+    conn.prepare("SELECT job_id FROM unvoided ORDER BY job_id")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// The verdicts of these jobs' changes are voided.
+pub fn clear_unvoided(conn: &Connection, jobs: &[u64]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("DELETE FROM unvoided WHERE job_id = ?1")?;
+    for job in jobs {
+        stmt.execute([job])?;
+    }
+    Ok(())
 }
 
 fn count_of(conn: &Connection, key: &str) -> rusqlite::Result<u64> {

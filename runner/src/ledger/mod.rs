@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_library_blake3.sql"),
     include_str!("migrations/0010_journal_keeps.sql"),
     include_str!("migrations/0011_one_journal_protocol.sql"),
+    include_str!("migrations/0012_unvoided.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -153,9 +153,20 @@ pub fn mark_move_placed(conn: &Connection, id: u64, asset_id: Option<u64>) -> ru
     if let Some(asset_id) = asset_id {
         set_asset_root(conn, asset_id, Root::Archive)?;
         requeue_placed(conn, asset_id)?;
+        note_asset_unvoided(conn, asset_id)?;
     }
     // Where a file is held changed: the archive's verdicts hear of it.
     super::count_change(conn)
+}
+
+/// The job of asset `asset_id` changed (its file moved): its verdicts are
+/// voided later.
+fn note_asset_unvoided(conn: &Connection, asset_id: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO unvoided (job_id) SELECT job_id FROM assets WHERE id = ?1",
+    )?
+    .execute([asset_id])?;
+    Ok(())
 }
 
 /// `intent → rolled_back`: the file was not placed in its batch; it stays
@@ -248,6 +259,7 @@ pub fn settle_move(conn: &Connection, open: &OpenMove, to: JournalState) -> rusq
         if to == JournalState::Done {
             requeue_placed(conn, asset_id)?;
         }
+        note_asset_unvoided(conn, asset_id)?;
     }
     super::count_change(conn)?;
     Ok(())

@@ -154,17 +154,25 @@ fn png(file: &File, size: u64) -> Option<String> {
         ]));
         let end = at + 12 + len;
         let name = String::from_utf8_lossy(&header[4..8]).into_owned();
+        if &header[4..8] == b"IEND" {
+            // The end, even if a writer left out its checksum.
+            return None;
+        }
         if end > size {
             return Some(format!(
                 "a PNG whose {name} chunk at byte {at} claims {len} bytes, past the end of the file ({size} bytes)"
             ));
         }
-        if &header[4..8] == b"IEND" {
-            return None;
-        }
         at = end;
     }
 }
+
+/// The boxes that stand at the top level of a HEIF, AVIF, MP4, MOV, 3GP or
+/// CR3 file: a header that names another is read as a trailer, not a box.
+const TOP_LEVEL: [&[u8]; 18] = [
+    b"ftyp", b"mdat", b"moov", b"meta", b"moof", b"mfra", b"free", b"skip", b"wide", b"uuid",
+    b"udta", b"sidx", b"styp", b"pnot", b"prfl", b"junk", b"emsg", b"pdin",
+];
 
 fn bmff(file: &File, size: u64) -> Option<String> {
     let mut at = 0u64;
@@ -192,8 +200,9 @@ fn bmff(file: &File, size: u64) -> Option<String> {
             }
             n => (u64::from(n), 8),
         };
-        if len < header_len {
-            // Not a box size: malformed, which the stages judge.
+        if len < header_len || !TOP_LEVEL.contains(&&header[4..8]) {
+            // Not a box: a maker's trailer after the last one (Samsung's,
+            // a dashcam's GPS), or malformed, which the stages judge.
             return None;
         }
         match at.checked_add(len) {
@@ -276,6 +285,10 @@ mod tests {
             "{why}"
         );
         assert!(check(MediaKind::Heic, &mp4[..10_000]).is_some());
+        // A maker's trailer after the last box is no box.
+        let mut trailed = mp4.clone();
+        trailed.extend(b"\x12\x34\x56\x78SEFHtrailer of a phone");
+        assert_eq!(check(MediaKind::Video, &trailed), None);
         // Kinds without a check pass.
         assert_eq!(check(MediaKind::Gif, b"GIF89a"), None);
     }

@@ -17,11 +17,11 @@ pub trait Verdicts: Send + Sync {
     /// The years a job is of, as the verdicts count them; None when that
     /// cannot be said (a photo without a date).
     fn years_of_job(&self, job: &JobRecord) -> Option<BTreeSet<i32>>;
-    /// The verdicts of `years` (of every year, for None) stand no more.
-    fn void(&self, years: Option<&BTreeSet<i32>>, why: &str);
-    /// Every change counted up to `count` (`ledger::change_count`) had its
-    /// verdicts voided.
-    fn settled(&self, count: u64);
+    /// The verdicts of `years` (of every year, for None) stand no more;
+    /// whether every one of them is gone.
+    fn void(&self, years: Option<&BTreeSet<i32>>, why: &str) -> bool;
+    /// The verdicts of these jobs' changes are voided (`ledger::unvoided`).
+    fn settled(&self, jobs: &[u64]);
 }
 
 /// No verdicts are kept (a pipeline opened without the library jobs).
@@ -35,8 +35,10 @@ impl Verdicts for NoVerdicts {
     fn years_of_job(&self, _job: &JobRecord) -> Option<BTreeSet<i32>> {
         None
     }
-    fn void(&self, _years: Option<&BTreeSet<i32>>, _why: &str) {}
-    fn settled(&self, _count: u64) {}
+    fn void(&self, _years: Option<&BTreeSet<i32>>, _why: &str) -> bool {
+        true
+    }
+    fn settled(&self, _jobs: &[u64]) {}
 }
 
 /// How far [`super::Pipeline::process`] is, for a progress bar.

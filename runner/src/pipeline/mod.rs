@@ -439,10 +439,11 @@ impl Pipeline {
         // known here: every verdict goes.
         if applied.is_err() {
             self.verdicts.changed();
-            let count = self.ledger.read(ledger::change_count);
-            self.verdicts.void(None, "an ingest stopped on an error");
-            if let Ok(count) = count {
-                self.verdicts.settled(count);
+            let pending = self.ledger.read(ledger::unvoided_jobs);
+            if self.verdicts.void(None, "an ingest stopped on an error")
+                && let Ok(pending) = pending
+            {
+                self.verdicts.settled(&pending);
             }
         }
         let applied = applied?;
@@ -494,48 +495,40 @@ impl Pipeline {
         // read the year before this change. (A committed batch counted
         // itself; a rewritten sidecar is counted here.)
         self.verdicts.changed();
-        let Ok(count) = self.ledger.read(ledger::change_count) else {
-            self.verdicts
-                .void(None, "the ledger could not count a change");
-            return;
-        };
-        self.void_years_of(jobs, kei);
-        self.verdicts.settled(count);
+        if self.void_years_of(&jobs, kei) {
+            self.verdicts.settled(&jobs);
+        }
     }
 
-    /// The voiding of [`Self::void_verdicts`].
-    fn void_years_of(&self, jobs: Vec<u64>, kei: &KeiFiles) {
+    /// The voiding of [`Self::void_verdicts`]; whether it is complete.
+    fn void_years_of(&self, jobs: &[u64], kei: &KeiFiles) -> bool {
         if !self.verdicts.any() {
-            return;
+            return true;
         }
         let mut years = std::collections::BTreeSet::new();
         for id in jobs {
-            let job = match self.ledger.read(|c| ledger::job(c, id)) {
+            let job = match self.ledger.read(|c| ledger::job(c, *id)) {
                 Ok(Some(job)) => job,
                 Ok(None) => continue,
                 Err(e) => {
-                    self.verdicts.void(
+                    return self.verdicts.void(
                         None,
                         &format!("the ledger could not say which years job {id} is of ({e})"),
                     );
-                    return;
                 }
             };
             match self.verdicts.years_of_job(&job) {
                 Some(of_job) => years.extend(of_job),
-                None => {
-                    self.verdicts.void(None, "a photo without a date was taken");
-                    return;
-                }
+                None => return self.verdicts.void(None, "a photo without a date was taken"),
             }
             if let Some(info) = kei.get(&job.source_path) {
                 years.extend(crate::kei::years_of(info.created_at));
             }
         }
-        if !years.is_empty() {
-            self.verdicts
-                .void(Some(&years), "new photos of the year were taken");
-        }
+        years.is_empty()
+            || self
+                .verdicts
+                .void(Some(&years), "new photos of the year were taken")
     }
 
     /// Read and decide every pending job, batch by batch, handing each
