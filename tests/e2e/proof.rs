@@ -31,7 +31,25 @@ impl Proof {
 
     /// The same, with another pipeline for the iCloud inbox.
     fn with_pipeline(pipeline: &str, target: Option<&str>, extra: &str) -> Proof {
+        Proof::build(pipeline, target, extra, tempfile::tempdir().unwrap())
+    }
+
+    /// The same, with an archive root ([`Proof::archive`]) and these
+    /// `[archive]` lines.
+    fn with_archive(more: &str) -> Proof {
         let scratch = tempfile::tempdir().unwrap();
+        let archive = scratch.path().join("archive");
+        std::fs::create_dir_all(&archive).unwrap();
+        let extra = format!("root = {:?}\n{more}", archive.display().to_string());
+        Proof::build(PIPELINE, None, &extra, scratch)
+    }
+
+    fn build(
+        pipeline: &str,
+        target: Option<&str>,
+        extra: &str,
+        scratch: tempfile::TempDir,
+    ) -> Proof {
         let sandbox = Sandbox::new();
         let usb = scratch.path().join("usb");
         std::fs::create_dir_all(&usb).unwrap();
@@ -64,6 +82,33 @@ impl Proof {
     fn edit_config(&self, edit: impl FnOnce(String) -> String) {
         let config = std::fs::read_to_string(self.sandbox.config_path()).unwrap();
         std::fs::write(self.sandbox.config_path(), edit(config)).unwrap();
+    }
+
+    fn archive(&self) -> PathBuf {
+        self.scratch.path().join("archive")
+    }
+
+    /// `keepsake ARGS`, started and paused at the pause point `label` (its
+    /// output piped); [`Proof::release`] lets it go on.
+    fn paused(&self, args: &[&str], label: &str) -> std::process::Child {
+        let gate = self.scratch.path().join("gate");
+        let child = self
+            .sandbox
+            .command(args)
+            .env("KEEPSAKE_PAUSE_AT", label)
+            .env("KEEPSAKE_PAUSE_FILE", &gate)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(60), label, || {
+            self.scratch.path().join("gate.reached").exists()
+        });
+        child
+    }
+
+    fn release(&self) {
+        std::fs::write(self.scratch.path().join("gate"), b"go").unwrap();
     }
 
     fn usb(&self) -> PathBuf {
@@ -416,13 +461,8 @@ fn a_live_photo_video_across_new_year_is_planned_with_its_still() {
 
 #[test]
 fn archive_run_moves_a_live_photo_pair_across_new_year_together() {
-    let scratch = tempfile::tempdir().unwrap();
-    let archive = scratch.path().join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    let proof = Proof::new(
-        None,
-        &format!("root = {:?}\n", archive.display().to_string()),
-    );
+    let proof = Proof::with_archive("");
+    let archive = proof.archive();
     live_pair_across_new_year(&proof);
     let still = proof.placed("2019/12/31/IMG_0100.JPG");
     let clip = proof.placed("2019/12/31/IMG_0100.MOV");
@@ -579,13 +619,8 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
 
 #[test]
 fn an_icloud_duplicate_of_an_archived_original_is_pushed_for_the_icloud_targets() {
-    let scratch = tempfile::tempdir().unwrap();
-    let archive = scratch.path().join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    let proof = Proof::new(
-        None,
-        &format!("root = {:?}\n", archive.display().to_string()),
-    );
+    let proof = Proof::with_archive("");
+    let archive = proof.archive();
     // The phone's 2022 shot, from an inbox without offsite, is archived:
     // its one copy is in the archive root.
     let shot = phone_shot(&proof, "[stages.offsite]");
@@ -731,16 +766,10 @@ fn a_flipped_byte_in_a_folder_copy_blocks_the_year_without_deep() {
 
 #[test]
 fn the_service_sweep_checks_content_too_and_moves_nothing_on_a_flipped_byte() {
-    let scratch = tempfile::tempdir().unwrap();
-    let archive = scratch.path().join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    let proof = Proof::new(
-        None,
-        &format!(
-            "root = {:?}\nkeep_years = 2\nsweep_hours = 0.0005\nauto_run = true\nremove_icloud_copies = true\n",
-            archive.display().to_string()
-        ),
+    let proof = Proof::with_archive(
+        "keep_years = 2\nsweep_hours = 0.0005\nauto_run = true\nremove_icloud_copies = true\n",
     );
+    let archive = proof.archive();
     two_of_2019(&proof);
     let copy = proof.usb_copy(&proof.placed("2019/05/01/IMG_0002.JPG"));
     let mut bytes = std::fs::read(&copy).unwrap();
@@ -931,19 +960,10 @@ fn a_photo_taken_by_another_process_while_the_year_is_planned_is_in_the_verdict_
     // `archive plan` takes no lock: it pauses once its plan is made and
     // before it is written, while another process (an ingest, as a running
     // service's cycle would) takes a new 2019 photo.
-    let gate = proof.scratch.path().join("gate");
-    let planning = proof
-        .sandbox
-        .command(&["archive", "plan", "--year", "2019", "--json"])
-        .env("KEEPSAKE_PAUSE_AT", "archive-plan-made")
-        .env("KEEPSAKE_PAUSE_FILE", &gate)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(60), "the plan to pause", || {
-        proof.scratch.path().join("gate.reached").exists()
-    });
+    let planning = proof.paused(
+        &["archive", "plan", "--year", "2019", "--json"],
+        "archive-plan-made",
+    );
     photo(
         &proof.sandbox,
         "2019/08/01/IMG_0007.JPG",
@@ -951,7 +971,7 @@ fn a_photo_taken_by_another_process_while_the_year_is_planned_is_in_the_verdict_
         &[],
     );
     proof.ingest();
-    std::fs::write(&gate, b"go").unwrap();
+    proof.release();
     let out = planning.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let plan: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
@@ -1030,16 +1050,8 @@ fn an_unmounted_inbox_disk_blocks_the_year_instead_of_looking_empty() {
 #[test]
 fn a_download_rewritten_in_place_after_the_plan_stays_in_the_inbox() {
     use std::os::unix::fs::FileExt;
-    let scratch = tempfile::tempdir().unwrap();
-    let archive = scratch.path().join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    let proof = Proof::new(
-        None,
-        &format!(
-            "root = {:?}\nremove_icloud_copies = true\n",
-            archive.display().to_string()
-        ),
-    );
+    let proof = Proof::with_archive("remove_icloud_copies = true\n");
+    let archive = proof.archive();
     two_of_2019(&proof);
     proof.assert_safe(2019, &["IMG_0001.JPG", "IMG_0002.JPG"]);
     let first = proof.sandbox.inbox().join("2019/05/01/IMG_0001.JPG");
@@ -1047,19 +1059,10 @@ fn a_download_rewritten_in_place_after_the_plan_stays_in_the_inbox() {
     let taken = blake3_of(&first);
     // `archive run` moves 2019, plans it again and pauses before it
     // removes the iCloud downloads its plan proved kept.
-    let gate = scratch.path().join("gate");
-    let running = proof
-        .sandbox
-        .command(&["archive", "run", "--year", "2019", "--json"])
-        .env("KEEPSAKE_PAUSE_AT", "icloud-copies-planned")
-        .env("KEEPSAKE_PAUSE_FILE", &gate)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(60), "the removal to pause", || {
-        scratch.path().join("gate.reached").exists()
-    });
+    let running = proof.paused(
+        &["archive", "run", "--year", "2019", "--json"],
+        "icloud-copies-planned",
+    );
     // The downloader rewrites one download in place, as kei's XMP embedding
     // does: the same inode, size and mtime, other bytes.
     let before = std::fs::metadata(&first).unwrap();
@@ -1075,7 +1078,7 @@ fn a_download_rewritten_in_place_after_the_plan_stays_in_the_inbox() {
     drop(file);
     let rewritten = blake3_of(&first);
     assert_ne!(rewritten, taken);
-    std::fs::write(&gate, b"go").unwrap();
+    proof.release();
     let out = running.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
@@ -1112,19 +1115,7 @@ fn a_verdict_outlives_no_change_a_kill_9_left_unvoided() {
         "2019:08:01 10:00:00",
         &[],
     );
-    let gate = proof.scratch.path().join("gate");
-    let mut ingest = proof
-        .sandbox
-        .command(&["ingest"])
-        .env("KEEPSAKE_PAUSE_AT", "ingest-committed")
-        .env("KEEPSAKE_PAUSE_FILE", &gate)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(60), "the ingest to commit", || {
-        proof.scratch.path().join("gate.reached").exists()
-    });
+    let mut ingest = proof.paused(&["ingest"], "ingest-committed");
     ingest.kill().unwrap();
     ingest.wait().unwrap();
     let jobs = proof.sandbox.jobs();

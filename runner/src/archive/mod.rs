@@ -356,30 +356,57 @@ pub fn void_pending(config: &Config, ledger: &Ledger, why: &str) -> Result<(), L
         return Ok(());
     }
     let mut years = BTreeSet::new();
-    let mut every = config.archive.kei_state.is_some();
-    for id in &jobs {
-        if let Some(job) = ledger.read(|c| ledger::job(c, *id))? {
-            match verdict_years(ledger, &job) {
-                Some(of_job) => years.extend(of_job),
+    // With kei, a job's years include kei's creation time, not read here.
+    let mut every = config.archive.kei_state.is_some() || jobs.contains(&ledger::EVERY_YEAR);
+    let dir = config.state_dir.join("archive");
+    let any = std::fs::read_dir(&dir).map_or_else(
+        |e| e.kind() != std::io::ErrorKind::NotFound,
+        |mut listing| listing.next().is_some(),
+    );
+    if any && !every {
+        for id in &jobs {
+            // A job the ledger does not have: its years cannot be told.
+            match ledger.read(|c| ledger::job(c, *id))? {
+                Some(job) => match verdict_years(ledger, &job) {
+                    Some(of_job) => years.extend(of_job),
+                    None => every = true,
+                },
                 None => every = true,
+            }
+            if every {
+                break;
             }
         }
     }
-    let voided = if every {
-        void_fully(config, None, why)
-    } else {
-        void_fully(config, Some(&years), why)
-    };
+    let voided = !any
+        || if every {
+            void_fully(config, None, why)
+        } else {
+            void_fully(config, Some(&years), why)
+        };
     if voided {
         settled(ledger, &jobs);
     }
     Ok(())
 }
 
-/// A change was counted, then the verdicts of `years` go.
+/// A change that is no job's (a file that failed its check): counted, and
+/// noted as every year's in `unvoided` in the same transaction, then the
+/// verdicts of `years` go. Voiding every year settles that note; a stop in
+/// between, or a void of some years only, leaves it for the next open.
 pub fn void_changed(config: &Config, ledger: &Ledger, years: Option<&BTreeSet<i32>>, why: &str) {
-    changed(config, ledger);
-    void(config, years, why);
+    let noted = ledger.write(|tx| {
+        ledger::count_change(tx)?;
+        ledger::note_unvoided(tx, ledger::EVERY_YEAR)
+    });
+    if let Err(e) = noted {
+        tracing::error!("cannot count a change to the archive's verdicts ({e}): voiding them all");
+        void(config, None, "a change could not be counted");
+        return;
+    }
+    if void_fully(config, years, why) && years.is_none() {
+        settled(ledger, &[ledger::EVERY_YEAR]);
+    }
 }
 
 /// Take the turn ([`MOVING`]); the archive commands and the sweep hold it.
@@ -399,13 +426,15 @@ pub fn run(
     let moved = move_year(config, ledger, year, dry_run);
     // Moves committed before an error, and those its recovery settled (of
     // any year), void their years' verdicts whatever came after.
-    void_pending(config, ledger, "files moved")?;
+    let pending = void_pending(config, ledger, "files moved");
     let mut report = moved?;
+    pending?;
     if !dry_run && (report.moved > 0 || report.sidecars > 0 || !report.errors.is_empty()) {
-        // The year's files are somewhere else now: its proof is made again.
-        void_changed(
+        // The year's files are somewhere else now: its proof is made again
+        // (each move noted its job in `unvoided` as it committed).
+        changed(config, ledger);
+        void(
             config,
-            ledger,
             Some(&BTreeSet::from([year])),
             "files of the year moved",
         );

@@ -167,16 +167,22 @@ fn write_sidecars(
         after = last.job_id;
         // A sidecar about to be rewritten is a change the archive's
         // verdicts must hear of even if this process stops midway.
+        // Only the rows noted here are this sweep's to clear: a row already
+        // there is another change's, still to be voided.
         let ids: Vec<u64> = rows
             .iter()
             .filter_map(|r| u64::try_from(r.job_id).ok())
             .collect();
-        ledger.write(|tx| {
+        let noted: Vec<u64> = ledger.write(|tx| {
+            let mut noted = Vec::new();
             for id in &ids {
-                crate::ledger::note_unvoided(tx, *id)?;
+                if crate::ledger::note_unvoided(tx, *id)? {
+                    noted.push(*id);
+                }
             }
-            Ok(())
+            Ok(noted)
         })?;
+        let mut failed: Vec<u64> = Vec::new();
         let mut done: Vec<(i64, String)> = Vec::new();
         for row in &rows {
             let wanted = wanted_properties(row);
@@ -206,7 +212,11 @@ fn write_sidecars(
                     done.push((row.job_id, text));
                 }
                 Err(message) => {
-                    // Stays behind; the next sweep tries again.
+                    // Stays behind; the next sweep tries again. It may have
+                    // been replaced before the error: its note stays.
+                    if let Ok(id) = u64::try_from(row.job_id) {
+                        failed.push(id);
+                    }
                     let message = format!("{}: {message}", media.display());
                     tracing::warn!(stage, job = row.job_id, "{message}");
                     report.errors.push(message);
@@ -214,10 +224,10 @@ fn write_sidecars(
             }
         }
         // The sidecars left as they were changed nothing.
-        let unchanged: Vec<u64> = ids
+        let unchanged: Vec<u64> = noted
             .iter()
             .copied()
-            .filter(|id| !rewritten.contains(id))
+            .filter(|id| !rewritten.contains(id) && !failed.contains(id))
             .collect();
         ledger.write(|tx| {
             for (job_id, written) in &done {

@@ -437,11 +437,16 @@ pub fn change_count(conn: &Connection) -> rusqlite::Result<u64> {
     count_of(conn, "verdict_changes")
 }
 
-/// Job `job_id`'s change is committed and its verdicts not voided yet.
-pub fn note_unvoided(conn: &Connection, job_id: u64) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO unvoided (job_id) VALUES (?1)")?
-        .execute([job_id])?;
-    Ok(())
+/// `unvoided`'s job that stands for every year.
+pub const EVERY_YEAR: u64 = 0;
+
+/// Job `job_id`'s change is committed and its verdicts not voided yet;
+/// whether the row is new (it was not listed already).
+pub fn note_unvoided(conn: &Connection, job_id: u64) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("INSERT OR IGNORE INTO unvoided (job_id) VALUES (?1)")?
+        .execute([job_id])?
+        == 1)
 }
 
 /// The jobs whose changes' verdicts are not voided yet.

@@ -150,6 +150,7 @@ pub fn mark_move_placed(conn: &Connection, id: u64, asset_id: Option<u64>) -> ru
         JournalState::Intent,
         JournalState::Placed,
     )?;
+    // A sidecar (no asset) moves in its photo's batch, whose job is noted.
     if let Some(asset_id) = asset_id {
         set_asset_root(conn, asset_id, Root::Archive)?;
         requeue_placed(conn, asset_id)?;

@@ -509,7 +509,11 @@ impl Pipeline {
         for id in jobs {
             let job = match self.ledger.read(|c| ledger::job(c, *id)) {
                 Ok(Some(job)) => job,
-                Ok(None) => continue,
+                Ok(None) => {
+                    return self
+                        .verdicts
+                        .void(None, &format!("the ledger has no job {id}"));
+                }
                 Err(e) => {
                     return self.verdicts.void(
                         None,
