@@ -554,6 +554,15 @@ fn phone_shot(proof: &Proof, before: &str) -> PathBuf {
     shot
 }
 
+/// The same bytes as `shot` from iCloud, as icloudpd names and dates them:
+/// `2019/06/01/IMG_0003.PNG`, mtime 2019-06-01.
+fn icloud_copy_of(proof: &Proof, shot: &Path) {
+    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
+    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
+    std::fs::copy(shot, &again).unwrap();
+    set_mtime(&again, 1_559_390_400); // 2019-06-01
+}
+
 #[test]
 fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() {
     let proof = Proof::new(None, "");
@@ -576,10 +585,7 @@ fn an_icloud_duplicate_is_proven_on_its_own_and_pushed_for_the_icloud_targets() 
     assert!(proof.plan_file(2022).exists());
 
     // The same bytes arrive from iCloud, dated 2019 by icloudpd.
-    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
-    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
-    std::fs::copy(&shot, &again).unwrap();
-    set_mtime(&again, 1_559_390_400); // 2019-06-01
+    icloud_copy_of(&proof, &shot);
     proof.ingest();
     let jobs = proof.sandbox.jobs();
     let dup = job_named(&jobs, "2019/06/01/IMG_0003.PNG");
@@ -637,10 +643,7 @@ fn an_icloud_duplicate_of_an_archived_original_is_pushed_for_the_icloud_targets(
     assert_eq!(blake3_of(&archive.join(&archived[0])), blake3_of(&shot));
 
     // The same bytes arrive from iCloud, dated 2019.
-    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
-    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
-    std::fs::copy(&shot, &again).unwrap();
-    set_mtime(&again, 1_559_390_400); // 2019-06-01
+    icloud_copy_of(&proof, &shot);
     proof.ingest();
     let jobs = proof.sandbox.jobs();
     let dup = job_named(&jobs, "2019/06/01/IMG_0003.PNG");
@@ -664,10 +667,7 @@ fn an_icloud_duplicate_of_a_file_placed_in_the_same_ingest_is_pushed_for_the_icl
     // same bytes in one ingest: the iCloud file is a duplicate of a file
     // not yet committed when it is decided.
     let shot = phone_shot(&proof, "[[inbox]]");
-    let again = proof.sandbox.inbox().join("2019/06/01/IMG_0003.PNG");
-    std::fs::create_dir_all(again.parent().unwrap()).unwrap();
-    std::fs::copy(&shot, &again).unwrap();
-    set_mtime(&again, 1_559_390_400); // 2019-06-01
+    icloud_copy_of(&proof, &shot);
     proof.ingest();
     let jobs = proof.sandbox.jobs();
     let first = job_named(&jobs, "shot.png");
